@@ -1,0 +1,157 @@
+"""The catalog: GPU specs, model architectures and quantization formats, loaded from TOML.
+
+`load_catalog()` reads the built-in files in `data/` (once per process) plus any user additions, and
+returns a `Catalog` with lookups that raise UsageError with "did you mean" for unknown names.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CatalogError, unknown
+from .loader import load_file
+from .types import GpuSpec, ModelSpec, QuantFormat
+
+DATA_DIR = Path(__file__).parent / "data"
+BUILTIN_FILES = ("gpus.toml", "models.toml", "quants.toml")
+
+__all__ = ["Catalog", "GpuSpec", "ModelSpec", "QuantFormat", "load_catalog", "normalize_name"]
+
+
+def normalize_name(s: str) -> str:
+    """Fold a name for matching: lowercase, drop 'nvidia', spaces/underscores to '-'."""
+    s = s.strip().lower().replace("nvidia", "").replace("geforce", "")
+    s = re.sub(r"[\s_/]+", "-", s)
+    return re.sub(r"-+", "-", s).strip("-")
+
+
+@dataclass
+class Catalog:
+    gpus: dict[str, GpuSpec] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+    quants: dict[str, QuantFormat] = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)
+    _gpu_alias: dict[str, str] = field(default_factory=dict)
+    _model_alias: dict[str, str] = field(default_factory=dict)
+    _quant_alias: dict[str, str] = field(default_factory=dict)
+    _nvml_name: dict[str, str] = field(default_factory=dict)
+    _pci_id: dict[str, str] = field(default_factory=dict)
+
+    def add_file(self, path: Path, text: str | None = None, override: bool = False) -> None:
+        """Add the entries of one catalog file. A key already present is an error unless `override`
+        (user additions in a config may replace a built-in entry on purpose)."""
+        loaded = load_file(path, text)
+        self.files.append(str(path))
+        for rec in loaded["gpu"]:
+            self._add(self.gpus, rec, path, override, "gpu")
+            for alias in (rec.key, normalize_name(rec.name), *rec.aliases):
+                self._gpu_alias[normalize_name(alias)] = rec.key
+            for n in rec.nvml_names:
+                self._claim(self._nvml_name, n, rec.key, path, "NVML name")
+            for p in rec.pci_device_ids:
+                self._claim(self._pci_id, p.upper(), rec.key, path, "PCI device id")
+        for rec in loaded["model"]:
+            self._add(self.models, rec, path, override, "model")
+            for alias in (rec.key, rec.hf_repo, *rec.aliases):
+                if alias:
+                    self._model_alias[alias.lower()] = rec.key
+        for rec in loaded["quant"]:
+            self._add(self.quants, rec, path, override, "quant")
+            for alias in (rec.key, *rec.aliases):
+                self._quant_alias[alias.lower()] = rec.key
+
+    @staticmethod
+    def _add(table, rec, path, override, kind):
+        if rec.key in table and not override:
+            raise CatalogError(path, f"{kind} key {rec.key!r} is already defined", f"[[{kind}]] key={rec.key!r}")
+        table[rec.key] = rec
+
+    @staticmethod
+    def _claim(index, ident, key, path, what):
+        owner = index.get(ident)
+        if owner is not None and owner != key:
+            raise CatalogError(path, f"{what} {ident!r} is claimed by both {owner!r} and {key!r}", f"[[gpu]] key={key!r}")
+        index[ident] = key
+
+    # ---- lookups -------------------------------------------------------------------------------
+    def gpu(self, name: str) -> GpuSpec:
+        key = self._gpu_alias.get(normalize_name(name))
+        if key is None:
+            raise unknown("GPU", name, self.gpus)
+        return self.gpus[key]
+
+    def model(self, name: str) -> ModelSpec:
+        key = self._model_alias.get(name.strip().lower())
+        if key is None:
+            raise unknown("model", name, list(self.models))
+        return self.models[key]
+
+    def quant(self, name: str) -> QuantFormat:
+        key = self._quant_alias.get(name.strip().lower())
+        if key is None:
+            raise unknown("quantization", name, list(self.quants))
+        return self.quants[key]
+
+    def kv_dtype(self, name: str) -> QuantFormat:
+        q = self.quant(name)
+        if not q.kv_cache:
+            kv = [k for k, v in self.quants.items() if v.kv_cache]
+            raise unknown("KV-cache dtype", name, kv) from None
+        return q
+
+    def match_gpu(self, nvml_name: str | None, pci_device_id: str | None = None) -> GpuSpec | None:
+        """Match what NVML reports to a catalog entry: exact NVML name first, then the PCI device id
+        (the upper 16 bits of NVML's pciDeviceId, e.g. 0x220410DE -> '2204'), then a folded name.
+        Returns None when nothing matches; never guesses between two entries."""
+        if nvml_name and nvml_name in self._nvml_name:
+            return self.gpus[self._nvml_name[nvml_name]]
+        dev = pci_device_key(pci_device_id)
+        if dev and dev in self._pci_id:
+            return self.gpus[self._pci_id[dev]]
+        if nvml_name:
+            key = self._gpu_alias.get(normalize_name(nvml_name))
+            if key:
+                return self.gpus[key]
+        return None
+
+    def family_models(self, family: str) -> list[ModelSpec]:
+        return [m for m in self.models.values() if m.family == family]
+
+
+def pci_device_key(pci_device_id) -> str | None:
+    """'0x220410DE' / '220410DE' / 0x220410DE / '2204' -> '2204'. Vendor must be NVIDIA (10DE) if given."""
+    if pci_device_id is None:
+        return None
+    if isinstance(pci_device_id, int):
+        s = f"{pci_device_id:08X}"
+    else:
+        s = str(pci_device_id).strip().upper()
+        if s.startswith("0X"):
+            s = s[2:]
+    if not re.fullmatch(r"[0-9A-F]{4}|[0-9A-F]{8}", s):
+        return None
+    if len(s) == 8:
+        if s[4:] != "10DE":
+            return None
+        s = s[:4]
+    return s
+
+
+_CACHE: dict[tuple, Catalog] = {}
+
+
+def load_catalog(extra_files: tuple = ()) -> Catalog:
+    """The built-in catalog plus user additions (validated like the built-in files). Cached per process."""
+    key = tuple(str(p) for p in extra_files)
+    if key not in _CACHE:
+        cat = Catalog()
+        for name in BUILTIN_FILES:
+            path = DATA_DIR / name
+            if path.exists():
+                cat.add_file(path)
+        for p in extra_files:
+            cat.add_file(Path(p), override=True)
+        _CACHE[key] = cat
+    return _CACHE[key]

@@ -1,0 +1,174 @@
+"""Load and validate catalog TOML: `[[gpu]]`, `[[model]]`, `[[quant]]` arrays of tables.
+
+Each table's keys are the field names of the matching dataclass in `types.py`. Unknown keys, missing
+required keys, wrong types and broken invariants raise CatalogError naming the file, the entry and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+import typing
+from pathlib import Path
+
+from ..errors import CatalogError
+from .types import GpuSpec, ModelSpec, QuantFormat
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
+
+
+def parse_toml(path: Path, text: str | None = None) -> dict:
+    """Parse a TOML file; a syntax error becomes CatalogError with the line tomllib reports."""
+    try:
+        if text is None:
+            text = Path(path).read_text(encoding="utf-8")
+        return tomllib.loads(text)
+    except OSError as e:
+        raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise CatalogError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise CatalogError(path, f"invalid TOML: {e}") from None
+
+
+def _type_ok(value, hint) -> tuple[bool, object]:
+    """Check `value` against a simple type hint; return (ok, converted value)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None:
+            return True, None
+        return _type_ok(value, non_none[0])
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return False, value
+        return True, tuple(value)
+    if hint is bool:
+        return isinstance(value, bool), value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is str:
+        return isinstance(value, str), value
+    return False, value
+
+
+def _type_name(hint) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return "list of strings"
+    if args:
+        return _type_name(args[0])
+    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(hint, str(hint))
+
+
+def build_record(cls, table: dict, path, where: str):
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        from ..errors import did_you_mean
+
+        near = did_you_mean(unknown[0], fields)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        raise CatalogError(path, f"unknown key {unknown[0]!r}{hint}", where)
+    kwargs = {}
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in table:
+            if required:
+                raise CatalogError(path, f"missing required key {name!r}", where)
+            continue
+        ok, value = _type_ok(table[name], hints[name])
+        if not ok:
+            raise CatalogError(
+                path, f"key {name!r} must be a {_type_name(hints[name])}, got {table[name]!r}", where
+            )
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _check_invariants(rec, path, where: str) -> None:
+    def bad(msg):
+        raise CatalogError(path, msg, where)
+
+    if not KEY_RE.match(rec.key):
+        bad(f"key {rec.key!r} must be lowercase letters, digits, '.', '-' or '_'")
+    if not rec.source.strip():
+        bad("'source' must say where the facts come from")
+    if isinstance(rec, GpuSpec):
+        if rec.memory_bytes <= 0:
+            bad(f"memory_bytes must be positive, got {rec.memory_bytes}")
+        if rec.bandwidth_gbps <= 0:
+            bad(f"bandwidth_gbps must be positive, got {rec.bandwidth_gbps}")
+        if not re.match(r"^\d+\.\d+$", rec.compute_capability):
+            bad(f"compute_capability must look like '8.6', got {rec.compute_capability!r}")
+        for pci in rec.pci_device_ids:
+            if not re.match(r"^[0-9A-F]{4}$", pci):
+                bad(f"pci_device_ids entries are 4 upper-case hex digits, got {pci!r}")
+        if rec.vendor_class not in ("datacenter", "workstation", "geforce", "embedded"):
+            bad(f"vendor_class must be datacenter|workstation|geforce|embedded, got {rec.vendor_class!r}")
+    elif isinstance(rec, ModelSpec):
+        for k in ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab", "max_context"):
+            if getattr(rec, k) <= 0:
+                bad(f"{k} must be positive, got {getattr(rec, k)}")
+        if rec.heads % rec.kv_heads:
+            bad(f"heads ({rec.heads}) must be a multiple of kv_heads ({rec.kv_heads})")
+        if not 0 <= rec.sliding_layers <= rec.layers:
+            bad(f"sliding_layers must be between 0 and layers ({rec.layers})")
+        if rec.sliding_layers and not rec.sliding_window:
+            bad("sliding_layers set without sliding_window")
+        if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):
+            bad("a MoE model needs 0 < experts_active <= experts and moe_intermediate")
+        if rec.params is not None and rec.params <= 0:
+            bad("params must be positive")
+        if rec.active_params is not None and rec.params and rec.active_params > rec.params:
+            bad("active_params cannot exceed params")
+        if rec.mlp not in ("gated", "plain"):
+            bad(f"mlp must be 'gated' or 'plain', got {rec.mlp!r}")
+        if rec.kv_lora_rank is not None and rec.qk_rope_head_dim is None:
+            bad("an MLA model needs qk_rope_head_dim with kv_lora_rank")
+    elif isinstance(rec, QuantFormat):
+        if rec.bits_per_weight <= 0:
+            bad(f"bits_per_weight must be positive, got {rec.bits_per_weight}")
+        if rec.block_size and rec.type_size_bytes:
+            derived = rec.type_size_bytes * 8 / rec.block_size
+            if abs(derived - rec.bits_per_weight) > 1e-9:
+                bad(f"bits_per_weight {rec.bits_per_weight} != type_size_bytes*8/block_size = {derived}")
+        if rec.kind not in ("float", "int", "gguf"):
+            bad(f"kind must be float|int|gguf, got {rec.kind!r}")
+
+
+def load_file(path: Path, text: str | None = None) -> dict[str, list]:
+    """Load one catalog file. Returns {"gpu": [...], "model": [...], "quant": [...]}."""
+    data = parse_toml(path, text)
+    out: dict[str, list] = {name: [] for name in TABLES}
+    for top in data:
+        if top not in TABLES:
+            raise CatalogError(path, f"unknown table [[{top}]]; expected one of {', '.join(TABLES)}")
+    for name, cls in TABLES.items():
+        entries = data.get(name, [])
+        if not isinstance(entries, list):
+            raise CatalogError(path, f"[{name}] must be an array of tables: write [[{name}]]")
+        seen = set()
+        for i, table in enumerate(entries):
+            where = f"[[{name}]] #{i + 1}" + (f" key={table.get('key')!r}" if isinstance(table, dict) else "")
+            if not isinstance(table, dict):
+                raise CatalogError(path, "entry must be a table", where)
+            rec = build_record(cls, table, path, where)
+            _check_invariants(rec, path, where)
+            if rec.key in seen:
+                raise CatalogError(path, f"duplicate key {rec.key!r}", where)
+            seen.add(rec.key)
+            out[name].append(rec)
+    return out

@@ -1,0 +1,119 @@
+"""Catalog records: GPU specs, model architectures, quantization formats.
+
+Plain frozen dataclasses. The TOML files in `data/` hold one table per entry whose keys are exactly
+these field names; `loader.py` validates types, required fields and unknown keys against them.
+Units are in the field names. Every entry carries `source`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class GpuSpec:
+    key: str  # lowercase, hyphenated: "rtx-3090", "a100-sxm4-40gb"
+    name: str  # marketing name: "NVIDIA GeForce RTX 3090"
+    vendor_class: str  # "datacenter" | "workstation" | "geforce" | "embedded"
+    architecture: str  # "Ampere", "Hopper", ...
+    compute_capability: str  # "8.6"
+    memory_bytes: int  # total as NVML reports it where known (fb total), else datasheet GiB * 2**30
+    memory_type: str  # "GDDR6X", "HBM3", "LPDDR5", ...
+    bandwidth_gbps: float  # GB/s, 10**9 bytes per second, datasheet
+    source: str
+    nvml_names: tuple[str, ...] = ()  # exact strings nvmlDeviceGetName returns
+    pci_device_ids: tuple[str, ...] = ()  # "2204" (device id, hex, 4 digits, upper case)
+    aliases: tuple[str, ...] = ()
+    fp32_tflops: float | None = None  # non-tensor FP32
+    fp16_tflops: float | None = None  # dense tensor FP16 (FP32 accumulate where the datasheet splits)
+    bf16_tflops: float | None = None  # dense tensor BF16
+    fp8_tflops: float | None = None  # dense tensor FP8
+    int8_tops: float | None = None  # dense tensor INT8
+    int4_tops: float | None = None  # dense tensor INT4
+    fp4_tflops: float | None = None  # dense tensor FP4 (Blackwell)
+    cuda_cores: int | None = None
+    tensor_cores: int | None = None
+    tdp_w: float | None = None
+    memory_bus_bits: int | None = None
+    interconnect: str | None = None  # "NVLink 4 900 GB/s", "PCIe 4.0 x16", ...
+    nvlink_gbps: float | None = None  # total NVLink bandwidth per GPU, GB/s (both directions)
+    pcie_gen: int | None = None
+    unified_memory: bool = False  # GH200 / Jetson class: GPU memory is host (LPDDR) memory
+    mig: bool = False  # supports MIG
+    notes: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # "llama3-8b"
+    name: str  # "Llama 3 8B"
+    family: str  # "llama3" — used for "a smaller model of the same family"
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int  # dense MLP width (for MoE models, the dense layers' width)
+    vocab: int
+    max_context: int
+    source: str
+    hf_repo: str | None = None
+    aliases: tuple[str, ...] = ()
+    native_dtype: str = "bf16"  # a quant key: bf16 | fp16 | fp8 | mxfp4
+    params: int | None = None  # exact published parameter count where known, else None (computed)
+    active_params: int | None = None  # MoE: parameters used per token (published), else None
+    params_source: str | None = None
+    tie_embeddings: bool = False
+    mlp: str = "gated"  # "gated" (SwiGLU/GeGLU: 3 matrices) | "plain" (2 matrices)
+    attn_bias: bool = False  # q/k/v projections have bias (Qwen2)
+    # sliding-window attention: `sliding_layers` of `layers` cap their KV at `sliding_window` tokens
+    sliding_window: int | None = None
+    sliding_layers: int = 0
+    # mixture of experts
+    experts: int = 0  # routed experts per MoE layer
+    experts_active: int = 0  # routed experts chosen per token
+    shared_experts: int = 0
+    moe_intermediate: int | None = None  # per-expert MLP width
+    dense_layers: int = 0  # leading layers with a dense MLP instead of MoE (DeepSeek first_k_dense)
+    # multi-head latent attention (DeepSeek V2/V3): the KV cache holds kv_lora_rank + qk_rope_head_dim
+    kv_lora_rank: int | None = None
+    q_lora_rank: int | None = None
+    qk_rope_head_dim: int | None = None
+    qk_nope_head_dim: int | None = None
+    v_head_dim: int | None = None
+    release: str | None = None  # "2024-07"
+    notes: str | None = None
+
+    @property
+    def is_moe(self) -> bool:
+        return self.experts > 0
+
+    @property
+    def is_mla(self) -> bool:
+        return self.kv_lora_rank is not None
+
+
+@dataclass(frozen=True)
+class QuantFormat:
+    key: str  # "int8", "q4_k_m", "bf16"
+    name: str
+    kind: str  # "float" | "int" | "gguf"
+    bits_per_weight: float  # effective bits per quantized weight, scales and zero points included
+    source: str
+    # ggml block layout where one exists: bits_per_weight == type_size_bytes * 8 / block_size
+    block_size: int | None = None
+    type_size_bytes: int | None = None
+    # token embeddings / output head: bits they are stored at (None = same as bits_per_weight)
+    embed_bits: float | None = None
+    output_bits: float | None = None
+    quality: int = 0  # ordinal, higher = less loss vs the native dtype; ranks alternatives
+    engines: tuple[str, ...] = ("vllm", "llama.cpp", "ollama", "transformers")
+    kv_cache: bool = False  # also valid as a --kv-dtype
+    kv_bits: float | None = None  # bits per KV element when used as a KV dtype (default bits_per_weight)
+    aliases: tuple[str, ...] = ()
+    min_compute_capability: str | None = None  # e.g. fp8 needs 8.9 for native kernels
+    notes: str | None = None
+
+    @property
+    def bytes_per_weight(self) -> float:
+        return self.bits_per_weight / 8.0

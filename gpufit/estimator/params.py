@@ -1,0 +1,102 @@
+"""Parameter counts from a model's architecture.
+
+Counts every weight matrix, bias and norm vector of a decoder-only transformer (dense, MoE, MLA).
+Where the catalog has a published exact count (`ModelSpec.params`) that figure wins for the total and
+the architecture count is only used to split it (embeddings / output head / body / per-layer).
+Check: Llama-3-8B counts to 8,030,261,248, the published figure (see tests/test_params.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..catalog.types import ModelSpec
+
+
+@dataclass(frozen=True)
+class ParamCounts:
+    total: int  # all parameters
+    active: int  # used per token (== total for dense models)
+    embed: int  # token embedding table (vocab x hidden)
+    output: int  # output head (0 when tied to the embeddings)
+    per_layer: int  # mean parameters per transformer layer (attention + MLP/MoE + norms)
+    per_layer_active: int  # mean per-layer parameters used per token
+    computed_total: int  # what the architecture adds up to, before a published total replaces it
+    exact: bool  # True when `total` is a published figure
+
+    @property
+    def body(self) -> int:
+        """Everything but embeddings and output head: the quantized transformer layers."""
+        return self.total - self.embed - self.output
+
+    @property
+    def body_active(self) -> int:
+        return self.active - self.embed - self.output
+
+
+def attention_params(m: ModelSpec) -> int:
+    h = m.hidden
+    if m.is_mla:
+        nope = m.qk_nope_head_dim or 0
+        rope = m.qk_rope_head_dim or 0
+        v = m.v_head_dim or m.head_dim
+        qk = m.heads * (nope + rope)
+        if m.q_lora_rank:
+            q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * qk  # down, norm, up
+        else:
+            q = h * qk
+        kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * m.heads * (nope + v)
+        o = m.heads * v * h
+        return q + kv + o
+    q = h * m.heads * m.head_dim
+    kv = 2 * h * m.kv_heads * m.head_dim
+    o = m.heads * m.head_dim * h
+    bias = (m.heads + 2 * m.kv_heads) * m.head_dim if m.attn_bias else 0
+    return q + kv + o + bias
+
+
+def mlp_params(hidden: int, inter: int, mlp: str) -> int:
+    return (3 if mlp == "gated" else 2) * hidden * inter
+
+
+def count_params(m: ModelSpec) -> ParamCounts:
+    embed = m.vocab * m.hidden
+    output = 0 if m.tie_embeddings else m.vocab * m.hidden
+    attn = attention_params(m)
+    norms = 2 * m.hidden
+    if m.is_moe:
+        expert = mlp_params(m.hidden, m.moe_intermediate, m.mlp)
+        shared = m.shared_experts * expert
+        router = m.hidden * m.experts
+        moe_layers = m.layers - m.dense_layers
+        dense_layer = attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms
+        moe_layer = attn + m.experts * expert + shared + router + norms
+        moe_layer_active = attn + m.experts_active * expert + shared + router + norms
+        body = m.dense_layers * dense_layer + moe_layers * moe_layer
+        body_active = m.dense_layers * dense_layer + moe_layers * moe_layer_active
+    else:
+        body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
+    final_norm = m.hidden
+    computed = embed + output + body + final_norm
+    computed_active = embed + output + body_active + final_norm
+    total = m.params or computed
+    if m.active_params:
+        active = m.active_params
+    elif m.is_moe:
+        # scale the computed active share onto the published total
+        active = round(total * computed_active / computed)
+    else:
+        active = total
+    body_total = total - embed - output
+    per_layer = max(1, round(body_total / m.layers))
+    per_layer_active = max(1, round((active - embed - output) / m.layers))
+    return ParamCounts(
+        total=total,
+        active=active,
+        embed=embed,
+        output=output,
+        per_layer=per_layer,
+        per_layer_active=per_layer_active,
+        computed_total=computed,
+        exact=m.params is not None,
+    )

@@ -1,0 +1,155 @@
+"""Inputs and outputs of the estimator: plain frozen data, no I/O.
+
+`Device` is one schedulable unit (a whole GPU, or a MIG device) with the memory the estimator may use.
+`FitRequest` is everything an estimate depends on; `FitResult.to_dict()` is the `gpufit.fit/1` object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
+
+FIT_SCHEMA = "gpufit.fit/1"
+VERDICTS = ("fits", "tight", "offload", "no_fit")
+
+
+@dataclass(frozen=True)
+class Device:
+    index: str  # "0", or "0/1" for MIG device 1 of GPU 0
+    name: str
+    total_bytes: int
+    free_bytes: int  # what is free now (probe) or total (catalog planning)
+    uuid: str | None = None
+    spec: GpuSpec | None = None  # catalog match; None if the card is not in the catalog
+    bandwidth_gbps: float | None = None  # this unit's share (MIG: slice share of the card's)
+    bf16_tflops: float | None = None
+    nvlink: bool = False  # linked to its peers by NVLink (affects tensor-parallel speed)
+    mig_profile: str | None = None
+
+    @property
+    def catalog_key(self) -> str | None:
+        return self.spec.key if self.spec else None
+
+
+@dataclass(frozen=True)
+class FitRequest:
+    model: ModelSpec
+    quant: QuantFormat
+    kv_dtype: QuantFormat
+    context: int
+    batch: int
+    engine: str  # "vllm" | "llama.cpp" | "ollama" | "transformers"
+    devices: tuple[Device, ...]
+    host_ram_available_bytes: int | None = None  # for CPU offload; None = unknown
+    host_bandwidth_gbps: float | None = None  # host memory bandwidth for offloaded layers
+    reserve_bytes: int = 0  # per device, kept free on purpose (--reserve)
+    gpu_memory_utilization: float | None = None  # vLLM; None = engine default
+    min_headroom_bytes: int | None = None  # None = max(1 GiB, 5 % of the card)
+    weights_bytes_exact: int | None = None  # from a model file: exact tensor bytes
+    weights_source: str | None = None  # "safetensors headers", "gguf tensor table", None = computed
+    planning: bool = False  # True for `plan` (catalog hardware, nothing probed)
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    weights_bytes: int
+    kv_cache_bytes: int
+    activation_bytes: int
+    overhead_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.weights_bytes + self.kv_cache_bytes + self.activation_bytes + self.overhead_bytes
+
+
+@dataclass(frozen=True)
+class DeviceUse:
+    index: str
+    uuid: str | None
+    name: str
+    catalog_key: str | None
+    total_bytes: int
+    free_bytes: int
+    needed_bytes: int  # what this device must hold under the chosen placement (0 = unused)
+    headroom_bytes: int  # free_bytes - reserve - needed_bytes (negative = short)
+    layers: int = 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    strategy: str  # single | tensor_parallel | pipeline_parallel | layer_split | cpu_offload
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    layers_per_device: tuple[int, ...] = ()
+    gpu_layers: int = 0
+    cpu_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Performance:
+    decode_tokens_per_s: float | None
+    prefill_tokens_per_s: float | None
+    max_context: int | None  # largest context that fits at this batch
+    max_batch: int | None  # largest batch that fits at this context
+    basis: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Alternative:
+    kind: str  # quant | context | gpus | offload | model | engine_setting
+    summary: str  # one line for a person
+    verdict: str
+    changes: dict = field(default_factory=dict)  # the option values that realise it
+    total_bytes: int | None = None
+    decode_tokens_per_s: float | None = None
+
+
+@dataclass(frozen=True)
+class FitResult:
+    request: FitRequest
+    verdict: str
+    memory: MemoryBreakdown
+    devices: tuple[DeviceUse, ...]
+    placement: Placement
+    performance: Performance
+    alternatives: tuple[Alternative, ...] = ()
+    engine_args: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # defaults and assumptions shown to the user
+
+    def to_dict(self) -> dict:
+        r = self.request
+        m = r.model
+        mem = dataclasses.asdict(self.memory)
+        mem["total_bytes"] = self.memory.total_bytes
+        from .params import count_params  # local: keeps this module import-light
+
+        pc = count_params(m)
+        return {
+            "schema": FIT_SCHEMA,
+            "model": {
+                "key": m.key,
+                "name": m.name,
+                "params": pc.total,
+                "active_params": pc.active,
+                "layers": m.layers,
+                "source": r.weights_source or "catalog",
+            },
+            "quant": r.quant.key,
+            "kv_dtype": r.kv_dtype.key,
+            "context": r.context,
+            "batch": r.batch,
+            "engine": r.engine,
+            "verdict": self.verdict,
+            "memory": mem,
+            "devices": [dataclasses.asdict(d) for d in self.devices],
+            "placement": {**dataclasses.asdict(self.placement),
+                          "layers_per_device": list(self.placement.layers_per_device)},
+            "performance": dataclasses.asdict(self.performance),
+            "alternatives": [dataclasses.asdict(a) for a in self.alternatives],
+            "engine_args": dict(self.engine_args),
+            "warnings": list(self.warnings),
+            "notes": list(self.notes),
+        }

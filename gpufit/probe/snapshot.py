@@ -1,0 +1,223 @@
+"""What the probe saw: frozen dataclasses that round-trip through JSON with the same keys on every host.
+
+Memory is int bytes; a value NVML does not support is None (JSON null), never 0 or -1, and its key is
+always present. `errors` maps a field name to why it is None. Schema: "gpufit.snapshot/1" (DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+
+from ..errors import SnapshotError
+
+SCHEMA = "gpufit.snapshot/1"
+
+
+@dataclass(frozen=True)
+class Memory:
+    total: int | None = None
+    free: int | None = None
+    used: int | None = None
+    reserved: int | None = None  # driver/firmware reserved (NVML v2 memory info); None with v1
+
+
+@dataclass(frozen=True)
+class Clocks:
+    sm: int | None = None
+    mem: int | None = None
+    sm_max: int | None = None
+    mem_max: int | None = None
+
+
+@dataclass(frozen=True)
+class Utilization:
+    gpu: int | None = None  # percent
+    memory: int | None = None  # percent
+
+
+@dataclass(frozen=True)
+class Pcie:
+    gen: int | None = None
+    width: int | None = None
+    gen_max: int | None = None
+    width_max: int | None = None
+
+
+@dataclass(frozen=True)
+class MigDevice:
+    index: int
+    uuid: str | None = None
+    profile: str | None = None  # "3g.40gb"
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+    multiprocessor_count: int | None = None
+    memory: Memory = field(default_factory=Memory)
+
+
+@dataclass(frozen=True)
+class Mig:
+    enabled: bool | None = None  # None: MIG not supported / unknown
+    devices: tuple[MigDevice, ...] = ()
+
+
+@dataclass(frozen=True)
+class NvLink:
+    link: int
+    up: bool
+    version: int | None = None
+    remote_pci_bus_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Process:
+    pid: int
+    name: str | None = None
+    used_bytes: int | None = None
+    kind: str = "compute"  # compute | graphics
+
+
+@dataclass(frozen=True)
+class EccCounts:
+    corrected: int | None = None
+    uncorrected: int | None = None
+
+
+@dataclass(frozen=True)
+class Ecc:
+    enabled: bool | None = None
+    volatile: EccCounts = field(default_factory=EccCounts)
+    aggregate: EccCounts = field(default_factory=EccCounts)
+    retired_pages_single: int | None = None  # pre-Ampere page retirement
+    retired_pages_double: int | None = None
+    retired_pages_pending: bool | None = None
+    remapped_rows_correctable: int | None = None  # Ampere+ row remapping
+    remapped_rows_uncorrectable: int | None = None
+    remapped_rows_pending: bool | None = None
+    remapped_rows_failure: bool | None = None
+
+
+@dataclass(frozen=True)
+class GpuState:
+    index: int
+    name: str | None = None
+    uuid: str | None = None
+    serial: str | None = None
+    pci_bus_id: str | None = None
+    pci_device_id: str | None = None  # "0x220410DE" as NVML's pciDeviceId (device << 16 | vendor)
+    memory: Memory = field(default_factory=Memory)
+    clocks_mhz: Clocks = field(default_factory=Clocks)
+    temperature_c: int | None = None
+    power_w: float | None = None
+    power_limit_w: float | None = None
+    utilization: Utilization = field(default_factory=Utilization)
+    compute_capability: str | None = None  # "8.6"
+    pcie: Pcie = field(default_factory=Pcie)
+    mig: Mig = field(default_factory=Mig)
+    nvlink: tuple[NvLink, ...] = ()
+    processes: tuple[Process, ...] = ()
+    ecc: Ecc = field(default_factory=Ecc)
+    throttle_reasons: tuple[str, ...] = ()  # active clock-event reasons, e.g. "hw_thermal_slowdown"
+    fan_percent: int | None = None
+    performance_state: str | None = None  # "P0"
+    unified_memory: bool = False  # GPU memory is host memory (GH200 / GB10 class): sized from host RAM
+    available: bool = True  # False: the GPU is lost / erroring; it is reported but never used
+    errors: dict[str, str] = field(default_factory=dict)  # field -> why it is None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    hostname: str | None = None
+    os: str | None = None
+    cpu_count: int | None = None
+    cpu_model: str | None = None
+    ram_total_bytes: int | None = None
+    ram_available_bytes: int | None = None
+    driver_version: str | None = None
+    cuda_driver_version: str | None = None  # "12.4"
+    nvml_version: str | None = None
+    taken_at: str | None = None  # ISO 8601 UTC
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    host: HostInfo
+    gpus: tuple[GpuState, ...] = ()
+    source: str = "nvml"  # "nvml" | "snapshot:PATH" | "nvidia-smi-xml:PATH" | "catalog"
+    schema: str = SCHEMA
+
+    def to_dict(self) -> dict:
+        d = _to_jsonable(self)
+        # schema first for readability
+        return {"schema": d.pop("schema"), **d}
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data, path="<snapshot>") -> "Snapshot":
+        if not isinstance(data, dict):
+            raise SnapshotError(path, "top level must be a JSON object")
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise SnapshotError(path, f"schema is {schema!r}, expected {SCHEMA!r}", "schema")
+        return _from_jsonable(cls, data, path, "")
+
+
+def _to_jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def _from_jsonable(hint, value, path, where):
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise SnapshotError(path, f"expected an object, got {type(value).__name__}", where or "top level")
+        hints = typing.get_type_hints(hint)
+        kwargs = {}
+        for f in dataclasses.fields(hint):
+            sub = f"{where}.{f.name}" if where else f.name
+            if f.name in value:
+                kwargs[f.name] = _from_jsonable(hints[f.name], value[f.name], path, sub)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise SnapshotError(path, "missing required key", sub)
+        return hint(**kwargs)
+    if origin is typing.Union or type(hint).__name__ == "UnionType":
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _from_jsonable(inner, value, path, where)
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise SnapshotError(path, f"expected a list, got {type(value).__name__}", where)
+        return tuple(_from_jsonable(args[0], v, path, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SnapshotError(path, f"expected an object, got {type(value).__name__}", where)
+        return {str(k): str(v) for k, v in value.items()}
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise SnapshotError(path, f"expected true/false, got {value!r}", where)
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SnapshotError(path, f"expected an integer, got {value!r}", where)
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SnapshotError(path, f"expected a number, got {value!r}", where)
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise SnapshotError(path, f"expected a string, got {value!r}", where)
+        return value
+    raise SnapshotError(path, f"cannot read a value of type {hint}", where)  # pragma: no cover
