@@ -1,0 +1,208 @@
+"""Prometheus text exposition of a report, for node_exporter's textfile collector.
+
+Metric names are `gpufit_*` in base units. Per-GPU series carry the label `uuid` only (plus the dimension
+that names the series, e.g. `check`); `gpufit_gpu_info` carries name, index, catalog_key and driver. A value
+NVML does not support is left out, never written as 0. prometheus_client does the formatting (imported
+lazily: it is an optional dependency). `write_atomic` writes a temp file in the target folder, fsyncs it and
+renames it over the target, so a scrape never sees half a file even with two runs overlapping.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .health import STATUS_VALUE as _STATUS_VALUE
+
+
+def _uuid_label(g: dict) -> str:
+    # a lost GPU may have no UUID: fall back to something stable that cannot clash with a real UUID
+    return g.get("uuid") or f"unknown-{g.get('pci_bus_id') or g.get('index')}"
+
+
+def render(report: dict) -> str:
+    """The report object (report.build_report / failure_report) as Prometheus text format 0.0.4."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    fams: dict[str, object] = {}
+
+    def gauge(name, doc, labels=(), unit=None):
+        if name not in fams:
+            fams[name] = GaugeMetricFamily(name, doc, labels=list(labels))
+        return fams[name]
+
+    def counter(name, doc, labels=()):
+        if name not in fams:
+            fams[name] = CounterMetricFamily(name, doc, labels=list(labels))
+        return fams[name]
+
+    def put(fam, labels, value):
+        if value is None:  # unsupported: leave the series out
+            return
+        fam.add_metric([str(x) for x in labels], float(value))
+
+    # -- the run itself: always present, even when the probe failed
+    put(gauge("gpufit_report_success", "1 if gpufit probed the GPUs and wrote a report, 0 if it failed"), [],
+        1 if report.get("success") else 0)
+    put(gauge("gpufit_report_timestamp_seconds", "Unix time the report was made"), [], report.get("timestamp"))
+    put(gauge("gpufit_report_duration_seconds", "Seconds the report took (probe + checks + estimates)"), [],
+        report.get("duration_s"))
+    if report.get("status") in _STATUS_VALUE:
+        put(gauge("gpufit_report_status", "Overall status: 0 ok, 1 warn, 2 crit"), [],
+            _STATUS_VALUE[report["status"]])
+
+    host = report.get("host") or {}
+    put(gauge("gpufit_host_memory_total_bytes", "Host RAM total"), [], host.get("ram_total_bytes"))
+    put(gauge("gpufit_host_memory_available_bytes", "Host RAM available"), [], host.get("ram_available_bytes"))
+    for c in report.get("host_checks", []):
+        if c["status"] in _STATUS_VALUE:
+            put(gauge("gpufit_host_health_status", "Host health check: 0 ok, 1 warn, 2 crit", ["check"]),
+                [c["name"]], _STATUS_VALUE[c["status"]])
+
+    driver = host.get("driver_version") or ""
+    for g in report.get("gpus", []):
+        u = [_uuid_label(g)]
+        put(gauge("gpufit_gpu_info", "GPU identity; always 1",
+                  ["uuid", "name", "index", "catalog_key", "driver"]),
+            [u[0], g.get("name") or "", g.get("index"), g.get("catalog_key") or "", driver], 1)
+        put(gauge("gpufit_gpu_available", "1 if the GPU answers NVML, 0 if it is lost or erroring", ["uuid"]),
+            u, 1 if g.get("available") else 0)
+        if g.get("status") in _STATUS_VALUE:
+            put(gauge("gpufit_gpu_status", "Worst health check of the GPU: 0 ok, 1 warn, 2 crit", ["uuid"]),
+                u, _STATUS_VALUE[g["status"]])
+        for c in g.get("checks", []):
+            if c["status"] in _STATUS_VALUE:
+                put(gauge("gpufit_gpu_health_status", "GPU health check: 0 ok, 1 warn, 2 crit", ["uuid", "check"]),
+                    u + [c["name"]], _STATUS_VALUE[c["status"]])
+        if not g.get("available"):
+            continue  # a lost GPU's readings are stale or absent
+        m = g.get("memory") or {}
+        put(gauge("gpufit_gpu_memory_total_bytes", "GPU memory total", ["uuid"]), u, m.get("total"))
+        put(gauge("gpufit_gpu_memory_free_bytes", "GPU memory free", ["uuid"]), u, m.get("free"))
+        put(gauge("gpufit_gpu_memory_used_bytes", "GPU memory used", ["uuid"]), u, m.get("used"))
+        put(gauge("gpufit_gpu_memory_reserved_bytes", "GPU memory reserved by driver/firmware", ["uuid"]),
+            u, m.get("reserved"))
+        put(gauge("gpufit_gpu_temperature_celsius", "GPU core temperature", ["uuid"]), u, g.get("temperature_c"))
+        put(gauge("gpufit_gpu_power_watts", "GPU power draw", ["uuid"]), u, g.get("power_w"))
+        put(gauge("gpufit_gpu_power_limit_watts", "GPU enforced power limit", ["uuid"]), u, g.get("power_limit_w"))
+        ut = g.get("utilization") or {}
+        put(gauge("gpufit_gpu_utilization_ratio", "GPU (SM) busy fraction over NVML's sample period", ["uuid"]),
+            u, None if ut.get("gpu") is None else ut["gpu"] / 100)
+        put(gauge("gpufit_gpu_memory_utilization_ratio", "Memory controller busy fraction", ["uuid"]),
+            u, None if ut.get("memory") is None else ut["memory"] / 100)
+        ck = g.get("clocks_mhz") or {}
+        for key, metric, doc in (("sm", "gpufit_gpu_clock_sm_hertz", "SM clock"),
+                                 ("sm_max", "gpufit_gpu_clock_sm_max_hertz", "SM clock max"),
+                                 ("mem", "gpufit_gpu_clock_memory_hertz", "Memory clock"),
+                                 ("mem_max", "gpufit_gpu_clock_memory_max_hertz", "Memory clock max")):
+            put(gauge(metric, doc, ["uuid"]), u, None if ck.get(key) is None else ck[key] * 1_000_000)
+        pc = g.get("pcie") or {}
+        put(gauge("gpufit_gpu_pcie_link_gen", "PCIe link generation now", ["uuid"]), u, pc.get("gen"))
+        put(gauge("gpufit_gpu_pcie_link_gen_max", "PCIe link generation max", ["uuid"]), u, pc.get("gen_max"))
+        put(gauge("gpufit_gpu_pcie_link_width", "PCIe link width (lanes) now", ["uuid"]), u, pc.get("width"))
+        put(gauge("gpufit_gpu_pcie_link_width_max", "PCIe link width max", ["uuid"]), u, pc.get("width_max"))
+        put(gauge("gpufit_gpu_fan_ratio", "Fan speed as a fraction of max", ["uuid"]),
+            u, None if g.get("fan_percent") is None else g["fan_percent"] / 100)
+        procs = g.get("processes")
+        if procs is not None and "processes" not in (g.get("errors") or {}):
+            put(gauge("gpufit_gpu_processes", "Processes holding GPU memory", ["uuid"]), u, len(procs))
+        ecc = g.get("ecc") or {}
+        if ecc.get("enabled") is not None:
+            put(gauge("gpufit_gpu_ecc_enabled", "1 if ECC is enabled", ["uuid"]), u, 1 if ecc["enabled"] else 0)
+        for counter_name in ("volatile", "aggregate"):
+            for kind in ("corrected", "uncorrected"):
+                put(counter("gpufit_gpu_ecc_errors",
+                            "ECC errors; counter=volatile resets when the driver reloads",
+                            ["uuid", "kind", "counter"]),
+                    u + [kind, counter_name], (ecc.get(counter_name) or {}).get(kind))
+        put(gauge("gpufit_gpu_retired_pages", "Retired memory pages (pre-Ampere)", ["uuid", "cause"]),
+            u + ["single_bit"], ecc.get("retired_pages_single"))
+        put(gauge("gpufit_gpu_retired_pages", "", ["uuid", "cause"]), u + ["double_bit"],
+            ecc.get("retired_pages_double"))
+        put(gauge("gpufit_gpu_retired_pages_pending", "1 if pages wait for retirement (needs reset)", ["uuid"]),
+            u, _bool(ecc.get("retired_pages_pending")))
+        put(gauge("gpufit_gpu_remapped_rows", "Remapped memory rows (Ampere+)", ["uuid", "kind"]),
+            u + ["correctable"], ecc.get("remapped_rows_correctable"))
+        put(gauge("gpufit_gpu_remapped_rows", "", ["uuid", "kind"]), u + ["uncorrectable"],
+            ecc.get("remapped_rows_uncorrectable"))
+        put(gauge("gpufit_gpu_remapped_rows_pending", "1 if a row remap waits for a GPU reset", ["uuid"]),
+            u, _bool(ecc.get("remapped_rows_pending")))
+        put(gauge("gpufit_gpu_remapped_rows_failure", "1 if row remapping failed (needs service)", ["uuid"]),
+            u, _bool(ecc.get("remapped_rows_failure")))
+        if "throttle_reasons" not in (g.get("errors") or {}):
+            for r in g.get("throttle_reasons") or ():
+                put(gauge("gpufit_gpu_throttle_reason", "1 for each active clock throttle reason",
+                          ["uuid", "reason"]), u + [r], 1)
+
+    for m in report.get("models", []):
+        lab = [m["name"], m.get("quant") or ""]
+        put(gauge("gpufit_model_check_success", "1 if the fit estimate for the watched model ran",
+                  ["model", "quant"]), lab, 0 if m.get("error") else 1)
+        if m.get("verdict") is None:
+            continue
+        put(gauge("gpufit_model_fits", "1 if the watched model fits on the GPUs now (verdict fits or tight)",
+                  ["model", "quant"]), lab, 1 if m["verdict"] in ("fits", "tight") else 0)
+        put(gauge("gpufit_model_headroom_bytes", "Smallest headroom over the GPUs the model would use",
+                  ["model", "quant"]), lab, m.get("headroom_bytes"))
+        put(gauge("gpufit_model_needed_bytes", "Memory the watched model needs", ["model", "quant"]),
+            lab, m.get("needed_bytes"))
+
+    class _Fixed:
+        def collect(self):
+            return list(fams.values())
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Fixed())
+    return generate_latest(registry).decode("utf-8")
+
+
+def _bool(v):
+    return None if v is None else (1 if v else 0)
+
+
+def write_atomic(path, text: str, mode: int = 0o644) -> None:
+    """Replace `path` with `text` so a reader sees the old file or the new one, never a mix.
+
+    The temp file lives in the same folder (os.replace is atomic only within one filesystem) and its name
+    does not end in `.prom`, so node_exporter never reads it. It is fsynced before the rename, and the
+    folder after it, so a crash leaves either file whole. mkstemp creates 0600: chmod to `mode` so
+    node_exporter (another user) can read it.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:
+        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # pragma: no cover - some filesystems refuse to open folders
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(dfd)
+
+
+def write_output(output, text: str) -> None:
+    """`output` None or '-' → stdout; else an atomic file write."""
+    if output in (None, "-"):
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        write_atomic(output, text)

@@ -1,0 +1,230 @@
+"""`gpufit report`: health checks + watched-model verdicts for cron / systemd timers.
+
+`build_report` turns a Snapshot and a Config into the `gpufit.report/1` object; `failure_report` is the
+object written when there is nothing to check (probe failed, bad config). Renderers: text, json,
+prometheus. `run_report` does it all and returns the exit code: 0 healthy, 4 warnings, 5 critical or
+could not probe, 6 bad config / data file.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import time
+from datetime import datetime, timezone
+
+from . import health
+from .errors import DataFileError, ExitCode, GpufitError, ProbeError
+
+SCHEMA = "gpufit.report/1"
+FORMATS = ("text", "json", "prometheus")
+STATUS_EXIT = {health.OK: ExitCode.OK, health.WARN: ExitCode.DEGRADED, health.CRIT: ExitCode.NO_PROBE}
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _catalog_key(catalog, g) -> str | None:
+    if catalog is None:
+        return None
+    try:
+        spec = catalog.match_gpu(g.name, g.pci_device_id)
+    except Exception:  # a catalog lookup must never sink the health report
+        return None
+    return spec.key if spec else None
+
+
+def check_model(watch, snapshot, catalog) -> dict:
+    """Fit one watched model on the snapshot now. Estimator failures become the entry's `error`."""
+    entry = {
+        "name": watch.name, "quant": watch.quant, "context": watch.context, "batch": watch.batch,
+        "engine": watch.engine, "kv_dtype": watch.kv_dtype,
+        "status": health.WARN, "verdict": None, "needed_bytes": None, "headroom_bytes": None,
+        "devices": [], "message": "", "error": None,
+    }
+    try:
+        from .app import fit_on_snapshot  # lazy: the app layer imports the estimator and catalog
+    except ImportError as e:
+        entry["error"] = entry["message"] = f"model checks unavailable: {e}"
+        entry["status"] = health.UNKNOWN
+        return entry
+    try:
+        result = fit_on_snapshot(watch.name, snapshot, quant=watch.quant, context=watch.context,
+                                 batch=watch.batch, kv_dtype=watch.kv_dtype, engine=watch.engine,
+                                 catalog=catalog)
+    except GpufitError as e:
+        entry["error"] = entry["message"] = str(e)
+        return entry
+    d = result.to_dict()
+    used = [x for x in d["devices"] if x.get("needed_bytes")]
+    headroom = min((x["headroom_bytes"] for x in used), default=None)
+    entry.update(
+        quant=d.get("quant"), context=d.get("context"), batch=d.get("batch"), engine=d.get("engine"),
+        kv_dtype=d.get("kv_dtype"), verdict=d["verdict"], needed_bytes=d["memory"]["total_bytes"],
+        headroom_bytes=headroom,
+        devices=[{k: x.get(k) for k in ("index", "uuid", "needed_bytes", "headroom_bytes")} for x in used],
+    )
+    entry["status"] = health.OK if d["verdict"] == "fits" else health.WARN
+    gib = "" if headroom is None else f", headroom {headroom / 2**30:.1f} GiB"
+    entry["message"] = (f"{d['verdict']}: needs {d['memory']['total_bytes'] / 2**30:.1f} GiB "
+                        f"({d.get('quant')}, context {d.get('context')}, {d.get('engine')}){gib}")
+    return entry
+
+
+def build_report(snapshot, config, catalog=None, *, started: float | None = None, now: float | None = None) -> dict:
+    """The gpufit.report/1 object for a snapshot. Pure apart from the clock and the model estimates."""
+    now = time.time() if now is None else now
+    t = config.thresholds
+    snap = snapshot.to_dict()
+    gpus = []
+    for g, d in zip(snapshot.gpus, snap["gpus"]):
+        checks = health.gpu_checks(g, t)
+        d["catalog_key"] = _catalog_key(catalog, g)
+        d["status"] = health.worst(c.status for c in checks)
+        d["checks"] = [c.to_dict() for c in checks]
+        gpus.append(d)
+    host_checks = [c.to_dict() for c in health.host_checks(snapshot, t)]
+    models = [check_model(m, snapshot, catalog) for m in config.models]
+    status = health.worst([*(g["status"] for g in gpus), *(c["status"] for c in host_checks),
+                           *(m["status"] for m in models)])
+    return {
+        "schema": SCHEMA,
+        "host": {**snap["host"], "hostname": snapshot.host.hostname or socket.gethostname()},
+        "time": _iso(now),
+        "timestamp": now,
+        "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
+        "success": True,
+        "status": status,
+        "source": snapshot.source,
+        "config_files": list(config.files),
+        "host_checks": host_checks,
+        "gpus": gpus,
+        "models": models,
+        "error": None,
+    }
+
+
+def failure_report(error: str, *, status: str = health.CRIT, started: float | None = None,
+                   now: float | None = None) -> dict:
+    """What is written when there is nothing to check: success false, the error, a timestamp."""
+    now = time.time() if now is None else now
+    return {
+        "schema": SCHEMA,
+        "host": {"hostname": socket.gethostname()},
+        "time": _iso(now),
+        "timestamp": now,
+        "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
+        "success": False,
+        "status": status,
+        "source": None,
+        "config_files": [],
+        "host_checks": [],
+        "gpus": [],
+        "models": [],
+        "error": error,
+    }
+
+
+# ---- renderers -------------------------------------------------------------------------------------
+
+
+def render_json(report: dict) -> str:
+    return json.dumps(report, indent=2) + "\n"
+
+
+def render_text(report: dict) -> str:
+    mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
+    host = report.get("host") or {}
+    out = [f"gpufit report  {host.get('hostname') or '?'}  {report['time']}  status: {report['status'].upper()}"]
+    if report.get("error"):
+        out.append(f"  error: {report['error']}")
+    for c in report.get("host_checks", []):
+        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
+    for g in report.get("gpus", []):
+        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
+        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
+        for c in g["checks"]:
+            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
+    if report.get("models"):
+        out.append("Models (memory in GiB = 2^30 bytes):")
+        for m in report["models"]:
+            q = f" {m['quant']}" if m.get("quant") else ""
+            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
+    return "\n".join(out) + "\n"
+
+
+def render(report: dict, fmt: str) -> str:
+    if fmt == "json":
+        return render_json(report)
+    if fmt == "prometheus":
+        from .prometheus import render as render_prom
+
+        return render_prom(report)
+    return render_text(report)
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+
+def _emit(report: dict, fmt: str, output) -> None:
+    from .prometheus import write_output
+
+    write_output(output, render(report, fmt))
+
+
+def run_report(fmt: str | None = "text", output: str | None = None, config_path: str | None = None,
+               snapshot_path: str | None = None) -> ExitCode:
+    """Probe (or read `snapshot_path`), check, estimate, render to `output` (None/'-' = stdout).
+
+    Exit: 0 healthy, 4 warnings, 5 critical or could not probe, 6 bad config / snapshot / catalog file.
+    Whatever fails, a prometheus output still gets a valid file with gpufit_report_success 0.
+    Diagnostics go to stderr.
+    """
+    from .config import check_models, load_config
+
+    started = time.time()
+    if fmt is not None and fmt not in FORMATS:
+        print(f"gpufit report: unknown format {fmt!r}; one of {', '.join(FORMATS)}", file=sys.stderr)
+        return ExitCode.USAGE
+    config = None
+    try:
+        config = load_config(config_path)
+        fmt = fmt or config.report.format or "text"
+        output = output if output is not None else config.report.output
+        catalog = config.catalog()
+        check_models(config, catalog)
+        from . import probe
+
+        if snapshot_path is not None:
+            snapshot = probe.load_snapshot(snapshot_path)
+        else:
+            snapshot = probe.take_snapshot(timeout_s=config.report.probe_timeout_s)
+        report = build_report(snapshot, config, catalog, started=started)
+    except (DataFileError, ProbeError) as e:
+        code = e.exit_code
+        print(f"gpufit report: {e}", file=sys.stderr)
+        fmt = fmt or (config.report.format if config else None) or "text"
+        if fmt not in FORMATS:
+            fmt = "text"
+        if output is None and config is not None:
+            output = config.report.output
+        try:
+            _emit(failure_report(str(e), started=started), fmt, output)
+        except OSError as w:
+            print(f"gpufit report: cannot write {output}: {w}", file=sys.stderr)
+        return code
+    try:
+        _emit(report, fmt, output)
+    except OSError as e:
+        print(f"gpufit report: cannot write {output}: {e}", file=sys.stderr)
+        return ExitCode.NO_PROBE  # no report reached monitoring: as bad as no probe
+    for g in report["gpus"]:
+        for c in g["checks"]:
+            if c["status"] in (health.WARN, health.CRIT):
+                print(f"gpufit report: GPU {g['index']} {c['name']} {c['status']}: {c['message']}", file=sys.stderr)
+    for c in report["host_checks"]:
+        if c["status"] in (health.WARN, health.CRIT):
+            print(f"gpufit report: host {c['name']} {c['status']}: {c['message']}", file=sys.stderr)
+    return STATUS_EXIT[report["status"]]
