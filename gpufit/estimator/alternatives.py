@@ -1,0 +1,121 @@
+"""What would fit instead: another quantization, a shorter context, more cards, offload, a smaller
+model of the same family. Pure: the candidates come in as data; each is checked with the estimator."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
+from .types import Alternative, Device, FitRequest, FitResult
+
+GIB = 1 << 30
+MIN_USEFUL_CONTEXT = 2048  # a shorter context than this is not offered as an alternative
+MAX_CARDS = 64  # more than one node: TP inside a node x PP across nodes; beyond this we stop counting
+
+
+@dataclass(frozen=True)
+class Candidates:
+    quants: tuple[QuantFormat, ...] = ()  # formats the engine can run, any order
+    family: tuple[ModelSpec, ...] = ()  # other models of the same family
+    reference_gpus: tuple[GpuSpec, ...] = ()  # cards to count "N of these would do" for
+    engine_quants: dict = field(default_factory=dict)  # engine -> quants it runs (for engine swaps)
+
+
+def _fits(req: FitRequest):
+    from .fit import estimate
+
+    r = estimate(req, alternatives=False)
+    return r if r.verdict in ("fits", "tight") else None
+
+
+def _cards_needed(req: FitRequest, spec: GpuSpec) -> tuple[int, FitResult] | None:
+    """Smallest count of `spec` cards (whole, nothing else running) that holds the request."""
+    n = 1
+    while n <= MAX_CARDS:
+        devs = tuple(Device(index=str(i), name=spec.name, total_bytes=spec.memory_bytes,
+                            free_bytes=spec.memory_bytes, spec=spec, bandwidth_gbps=spec.bandwidth_gbps,
+                            nvlink=bool(spec.nvlink_gbps)) for i in range(n))
+        r = _fits(dataclasses.replace(req, devices=devs, planning=True))
+        if r:
+            return n, r
+        n = n + 1 if n < 8 else n + 8  # beyond one 8-GPU node count whole nodes
+    return None
+
+
+def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
+    req = result.request
+    out: list[Alternative] = []
+    if result.verdict == "fits":
+        return out
+    # 1. the lowest-loss quantization that fits (and whether 4-bit fits at all)
+    lower = sorted((q for q in c.quants if q.bits_per_weight < req.quant.bits_per_weight
+                    and req.engine in q.engines), key=lambda q: -q.quality)
+    best_q = None
+    for q in lower:
+        r = _fits(dataclasses.replace(req, quant=q))
+        if r:
+            best_q = (q, r)
+            break
+    if best_q:
+        q, r = best_q
+        out.append(Alternative("quant", f"--quant {q.key}: needs {r.memory.total_bytes / GIB:.1f} GiB, "
+                               f"{r.verdict}", r.verdict, {"quant": q.key}, r.memory.total_bytes,
+                               r.performance.decode_tokens_per_s))
+    else:
+        four = [q for q in lower if 3.9 < q.bits_per_weight < 5]
+        if four:
+            from .fit import estimate
+
+            q = max(four, key=lambda q: q.quality)
+            r = estimate(dataclasses.replace(req, quant=q), alternatives=False)
+            out.append(Alternative("quant", f"not even 4-bit fits: --quant {q.key} still needs "
+                                   f"{r.memory.total_bytes / GIB:.1f} GiB", "no_fit", {"quant": q.key},
+                                   r.memory.total_bytes))
+    # 2. a shorter context
+    if req.context > MIN_USEFUL_CONTEXT:
+        from .fit import max_context
+
+        mc = max_context(req)
+        if mc and mc >= MIN_USEFUL_CONTEXT:
+            r = _fits(dataclasses.replace(req, context=mc))
+            if r:
+                out.append(Alternative("context", f"--context {mc}: fits", r.verdict, {"context": mc},
+                                       r.memory.total_bytes, r.performance.decode_tokens_per_s))
+    # 3. CPU offload (when the engine can and it is not already the answer)
+    if result.verdict == "no_fit" and req.devices:
+        pass  # the estimator already tried offload; its failure reason is in warnings
+    # 4. N cards: of the kind selected, and of each reference card
+    seen = set()
+    kinds = [d.spec for d in req.devices if d.spec] + list(c.reference_gpus)
+    for spec in kinds:
+        if spec.key in seen:
+            continue
+        seen.add(spec.key)
+        got = _cards_needed(req, spec)
+        if got:
+            n, r = got
+            nodes = f" ({-(-n // 8)} nodes of 8)" if n > 8 else ""
+            out.append(Alternative("gpus", f"{n} x {spec.name}{nodes}: {r.placement.strategy}"
+                                   f"{' tp=' + str(r.placement.tensor_parallel) if r.placement.tensor_parallel > 1 else ''}",
+                                   r.verdict, {"gpu": f"{spec.key}:{n}"}, r.memory.total_bytes,
+                                   r.performance.decode_tokens_per_s))
+    # 5. a smaller model of the same family, at this quant or the best one that fits
+    smaller = sorted((m for m in c.family if m.key != req.model.key), key=lambda m: -_size(m))
+    for m in smaller:
+        if _size(m) >= _size(req.model):
+            continue
+        r = _fits(dataclasses.replace(req, model=m, context=min(req.context, m.max_context),
+                                      weights_bytes_exact=None))
+        if r:
+            out.append(Alternative("model", f"{m.name} ({m.key}) at {req.quant.key}: {r.verdict}",
+                                   r.verdict, {"model": m.key}, r.memory.total_bytes,
+                                   r.performance.decode_tokens_per_s))
+            break
+    return out
+
+
+def _size(m: ModelSpec) -> int:
+    from .params import count_params
+
+    return count_params(m).total

@@ -1,0 +1,137 @@
+"""Engine profiles: what each inference engine really reserves, as named constants with their source.
+
+All figures are bytes unless named otherwise. They are estimates of behaviour documented in each
+engine's source; `bench/accuracy.py` checks them against measured load logs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MIB = 1 << 20
+GIB = 1 << 30
+
+ENGINES = ("vllm", "llama.cpp", "ollama", "transformers")
+
+
+@dataclass(frozen=True)
+class EngineProfile:
+    key: str
+    # per-GPU runtime overhead outside tensors: CUDA context, cuBLAS/cuDNN workspaces, graphs
+    cuda_context_bytes: int
+    cuda_graph_bytes: int
+    # tokens one forward step processes at most (activation peak scales with it)
+    step_tokens: int
+    # the engine keeps token embeddings in host memory (llama.cpp: token_embd stays on the CPU)
+    embeddings_on_host: bool
+    # fraction of each card the engine claims up front (vLLM gpu_memory_utilization); None = on demand
+    default_utilization: float | None
+    # decode efficiency: achieved / peak memory bandwidth at batch 1 (calibrated in bench/accuracy.py)
+    decode_efficiency: float
+    # prefill efficiency: achieved / peak dense tensor FLOP/s (calibrated in bench/accuracy.py)
+    prefill_efficiency: float
+    supports_offload: bool
+    supports_tensor_parallel: bool
+    source: str
+
+
+# PyTorch's CUDA context + cuBLAS workspace on Ampere/Hopper is ~0.5 GiB once kernels are loaded
+# (vLLM logs "non_torch_memory" ~0.3-0.6 GiB per rank); CUDA graph capture for the default
+# capture sizes took ~0.5 GiB in vLLM's own logs ("Graph capturing finished ... took 0.5x GiB").
+VLLM = EngineProfile(
+    key="vllm",
+    cuda_context_bytes=512 * MIB,
+    cuda_graph_bytes=512 * MIB,
+    # vllm/engine/arg_utils.py (V1): default max_num_batched_tokens 8192 for the OpenAI server on GPUs
+    step_tokens=8192,
+    embeddings_on_host=False,
+    # vllm/config: gpu_memory_utilization default 0.9; at start free memory must cover it
+    default_utilization=0.90,
+    decode_efficiency=0.75,
+    prefill_efficiency=0.45,
+    supports_offload=True,  # --cpu-offload-gb
+    supports_tensor_parallel=True,
+    source="vLLM V1: vllm/config (gpu_memory_utilization=0.9), vllm/engine/arg_utils.py "
+    "(max_num_batched_tokens), vllm/v1/worker/gpu_worker.py (profile run, free-memory check)",
+)
+
+# llama.cpp: CUDA context ~250-300 MiB (not in its log); compute buffer sized by ggml-alloc for one
+# ubatch (default n_ubatch = 512, common/common.h); token_embd kept in host memory
+# (llama.cpp/src/llama-model.cpp: the input layer is assigned to the CPU buffer type).
+LLAMA_CPP = EngineProfile(
+    key="llama.cpp",
+    cuda_context_bytes=300 * MIB,
+    cuda_graph_bytes=0,
+    step_tokens=512,
+    embeddings_on_host=True,
+    default_utilization=None,
+    decode_efficiency=0.70,
+    prefill_efficiency=0.35,
+    supports_offload=True,
+    supports_tensor_parallel=False,
+    source="llama.cpp: common/common.h (n_ubatch 512), src/llama-model.cpp (input layer on CPU), "
+    "load logs in shared/data/measured/memory.csv",
+)
+
+# Ollama runs llama.cpp; it also keeps a per-GPU minimum free (discover/gpu.go: CudaMinimumMemory /
+# GpuInfo.MinimumMemory = 457 MiB) plus OLLAMA_GPU_OVERHEAD (default 0), and loads a model onto the
+# fewest GPUs that hold it (server/sched.go pickBestFullFitByLibrary).
+OLLAMA_MIN_MEMORY = 457 * MIB
+OLLAMA = EngineProfile(
+    key="ollama",
+    cuda_context_bytes=300 * MIB + OLLAMA_MIN_MEMORY,
+    cuda_graph_bytes=0,
+    step_tokens=512,
+    embeddings_on_host=True,
+    default_utilization=None,
+    decode_efficiency=0.68,
+    prefill_efficiency=0.33,
+    supports_offload=True,
+    supports_tensor_parallel=False,
+    source="ollama: discover/gpu.go (457 MiB CUDA minimum), envconfig (OLLAMA_GPU_OVERHEAD), "
+    "server/sched.go (fewest-GPU packing); runs llama.cpp underneath",
+)
+
+# transformers + accelerate device_map="auto": weights placed layer by layer, KV cache grows
+# dynamically (DynamicCache), eager step over the whole prompt.
+TRANSFORMERS = EngineProfile(
+    key="transformers",
+    cuda_context_bytes=512 * MIB,
+    cuda_graph_bytes=0,
+    step_tokens=2048,
+    embeddings_on_host=False,
+    default_utilization=None,
+    decode_efficiency=0.40,
+    prefill_efficiency=0.30,
+    supports_offload=True,  # device_map="auto" spills to CPU
+    supports_tensor_parallel=False,
+    source="transformers/accelerate: device_map='auto' (infer_auto_device_map), DynamicCache",
+)
+
+PROFILES = {p.key: p for p in (VLLM, LLAMA_CPP, OLLAMA, TRANSFORMERS)}
+
+# llama.cpp compute buffer, no flash attention: the KQ score matrix for one ubatch is
+# n_ctx x n_ubatch x n_head f32, plus ~6 hidden-wide f32 tensors per ubatch token.
+# Check: Llama 3 8B, ctx 8192: 8192*512*32*4 + 512*4096*4*6 = 560 MiB = the 560.00 MiB CUDA0 compute
+# buffer in memory.csv (XiongjieDai RTX 3090 / A100 logs).
+LLAMA_CPP_HIDDEN_F32_TENSORS = 6
+# with more than one GPU llama.cpp's scheduler keeps extra copies for pipeline parallelism; the logs
+# show 640 MiB per device where one GPU shows 560 MiB for Llama 3 8B at 8192 (+80 MiB, ~ +14 %)
+LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR = 640 / 560
+
+# vLLM activation peak per step token: residual/norm/attention-out tensors (~4 x hidden) and the
+# gate_up + act MLP intermediates (3 x intermediate) in the model dtype, plus fp32 logits for the
+# sampled rows (max_num_seqs, default 256 in vllm/config).
+VLLM_HIDDEN_TENSORS = 4
+VLLM_MLP_TENSORS = 3
+VLLM_MAX_NUM_SEQS = 256
+# transformers keeps fp32 logits for every prompt token in generate()'s first step
+TRANSFORMERS_LOGITS_ALL_TOKENS = True
+
+# interconnect all-reduce latency per tensor-parallel all-reduce (2 per layer), seconds
+ALLREDUCE_LATENCY_S = {"nvlink": 8e-6, "pcie": 25e-6}
+# per-hop latency between pipeline stages / layer-split devices at batch 1, seconds
+STAGE_HOP_LATENCY_S = 30e-6
+# host memory bandwidth assumed for layers offloaded to the CPU, GB/s (dual-channel DDR5-4800 ~ 77
+# GB/s peak; llama.cpp CPU decode reaches about half). Shown in the basis; override is a later option.
+HOST_DECODE_BANDWIDTH_GBPS = 40.0

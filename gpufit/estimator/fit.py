@@ -1,0 +1,189 @@
+"""The estimate: FitRequest -> FitResult (verdict, memory, placement, speed, alternatives)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from . import engines, memory
+from .engine_args import engine_args
+from .placement import Plan, Sizer, choose, usable
+from .speed import estimate_speed
+from .types import (
+    DeviceUse,
+    FitRequest,
+    FitResult,
+    MemoryBreakdown,
+    Performance,
+    Placement,
+)
+
+GIB = 1 << 30
+# "tight": fits, but a used card keeps less than max(1 GiB, 5 % of the card) free (DESIGN.md)
+MIN_HEADROOM_FLOOR = 1 * GIB
+MIN_HEADROOM_FRACTION = 0.05
+
+
+def min_headroom(req: FitRequest, total_bytes: int) -> int:
+    if req.min_headroom_bytes is not None:
+        return req.min_headroom_bytes
+    return max(MIN_HEADROOM_FLOOR, int(total_bytes * MIN_HEADROOM_FRACTION))
+
+
+def _verdict(req: FitRequest, plan: Plan) -> str:
+    if not plan.fits:
+        return "no_fit"
+    if plan.cpu_layers:
+        return "offload"
+    for dp in plan.used:
+        if usable(dp.device, req) - dp.needed < min_headroom(req, dp.device.total_bytes):
+            return "tight"
+    return "fits"
+
+
+def _fits(req: FitRequest) -> bool:
+    p = choose(req)
+    return p.fits and not p.cpu_layers
+
+
+def max_context(req: FitRequest) -> int | None:
+    """Largest context (<= the model's max) that fits on the GPUs at this batch, by bisection."""
+    lo, hi = 0, req.model.max_context
+    if not _fits(dataclasses.replace(req, context=1)):
+        return None
+    lo = 1
+    if _fits(dataclasses.replace(req, context=hi)):
+        return hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(dataclasses.replace(req, context=mid)):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def max_batch(req: FitRequest, cap: int = 4096) -> int | None:
+    """Largest number of concurrent sequences of `context` tokens that fit, by bisection."""
+    if not _fits(dataclasses.replace(req, batch=1)):
+        return None
+    lo, hi = 1, 2
+    while hi <= cap and _fits(dataclasses.replace(req, batch=hi)):
+        lo, hi = hi, hi * 2
+    if hi > cap:
+        return lo
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(dataclasses.replace(req, batch=mid)):
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _breakdown(s: Sizer, plan: Plan) -> MemoryBreakdown:
+    """The whole model's memory: weights (GPU + host), KV for all layers, activation and overhead per
+    used GPU (one engine process per device)."""
+    req = s.req
+    n_used = max(1, len(plan.used))
+    weights = s.ws.total(s.m.layers)
+    if req.weights_bytes_exact is not None:
+        weights = req.weights_bytes_exact
+    kv = sum(dp.kv for dp in plan.used) if plan.tp > 1 else memory.kv_cache_bytes(
+        s.m, req.kv_dtype, req.context, req.batch)
+    act = sum(dp.activation for dp in plan.used) if plan.used else s.activation()
+    over = s.overhead * n_used
+    return MemoryBreakdown(weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=act, overhead_bytes=over)
+
+
+def _vllm_reservation_warnings(req: FitRequest, plan: Plan) -> list[str]:
+    """vLLM claims gpu_memory_utilization x total on every rank at start and refuses to start when
+    less is free (vllm/v1/worker/gpu_worker.py). Checked and reported apart from the need."""
+    out = []
+    if req.engine != "vllm" or req.planning:
+        return out
+    util = req.gpu_memory_utilization or engines.VLLM.default_utilization
+    for dp in plan.used:
+        d = dp.device
+        claim = int(util * d.total_bytes)
+        if claim > d.free_bytes:
+            would = (d.free_bytes - req.reserve_bytes) / d.total_bytes
+            if dp.needed <= d.free_bytes - req.reserve_bytes:
+                out.append(
+                    f"vLLM --gpu-memory-utilization {util:.2f} claims {claim / GIB:.1f} GiB on GPU {d.index} "
+                    f"but only {d.free_bytes / GIB:.1f} GiB is free now: it would refuse to start; "
+                    f"--gpu-memory-utilization {int(would * 100) / 100:.2f} would pass and still holds the model"
+                )
+            else:
+                out.append(
+                    f"vLLM --gpu-memory-utilization {util:.2f} claims {claim / GIB:.1f} GiB on GPU {d.index} "
+                    f"but only {d.free_bytes / GIB:.1f} GiB is free now"
+                )
+        elif dp.needed > claim - 0:
+            out.append(
+                f"the model needs {dp.needed / GIB:.1f} GiB on GPU {d.index}, more than vLLM's "
+                f"{util:.2f} x {d.total_bytes / GIB:.1f} GiB budget: raise --gpu-memory-utilization"
+            )
+    return out
+
+
+def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> FitResult:
+    """Estimate one request. `candidates` (alternatives.Candidates) lets the result say what would fit
+    instead; it is pure data (other quants, models of the family, reference GPUs)."""
+    s = Sizer(req)
+    plan = choose(req)
+    verdict = _verdict(req, plan)
+    uses = []
+    for dp in plan.devices:
+        u = usable(dp.device, req)
+        uses.append(DeviceUse(
+            index=dp.device.index, uuid=dp.device.uuid, name=dp.device.name,
+            catalog_key=dp.device.catalog_key, total_bytes=dp.device.total_bytes,
+            free_bytes=dp.device.free_bytes, needed_bytes=dp.needed,
+            headroom_bytes=u - dp.needed, layers=dp.layers,
+        ))
+    # devices not in the plan are listed too (unused), so the JSON shows the whole selection
+    planned = {dp.device.index for dp in plan.devices}
+    for d in req.devices:
+        if d.index not in planned:
+            uses.append(DeviceUse(index=d.index, uuid=d.uuid, name=d.name, catalog_key=d.catalog_key,
+                                  total_bytes=d.total_bytes, free_bytes=d.free_bytes, needed_bytes=0,
+                                  headroom_bytes=usable(d, req), layers=0))
+    placement = Placement(
+        strategy=plan.strategy, tensor_parallel=plan.tp, pipeline_parallel=plan.pp,
+        layers_per_device=tuple(dp.layers for dp in plan.devices),
+        gpu_layers=plan.gpu_layers, cpu_bytes=plan.cpu_bytes + plan.host_bytes,
+    )
+    decode, prefill, basis = estimate_speed(s, plan, req.batch, req.host_bandwidth_gbps)
+    if verdict == "no_fit":
+        decode = prefill = None
+        basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
+    perf = Performance(
+        decode_tokens_per_s=round(decode, 1) if decode else None,
+        prefill_tokens_per_s=round(prefill, 1) if prefill else None,
+        max_context=max_context(req) if verdict in ("fits", "tight") else None,
+        max_batch=max_batch(req) if verdict in ("fits", "tight") else None,
+        basis=basis,
+    )
+    warnings = []
+    if plan.reason and verdict == "no_fit":
+        warnings.append(plan.reason)
+    warnings += _vllm_reservation_warnings(req, plan)
+    if req.quant.key not in ("fp32",) and req.engine not in req.quant.engines:
+        warnings.append(f"{req.engine} does not run {req.quant.key} weights; engines that do: {', '.join(req.quant.engines)}")
+    if req.context > req.model.max_context:
+        warnings.append(f"context {req.context} exceeds {req.model.name}'s maximum of {req.model.max_context}")
+    if plan.cpu_layers and req.host_ram_available_bytes is None:
+        warnings.append("host RAM not known (planning): the offloaded part is assumed to fit in RAM")
+    for dp in plan.used:
+        if dp.device.spec is None:
+            warnings.append(f"GPU {dp.device.index} ({dp.device.name}) is not in the catalog: no speed figure for it")
+    result = FitResult(
+        request=req, verdict=verdict, memory=_breakdown(s, plan), devices=tuple(uses),
+        placement=placement, performance=perf, warnings=tuple(warnings),
+    )
+    result = dataclasses.replace(result, engine_args=engine_args(result))
+    if alternatives and candidates is not None:
+        from .alternatives import find_alternatives
+
+        result = dataclasses.replace(result, alternatives=tuple(find_alternatives(result, candidates)))
+    return result

@@ -1,0 +1,154 @@
+"""Memory arithmetic: weights, KV cache, activations / compute buffer, per-GPU overhead.
+
+Every function is pure: numbers in, bytes (int) out. Hand-checked figures are pinned in
+tests/test_memory.py (Llama-3-8B: weights, KV per token, compute buffer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..catalog.types import ModelSpec, QuantFormat
+from . import engines
+from .params import ParamCounts, count_params
+
+
+@dataclass(frozen=True)
+class WeightSplit:
+    """Weight bytes, split the way placement needs them."""
+
+    embed: int  # token embeddings
+    output: int  # output head (0 when tied)
+    per_layer: float  # mean bytes of one transformer layer
+    per_layer_active: float  # bytes of one layer read per token (MoE: active experts only)
+
+    @property
+    def layers_total(self) -> float:
+        return self.per_layer
+
+    def total(self, layers: int) -> int:
+        return int(round(self.embed + self.output + self.per_layer * layers))
+
+
+def _bits(q: QuantFormat, which: str) -> float:
+    v = getattr(q, which)
+    return q.bits_per_weight if v is None else v
+
+
+def weight_split(m: ModelSpec, q: QuantFormat, pc: ParamCounts | None = None,
+                 exact_total: int | None = None) -> WeightSplit:
+    """Bytes of embeddings, output head and one layer at quantization `q`.
+
+    body x bits/8 + embed x embed_bits/8 + output x output_bits/8. Where the format keeps embeddings
+    and head in 16 bit (vLLM FP8/INT8/AWQ/GPTQ, bitsandbytes) the catalog says so per format. A
+    tied output head is stored once. With `exact_total` (from a model file) the body is scaled so the
+    total matches the file's tensor bytes exactly.
+    """
+    pc = pc or count_params(m)
+    embed = pc.embed * _bits(q, "embed_bits") / 8
+    output = pc.output * _bits(q, "output_bits") / 8
+    body = pc.body * q.bits_per_weight / 8
+    body_active = pc.body_active * q.bits_per_weight / 8
+    if exact_total is not None and body > 0:
+        scale = max(0.0, exact_total - embed - output) / body
+        body *= scale
+        body_active *= scale
+    return WeightSplit(
+        embed=int(round(embed)),
+        output=int(round(output)),
+        per_layer=body / m.layers,
+        per_layer_active=body_active / m.layers,
+    )
+
+
+def weight_bytes(m: ModelSpec, q: QuantFormat, exact_total: int | None = None) -> int:
+    if exact_total is not None:
+        return exact_total
+    return weight_split(m, q).total(m.layers)
+
+
+def kv_bits(kv: QuantFormat) -> float:
+    return kv.kv_bits if kv.kv_bits is not None else kv.bits_per_weight
+
+
+def kv_bytes_per_token_layer(m: ModelSpec, kv: QuantFormat, tp: int = 1) -> float:
+    """KV bytes one token adds in one attention layer on one tensor-parallel rank.
+
+    Standard/GQA: 2 (K and V) x KV heads per rank x head_dim x bytes, with KV heads per rank
+    max(1, kv_heads // tp) (heads are replicated when tp exceeds them). MLA (DeepSeek V2/V3) caches
+    one latent of kv_lora_rank + qk_rope_head_dim per token and layer, replicated on every rank.
+    """
+    b = kv_bits(kv) / 8
+    if m.is_mla:
+        return (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * b
+    return 2 * max(1, m.kv_heads // tp) * m.head_dim * b
+
+
+def kv_tokens_per_layer_sum(m: ModelSpec, context: int) -> int:
+    """Sum over layers of cached tokens: full layers hold `context`, sliding layers min(context, window)."""
+    full = m.layers - m.sliding_layers
+    sliding = m.sliding_layers * min(context, m.sliding_window or context)
+    return full * context + sliding
+
+
+def kv_cache_bytes(m: ModelSpec, kv: QuantFormat, context: int, batch: int = 1, tp: int = 1,
+                   layers: int | None = None) -> int:
+    """KV cache for `batch` sequences of `context` tokens (per TP rank). `layers` restricts to a
+    share of the layers (a device holding n of the model's layers holds n/layers of it)."""
+    per = kv_bytes_per_token_layer(m, kv, tp)
+    total = per * kv_tokens_per_layer_sum(m, context) * batch
+    if layers is not None:
+        total = total * layers / m.layers
+    return int(math.ceil(total))
+
+
+def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int = engines.LLAMA_CPP.step_tokens,
+                            multi_gpu: bool = False) -> int:
+    """llama.cpp per-device compute buffer (no flash attention): KQ scores n_ctx x n_ubatch x n_head
+    f32 + ~6 hidden-wide f32 tensors per ubatch token (engines.LLAMA_CPP_HIDDEN_F32_TENSORS)."""
+    n_ub = min(ubatch, context)
+    kq = context * n_ub * m.heads * 4
+    hidden = n_ub * m.hidden * 4 * engines.LLAMA_CPP_HIDDEN_F32_TENSORS
+    total = kq + hidden
+    if multi_gpu:
+        total *= engines.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
+    return int(total)
+
+
+def vllm_activation_bytes(m: ModelSpec, context: int, batch: int, tp: int = 1,
+                          dtype_bytes: int = 2) -> int:
+    """vLLM profile-run activation peak for one scheduler step: step tokens x (4 hidden + 3 MLP
+    widths) in the model dtype, MLP split across TP ranks, plus fp32 logits of the sampled rows."""
+    tokens = min(engines.VLLM.step_tokens, max(context, 1) * batch)
+    width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+    per_token = (engines.VLLM_HIDDEN_TENSORS * m.hidden + engines.VLLM_MLP_TENSORS * width / tp) * dtype_bytes
+    logits = min(engines.VLLM_MAX_NUM_SEQS, tokens) * m.vocab * 4 / tp
+    return int(tokens * per_token + logits)
+
+
+def transformers_activation_bytes(m: ModelSpec, context: int, batch: int, dtype_bytes: int = 2) -> int:
+    """transformers generate(): the first step runs the whole prompt; eager attention materialises
+    batch x heads x ctx x ctx scores for one layer at a time (SDPA avoids it; we assume SDPA), MLP
+    intermediates for every prompt token, and fp32 logits for every prompt token."""
+    tokens = context * batch
+    width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+    mlp = tokens * (2 * m.hidden + 3 * width) * dtype_bytes
+    logits = tokens * m.vocab * 4
+    return int(mlp + logits)
+
+
+def activation_bytes(engine: str, m: ModelSpec, context: int, batch: int, tp: int = 1,
+                     multi_gpu: bool = False) -> int:
+    """Activation peak / compute buffer per device for `engine`."""
+    if engine in ("llama.cpp", "ollama"):
+        return llama_cpp_compute_bytes(m, context, multi_gpu=multi_gpu)
+    if engine == "vllm":
+        return vllm_activation_bytes(m, context, batch, tp)
+    return transformers_activation_bytes(m, context, batch)
+
+
+def overhead_bytes(engine: str) -> int:
+    """Per-GPU runtime overhead: CUDA context, workspaces, CUDA graphs."""
+    p = engines.PROFILES[engine]
+    return p.cuda_context_bytes + p.cuda_graph_bytes

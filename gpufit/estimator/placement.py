@@ -1,0 +1,253 @@
+"""Placement: which devices hold which layers, and how many bytes each must hold.
+
+Strategies, each tried only where valid:
+- single: the whole model on the device with the most usable memory;
+- tensor_parallel (vLLM): k identical cards, k a power of two dividing the attention heads, KV heads
+  per rank max(1, kv_heads // k);
+- layer_split (llama.cpp / Ollama / transformers) or pipeline_parallel (vLLM): contiguous layer ranges
+  over several (possibly different) cards, in proportion to what each can hold after its own fixed
+  costs (runtime overhead, compute buffer, output head on the last card);
+- cpu_offload: as many layers as fit on the GPUs, the rest in host RAM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..catalog.types import ModelSpec
+from . import engines, memory
+from .types import Device, FitRequest
+
+
+@dataclass
+class DevicePlan:
+    device: Device
+    layers: int = 0
+    weights: int = 0
+    kv: int = 0
+    activation: int = 0
+    overhead: int = 0
+    is_last: bool = False
+
+    @property
+    def needed(self) -> int:
+        return self.weights + self.kv + self.activation + self.overhead if self.layers or self.weights else 0
+
+
+@dataclass
+class Plan:
+    strategy: str
+    fits: bool  # every used device holds what it must (and host RAM holds the offloaded part)
+    devices: list[DevicePlan] = field(default_factory=list)
+    tp: int = 1
+    pp: int = 1
+    gpu_layers: int = 0
+    cpu_layers: int = 0
+    cpu_bytes: int = 0
+    host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
+    reason: str = ""  # why it does not fit, for a person
+
+    @property
+    def used(self) -> list[DevicePlan]:
+        return [d for d in self.devices if d.needed]
+
+
+def usable(dev: Device, req: FitRequest) -> int:
+    return dev.free_bytes - req.reserve_bytes
+
+
+def _power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0
+
+
+def tp_valid(m: ModelSpec, k: int) -> bool:
+    """vLLM needs attention heads divisible by tp, and kv heads divisible by tp or tp by kv heads."""
+    if k == 1:
+        return True
+    if not _power_of_two(k) or m.heads % k:
+        return False
+    return m.kv_heads % k == 0 or k % m.kv_heads == 0
+
+
+class Sizer:
+    """Bytes of each part for one request, computed once."""
+
+    def __init__(self, req: FitRequest):
+        self.req = req
+        self.m = req.model
+        self.profile = engines.PROFILES[req.engine]
+        self.ws = memory.weight_split(self.m, req.quant, exact_total=req.weights_bytes_exact)
+        self.overhead = memory.overhead_bytes(req.engine)
+
+    def kv(self, layers: int, tp: int = 1) -> int:
+        r = self.req
+        return memory.kv_cache_bytes(self.m, r.kv_dtype, r.context, r.batch, tp=tp, layers=layers)
+
+    def activation(self, tp: int = 1, multi_gpu: bool = False) -> int:
+        r = self.req
+        return memory.activation_bytes(r.engine, self.m, r.context, r.batch, tp=tp, multi_gpu=multi_gpu)
+
+    @property
+    def embed_on_gpu(self) -> int:
+        return 0 if self.profile.embeddings_on_host else self.ws.embed
+
+    @property
+    def host_embed(self) -> int:
+        return self.ws.embed if self.profile.embeddings_on_host else 0
+
+    def layer_cost(self) -> float:
+        """Bytes one more layer costs on a device: its weights and its KV."""
+        return self.ws.per_layer + self.kv(1)
+
+
+def plan_single(s: Sizer, dev: Device) -> Plan:
+    m = s.m
+    dp = DevicePlan(dev, layers=m.layers, is_last=True)
+    dp.weights = int(round(s.embed_on_gpu + s.ws.output + s.ws.per_layer * m.layers))
+    dp.kv = s.kv(m.layers)
+    dp.activation = s.activation()
+    dp.overhead = s.overhead
+    ok = dp.needed <= usable(dev, s.req)
+    return Plan("single", ok, [dp], gpu_layers=m.layers, host_bytes=s.host_embed,
+                reason="" if ok else f"needs {dp.needed} bytes, {usable(dev, s.req)} usable on {dev.name}")
+
+
+def plan_tensor_parallel(s: Sizer, devs: list[Device]) -> Plan:
+    k = len(devs)
+    m = s.m
+    plans = []
+    for d in devs:
+        dp = DevicePlan(d, layers=m.layers, is_last=True)
+        # vocab-parallel embeddings / head and column/row-parallel layers: weights split k ways
+        dp.weights = int(round((s.embed_on_gpu + s.ws.output + s.ws.per_layer * m.layers) / k))
+        dp.kv = s.kv(m.layers, tp=k)
+        dp.activation = s.activation(tp=k)
+        dp.overhead = s.overhead
+        plans.append(dp)
+    ok = all(p.needed <= usable(p.device, s.req) for p in plans)
+    return Plan("tensor_parallel", ok, plans, tp=k, gpu_layers=m.layers, host_bytes=s.host_embed,
+                reason="" if ok else f"tensor parallel over {k}: a rank is short")
+
+
+def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False) -> Plan:
+    """Contiguous layer ranges in proportion to what each device can hold after its fixed costs.
+    The last device also holds the output head. With `allow_cpu`, layers that fit nowhere go to host RAM.
+    With `force`, every layer is placed in proportion to usable memory even where it does not fit, so
+    a no-fit report shows each device's shortfall."""
+    m = s.m
+    multi = len(devs) > 1
+    act = s.activation(multi_gpu=multi)
+    cost = s.layer_cost()
+    caps = []
+    for i, d in enumerate(devs):
+        fixed = s.overhead + act + (s.ws.output if i == len(devs) - 1 else 0) + (s.embed_on_gpu if i == 0 else 0)
+        caps.append(max(0, int((usable(d, s.req) - fixed) // cost)))
+    if force:
+        caps = [max(1, usable(d, s.req)) for d in devs]
+        share = sum(caps)
+        caps = [max(1, round(m.layers * c / share)) for c in caps]
+        caps[-1] += m.layers - sum(caps)
+    total_cap = sum(caps)
+    n_gpu = min(m.layers, total_cap)
+    # proportional to capacity, capped by it; leftover layers go to the largest remaining capacity
+    layers = [0] * len(devs)
+    if total_cap:
+        acc = 0.0
+        prev = 0
+        for i, c in enumerate(caps):
+            acc += n_gpu * c / total_cap
+            layers[i] = min(c, int(round(acc)) - prev)
+            prev += layers[i]
+        short = n_gpu - sum(layers)
+        while short > 0:
+            i = max(range(len(devs)), key=lambda j: caps[j] - layers[j])
+            if caps[i] - layers[i] <= 0:
+                break
+            layers[i] += 1
+            short -= 1
+    n_gpu = sum(layers)
+    plans = []
+    last = max((i for i, n in enumerate(layers) if n), default=len(devs) - 1)
+    for i, d in enumerate(devs):
+        dp = DevicePlan(d, layers=layers[i], is_last=(i == last and n_gpu == m.layers))
+        if layers[i]:
+            dp.weights = int(round(s.ws.per_layer * layers[i] + (s.embed_on_gpu if i == 0 else 0)
+                                   + (s.ws.output if dp.is_last else 0)))
+            dp.kv = s.kv(layers[i])
+            dp.activation = act
+            dp.overhead = s.overhead
+        plans.append(dp)
+    cpu_layers = m.layers - n_gpu
+    cpu_bytes = 0
+    if cpu_layers:
+        # offloaded layers keep their weights and KV in host RAM; the head goes with them
+        cpu_bytes = int(round(s.ws.per_layer * cpu_layers + s.ws.output)) + s.kv(cpu_layers)
+    used = [p for p in plans if p.layers]
+    strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
+    if s.req.engine == "vllm" and len(used) > 1 and not cpu_layers:
+        strategy = "pipeline_parallel"
+    ok = cpu_layers == 0 or allow_cpu
+    if force:
+        ok = all(p.needed <= usable(p.device, s.req) for p in plans)
+    if cpu_layers and allow_cpu:
+        host = s.req.host_ram_available_bytes
+        ok = n_gpu > 0 and (host is None or cpu_bytes + s.host_embed <= host)
+    reason = ""
+    if not ok:
+        reason = (f"{cpu_layers} of {m.layers} layers do not fit on the GPUs" if not allow_cpu or n_gpu
+                  else "not even one layer fits on the GPUs")
+        if cpu_layers and allow_cpu and n_gpu:
+            reason = f"offloaded part needs {cpu_bytes + s.host_embed} bytes of host RAM, {s.req.host_ram_available_bytes} available"
+    return Plan(strategy, ok, plans, pp=len(used) if strategy == "pipeline_parallel" else 1,
+                gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
+                reason=reason)
+
+
+def _identical_groups(devs: list[Device]) -> list[list[Device]]:
+    groups: dict[tuple, list[Device]] = {}
+    for d in devs:
+        groups.setdefault((d.catalog_key or d.name, d.total_bytes, d.mig_profile), []).append(d)
+    return list(groups.values())
+
+
+def choose(req: FitRequest) -> Plan:
+    """The placement an engine would use on these devices: single if it fits, else the smallest
+    multi-GPU arrangement that fits, else CPU offload, else the best failing plan (for the report)."""
+    s = Sizer(req)
+    devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
+    if not devs:
+        return Plan("single", False, [], reason="no GPU selected")
+    single = plan_single(s, devs[0])
+    if single.fits:
+        return single
+    candidates: list[Plan] = []
+    if len(devs) > 1:
+        if s.profile.supports_tensor_parallel:
+            for group in _identical_groups(devs):
+                k = 2
+                while k <= len(group):
+                    if tp_valid(req.model, k):
+                        p = plan_tensor_parallel(s, group[:k])
+                        if p.fits:
+                            candidates.append(p)
+                            break
+                    k *= 2
+        if not candidates:
+            # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
+            for k in range(2, len(devs) + 1):
+                p = split_layers(s, devs[:k], allow_cpu=False)
+                if p.fits:
+                    candidates.append(p)
+                    break
+    if candidates:
+        return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
+    if s.profile.supports_offload:
+        off = split_layers(s, devs, allow_cpu=True)
+        if off.fits:
+            return off
+    # nothing fits: report the split over all devices, so per-device shortfalls are visible
+    best = split_layers(s, devs, allow_cpu=False, force=True) if len(devs) > 1 else single
+    best.fits = False
+    if not best.reason:
+        best.reason = single.reason
+    return best

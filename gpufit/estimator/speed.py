@@ -1,0 +1,128 @@
+"""Speed: decode is memory-bound, prefill is compute-bound.
+
+decode s/token = sum over the devices a token passes through of bytes read there / (bandwidth x
+efficiency) + interconnect latency; bytes read = the layers' active weights + their KV for the tokens
+already in context (+ the output head on the last device). Offloaded layers read host memory.
+prefill tokens/s = efficiency x dense tensor FLOP/s / (2 x active parameters per token).
+The efficiencies are per engine (engines.py), calibrated in bench/accuracy.py; `basis` says what was used.
+"""
+
+from __future__ import annotations
+
+from ..catalog.types import QuantFormat
+from . import engines, memory
+from .placement import Plan, Sizer
+from .types import Device
+
+# decode speed is quoted at the start of a generation: llama-bench "tg 128" style, short context
+DECODE_CONTEXT_TOKENS = 64
+
+
+def tflops_for(dev: Device, quant: QuantFormat) -> tuple[float | None, str]:
+    """Dense tensor FLOP/s the quant's matmuls run at on this device, and which figure was used."""
+    spec = dev.spec
+    if spec is None:
+        return None, "unknown"
+    cc = float(spec.compute_capability)
+    if quant.key == "fp8" and spec.fp8_tflops and cc >= 8.9:
+        return spec.fp8_tflops, "fp8"
+    if quant.key == "int8" and spec.int8_tops:
+        return spec.int8_tops, "int8"
+    if quant.key == "bf16" and spec.bf16_tflops:
+        return spec.bf16_tflops, "bf16"
+    if spec.fp16_tflops:
+        return spec.fp16_tflops, "fp16"
+    if spec.bf16_tflops:
+        return spec.bf16_tflops, "bf16"
+    return spec.fp32_tflops, "fp32"
+
+
+def _bandwidth(dev: Device) -> float | None:
+    if dev.bandwidth_gbps:
+        return dev.bandwidth_gbps
+    return dev.spec.bandwidth_gbps if dev.spec else None
+
+
+def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float | None = None) -> tuple[float | None, float | None, dict]:
+    """(decode tokens/s for the whole batch, prefill tokens/s, basis)."""
+    req = s.req
+    m = s.m
+    eff = s.profile.decode_efficiency
+    used = plan.used
+    basis: dict = {
+        "method": "decode: bytes read per token / (bandwidth x efficiency); prefill: 2 x active params FLOPs per token / (dense tensor FLOP/s x efficiency)",
+        "efficiency": eff,
+        "prefill_efficiency": s.profile.prefill_efficiency,
+        "decode_context_tokens": DECODE_CONTEXT_TOKENS,
+        "batch": batch,
+    }
+    if not used:
+        return None, None, basis
+    kv_tok = memory.kv_bytes_per_token_layer(m, req.kv_dtype, plan.tp)
+    ctx = min(DECODE_CONTEXT_TOKENS, req.context)
+    seconds = 0.0
+    bytes_per_token = 0.0
+    bws = []
+    for dp in used:
+        bw = _bandwidth(dp.device)
+        if bw is None:
+            basis["unknown"] = f"no bandwidth for {dp.device.name} (not in the catalog)"
+            return None, None, basis
+        bws.append(bw)
+        layers = dp.layers
+        weights_read = s.ws.per_layer_active * layers / plan.tp
+        if dp.is_last:
+            weights_read += s.ws.output / plan.tp
+        kv_read = kv_tok * layers * ctx * batch
+        b = weights_read + kv_read
+        bytes_per_token += b
+        if plan.strategy == "tensor_parallel":
+            # ranks read in parallel: the step takes as long as one rank
+            seconds = max(seconds, b / (bw * 1e9 * eff))
+        else:
+            seconds += b / (bw * 1e9 * eff)
+    if plan.strategy == "tensor_parallel":
+        link = "nvlink" if all(d.device.nvlink for d in used) else "pcie"
+        seconds += 2 * m.layers * engines.ALLREDUCE_LATENCY_S[link]
+        basis["interconnect"] = link
+        basis["allreduce_latency_s"] = engines.ALLREDUCE_LATENCY_S[link]
+    elif len(used) > 1:
+        seconds += (len(used) - 1) * engines.STAGE_HOP_LATENCY_S
+        basis["stage_hop_latency_s"] = engines.STAGE_HOP_LATENCY_S
+    if plan.cpu_layers:
+        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
+        cpu_read = s.ws.per_layer_active * plan.cpu_layers + kv_tok * plan.cpu_layers * ctx * batch
+        if not any(d.is_last for d in used):
+            cpu_read += s.ws.output
+        seconds += cpu_read / (host_bw * 1e9)
+        bytes_per_token += cpu_read
+        basis["host_bandwidth_gbps"] = host_bw
+        basis["cpu_bytes_per_token"] = int(cpu_read)
+    basis["bandwidth_gbps"] = min(bws) if plan.strategy == "tensor_parallel" else bws[0] if len(bws) == 1 else bws
+    basis["bytes_per_token"] = int(bytes_per_token)
+    # compute bound at large batches: 2 x active params FLOPs per token
+    flops_per_token = 2 * _active_params(s)
+    tf, tf_kind = tflops_for(used[0].device, req.quant)
+    decode = batch / seconds if seconds > 0 else None
+    prefill = None
+    if tf:
+        n_dev = plan.tp if plan.strategy == "tensor_parallel" else 1
+        compute_rate = tf * 1e12 * s.profile.prefill_efficiency * n_dev / flops_per_token
+        prefill = compute_rate
+        if decode and decode > compute_rate:
+            decode = compute_rate
+            basis["decode_bound"] = "compute"
+        basis["tflops"] = tf
+        basis["tflops_dtype"] = tf_kind
+        basis["flops_per_token"] = int(flops_per_token)
+        if plan.cpu_layers:
+            # prompt layers on the CPU run at host speed; llama.cpp pushes large batches to the GPU,
+            # so prefill stays GPU-bound but pays a copy of the offloaded weights per ubatch
+            prefill = compute_rate * plan.gpu_layers / m.layers
+    return decode, prefill, basis
+
+
+def _active_params(s: Sizer) -> int:
+    from .params import count_params
+
+    return count_params(s.m).active
