@@ -1,0 +1,304 @@
+"""Command line: parse, call, render, pick the exit code. Thin: the work is in app / estimator / probe.
+
+Imports of anything heavy (pynvml, psutil, prometheus_client, gguf) happen inside the commands that
+need them, so `gpufit plan` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from .errors import ExitCode, GpufitError
+
+VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
+
+
+def _estimate_options(f):
+    opts = [
+        click.option("--quant", "-q", help="Weight format: fp32 bf16 fp16 fp8 int8 int4 awq gptq nf4 mxfp4, GGUF types (q4_k_m, q8_0, iq4_xs ...). Default: the model's native dtype."),
+        click.option("--context", "-c", type=int, help="Tokens of context per sequence. Default: min(8192, the model's max)."),
+        click.option("--batch", "-b", type=int, default=1, show_default=True, help="Concurrent sequences."),
+        click.option("--kv-dtype", help="KV-cache dtype: fp16 bf16 fp8 q8_0 q4_0 ... Default: fp16/bf16."),
+        click.option("--engine", default="auto", show_default=True, help="vllm | llama.cpp | ollama | transformers | auto (llama.cpp for GGUF types, else vLLM)."),
+        click.option("--reserve", default="0", help="Memory to keep free on each GPU, e.g. 2GiB."),
+        click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the gpufit.fit/1 JSON object."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+def _live_options(f):
+    f = click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
+                     help="Use a saved gpufit snapshot or an `nvidia-smi -q -x` capture instead of probing.")(f)
+    f = click.option("--gpus", help="GPUs to use: indexes or UUIDs, comma separated. Default: CUDA_VISIBLE_DEVICES, else all.")(f)
+    return f
+
+
+def _emit_fit(res, as_json: bool) -> None:
+    from .render import fit_text
+
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+    else:
+        click.echo(fit_text(res))
+
+
+def _snapshot(snapshot_path):
+    from .probe import load_snapshot, take_snapshot
+
+    if snapshot_path:
+        return load_snapshot(snapshot_path)
+    return take_snapshot()
+
+
+def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve, util,
+              min_headroom=None, alternatives=True):
+    from . import app
+    from .catalog import load_catalog
+    from .devices import select_devices
+
+    catalog = load_catalog()
+    choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
+    snap = _snapshot(snapshot_path)
+    devices = select_devices(snap, catalog, gpus, os.environ)
+    req, notes = app.build_request(
+        choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
+        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
+        gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
+        host_ram_available_bytes=snap.host.ram_available_bytes,
+    )
+    if snapshot_path:
+        notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
+    return app.run_estimate(req, notes, catalog, alternatives=alternatives)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="gpufit")
+def cli():
+    """Does this model fit on the GPUs in this box right now, and if not, what would?
+
+    \b
+    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error, 3 does not fit,
+    4 fits only with CPU offload or below headroom (--strict) / report warnings,
+    5 could not probe (no driver, no GPU), 6 invalid data file.
+    """
+
+
+@cli.command()
+@click.argument("model")
+@_estimate_options
+@_live_options
+def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json,
+         snapshot_path, gpus):
+    """Probe this box now and say whether MODEL fits in the free GPU memory."""
+    res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
+                    gpu_memory_utilization)
+    _emit_fit(res, as_json)
+    sys.exit(VERDICT_EXIT[res.verdict])
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--gpu", "gpu_opts", multiple=True, required=True, metavar="KEY[:COUNT]",
+              help="Catalog GPU, repeatable: --gpu rtx-4090 --gpu rtx-3060, or --gpu h100-sxm:8.")
+@click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: unknown).")
+@_estimate_options
+def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json):
+    """Estimate MODEL on catalog hardware (nothing is probed)."""
+    from . import app
+    from .catalog import load_catalog
+
+    catalog = load_catalog()
+    choice = app.resolve_model(model, catalog)
+    devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
+    req, notes = app.build_request(
+        choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
+        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
+        gpu_memory_utilization=gpu_memory_utilization,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else None, planning=True,
+    )
+    notes.append("planning on catalog hardware: each card's whole memory counted as free")
+    res = app.run_estimate(req, notes, catalog)
+    _emit_fit(res, as_json)
+    sys.exit(VERDICT_EXIT[res.verdict])
+
+
+@cli.command()
+@click.argument("model")
+@_estimate_options
+@_live_options
+@click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)).")
+@click.option("--strict", is_flag=True, help="Exit 4 when the fit is tight (below --min-headroom).")
+def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json,
+          snapshot_path, gpus, min_headroom, strict):
+    """Pre-flight: one line on stderr; the exit code says whether MODEL fits now."""
+    from .app import parse_size
+    from .render import check_line
+
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
+                    gpu_memory_utilization, min_headroom=mh, alternatives=False)
+    click.echo(check_line(res), err=True)
+    if as_json:
+        click.echo(json.dumps(res.to_dict(), indent=2))
+    code = VERDICT_EXIT[res.verdict]
+    if res.verdict == "tight" and strict:
+        code = ExitCode.DEGRADED
+    sys.exit(code)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the gpufit.snapshot/1 JSON object.")
+@click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Write the snapshot to FILE (atomically).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Read a saved snapshot or nvidia-smi -q -x capture.")
+def probe(as_json, save_path, snapshot_path):
+    """What the probe sees: every GPU and the host."""
+    from .catalog import load_catalog
+
+    snap = _snapshot(snapshot_path)
+    if save_path:
+        from .probe import save_snapshot
+
+        save_snapshot(snap, save_path)
+        click.echo(f"saved snapshot of {len(snap.gpus)} GPU(s) to {save_path}", err=True)
+    if as_json:
+        click.echo(snap.to_json())
+    elif not save_path:
+        from .render_probe import snapshot_table
+
+        click.echo(snapshot_table(snap, load_catalog()))
+
+
+@cli.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default="text", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
+def report(fmt, output, config_path, snapshot_path):
+    """Health report for cron / systemd timers (text, JSON or Prometheus textfile)."""
+    from .report import run_report
+
+    sys.exit(int(run_report(fmt, output, config_path, snapshot_path)))
+
+
+@cli.command()
+@click.option("--gpu", "gpu_opts", multiple=True, metavar="KEY[:COUNT]", help="Catalog GPUs instead of probing.")
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="A saved snapshot or nvidia-smi capture.")
+@click.option("--gpus", help="GPUs of this box to use (indexes or UUIDs).")
+@click.option("--context", "-c", type=int, default=8192, show_default=True)
+@click.option("--engine", default="auto", show_default=True)
+@click.option("--min-tokens-per-s", type=float, default=10.0, show_default=True, help="Slowest decode speed worth recommending.")
+@click.option("--top", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, top, as_json):
+    """Which catalog models fit now, each at its best quantization, largest first."""
+    from . import app
+    from .catalog import load_catalog
+    from .recommend import recommend as run, recommend_text
+
+    catalog = load_catalog()
+    if top < 1:
+        from .errors import UsageError
+
+        raise UsageError("--top must be at least 1")
+    if gpu_opts:
+        devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
+        ram = None
+    else:
+        from .devices import select_devices
+
+        snap = _snapshot(snapshot_path)
+        devices = select_devices(snap, catalog, gpus, os.environ)
+        ram = snap.host.ram_available_bytes
+    rows = run(catalog, devices, context=context, engine=engine, min_tokens_per_s=min_tokens_per_s,
+               host_ram=ram, planning=bool(gpu_opts))[:top]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        click.echo(recommend_text(rows, min_tokens_per_s))
+    sys.exit(ExitCode.OK if rows else ExitCode.NO_FIT)
+
+
+def _filter(items, query, fields):
+    if not query:
+        return list(items)
+    q = query.lower()
+    return [i for i in items if any(q in str(getattr(i, f) or "").lower() for f in fields)]
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def models(query, as_json):
+    """List catalog models (QUERY filters by key, name, family or HF repo)."""
+    import dataclasses
+
+    from .catalog import load_catalog
+    from .estimator.params import count_params
+    from .render import models_text
+
+    found = _filter(load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"))
+    if as_json:
+        out = []
+        for m in found:
+            d = dataclasses.asdict(m)
+            pc = count_params(m)
+            d["params"], d["active_params"] = pc.total, pc.active
+            out.append(d)
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(models_text(found) if found else f"no model matches {query!r}")
+    sys.exit(ExitCode.OK if found else ExitCode.USAGE)
+
+
+@cli.command()
+@click.argument("query", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def gpus(query, as_json):
+    """List catalog GPUs (QUERY filters by key, name or architecture)."""
+    import dataclasses
+
+    from .catalog import load_catalog
+    from .render import gpus_text
+
+    found = _filter(load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"))
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(g) for g in found], indent=2))
+    else:
+        click.echo(gpus_text(found) if found else f"no GPU matches {query!r}")
+    sys.exit(ExitCode.OK if found else ExitCode.USAGE)
+
+
+def main(argv=None) -> None:
+    """Entry point: every GpufitError becomes one message on stderr and its exit code."""
+    try:
+        cli.main(args=argv, prog_name="gpufit", standalone_mode=False)
+    except GpufitError as e:
+        click.echo(f"gpufit: {e}", err=True)
+        sys.exit(int(e.exit_code))
+    except click.exceptions.Abort:
+        click.echo("gpufit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(ExitCode.USAGE)
+    except SystemExit:
+        raise
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug: say so, keep the traceback for GPUFIT_DEBUG
+        if os.environ.get("GPUFIT_DEBUG"):
+            raise
+        click.echo(f"gpufit: internal error (a bug, please report it): {type(e).__name__}: {e}\n"
+                   "run with GPUFIT_DEBUG=1 for the traceback", err=True)
+        sys.exit(ExitCode.INTERNAL)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,76 @@
+"""`gpufit recommend`: the catalog models that fit on these devices now, each at its best quantization.
+
+Rule (stated in the output): keep the models whose best-quality fitting quantization decodes at least
+`min_tokens_per_s`; rank by parameter count (largest first), then by quality of the quantization, then
+by decode speed. "Best quantization" = the highest-`quality` format the engine runs that fits without
+offload, never above the model's native precision.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from .app import build_request, default_engine, ModelChoice
+from .catalog import Catalog
+from .estimator.fit import estimate
+from .estimator.params import count_params
+
+GIB = 1 << 30
+RULE = ("largest model (parameters) whose best fitting quantization keeps >= {min} tokens/s decode; "
+        "ties: better quantization, then faster")
+
+
+def _quants_for(catalog: Catalog, engine: str, native_bits: float):
+    qs = [q for q in catalog.quants.values()
+          if (engine == "auto" or engine in q.engines) and q.bits_per_weight <= native_bits + 1e-9
+          and q.key not in ("fp32",)]
+    return sorted(qs, key=lambda q: (-q.quality, q.bits_per_weight))
+
+
+def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "auto",
+              min_tokens_per_s: float = 10.0, host_ram=None, planning=False) -> list[dict]:
+    rows = []
+    for m in catalog.models.values():
+        native = catalog.quant(m.native_dtype)
+        ctx = min(context, m.max_context)
+        for q in _quants_for(catalog, engine, native.bits_per_weight):
+            eng = engine if engine != "auto" else default_engine(q.kind)
+            req, _ = build_request(ModelChoice(m), devices, catalog, quant=q.key, context=ctx, engine=eng,
+                                   host_ram_available_bytes=host_ram, planning=planning)
+            res = estimate(req, alternatives=False) if _cheap_fit(req) else None
+            if res is None or res.verdict not in ("fits", "tight"):
+                continue
+            tps = res.performance.decode_tokens_per_s
+            if tps is not None and tps < min_tokens_per_s:
+                continue
+            rows.append({
+                "model": m.key, "name": m.name, "params": count_params(m).total, "quant": q.key,
+                "engine": eng, "context": ctx, "verdict": res.verdict,
+                "total_bytes": res.memory.total_bytes,
+                "headroom_bytes": min((d.headroom_bytes for d in res.devices if d.needed_bytes), default=None),
+                "decode_tokens_per_s": tps, "placement": res.placement.strategy,
+                "rule": RULE.format(min=min_tokens_per_s),
+            })
+            break
+    rows.sort(key=lambda r: (-r["params"], -catalog.quant(r["quant"]).quality, -(r["decode_tokens_per_s"] or 0)))
+    return rows
+
+
+def _cheap_fit(req) -> bool:
+    """Skip the full estimate when the weights alone exceed all the selected memory."""
+    from .estimator.memory import weight_bytes
+
+    free = sum(d.free_bytes - req.reserve_bytes for d in req.devices)
+    return weight_bytes(req.model, req.quant) < free
+
+
+def recommend_text(rows: list[dict], min_tps: float) -> str:
+    from .render import table
+
+    if not rows:
+        return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
+    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
+                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
+                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
+              ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
+    return t + "\n\nRanked by: " + rows[0]["rule"]

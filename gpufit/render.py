@@ -1,0 +1,154 @@
+"""Text rendering of fit results and catalog listings. GiB = 2^30 bytes, GB = 10^9 bytes; both are
+named wherever a size is printed."""
+
+from __future__ import annotations
+
+GIB = 1 << 30
+
+VERDICT_TEXT = {
+    "fits": "FITS",
+    "tight": "FITS, TIGHT",
+    "offload": "FITS ONLY WITH CPU OFFLOAD",
+    "no_fit": "DOES NOT FIT",
+}
+
+
+def gib(n: int | float | None, digits: int = 1) -> str:
+    return "-" if n is None else f"{n / GIB:.{digits}f}"
+
+
+def gb(n: int | float | None) -> str:
+    return "-" if n is None else f"{n / 1e9:.1f} GB"
+
+
+def table(rows: list[list[str]], header: list[str]) -> str:
+    cols = [header] + rows
+    widths = [max(len(str(r[i])) for r in cols) for i in range(len(header))]
+    out = []
+    for j, r in enumerate(cols):
+        out.append("  ".join(str(c).ljust(widths[i]) if i == 0 or not _num(c) else str(c).rjust(widths[i])
+                             for i, c in enumerate(r)).rstrip())
+        if j == 0:
+            out.append("  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+def _num(c) -> bool:
+    s = str(c).replace(".", "", 1).replace("-", "", 1).replace(",", "")
+    return s.isdigit()
+
+
+def verdict_line(res) -> str:
+    r = res.request
+    used = [d for d in res.devices if d.needed_bytes]
+    need = res.memory.total_bytes
+    free = sum(d.free_bytes for d in res.devices)
+    where = _device_summary(res.devices)
+    line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
+    if res.verdict == "no_fit":
+        short = need - free
+        if short > 0:
+            line += f"; short by {gb(short)}"
+    elif used:
+        worst = min(used, key=lambda d: d.headroom_bytes)
+        line += f"; headroom {gb(worst.headroom_bytes)} ({gib(worst.headroom_bytes)} GiB)"
+        if len(used) > 1:
+            line += f" on the fullest card (GPU {worst.index})"
+    return line
+
+
+def _device_summary(devices) -> str:
+    names: dict[str, int] = {}
+    for d in devices:
+        names[d.name] = names.get(d.name, 0) + 1
+    return ", ".join(f"{n} x {name}" for name, n in names.items()) or "no GPU"
+
+
+def fit_text(res) -> str:
+    r = res.request
+    m = r.model
+    perf = res.performance
+    p = res.placement
+    lines = [
+        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine}",
+        verdict_line(res),
+        "",
+        "Memory needed (GiB = 2^30 bytes)",
+    ]
+    mem = res.memory
+    src = f" ({r.weights_source})" if r.weights_source else ""
+    lines += [
+        f"  weights      {gib(mem.weights_bytes, 2):>9} GiB{src}",
+        f"  KV cache     {gib(mem.kv_cache_bytes, 2):>9} GiB",
+        f"  activations  {gib(mem.activation_bytes, 2):>9} GiB",
+        f"  overhead     {gib(mem.overhead_bytes, 2):>9} GiB  (CUDA context, graphs; per GPU used)",
+        f"  total        {gib(mem.total_bytes, 2):>9} GiB  = {gb(mem.total_bytes)}",
+        "",
+    ]
+    rows = [[d.index, d.name.replace("NVIDIA ", ""), d.catalog_key or "?", gib(d.total_bytes), gib(d.free_bytes),
+             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers)] for d in res.devices]
+    lines.append(table(rows, ["GPU", "name", "catalog", "total", "free", "needed", "headroom", "layers"]))
+    lines.append("  (GiB; headroom = free - reserve - needed)")
+    strat = p.strategy.replace("_", " ")
+    extra = ""
+    if p.tensor_parallel > 1:
+        extra = f", tensor parallel {p.tensor_parallel}"
+    if p.pipeline_parallel > 1:
+        extra += f", pipeline parallel {p.pipeline_parallel}"
+    if p.strategy == "cpu_offload":
+        extra += f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
+    lines += ["", f"Placement: {strat}{extra}"]
+    if perf.decode_tokens_per_s:
+        b = perf.basis
+        bw = b.get("bandwidth_gbps")
+        lines.append(
+            f"Speed: ~{perf.decode_tokens_per_s:g} tokens/s decode"
+            + (f" (batch {r.batch}, all sequences)" if r.batch > 1 else "")
+            + (f", ~{perf.prefill_tokens_per_s:g} tokens/s prefill" if perf.prefill_tokens_per_s else "")
+        )
+        lines.append(
+            f"  basis: {gb(b.get('bytes_per_token'))} read per token / ({bw} GB/s x {b.get('efficiency')} efficiency)"
+            + (f"; prefill {b.get('tflops')} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency')}" if b.get("tflops") else "")
+        )
+    if perf.max_context is not None:
+        lines.append(f"Largest context at batch {r.batch}: {perf.max_context} tokens; "
+                     f"largest batch at context {r.context}: {perf.max_batch}")
+    if res.alternatives:
+        lines += ["", "What would fit instead:"]
+        for a in res.alternatives:
+            speed = f", ~{a.decode_tokens_per_s:g} tokens/s" if a.decode_tokens_per_s else ""
+            lines.append(f"  - {a.summary}{speed}")
+    if res.engine_args:
+        lines += ["", "Engine flags:"]
+        for k, v in res.engine_args.items():
+            lines.append(f"  {k:<10} {v}")
+    if res.warnings:
+        lines += ["", "Warnings:"] + [f"  ! {w}" for w in res.warnings]
+    if res.notes:
+        lines += ["", "Assumed:"] + [f"  {n}" for n in res.notes]
+    return "\n".join(lines)
+
+
+def check_line(res) -> str:
+    """The one line `gpufit check` prints on stderr."""
+    r = res.request
+    return f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {r.engine}: {verdict_line(res)}"
+
+
+def models_text(models) -> str:
+    from .estimator.params import count_params
+
+    rows = []
+    for m in models:
+        pc = count_params(m)
+        act = f"{pc.active / 1e9:.1f}B" if pc.active != pc.total else ""
+        rows.append([m.key, m.name, f"{pc.total / 1e9:.2f}B", act, str(m.layers), f"{m.heads}/{m.kv_heads}",
+                     str(m.max_context), m.native_dtype])
+    return table(rows, ["key", "name", "params", "active", "layers", "heads/kv", "max ctx", "dtype"])
+
+
+def gpus_text(gpus) -> str:
+    rows = [[g.key, g.name, f"{g.memory_bytes / GIB:.0f}", f"{g.bandwidth_gbps:g}",
+             f"{g.bf16_tflops or g.fp16_tflops or 0:g}" if (g.bf16_tflops or g.fp16_tflops) else "-",
+             g.compute_capability, g.architecture] for g in gpus]
+    return table(rows, ["key", "name", "GiB", "GB/s", "TFLOP/s 16b", "CC", "arch"])
