@@ -17,9 +17,18 @@ from pathlib import Path
 from .health import STATUS_VALUE as _STATUS_VALUE
 
 
-def _uuid_label(g: dict) -> str:
-    # a lost GPU may have no UUID: fall back to something stable that cannot clash with a real UUID
-    return g.get("uuid") or f"unknown-{g.get('pci_bus_id') or g.get('index')}"
+def _uuid_labels(gpus: list) -> list[str]:
+    """One distinct `uuid` label per GPU. A lost GPU may have no UUID: use something stable that cannot
+    clash with a real one. Two GPUs with one UUID (anonymised captures do this) would make duplicate series,
+    and node_exporter rejects a whole textfile for that; the repeats get their index appended."""
+    out, seen = [], set()
+    for g in gpus:
+        label = g.get("uuid") or f"unknown-{g.get('pci_bus_id') or g.get('index')}"
+        if label in seen:
+            label = f"{label}/{g.get('index')}"
+        seen.add(label)
+        out.append(label)
+    return out
 
 
 def render(report: dict) -> str:
@@ -63,8 +72,9 @@ def render(report: dict) -> str:
                 [c["name"]], _STATUS_VALUE[c["status"]])
 
     driver = host.get("driver_version") or ""
-    for g in report.get("gpus", []):
-        u = [_uuid_label(g)]
+    gpus = report.get("gpus", [])
+    for g, label in zip(gpus, _uuid_labels(gpus)):
+        u = [label]
         put(gauge("gpufit_gpu_info", "GPU identity; always 1",
                   ["uuid", "name", "index", "catalog_key", "driver"]),
             [u[0], g.get("name") or "", g.get("index"), g.get("catalog_key") or "", driver], 1)

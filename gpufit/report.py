@@ -8,6 +8,7 @@ could not probe, 6 bad config / data file.
 
 from __future__ import annotations
 
+import inspect
 import json
 import socket
 import sys
@@ -50,10 +51,12 @@ def check_model(watch, snapshot, catalog) -> dict:
         entry["error"] = entry["message"] = f"model checks unavailable: {e}"
         entry["status"] = health.UNKNOWN
         return entry
+    kwargs = dict(quant=watch.quant, context=watch.context, batch=watch.batch, kv_dtype=watch.kv_dtype,
+                  engine=watch.engine, catalog=catalog)
+    if "env" in inspect.signature(fit_on_snapshot).parameters:
+        kwargs["env"] = {}  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     try:
-        result = fit_on_snapshot(watch.name, snapshot, quant=watch.quant, context=watch.context,
-                                 batch=watch.batch, kv_dtype=watch.kv_dtype, engine=watch.engine,
-                                 catalog=catalog)
+        result = fit_on_snapshot(watch.name, snapshot, **kwargs)
     except GpufitError as e:
         entry["error"] = entry["message"] = str(e)
         return entry
