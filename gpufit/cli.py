@@ -78,7 +78,29 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
     return app.run_estimate(req, notes, catalog, alternatives=alternatives)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class GpufitGroup(click.Group):
+    """Every GpufitError becomes one message on stderr and its exit code; any other exception is a
+    bug: one line saying so (the traceback with GPUFIT_DEBUG=1) and exit 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GpufitError as e:
+            click.echo(f"gpufit: {e}", err=True)
+            ctx.exit(int(e.exit_code))
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
+            raise
+        except BrokenPipeError:
+            ctx.exit(0)
+        except Exception as e:
+            if os.environ.get("GPUFIT_DEBUG"):
+                raise
+            click.echo(f"gpufit: internal error (a bug, please report it): {type(e).__name__}: {e}\n"
+                       "run with GPUFIT_DEBUG=1 for the traceback", err=True)
+            ctx.exit(int(ExitCode.INTERNAL))
+
+
+@click.group(cls=GpufitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="gpufit")
 def cli():
     """Does this model fit on the GPUs in this box right now, and if not, what would?
@@ -276,28 +298,8 @@ def gpus(query, as_json):
 
 
 def main(argv=None) -> None:
-    """Entry point: every GpufitError becomes one message on stderr and its exit code."""
-    try:
-        cli.main(args=argv, prog_name="gpufit", standalone_mode=False)
-    except GpufitError as e:
-        click.echo(f"gpufit: {e}", err=True)
-        sys.exit(int(e.exit_code))
-    except click.exceptions.Abort:
-        click.echo("gpufit: aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(ExitCode.USAGE)
-    except SystemExit:
-        raise
-    except BrokenPipeError:
-        sys.exit(0)
-    except Exception as e:  # a bug: say so, keep the traceback for GPUFIT_DEBUG
-        if os.environ.get("GPUFIT_DEBUG"):
-            raise
-        click.echo(f"gpufit: internal error (a bug, please report it): {type(e).__name__}: {e}\n"
-                   "run with GPUFIT_DEBUG=1 for the traceback", err=True)
-        sys.exit(ExitCode.INTERNAL)
+    """Console entry point (`gpufit`)."""
+    cli.main(args=argv, prog_name="gpufit")
 
 
 if __name__ == "__main__":  # pragma: no cover

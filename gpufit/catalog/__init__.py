@@ -47,7 +47,7 @@ class Catalog:
         for rec in loaded["gpu"]:
             self._add(self.gpus, rec, path, override, "gpu")
             for alias in (rec.key, normalize_name(rec.name), *rec.aliases):
-                self._gpu_alias[normalize_name(alias)] = rec.key
+                self._alias(self._gpu_alias, normalize_name(alias), rec.key, path, override, "gpu")
             for n in rec.nvml_names:
                 self._claim(self._nvml_name, n, rec.key, path, "NVML name")
             for p in rec.pci_device_ids:
@@ -56,17 +56,26 @@ class Catalog:
             self._add(self.models, rec, path, override, "model")
             for alias in (rec.key, rec.hf_repo, *rec.aliases):
                 if alias:
-                    self._model_alias[alias.lower()] = rec.key
+                    self._alias(self._model_alias, alias.lower(), rec.key, path, override, "model")
         for rec in loaded["quant"]:
             self._add(self.quants, rec, path, override, "quant")
             for alias in (rec.key, *rec.aliases):
-                self._quant_alias[alias.lower()] = rec.key
+                self._alias(self._quant_alias, alias.lower(), rec.key, path, override, "quant")
 
     @staticmethod
     def _add(table, rec, path, override, kind):
         if rec.key in table and not override:
             raise CatalogError(path, f"{kind} key {rec.key!r} is already defined", f"[[{kind}]] key={rec.key!r}")
         table[rec.key] = rec
+
+    @staticmethod
+    def _alias(index, alias, key, path, override, kind):
+        """An alias names one entry. Built-in files may not reuse one; a user addition (override) may
+        re-point it on purpose."""
+        owner = index.get(alias)
+        if owner is not None and owner != key and not override:
+            raise CatalogError(path, f"alias {alias!r} already names {kind} {owner!r}", f"[[{kind}]] key={key!r}")
+        index[alias] = key
 
     @staticmethod
     def _claim(index, ident, key, path, what):
