@@ -1,0 +1,181 @@
+"""`gpufit report`: the gpufit.report/1 object, renderers, watched models, and exit codes 0/4/5/6."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from gpufit import report as report_mod
+from gpufit.config import Config, ModelWatch
+from gpufit.errors import ExitCode, ProbeError
+from gpufit.report import build_report, render, run_report
+
+from report_helpers import CAPTURES, capture_params, healthy_gpu, load_capture, snapshot, unsupported_gpu
+
+
+def save(tmp_path, snap, name="box.json"):
+    p = tmp_path / name
+    p.write_text(snap.to_json())
+    return p
+
+
+def empty_config(tmp_path):
+    p = tmp_path / "gpufit.toml"
+    p.write_text("")
+    return p
+
+
+def test_report_object_shape():
+    r = build_report(snapshot(healthy_gpu(0), healthy_gpu(1)), Config(), now=1714564800.0)
+    assert r["schema"] == "gpufit.report/1"
+    assert r["time"] == "2024-05-01T12:00:00Z" and r["status"] == "ok" and r["success"] is True
+    assert r["host"]["hostname"] == "gpu-box-1"
+    assert [g["index"] for g in r["gpus"]] == [0, 1]
+    for g in r["gpus"]:
+        assert g["status"] == "ok"
+        for c in g["checks"]:
+            assert set(c) == {"name", "status", "value", "threshold", "unit", "message"}
+    assert r["models"] == []
+    json.loads(render(r, "json"))  # serialisable as is
+
+
+def test_status_is_the_worst_check():
+    r = build_report(snapshot(healthy_gpu(0), healthy_gpu(1, temperature_c=85)), Config())
+    assert (r["gpus"][0]["status"], r["gpus"][1]["status"], r["status"]) == ("ok", "warn", "warn")
+    lost = dataclasses.replace(unsupported_gpu(2), available=False)
+    assert build_report(snapshot(healthy_gpu(0), lost), Config())["status"] == "crit"
+
+
+def test_text_render_says_what_is_wrong():
+    text = render(build_report(snapshot(healthy_gpu(0, temperature_c=91)), Config()), "text")
+    assert "status: CRIT" in text and "[CRIT] temperature: 91 C" in text
+
+
+@pytest.mark.parametrize("fmt", ["text", "json", "prometheus"])
+@pytest.mark.parametrize("path", capture_params()[:1] + capture_params()[-1:])
+def test_run_report_from_a_capture(tmp_path, path, fmt):
+    out = tmp_path / "out"
+    code = run_report(fmt, str(out), str(empty_config(tmp_path)), str(path))
+    assert code in (ExitCode.OK, ExitCode.DEGRADED, ExitCode.NO_PROBE)
+    text = out.read_text()
+    if fmt == "json":
+        r = json.loads(text)
+        assert r["schema"] == "gpufit.report/1"
+        assert code == report_mod.STATUS_EXIT[r["status"]]
+    assert text
+
+
+@pytest.mark.parametrize("gpu,code", [
+    (healthy_gpu(), 0),
+    (healthy_gpu(temperature_c=85), 4),
+    (healthy_gpu(throttle_reasons=("hw_thermal_slowdown",)), 5),
+])
+def test_exit_codes(tmp_path, gpu, code):
+    snap = save(tmp_path, snapshot(gpu))
+    assert run_report("json", str(tmp_path / "r.json"), str(empty_config(tmp_path)), str(snap)) == code
+
+
+def test_failed_probe_exits_5_and_writes_success_0(tmp_path, monkeypatch, capsys):
+    import gpufit.probe
+
+    def no_driver(*a, **k):
+        raise ProbeError("NVML Shared Library Not Found: is the NVIDIA driver installed?")
+
+    monkeypatch.setattr(gpufit.probe, "take_snapshot", no_driver)
+    out = tmp_path / "gpufit.prom"
+    assert run_report("prometheus", str(out), str(empty_config(tmp_path))) == ExitCode.NO_PROBE == 5
+    assert "NVML Shared Library Not Found" in capsys.readouterr().err
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fams = {f.name: f for f in text_string_to_metric_families(out.read_text())}
+    assert fams["gpufit_report_success"].samples[0].value == 0
+    assert fams["gpufit_report_timestamp_seconds"].samples[0].value > 1.6e9
+    # JSON says the same
+    assert run_report("json", str(tmp_path / "r.json"), str(empty_config(tmp_path))) == 5
+    r = json.loads((tmp_path / "r.json").read_text())
+    assert r["success"] is False and r["status"] == "crit" and "NVML" in r["error"]
+
+
+def test_bad_snapshot_file_exits_6(tmp_path, capsys):
+    bad = tmp_path / "box.json"
+    bad.write_text('{"schema": "gpufit.snapshot/1", "host": 3}')
+    assert run_report("text", str(tmp_path / "r.txt"), str(empty_config(tmp_path)), str(bad)) == 6
+    assert "box.json" in capsys.readouterr().err
+
+
+def test_unknown_format_is_usage(tmp_path):
+    assert run_report("yaml", None, str(empty_config(tmp_path))) == ExitCode.USAGE
+
+
+def test_config_thresholds_change_the_verdict(tmp_path):
+    snap = save(tmp_path, snapshot(healthy_gpu(temperature_c=60)))
+    cfg = tmp_path / "hot.toml"
+    cfg.write_text("[thresholds]\ntemperature_warn_c = 55\ntemperature_crit_c = 58\n")
+    assert run_report("json", str(tmp_path / "r.json"), str(cfg), str(snap)) == 5
+
+
+def test_output_defaults_to_stdout(tmp_path, capsys):
+    snap = save(tmp_path, snapshot(healthy_gpu()))
+    assert run_report("json", None, str(empty_config(tmp_path)), str(snap)) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+
+
+# ---- watched models: the real app layer and estimator ------------------------------------------------
+
+
+def _app():
+    app = pytest.importorskip("gpufit.app", reason="the app layer (fit_on_snapshot) is not in this tree yet")
+    if not hasattr(app, "fit_on_snapshot"):
+        pytest.skip("gpufit.app has no fit_on_snapshot yet")
+    return app
+
+
+def test_watched_model_verdict_and_headroom(tmp_path):
+    _app()
+    big = [p for p in CAPTURES if "a100" in p.name]
+    if not big:
+        pytest.skip("needs the A100 capture in ../shared/data/nvidia-smi")
+    cfg = tmp_path / "gpufit.toml"
+    cfg.write_text('[[model]]\nname = "llama3-8b"\nquant = "int8"\ncontext = 4096\n\n'
+                   '[[model]]\nname = "llama3-70b"\nquant = "bf16"\n')
+    out = tmp_path / "r.json"
+    run_report("json", str(out), str(cfg), str(big[0]))
+    models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
+    small, huge = models["llama3-8b"], models["llama3-70b"]
+    assert small["error"] is None and small["verdict"] in ("fits", "tight") and small["quant"] == "int8"
+    assert small["needed_bytes"] > 8e9 and small["headroom_bytes"] is not None
+    assert huge["verdict"] in ("offload", "no_fit") and huge["status"] == "warn"
+    # and the metrics say so
+    run_report("prometheus", str(tmp_path / "r.prom"), str(cfg), str(big[0]))
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fits = {s.labels["model"]: s.value for f in text_string_to_metric_families((tmp_path / "r.prom").read_text())
+            for s in f.samples if s.name == "gpufit_model_fits"}
+    assert fits == {"llama3-8b": 1.0, "llama3-70b": 0.0}
+
+
+def test_model_that_no_longer_fits_is_a_warning(tmp_path):
+    _app()
+    full = healthy_gpu(memory=healthy_gpu().memory.__class__(total=24 * 2**30, free=2 * 2**30, used=22 * 2**30))
+    snap = save(tmp_path, snapshot(full))
+    cfg = tmp_path / "gpufit.toml"
+    cfg.write_text('[thresholds]\nmemory_held_warn_ratio = 1.0\n[[model]]\nname = "llama3-8b"\nquant = "bf16"\n')
+    out = tmp_path / "r.json"
+    assert run_report("json", str(out), str(cfg), str(snap)) == ExitCode.DEGRADED
+    m = json.loads(out.read_text())["models"][0]
+    assert m["verdict"] in ("offload", "no_fit") and m["status"] == "warn"
+
+
+def test_estimator_error_is_reported_not_raised(monkeypatch):
+    from gpufit.errors import UsageError
+
+    app = _app()
+
+    def broken(*a, **k):
+        raise UsageError("context 999999 exceeds the model's max 8192")
+
+    monkeypatch.setattr(app, "fit_on_snapshot", broken)
+    r = build_report(snapshot(healthy_gpu()), Config(models=(ModelWatch(name="llama3-8b"),)))
+    assert r["models"][0]["error"].startswith("context 999999") and r["models"][0]["status"] == "warn"
