@@ -1,0 +1,207 @@
+"""From a Snapshot (or catalog specs) to the schedulable units the estimator places a model on.
+
+A unit is a whole GPU, or — when MIG is enabled on it — each of its MIG devices. Selection honours
+`--gpus` (indexes "0", MIG indexes "0/1", GPU UUIDs, MIG UUIDs), else CUDA_VISIBLE_DEVICES, else every
+available unit. Memory is what is *free* now (NVML free); unified-memory parts use the host's available RAM.
+
+Approximations, stated: a MIG device's bandwidth and BF16 throughput are the card's scaled by its share of
+the card's memory (slice memory / card memory); MIG compute instances that share one GPU instance share its
+memory and bandwidth, so each selected one gets an equal part of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from .catalog import Catalog
+from .catalog.types import GpuSpec
+from .errors import ProbeError, UsageError, did_you_mean
+from .estimator.types import Device
+from .probe.snapshot import GpuState, Snapshot
+
+
+@dataclass(frozen=True)
+class _Unit:
+    device: Device
+    gpu_index: int
+    names: tuple[str, ...]  # every string that selects this unit: index, "G/M", UUID
+    group: tuple[int, int] | None = None  # (gpu index, GPU instance id) for MIG devices
+    ci: int | None = None  # compute instance id for MIG devices
+
+
+def _gpu_unit(g: GpuState, snap: Snapshot, spec: GpuSpec | None) -> _Unit | None:
+    total, free = g.memory.total, g.memory.free
+    if g.unified_memory and snap.host.ram_available_bytes is not None:
+        total = snap.host.ram_total_bytes or total
+        free = snap.host.ram_available_bytes
+    if total is None or free is None:
+        return None
+    dev = Device(
+        index=str(g.index),
+        name=g.name or f"GPU {g.index}",
+        total_bytes=int(total),
+        free_bytes=int(free),
+        uuid=g.uuid,
+        spec=spec,
+        bandwidth_gbps=spec.bandwidth_gbps if spec else None,
+        bf16_tflops=spec.bf16_tflops if spec else None,
+        nvlink=any(link.up for link in g.nvlink),
+    )
+    return _Unit(dev, g.index, tuple(n for n in (str(g.index), g.uuid) if n))
+
+
+def _mig_units(g: GpuState, spec: GpuSpec | None) -> list[_Unit]:
+    units = []
+    card_total = g.memory.total
+    for m in g.mig.devices:
+        total, free = m.memory.total, m.memory.free
+        if total is None or free is None:
+            continue
+        share = total / card_total if card_total else None
+        index = f"{g.index}/{m.index}"
+        dev = Device(
+            index=index,
+            name=f"{g.name or 'GPU'} MIG {m.profile}" if m.profile else f"{g.name or 'GPU'} MIG {index}",
+            total_bytes=int(total),
+            free_bytes=int(free),
+            uuid=m.uuid,
+            spec=spec,
+            bandwidth_gbps=spec.bandwidth_gbps * share if spec and share else None,
+            bf16_tflops=spec.bf16_tflops * share if spec and spec.bf16_tflops and share else None,
+            nvlink=False,  # NVLink is not available to MIG devices
+            mig_profile=m.profile,
+        )
+        group = (g.index, m.gpu_instance_id) if m.gpu_instance_id is not None else None
+        units.append(_Unit(dev, g.index, tuple(n for n in (index, m.uuid) if n), group, m.compute_instance_id))
+    return units
+
+
+def _all_units(snapshot: Snapshot, catalog: Catalog) -> tuple[list[_Unit], dict[int, GpuState]]:
+    units: list[_Unit] = []
+    lost: dict[int, GpuState] = {}
+    for g in snapshot.gpus:
+        if not g.available:
+            lost[g.index] = g
+            continue
+        spec = catalog.match_gpu(g.name, g.pci_device_id)
+        if g.mig.enabled:
+            units.extend(_mig_units(g, spec))
+        else:
+            u = _gpu_unit(g, snapshot, spec)
+            if u is not None:
+                units.append(u)
+    return units, lost
+
+
+def _lookup(token: str, units: list[_Unit], gpu_uuids: dict[str, int]) -> list[_Unit] | None:
+    """The units `token` names: a unit's own name, or a whole GPU (its index / UUID -> its MIG devices)."""
+    t = token.strip()
+    low = t.lower()
+    hit = [u for u in units if any(n.lower() == low for n in u.names)]
+    if hit:
+        return hit
+    gi = int(t) if t.isdigit() else gpu_uuids.get(low)
+    if gi is not None:
+        hit = [u for u in units if u.gpu_index == gi]
+        return hit or None
+    legacy = re.fullmatch(r"mig-(gpu-[0-9a-f-]+)/(\d+)/(\d+)", low)  # CUDA 11.0-era MIG-GPU-<uuid>/gi/ci
+    if legacy:
+        gi_index = gpu_uuids.get(legacy.group(1))
+        ids = (int(legacy.group(2)), int(legacy.group(3)))
+        hit = [u for u in units if u.gpu_index == gi_index and u.group and (u.group[1], u.ci) == ids]
+        return hit or None
+    if low.startswith(("gpu-", "mig-")) and len(low) > 4:  # CUDA accepts a unique UUID prefix
+        gis = {v for k, v in gpu_uuids.items() if k.startswith(low)}
+        if len(gis) == 1:
+            return [u for u in units if u.gpu_index in gis] or None
+        migs = [u for u in units if u.group is not None and (u.device.uuid or "").lower().startswith(low)]
+        if len(migs) == 1:
+            return migs
+    return None
+
+
+def _split_shared_instances(units: list[_Unit]) -> tuple[Device, ...]:
+    """MIG compute instances of one GPU instance share its memory: give each selected one an equal part."""
+    counts: dict = {}
+    for u in units:
+        if u.group is not None:
+            counts[u.group] = counts.get(u.group, 0) + 1
+    out = []
+    for u in units:
+        n = counts.get(u.group, 1) if u.group is not None else 1
+        d = u.device
+        if n > 1:
+            d = replace(d, total_bytes=d.total_bytes // n, free_bytes=d.free_bytes // n,
+                        bandwidth_gbps=d.bandwidth_gbps / n if d.bandwidth_gbps else d.bandwidth_gbps,
+                        bf16_tflops=d.bf16_tflops / n if d.bf16_tflops else d.bf16_tflops)
+        out.append(d)
+    return tuple(out)
+
+
+def select_devices(snapshot: Snapshot, catalog: Catalog, gpus: str | None = None,
+                   env: Mapping[str, str] = os.environ) -> tuple[Device, ...]:
+    """The units to place a model on. `gpus` is the --gpus value; without it CUDA_VISIBLE_DEVICES applies
+    (CUDA's rules: indexes or UUID (prefixes), MIG UUIDs, entries after an unknown one ignored; indexes are
+    taken in PCI bus order, as nvidia-smi and NVML number GPUs — set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA
+    agrees). A lost GPU is never used; naming it explicitly is a ProbeError."""
+    units, lost = _all_units(snapshot, catalog)
+    gpu_uuids = {g.uuid.lower(): g.index for g in snapshot.gpus if g.uuid}
+    if gpus is not None and gpus.strip():
+        chosen: list[_Unit] = []
+        for token in (t.strip() for t in gpus.split(",")):
+            if not token:
+                continue
+            _refuse_lost(token, lost, gpu_uuids)
+            hit = _lookup(token, units, gpu_uuids)
+            if hit is None:
+                valid = [n for u in units for n in u.names]
+                near = did_you_mean(token, valid)
+                hint = f"; did you mean {', '.join(near)}?" if near else ""
+                raise UsageError(f"unknown GPU {token!r} in --gpus{hint} (valid: {', '.join(valid) or 'none'})")
+            chosen.extend(u for u in hit if u not in chosen)
+    elif "CUDA_VISIBLE_DEVICES" in env:
+        value = env["CUDA_VISIBLE_DEVICES"].strip()
+        chosen = []
+        for token in (t.strip() for t in value.split(",")):
+            hit = _lookup(token, units, gpu_uuids) if token and token != "-1" else None
+            if hit is None:
+                break  # CUDA ignores an invalid entry and everything after it
+            chosen.extend(u for u in hit if u not in chosen)
+        if not chosen:
+            raise ProbeError(
+                f"CUDA_VISIBLE_DEVICES hides every GPU (it is {value!r}); unset it or name a GPU index or UUID"
+            )
+    else:
+        chosen = units
+    if not chosen:
+        why = "; ".join(g.errors.get("gpu", f"GPU {i} is not usable") for i, g in lost.items())
+        raise ProbeError("no usable GPU in this snapshot" + (f": {why}" if why else ""))
+    return _split_shared_instances(chosen)
+
+
+def _refuse_lost(token, lost, gpu_uuids):
+    low = token.strip().lower()
+    gi = int(low) if low.isdigit() else gpu_uuids.get(low)
+    if gi in lost:
+        raise ProbeError(lost[gi].errors.get("gpu", f"GPU {gi} is not usable (lost or erroring)"))
+
+
+def devices_from_specs(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
+    """Catalog hardware for `gpufit plan --gpu KEY:N`: every card empty (free = total), indexes 0..N-1."""
+    out = []
+    for spec, count in items:
+        for _ in range(count):
+            out.append(Device(
+                index=str(len(out)),
+                name=spec.name,
+                total_bytes=spec.memory_bytes,
+                free_bytes=spec.memory_bytes,
+                spec=spec,
+                bandwidth_gbps=spec.bandwidth_gbps,
+                bf16_tflops=spec.bf16_tflops,
+                nvlink=bool(spec.nvlink_gbps),
+            ))
+    return tuple(out)
