@@ -129,7 +129,8 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device]) -> Plan:
                 reason="" if ok else f"tensor parallel over {k}: a rank is short")
 
 
-def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False) -> Plan:
+def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
+                 by_free: bool = False) -> Plan:
     """Contiguous layer ranges in proportion to what each device can hold after its fixed costs.
     The last device also holds the output head. With `allow_cpu`, layers that fit nowhere go to host RAM.
     With `force`, every layer is placed in proportion to usable memory even where it does not fit, so
@@ -142,6 +143,10 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     for i, d in enumerate(devs):
         fixed = s.overhead + act + (s.ws.output if i == len(devs) - 1 else 0) + (s.embed_on_gpu if i == 0 else 0)
         caps.append(max(0, int((usable(d, s.req) - fixed) // cost)))
+    if by_free and not allow_cpu:
+        # llama.cpp's default tensor split: layers in proportion to each device's free memory
+        # (src/llama-model.cpp: tensor_split defaults to ggml_backend_dev_memory free per device)
+        force = True
     if force:
         caps = [max(1, usable(d, s.req)) for d in devs]
         share = sum(caps)
@@ -186,21 +191,36 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
     if s.req.engine == "vllm" and len(used) > 1 and not cpu_layers:
         strategy = "pipeline_parallel"
-    ok = cpu_layers == 0 or allow_cpu
+    reason = ""
     if force:
-        ok = all(p.needed <= usable(p.device, s.req) for p in plans)
-    if cpu_layers and allow_cpu:
+        short = [p for p in plans if p.needed > usable(p.device, s.req)]
+        ok = not short
+        if short:
+            reason = "short on " + ", ".join(
+                f"GPU {p.device.index} by {p.needed - usable(p.device, s.req)} bytes" for p in short)
+    elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and (host is None or cpu_bytes + s.host_embed <= host)
-    reason = ""
-    if not ok:
-        reason = (f"{cpu_layers} of {m.layers} layers do not fit on the GPUs" if not allow_cpu or n_gpu
-                  else "not even one layer fits on the GPUs")
-        if cpu_layers and allow_cpu and n_gpu:
-            reason = f"offloaded part needs {cpu_bytes + s.host_embed} bytes of host RAM, {s.req.host_ram_available_bytes} available"
+        if not n_gpu:
+            reason = "not even one layer fits on the GPUs"
+        elif not ok:
+            reason = (f"offloaded part needs {cpu_bytes + s.host_embed} bytes of host RAM, "
+                      f"{host} available")
+    else:
+        ok = cpu_layers == 0
+        if not ok:
+            reason = f"{cpu_layers} of {m.layers} layers do not fit on the GPUs"
     return Plan(strategy, ok, plans, pp=len(used) if strategy == "pipeline_parallel" else 1,
                 gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
                 reason=reason)
+
+
+def _index_order(devs: list[Device]) -> list[Device]:
+    """CUDA device order: engines take per-device flags (-ts, layer partitions) in this order."""
+    def key(d: Device):
+        head, _, tail = d.index.partition("/")
+        return (int(head) if head.isdigit() else 1 << 30, int(tail) if tail.isdigit() else -1, d.index)
+    return sorted(devs, key=key)
 
 
 def _identical_groups(devs: list[Device]) -> list[list[Device]]:
@@ -217,6 +237,16 @@ def choose(req: FitRequest) -> Plan:
     devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
     if not devs:
         return Plan("single", False, [], reason="no GPU selected")
+    if any(d.mig_profile for d in devs):
+        # a CUDA process sees one MIG device, and NCCL does not run across MIG devices: each MIG
+        # device is a unit of its own (NVIDIA MIG user guide, "CUDA device enumeration")
+        devs = devs[:1]
+    if len(devs) > 1 and req.engine == "llama.cpp":
+        # llama.cpp uses every visible GPU by default, split in proportion to free memory
+        p = split_layers(s, _index_order(devs), allow_cpu=False, by_free=True)
+        if p.fits:
+            p.strategy = "layer_split"
+            return p
     single = plan_single(s, devs[0])
     if single.fits:
         return single
@@ -235,18 +265,18 @@ def choose(req: FitRequest) -> Plan:
         if not candidates:
             # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
             for k in range(2, len(devs) + 1):
-                p = split_layers(s, devs[:k], allow_cpu=False)
+                p = split_layers(s, _index_order(devs[:k]), allow_cpu=False)
                 if p.fits:
                     candidates.append(p)
                     break
     if candidates:
         return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
     if s.profile.supports_offload:
-        off = split_layers(s, devs, allow_cpu=True)
+        off = split_layers(s, _index_order(devs), allow_cpu=True)
         if off.fits:
             return off
     # nothing fits: report the split over all devices, so per-device shortfalls are visible
-    best = split_layers(s, devs, allow_cpu=False, force=True) if len(devs) > 1 else single
+    best = split_layers(s, _index_order(devs), allow_cpu=False, force=True) if len(devs) > 1 else single
     best.fits = False
     if not best.reason:
         best.reason = single.reason

@@ -1,0 +1,200 @@
+"""Placement and verdicts on hand-made cards, with the splits computed by hand."""
+
+import dataclasses
+
+import pytest
+
+from gpufit.catalog import load_catalog
+from gpufit.catalog.types import GpuSpec
+from gpufit.estimator import memory
+from gpufit.estimator.engines import LLAMA_CPP, VLLM
+from gpufit.estimator.fit import estimate
+from gpufit.estimator.placement import tp_valid
+from gpufit.estimator.types import Device, FitRequest
+
+CAT = load_catalog()
+GIB = 2**30
+
+
+def card(key, gib, bw, nvlink=False):
+    return GpuSpec(key=key, name=key.upper(), vendor_class="geforce", architecture="Ampere",
+                   compute_capability="8.6", memory_bytes=gib * GIB, memory_type="GDDR6X",
+                   bandwidth_gbps=bw, source="test", fp16_tflops=71.0,
+                   nvlink_gbps=600.0 if nvlink else None)
+
+
+R3090 = card("rtx-3090", 24, 936)
+R4090 = card("rtx-4090", 24, 1008)
+R3060 = card("rtx-3060", 12, 360)
+
+
+def dev(spec, i, free=None, mig=None):
+    return Device(index=str(i), name=spec.name, total_bytes=spec.memory_bytes,
+                  free_bytes=spec.memory_bytes if free is None else free, spec=spec,
+                  bandwidth_gbps=spec.bandwidth_gbps, nvlink=bool(spec.nvlink_gbps), mig_profile=mig)
+
+
+def req(model, quant, devices, engine="vllm", context=8192, batch=1, kv="bf16", **kw):
+    return FitRequest(model=CAT.model(model), quant=CAT.quant(quant), kv_dtype=CAT.kv_dtype(kv),
+                      context=context, batch=batch, engine=engine, devices=tuple(devices), **kw)
+
+
+def test_tp_needs_power_of_two_dividing_heads():
+    m = CAT.model("qwen2.5-32b")  # 40 heads, 8 KV heads
+    assert m.heads == 40
+    assert tp_valid(m, 2) and tp_valid(m, 4) and tp_valid(m, 8)
+    assert not tp_valid(m, 3) and not tp_valid(m, 5) and not tp_valid(m, 16)
+
+
+def test_llama3_70b_int8_on_four_3090s_is_tensor_parallel_4_by_hand():
+    r = estimate(req("llama3-70b", "int8", [dev(R3090, i) for i in range(4)]))
+    assert r.verdict in ("fits", "tight")
+    assert (r.placement.strategy, r.placement.tensor_parallel) == ("tensor_parallel", 4)
+    # per rank by hand: weights / 4, KV with 8/4 = 2 KV heads, activation with the MLP split 4 ways
+    m = CAT.model("llama3-70b")
+    embed = 128256 * 8192
+    weights = (70_553_706_496 - 2 * embed) * 1 + 2 * embed * 2
+    kv = 2 * 2 * 128 * 2 * 80 * 8192
+    act = 8192 * (4 * 8192 + 3 * 28672 / 4) * 2 + 256 * 128256 * 4 / 4
+    overhead = VLLM.cuda_context_bytes + VLLM.cuda_graph_bytes
+    per_rank = round(weights / 4) + kv + int(act) + overhead
+    assert m.params == 70_553_706_496
+    for d in r.devices:
+        assert d.needed_bytes == per_rank
+        assert d.headroom_bytes == 24 * GIB - per_rank
+    assert r.engine_args["vllm"].count("--tensor-parallel-size 4") == 1
+
+
+def test_4090_plus_3060_splits_a_20gb_model_about_two_to_one():
+    # Qwen2.5 32B Q4_K_M ~ 19 GB: does not fit the 4090 alone, does across both, layers ~2:1
+    r = estimate(req("qwen2.5-32b", "q4_k_m", [dev(R4090, 0), dev(R3060, 1)], engine="llama.cpp", kv="fp16"))
+    assert r.verdict in ("fits", "tight")
+    assert r.placement.strategy == "layer_split"
+    a, b = r.placement.layers_per_device
+    assert a + b == 64
+    assert 1.7 <= a / b <= 2.5
+    assert "-ts " in r.engine_args["llama.cpp"]
+
+
+def test_forty_head_model_on_three_cards_never_uses_tp3():
+    # Qwen2.5 32B BF16 (~65 GB) on three 24 GiB cards: TP needs 2 or 4, two cannot hold it -> PP 3
+    r = estimate(req("qwen2.5-32b", "bf16", [dev(R3090, i) for i in range(3)], context=2048))
+    assert r.placement.tensor_parallel != 3
+    if r.verdict != "no_fit":
+        assert r.placement.strategy == "pipeline_parallel"
+        assert r.placement.pipeline_parallel == 3
+
+
+def test_card_half_used_by_another_process_gets_fewer_layers():
+    busy = dev(R3090, 0, free=12 * GIB)
+    idle = dev(R3090, 1)
+    r = estimate(req("llama3-70b", "q4_k_m", [busy, idle], engine="llama.cpp", kv="fp16", context=4096))
+    lay = dict(zip([d.index for d in r.devices], r.placement.layers_per_device))
+    # llama.cpp style split in proportion to what each card can hold after its fixed costs
+    assert lay["1"] > lay["0"] > 0
+    # each card's need stays within its free memory
+    for d in r.devices:
+        if d.needed_bytes:
+            assert d.needed_bytes <= d.free_bytes
+
+
+def test_mig_slices_are_separate_units_never_split_across():
+    a100 = card("a100-sxm4-80gb", 80, 2039)
+    slices = [Device(index=f"0/{i}", name="MIG 3g.40gb", total_bytes=40 * GIB, free_bytes=40 * GIB, spec=a100,
+                     bandwidth_gbps=1000, mig_profile="3g.40gb") for i in range(2)]
+    r = estimate(req("llama3-70b", "int8", slices))  # ~73 GB: would need both slices together
+    assert r.placement.strategy not in ("tensor_parallel", "pipeline_parallel", "layer_split")
+    assert r.verdict in ("no_fit", "offload")
+    small = estimate(req("llama3-8b", "bf16", slices))
+    assert small.verdict in ("fits", "tight") and small.placement.strategy == "single"
+
+
+def test_only_fits_with_offload_then_says_how_many_layers_and_host_bytes():
+    r = estimate(req("llama3-70b", "q4_k_m", [dev(R4090, 0)], engine="llama.cpp", kv="fp16", context=4096,
+                     host_ram_available_bytes=64 * GIB))
+    assert r.verdict == "offload"
+    assert r.placement.strategy == "cpu_offload"
+    assert 0 < r.placement.gpu_layers < 80
+    assert r.placement.cpu_bytes > 15 * GIB
+    assert f"-ngl {r.placement.gpu_layers}" in r.engine_args["llama.cpp"]
+    # offloaded layers run at host bandwidth: slower than the GPU-only figure would be
+    assert r.performance.basis["host_bandwidth_gbps"] > 0
+    assert r.performance.decode_tokens_per_s < 10
+
+
+def test_offload_refused_when_host_ram_is_too_small():
+    r = estimate(req("llama3-70b", "q4_k_m", [dev(R4090, 0)], engine="llama.cpp", kv="fp16", context=4096,
+                     host_ram_available_bytes=8 * GIB))
+    assert r.verdict == "no_fit"
+
+
+def test_single_card_fit_is_the_whole_model_plus_engine_costs():
+    r = estimate(req("llama3-8b", "q4_k_m", [dev(R3090, 0)], engine="llama.cpp", kv="fp16"))
+    m = CAT.model("llama3-8b")
+    ws = memory.weight_split(m, CAT.quant("q4_k_m"))
+    # llama.cpp keeps token_embd on the host
+    gpu_weights = round(ws.output + ws.per_layer * 32)
+    kv = 131072 * 8192
+    need = gpu_weights + kv + 560 * 2**20 + LLAMA_CPP.cuda_context_bytes
+    assert r.devices[0].needed_bytes == need
+    assert r.verdict == "fits"
+
+
+def test_tight_when_headroom_below_minimum_and_fits_otherwise():
+    m = CAT.model("llama3-8b")
+    base = req("llama3-8b", "bf16", [dev(R3090, 0)], context=2048)
+    r = estimate(base)
+    need = r.devices[0].needed_bytes
+    # free just above the need: fits, but under max(1 GiB, 5 %) headroom -> tight
+    tight = estimate(dataclasses.replace(base, devices=(dev(R3090, 0, free=need + 100 * 2**20),)))
+    assert tight.verdict == "tight"
+    roomy = estimate(dataclasses.replace(base, devices=(dev(R3090, 0, free=need + 3 * GIB),)))
+    assert roomy.verdict == "fits"
+    short = estimate(dataclasses.replace(base, devices=(dev(R3090, 0, free=need - 1),)))
+    assert short.verdict in ("no_fit", "offload")  # vLLM can --cpu-offload-gb
+    assert m.layers == 32
+
+
+def test_reserve_is_kept_free_on_every_card():
+    base = req("llama3-8b", "bf16", [dev(R3090, 0)], context=2048)
+    r0 = estimate(base)
+    r1 = estimate(dataclasses.replace(base, reserve_bytes=2 * GIB))
+    assert r0.devices[0].headroom_bytes - r1.devices[0].headroom_bytes == 2 * GIB
+
+
+def test_context_and_batch_move_kv_linearly():
+    a = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=4096))
+    b = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192))
+    c = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=4096, batch=2))
+    assert b.memory.kv_cache_bytes == 2 * a.memory.kv_cache_bytes == c.memory.kv_cache_bytes
+    fp8 = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=4096, kv="fp8"))
+    assert fp8.memory.kv_cache_bytes * 2 == a.memory.kv_cache_bytes
+
+
+def test_max_context_and_max_batch_are_the_edges_of_fitting():
+    r = estimate(req("llama3-8b", "q4_k_m", [dev(R3060, 0)], engine="llama.cpp", kv="fp16", context=4096))
+    mc, mb = r.performance.max_context, r.performance.max_batch
+    assert mc and mb
+    base = req("llama3-8b", "q4_k_m", [dev(R3060, 0)], engine="llama.cpp", kv="fp16", context=4096)
+    if mc < 8192:
+        assert estimate(dataclasses.replace(base, context=mc)).verdict in ("fits", "tight")
+        assert estimate(dataclasses.replace(base, context=mc + 1)).verdict not in ("fits", "tight")
+    assert estimate(dataclasses.replace(base, batch=mb)).verdict in ("fits", "tight")
+    assert estimate(dataclasses.replace(base, batch=mb + 1)).verdict not in ("fits", "tight")
+
+
+def test_decode_speed_is_bandwidth_over_bytes_per_token():
+    r = estimate(req("llama3-8b", "q4_k_m", [dev(R3090, 0)], engine="llama.cpp", kv="fp16"))
+    b = r.performance.basis
+    expect = 936e9 * b["efficiency"] / b["bytes_per_token"]
+    assert r.performance.decode_tokens_per_s == pytest.approx(expect, abs=0.06)
+
+
+def test_vllm_utilization_claim_is_checked_against_free_memory():
+    # another process holds 8 GiB: 0.9 x 24 GiB cannot be claimed; the model itself still fits
+    busy = dev(R3090, 0, free=16 * GIB)
+    r = estimate(req("llama3-8b", "q4_k_m", [busy], engine="vllm", context=4096).__class__(
+        **{**req("llama3-8b", "awq", [busy], context=4096).__dict__}))
+    assert r.verdict in ("fits", "tight")
+    assert any("refuse to start" in w and "--gpu-memory-utilization 0.66" in w for w in r.warnings)
+    assert "--gpu-memory-utilization 0.66" in r.engine_args["vllm"]
