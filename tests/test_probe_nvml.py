@@ -209,6 +209,13 @@ def test_atomic_save_leaves_no_temp_file(tmp_path):
     assert load_snapshot(p).gpus == snap.gpus
 
 
+def test_only_the_nvml_seam_imports_pynvml():
+    root = Path(__file__).parent.parent / "gpufit"
+    importers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                       if "import pynvml" in p.read_text(encoding="utf-8"))
+    assert importers == ["probe/nvml.py"]
+
+
 @pytest.mark.gpu
 def test_real_nvml_snapshot(tmp_path):
     try:
