@@ -162,7 +162,8 @@ def render(report: dict) -> str:
 
     class _Fixed:
         def collect(self):
-            return list(fams.values())
+            # a family whose every value was unsupported is left out whole, not written as HELP/TYPE only
+            return [f for f in fams.values() if f.samples]
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed())

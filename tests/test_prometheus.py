@@ -37,8 +37,9 @@ def test_every_capture_renders_parseable_metrics(path):
     snap = load_capture(path)
     text = render(build_report(snap, Config()))
     fams = {f.name: f for f in text_string_to_metric_families(text)}
-    for name in fams:
+    for name, fam in fams.items():
         assert name.startswith("gpufit_"), name
+        assert fam.samples, f"{name}: a family with no samples is noise (node_exporter drops it)"
     info = series(text, "gpufit_gpu_info")
     assert len(info) == len(snap.gpus)
     for s in info:
