@@ -1,0 +1,265 @@
+"""A local .gguf file (llama.cpp): architecture from its metadata, exact bytes from its tensor table.
+
+`gguf_parse` reads the header (see there for why not GGUFReader); the `gguf` package (imported lazily:
+it pulls numpy, and `gpufit plan` must stay fast) supplies ggml block sizes and type / file-type names.
+Split files (`name-00001-of-00003.gguf`) are read together. Metadata keys: gguf-py/gguf/constants.py
+`Keys`; which archs llama.cpp runs with a sliding-window KV cache: src/llama-model.cpp `set_swa_pattern`.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from ..catalog.types import ModelSpec
+from ..errors import ModelFileError
+from . import ModelFile
+from .common import group_layers, model_key
+from .gguf_parse import GgufArray, GgufHeader, read_gguf_header
+
+# general.architecture -> family. Mistral and Mixtral GGUFs use the llama arch (Mixtral with expert_count).
+GGUF_ARCHS = {
+    "llama": "llama",
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "qwen2moe": "qwen2-moe",
+    "qwen3moe": "qwen3-moe",
+    "gemma": "gemma",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3",
+    "phi3": "phi3",
+    "deepseek2": "deepseek",
+    "gpt-oss": "gpt-oss",
+    "starcoder2": "starcoder2",
+}
+PLAIN_MLP_ARCHS = {"starcoder2"}  # up/down only, no gate
+# llama.cpp set_swa_pattern(n): layer il uses the sliding window iff il % n < n - 1
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2}
+
+# LlamaFileType members whose lowercased name is not the gpufit quant key
+_FILE_TYPE_QUANT = {"ALL_F32": "fp32", "MOSTLY_F16": "fp16", "MOSTLY_BF16": "bf16", "MOSTLY_MXFP4_MOE": "mxfp4",
+                    "GUESSED": None}
+_NATIVE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "mxfp4": "mxfp4"}
+
+SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
+BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+
+
+def _import_gguf(path: Path):
+    try:
+        import gguf
+    except ImportError:
+        raise ModelFileError(
+            path, "reading .gguf files needs the 'gguf' package: pip install 'gpufit[files]'"
+        ) from None
+    return gguf
+
+
+def _read(path: Path, gguf) -> GgufHeader:
+    sizes = {int(t): (int(b), int(s)) for t, (b, s) in gguf.GGML_QUANT_SIZES.items()}
+    return read_gguf_header(path, sizes)
+
+
+class _Meta:
+    """Typed metadata access with errors that name the key."""
+
+    def __init__(self, path: Path, header: GgufHeader):
+        self.path, self.d = path, header.metadata
+
+    def str(self, key: str, required: bool = False) -> str | None:
+        v = self.d.get(key)
+        if v is None and not required:
+            return None
+        if not isinstance(v, str):
+            raise ModelFileError(self.path, "missing" if v is None else f"expected a string, got {v!r}", key)
+        return v
+
+    def int(self, key: str, required: bool = False, notes: list[str] | None = None) -> int | None:
+        v = self.d.get(key)
+        if v is None:
+            if required:
+                raise ModelFileError(self.path, "required metadata key is missing", key)
+            return None
+        if isinstance(v, GgufArray):  # per-layer values (a few archs): take the largest, say so
+            vals = v.values
+            if not vals or not all(isinstance(x, int) and not isinstance(x, bool) for x in vals):
+                raise ModelFileError(self.path, f"expected integers, got an array of {v.count}", key)
+            if len(set(vals)) > 1 and notes is not None:
+                notes.append(f"{key} varies per layer ({min(vals)}..{max(vals)}); the largest is used")
+            v = max(vals)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ModelFileError(self.path, f"expected a non-negative integer, got {v!r}", key)
+        return v
+
+
+def _split_files(path: Path, count: int) -> list[Path]:
+    m = SPLIT_RE.match(path.name)
+    if count <= 1:
+        return [path]
+    if m is None or int(m["no"]) != 1:
+        raise ModelFileError(path, f"split.count is {count}: pass the first split file "
+                             "(NAME-00001-of-NNNNN.gguf)", "split.count")
+    files = [path.with_name(f"{m['prefix']}-{i:05d}-of-{count:05d}.gguf") for i in range(1, count + 1)]
+    for f in files:
+        if not f.is_file():
+            raise ModelFileError(path, f"split file {f.name} is missing from {path.parent}", "split.count")
+    return files
+
+
+def _quant(gguf, ft: int | None) -> tuple[str | None, list[str]]:
+    if ft is None:
+        return None, ["general.file_type is missing: no quant key; weights bytes are exact from the tensor table"]
+    try:
+        name = gguf.LlamaFileType(ft).name
+    except ValueError:
+        return None, [f"general.file_type {ft} is not a known llama.cpp file type"]
+    if name in _FILE_TYPE_QUANT:
+        return _FILE_TYPE_QUANT[name], []
+    return name.removeprefix("MOSTLY_").lower(), []
+
+
+def load_gguf(path: Path) -> ModelFile:
+    gguf = _import_gguf(path)
+    header = _read(path, gguf)
+    meta = _Meta(path, header)
+    notes: list[str] = []
+    files = _split_files(path, meta.int("split.count") or 1)  # before the arch: later splits carry none
+    arch = meta.str("general.architecture", required=True)
+    if arch not in GGUF_ARCHS:
+        raise ModelFileError(path, f"architecture {arch!r} is not supported; supported: "
+                             f"{', '.join(sorted(GGUF_ARCHS))}", "general.architecture")
+
+    infos = list(header.tensors)
+    seen = {t.name: path for t in infos}
+    for f in files[1:]:
+        for t in _read(f, gguf).tensors:
+            if t.name in seen:
+                raise ModelFileError(f, f"tensor {t.name!r} is also in {seen[t.name].name}")
+            seen[t.name] = f
+            infos.append(t)
+    if not infos:
+        raise ModelFileError(path, "the GGUF tensor table is empty")
+    type_name = {int(t): t.name for t in gguf.GGMLQuantizationType}
+    tensors = [(t.name, t.n_bytes, t.n_elements, type_name[t.ggml_type], t.dims) for t in infos]
+    names = [t[0] for t in tensors]
+
+    def key(k: str) -> str:
+        return f"{arch}.{k}"
+
+    layers = meta.int(key("block_count"), required=True)
+    hidden = meta.int(key("embedding_length"), required=True)
+    heads = meta.int(key("attention.head_count"), required=True, notes=notes)
+    if not (layers and hidden and heads):
+        raise ModelFileError(
+            path, "block_count, embedding_length and attention.head_count must be > 0", key("block_count")
+        )
+    kv_heads = meta.int(key("attention.head_count_kv"), notes=notes) or heads
+    head_dim = meta.int(key("attention.key_length")) or hidden // heads
+    ff = meta.int(key("feed_forward_length"), notes=notes)
+    by_name = {t[0]: t for t in tensors}
+    vocab = meta.int(key("vocab_size"))
+    tokens = header.metadata.get("tokenizer.ggml.tokens")
+    if vocab is None and isinstance(tokens, GgufArray):
+        vocab = tokens.count
+    if vocab is None and "token_embd.weight" in by_name and len(by_name["token_embd.weight"][4]) == 2:
+        vocab = by_name["token_embd.weight"][4][1]  # ggml order: ne[0] = hidden, ne[1] = vocab
+    if not vocab:
+        raise ModelFileError(path, "no vocab size: no tokenizer.ggml.tokens, vocab_size or token_embd.weight")
+
+    moe: dict = {}
+    experts = meta.int(key("expert_count")) or 0
+    if experts:
+        moe_inter = meta.int(key("expert_feed_forward_length")) or ff
+        if not moe_inter:
+            raise ModelFileError(path, "MoE without expert_feed_forward_length or feed_forward_length",
+                                 key("expert_feed_forward_length"))
+        shared = meta.int(key("expert_shared_count")) or 0
+        shared_ff = meta.int(key("expert_shared_feed_forward_length"))
+        if shared_ff and not shared:  # Qwen2-MoE: one wide shared expert
+            shared = max(1, round(shared_ff / moe_inter))
+        moe = dict(experts=experts, experts_active=meta.int(key("expert_used_count"), required=True),
+                   shared_experts=shared, moe_intermediate=moe_inter,
+                   dense_layers=meta.int(key("leading_dense_block_count")) or 0)
+    if not ff:
+        if not moe:
+            raise ModelFileError(path, "required metadata key is missing", key("feed_forward_length"))
+        ff = moe["moe_intermediate"]
+
+    mla: dict = {}
+    rank = meta.int(key("attention.kv_lora_rank"))
+    if rank:
+        rope = meta.int(key("rope.dimension_count"), required=True)
+        qk = meta.int(key("attention.key_length_mla")) or head_dim
+        v = meta.int(key("attention.value_length_mla")) or meta.int(key("attention.value_length")) or head_dim
+        mla = dict(kv_lora_rank=rank, q_lora_rank=meta.int(key("attention.q_lora_rank")) or None,
+                   qk_rope_head_dim=rope, qk_nope_head_dim=qk - rope, v_head_dim=v)
+        head_dim, kv_heads = qk, heads  # MLA: every head has its own K/V up-projection
+    elif heads % kv_heads:
+        raise ModelFileError(path, f"head_count {heads} is not a multiple of head_count_kv {kv_heads}",
+                             key("attention.head_count_kv"))
+
+    window = meta.int(key("attention.sliding_window")) or None
+    n_sliding = 0
+    if window:
+        pattern = header.metadata.get(key("attention.sliding_window_pattern"))
+        if isinstance(pattern, GgufArray) and pattern.values and all(isinstance(x, bool) for x in pattern.values):
+            n_sliding = sum(pattern.values[:layers])
+        else:
+            n = pattern if isinstance(pattern, int) and pattern > 0 else SWA_PATTERN.get(arch)
+            if n:
+                n_sliding = sum(1 for il in range(layers) if il % n < n - 1)
+            else:
+                notes.append(f"sliding_window={window} is not applied by llama.cpp for {arch}: "
+                             "KV cache counted at full context")
+        if not n_sliding:
+            window = None
+
+    quant, qnotes = _quant(gguf, meta.int("general.file_type"))
+    notes += qnotes
+    family = GGUF_ARCHS[arch]
+    if arch == "llama" and experts:
+        family = "mixtral"
+    m = SPLIT_RE.match(path.name)
+    stem = m["prefix"] if m else path.stem
+    dtype_bytes: dict[str, int] = {}
+    for _, nb, _, tname, _ in tensors:
+        dtype_bytes[tname] = dtype_bytes.get(tname, 0) + nb
+    name_set = set(names)
+    spec = ModelSpec(
+        key=model_key(stem),
+        name=meta.str("general.name") or stem,
+        family=family,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=ff,
+        vocab=vocab,
+        max_context=meta.int(key("context_length"), required=True),
+        source=str(path),
+        native_dtype=_NATIVE.get(quant or "", "bf16"),
+        params=sum(t[2] for t in tensors),
+        params_source="element count of the GGUF tensor table",
+        tie_embeddings="output.weight" not in name_set,
+        mlp="plain" if arch in PLAIN_MLP_ARCHS else "gated",
+        attn_bias=any(n.endswith(("attn_q.bias", "attn_qkv.bias")) for n in name_set),
+        sliding_window=window,
+        sliding_layers=n_sliding,
+        **moe,
+        **mla,
+    )
+    layer_bytes, rest, lnotes = group_layers(((t[0], t[1]) for t in tensors), BLOCK_RE, layers)
+    notes += lnotes
+    source = "gguf tensor table" + (f" ({len(files)} split files)" if len(files) > 1 else "")
+    return ModelFile(
+        spec=spec,
+        weights_bytes=sum(dtype_bytes.values()),
+        weights_source=source,
+        dtype_bytes=dtype_bytes,
+        quant=quant,
+        tensor_count=len(tensors),
+        layer_bytes=layer_bytes,
+        non_layer_bytes=rest,
+        notes=tuple(notes),
+    )

@@ -1,0 +1,327 @@
+"""Hugging Face config.json -> ModelSpec.
+
+Keys follow the transformers configuration classes (`transformers/models/<type>/configuration_<type>.py`);
+a key a config leaves out takes that class's default only where the table below names it — otherwise a
+missing required key is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..catalog.types import ModelSpec
+from ..errors import ModelFileError
+
+
+@dataclass(frozen=True)
+class HfArch:
+    family: str
+    # how sliding-window layers are laid out when the config has no `layer_types` list:
+    #   none      - full attention everywhere (a `sliding_window` key, if any, is not applied)
+    #   all       - every layer is capped at `sliding_window` when it is set (Mistral v0.1, Starcoder2)
+    #   qwen      - `use_sliding_window` turns it on for layers >= max_window_layers (Qwen2Config)
+    #   every2    - layer i slides iff (i + 1) % 2 != 0 (Gemma2Config / GptOssConfig layer_types default)
+    #   pattern   - layer i slides iff (i + 1) % sliding_window_pattern != 0 (Gemma3TextConfig, default 6)
+    sliding: str = "none"
+    mlp: str = "gated"
+    defaults: tuple[tuple[str, object], ...] = ()  # class defaults configs are known to rely on
+
+
+# transformers Gemma3TextConfig.__init__ defaults: multimodal gemma-3-4b/12b text_configs omit these.
+_GEMMA3_TEXT_DEFAULTS = (
+    ("vocab_size", 262208),
+    ("num_attention_heads", 8),
+    ("num_key_value_heads", 4),
+    ("head_dim", 256),
+    ("max_position_embeddings", 131072),
+    ("sliding_window", 4096),
+    ("sliding_window_pattern", 6),
+)
+
+MODEL_TYPES: dict[str, HfArch] = {
+    "llama": HfArch("llama"),
+    "mistral": HfArch("mistral", "all"),
+    "mixtral": HfArch("mixtral", "all"),
+    "qwen2": HfArch("qwen2", "qwen"),
+    "qwen2_moe": HfArch("qwen2-moe", "qwen"),
+    "qwen3": HfArch("qwen3", "qwen"),
+    "qwen3_moe": HfArch("qwen3-moe", "qwen"),
+    "gemma": HfArch("gemma"),
+    "gemma2": HfArch("gemma2", "every2"),
+    "gemma3": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS),  # multimodal: text_config
+    "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS),
+    # Phi-3 configs carry sliding_window (2047 on mini-4k) but llama.cpp disables Phi SWA and vLLM's
+    # Phi3 kernels attend to the full context: counting the full KV cache is the safe side.
+    "phi3": HfArch("phi3"),
+    "deepseek_v2": HfArch("deepseek-v2"),
+    "deepseek_v3": HfArch("deepseek-v3"),
+    "gpt_oss": HfArch("gpt-oss", "every2"),
+    "starcoder2": HfArch("starcoder2", "all", mlp="plain"),
+}
+
+# the heads gpufit estimates: text generation (Gemma 3 multimodal is *ForConditionalGeneration)
+ARCH_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration")
+
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
+                 "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
+
+
+def supported_types() -> str:
+    return ", ".join(sorted(MODEL_TYPES))
+
+
+@dataclass(frozen=True)
+class HfConfig:
+    """What config.json says, before the tensors are looked at."""
+
+    model_type: str
+    arch: HfArch
+    text: dict  # the text model's keys (top level, or text_config for multimodal Gemma 3)
+    top: dict
+    torch_dtype: str | None  # quant key from torch_dtype / dtype, if it maps
+
+
+def read_config(path: Path) -> HfConfig:
+    import json
+
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ModelFileError(path, f"cannot read: {e.strerror or e}") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ModelFileError(path, f"not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ModelFileError(path, "expected a JSON object")
+    model_type = cfg.get("model_type")
+    if model_type not in MODEL_TYPES:
+        raise ModelFileError(
+            path,
+            f"model_type {model_type!r} is not supported; supported: {supported_types()}",
+            "model_type",
+        )
+    archs = cfg.get("architectures") or []
+    if not isinstance(archs, list):
+        raise ModelFileError(path, f"architectures {archs!r} is not a list", "architectures")
+    bad = [a for a in archs if not (isinstance(a, str) and a.endswith(ARCH_SUFFIXES))]
+    if bad:
+        raise ModelFileError(
+            path,
+            f"architecture {bad[0]!r} is not a text-generation model (expected *ForCausalLM or "
+            f"*ForConditionalGeneration of a supported model_type: {supported_types()})",
+            "architectures",
+        )
+    text = cfg
+    if isinstance(cfg.get("text_config"), dict):
+        text = cfg["text_config"]
+        inner = text.get("model_type")
+        if inner is not None and inner not in MODEL_TYPES:
+            raise ModelFileError(
+                path,
+                f"text_config.model_type {inner!r} is not supported; supported: {supported_types()}",
+                "text_config.model_type",
+            )
+    elif model_type == "gemma3":
+        raise ModelFileError(path, "model_type gemma3 needs a text_config object", "text_config")
+    arch = MODEL_TYPES[text.get("model_type") or model_type]
+    raw_dtype = text.get("torch_dtype") or text.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
+    torch_dtype = _TORCH_DTYPES.get(str(raw_dtype).removeprefix("torch.")) if raw_dtype else None
+    return HfConfig(model_type, arch, text, cfg, torch_dtype)
+
+
+class _Keys:
+    """Typed access to the text config with per-type defaults and errors that name the key."""
+
+    def __init__(self, path: Path, hc: HfConfig):
+        self.path = path
+        self.d = dict(hc.arch.defaults)
+        self.d.update(hc.text)  # an explicit null stays null (e.g. "sliding_window": null)
+        self.prefix = "text_config." if hc.text is not hc.top else ""
+
+    def has(self, key: str) -> bool:
+        return key in self.d
+
+    def int(self, key: str, default=None, minimum: int = 1):
+        v = self.d.get(key)
+        if v is None:
+            v = default
+        if v is None:
+            raise ModelFileError(self.path, f"required key {key!r} is missing", self.prefix + key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            raise ModelFileError(self.path, f"{key} = {v!r}, expected an integer >= {minimum}", self.prefix + key)
+        return v
+
+    def opt_int(self, key: str, minimum: int = 0) -> int | None:
+        return self.int(key, minimum=minimum) if self.d.get(key) is not None else None
+
+    def first(self, *keys: str, minimum: int = 0) -> int | None:
+        for k in keys:
+            if self.d.get(k) is not None:
+                return self.int(k, minimum=minimum)
+        return None
+
+
+def _sliding(k: _Keys, arch: HfArch, layers: int) -> tuple[int | None, int]:
+    window = k.opt_int("sliding_window", minimum=0)
+    types = k.d.get("layer_types")
+    if arch.sliding == "qwen" and not k.d.get("use_sliding_window", False):
+        return None, 0  # Qwen2Config: sliding_window = None unless use_sliding_window
+    if not window:
+        return None, 0
+    if isinstance(types, list) and arch.sliding != "none":
+        if len(types) != layers:
+            raise ModelFileError(
+                k.path, f"layer_types lists {len(types)} layers, num_hidden_layers is {layers}",
+                k.prefix + "layer_types",
+            )
+        n = sum(1 for t in types if t == "sliding_attention")
+        return (window, n) if n else (None, 0)
+    if arch.sliding == "all":
+        n = layers
+    elif arch.sliding == "qwen":
+        n = max(0, layers - k.int("max_window_layers", 28, minimum=0))
+    elif arch.sliding == "every2":
+        n = (layers + 1) // 2
+    elif arch.sliding == "pattern":
+        p = k.int("sliding_window_pattern", 6)
+        n = layers - layers // p
+    else:
+        return None, 0
+    return (window, n) if n else (None, 0)
+
+
+def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> dict:
+    experts = k.first("n_routed_experts", "num_local_experts", "num_experts") or 0
+    if not experts:
+        return {}
+    active = k.first("num_experts_per_tok", "experts_per_token", "num_experts_per_token")
+    if not active:
+        raise ModelFileError(
+            k.path, "MoE config has experts but no num_experts_per_tok", k.prefix + "num_experts_per_tok"
+        )
+    # Mixtral / gpt-oss: intermediate_size *is* the expert width
+    moe_inter = k.first("moe_intermediate_size") or intermediate
+    if not moe_inter:
+        raise ModelFileError(k.path, "MoE config has no moe_intermediate_size", k.prefix + "moe_intermediate_size")
+    shared = k.first("n_shared_experts") or 0
+    shared_width = k.first("shared_expert_intermediate_size")  # Qwen2-MoE: one wide shared expert
+    if shared_width:
+        shared = max(1, round(shared_width / moe_inter))
+    dense = k.first("first_k_dense_replace") or 0
+    mlp_only = k.d.get("mlp_only_layers") or []
+    step = k.first("decoder_sparse_step") or 1
+    if model_type in ("qwen2_moe", "qwen3_moe"):
+        # Qwen2MoeDecoderLayer: dense MLP where i in mlp_only_layers or (i + 1) % decoder_sparse_step != 0
+        dense = sum(1 for i in range(layers) if i in mlp_only or (i + 1) % step != 0)
+    return dict(experts=experts, experts_active=active, shared_experts=shared,
+                moe_intermediate=moe_inter, dense_layers=dense)
+
+
+def _mla(k: _Keys) -> dict:
+    rank = k.opt_int("kv_lora_rank", minimum=1)
+    if rank is None:
+        return {}
+    return dict(
+        kv_lora_rank=rank,
+        q_lora_rank=k.opt_int("q_lora_rank", minimum=1),
+        qk_rope_head_dim=k.int("qk_rope_head_dim"),
+        qk_nope_head_dim=k.int("qk_nope_head_dim"),
+        v_head_dim=k.int("v_head_dim"),
+    )
+
+
+def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, tie: bool, attn_bias: bool,
+               native_dtype: str, params: int | None, params_source: str | None,
+               hf_repo: str | None = None) -> tuple[ModelSpec, list[str]]:
+    """ModelSpec from the config plus what the tensors showed (tied head, q/k/v bias, exact params)."""
+    k = _Keys(path, hc)
+    notes: list[str] = []
+    layers = k.int("num_hidden_layers")
+    hidden = k.int("hidden_size")
+    heads = k.int("num_attention_heads")
+    kv_heads = k.int("num_key_value_heads", heads)
+    if heads % kv_heads:
+        raise ModelFileError(path, f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}",
+                             k.prefix + "num_key_value_heads")
+    head_dim = k.int("head_dim", hidden // heads)
+    intermediate = k.opt_int("intermediate_size", minimum=1)
+    moe = _moe(k, hc.model_type, layers, intermediate)
+    if intermediate is None:
+        if not moe:
+            k.int("intermediate_size")  # raises: required for a dense model
+        intermediate = moe["moe_intermediate"]
+    mla = _mla(k)
+    if mla:
+        head_dim = mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"]
+    window, n_sliding = _sliding(k, hc.arch, layers)
+    w = k.d.get("sliding_window")
+    if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < k.d.get("max_position_embeddings", w + 1):
+        notes.append(f"config sliding_window={w} not applied for {hc.model_type}: KV cache counted at full context")
+    spec = ModelSpec(
+        key=key,
+        name=name,
+        family=hc.arch.family,
+        layers=layers,
+        hidden=hidden,
+        heads=heads,
+        kv_heads=kv_heads,
+        head_dim=head_dim,
+        intermediate=intermediate,
+        vocab=k.int("vocab_size"),
+        max_context=k.int("max_position_embeddings"),
+        source=source,
+        hf_repo=hf_repo,
+        native_dtype=native_dtype,
+        params=params,
+        params_source=params_source,
+        tie_embeddings=tie,
+        mlp=hc.arch.mlp,
+        attn_bias=attn_bias,
+        sliding_window=window,
+        sliding_layers=n_sliding,
+        **moe,
+        **mla,
+    )
+    return spec, notes
+
+
+def quant_from_config(path: Path, qc) -> tuple[str | None, list[str]]:
+    """gpufit quant key from a quantization_config block, or None with a note saying why."""
+    if not isinstance(qc, dict):
+        raise ModelFileError(path, "quantization_config is not an object", "quantization_config")
+    method = str(qc.get("quant_method", "")).lower()
+    bits = qc.get("bits")
+    if method in ("awq", "gptq"):
+        if bits in (None, 4):
+            return method, []
+        if bits == 8:
+            return "int8", []
+        return None, [f"{method} with bits={bits} has no gpufit quant; weights bytes are exact from the headers"]
+    if method in ("fp8", "fbgemm_fp8"):
+        return "fp8", []
+    if method == "mxfp4":
+        return "mxfp4", []
+    if method == "bitsandbytes":
+        if qc.get("load_in_4bit"):
+            return "nf4", []
+        if qc.get("load_in_8bit"):
+            return "int8", []
+    if method == "compressed-tensors":
+        for group in (qc.get("config_groups") or {}).values():
+            w = group.get("weights") if isinstance(group, dict) else None
+            if isinstance(w, dict):
+                kind, nb = w.get("type"), w.get("num_bits")
+                if kind == "float" and nb == 8:
+                    return "fp8", []
+                if kind == "int" and nb in (4, 8):
+                    return f"int{nb}", []
+    return None, [f"quantization_config quant_method {method!r} does not map to a gpufit quant; "
+                  "weights bytes are exact from the headers"]
+
+
+def native_from_config(hc: HfConfig, quant: str | None) -> str | None:
+    """The dtype the checkpoint was published in: fp8 / mxfp4 checkpoints are native in that format."""
+    qc = hc.top.get("quantization_config")
+    if isinstance(qc, dict) and quant in ("fp8", "mxfp4") and str(qc.get("quant_method")).lower() in ("fp8", "mxfp4"):
+        return quant
+    return hc.torch_dtype
