@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +113,47 @@ def test_hand_built_report_with_models_and_failure(exporter, tmp_path, monkeypat
     assert got["gpufit_report_success"].samples[0].value == 0
     assert got["gpufit_report_timestamp_seconds"].samples[0].value > 1.6e9
     assert "gpufit_gpu_info" not in got
+
+
+ALERTS = Path(__file__).resolve().parents[1] / "docs" / "gpufit-alerts.yml"
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian/Ubuntu: apt-get install prometheus)")
+def test_example_alert_rules_load_and_fire(tmp_path):
+    r = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    tests = tmp_path / "alerts-test.yml"
+    tests.write_text(f"""
+rule_files: [{ALERTS}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'gpufit_gpu_health_status{{instance="box1",uuid="GPU-1",check="temperature"}}'
+        values: '2x20'
+      - series: 'gpufit_model_fits{{instance="box1",model="llama3-8b",quant="int8"}}'
+        values: '0x20'
+      - series: 'gpufit_report_success{{instance="box1"}}'
+        values: '1x20'
+    alert_rule_test:
+      - eval_time: 11m
+        alertname: GpuHealthCritical
+        exp_alerts:
+          - exp_labels: {{severity: critical, instance: box1, uuid: GPU-1, check: temperature}}
+            exp_annotations:
+              summary: "GPU GPU-1 on box1: temperature critical"
+              description: "Run `gpufit report` on the host for the value and threshold."
+      - eval_time: 16m
+        alertname: WatchedModelNoLongerFits
+        exp_alerts:
+          - exp_labels: {{severity: warning, instance: box1, model: llama3-8b, quant: int8}}
+            exp_annotations:
+              summary: "llama3-8b (int8) no longer fits on box1"
+              description: "Free GPU memory dropped; see gpufit_gpu_memory_used_bytes and `gpufit here llama3-8b`."
+      - eval_time: 16m
+        alertname: GpufitReportFailing
+        exp_alerts: []
+""")
+    r = subprocess.run([PROMTOOL, "test", "rules", str(tests)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
