@@ -38,6 +38,7 @@ class ModelChoice:
     weights_bytes_exact: int | None = None
     weights_source: str | None = None
     file_quant: str | None = None  # quant the file is stored in (a .gguf's file type, a checkpoint's)
+    notes: tuple[str, ...] = ()  # what reading the file assumed or left out
 
 
 def resolve_model(arg: str, catalog: Catalog) -> ModelChoice:
@@ -46,7 +47,7 @@ def resolve_model(arg: str, catalog: Catalog) -> ModelChoice:
 
     if modelfile.is_model_path(arg):
         mf = modelfile.load_model_file(arg)
-        return ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant)
+        return ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant, mf.notes)
     return ModelChoice(catalog.model(arg))
 
 
@@ -71,6 +72,23 @@ def plan_devices(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
     return devices_from_specs(items)
 
 
+def _file_quant(model: ModelChoice, catalog: Catalog):
+    """The catalog format a model file is stored in; a GGUF file type the catalog lacks gets its bits
+    from the file itself (exact bytes x 8 / parameters), so nothing is guessed."""
+    from .catalog.types import QuantFormat
+    from .estimator.params import count_params
+
+    key = model.file_quant
+    try:
+        return catalog.quant(key)
+    except UsageError:
+        params = count_params(model.spec).total
+        bits = model.weights_bytes_exact * 8 / params if model.weights_bytes_exact and params else 16.0
+        return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if model.spec.source.endswith(".gguf") else "int",
+                           bits_per_weight=bits, source=model.spec.source, engines=("llama.cpp", "ollama")
+                           if model.spec.source.endswith(".gguf") else ("vllm", "transformers"))
+
+
 def default_engine(quant_kind: str) -> str:
     return "llama.cpp" if quant_kind == "gguf" else "vllm"
 
@@ -84,11 +102,12 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     """Validate options, apply the defaults of DESIGN.md, and say which were taken (notes)."""
     m = model.spec
     notes: list[str] = []
+    notes.extend(model.notes)
     if quant is None:
         qkey = model.file_quant or m.native_dtype
         notes.append(f"quant {qkey}: " + ("the model file's format" if model.file_quant
                                           else "the model's native dtype (default; --quant to change)"))
-        q = catalog.quant(qkey)
+        q = _file_quant(model, catalog) if model.file_quant else catalog.quant(qkey)
     else:
         q = catalog.quant(quant)
         if model.file_quant and q.key != model.file_quant:

@@ -88,7 +88,9 @@ def test_forty_head_model_on_three_cards_never_uses_tp3():
 def test_card_half_used_by_another_process_gets_fewer_layers():
     busy = dev(R3090, 0, free=12 * GIB)
     idle = dev(R3090, 1)
-    r = estimate(req("llama3-70b", "q4_k_m", [busy, idle], engine="llama.cpp", kv="fp16", context=4096))
+    r = estimate(req("llama3-70b", "q4_k_m", [busy, idle], engine="llama.cpp", kv="fp16", context=4096,
+                     host_ram_available_bytes=64 * GIB))
+    assert r.verdict == "offload"  # ~40 GB of weights, 36 GiB free in all
     lay = dict(zip([d.index for d in r.devices], r.placement.layers_per_device))
     # llama.cpp style split in proportion to what each card can hold after its fixed costs
     assert lay["1"] > lay["0"] > 0
@@ -120,6 +122,22 @@ def test_only_fits_with_offload_then_says_how_many_layers_and_host_bytes():
     # offloaded layers run at host bandwidth: slower than the GPU-only figure would be
     assert r.performance.basis["host_bandwidth_gbps"] > 0
     assert r.performance.decode_tokens_per_s < 10
+
+
+def test_offload_is_not_assumed_when_host_ram_is_unknown():
+    r = estimate(req("llama3-70b", "q4_k_m", [dev(R4090, 0)], engine="llama.cpp", kv="fp16", context=4096))
+    assert r.verdict == "no_fit"
+    assert any("host RAM" in w and "--ram" in w for w in r.warnings)
+
+
+def test_vllm_tp_times_pp_uses_fewest_cards_with_the_largest_tp():
+    h100 = card("h100-sxm", 80, 3350, nvlink=True)
+    r = estimate(req("llama3.1-405b", "int8", [dev(h100, i) for i in range(16)]))
+    p = r.placement
+    assert r.verdict in ("fits", "tight")
+    assert p.tensor_parallel * p.pipeline_parallel == 6  # 410 GB of weights: 6 x 80 GiB is the fewest
+    assert (p.tensor_parallel, p.pipeline_parallel) == (2, 3)
+    assert "--pipeline-parallel-size 3" in r.engine_args["vllm"]
 
 
 def test_offload_refused_when_host_ram_is_too_small():

@@ -172,8 +172,6 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
         warnings.append(f"{req.engine} does not run {req.quant.key} weights; engines that do: {', '.join(req.quant.engines)}")
     if req.context > req.model.max_context:
         warnings.append(f"context {req.context} exceeds {req.model.name}'s maximum of {req.model.max_context}")
-    if plan.cpu_layers and req.host_ram_available_bytes is None:
-        warnings.append("host RAM not known (planning): the offloaded part is assumed to fit in RAM")
     for dp in plan.used:
         if dp.device.spec is None:
             warnings.append(f"GPU {dp.device.index} ({dp.device.name}) is not in the catalog: no speed figure for it")

@@ -112,21 +112,29 @@ def plan_single(s: Sizer, dev: Device) -> Plan:
                 reason="" if ok else f"needs {dp.needed} bytes, {usable(dev, s.req)} usable on {dev.name}")
 
 
-def plan_tensor_parallel(s: Sizer, devs: list[Device]) -> Plan:
-    k = len(devs)
+def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
+    """Tensor parallel over len(devs) // pp identical cards per stage, `pp` pipeline stages with an
+    even layer split (vLLM's default partition). TP inside a node x PP across nodes uses the same
+    arithmetic."""
+    k = len(devs) // pp
     m = s.m
+    stage_layers = [m.layers // pp + (1 if i < m.layers % pp else 0) for i in range(pp)]
     plans = []
-    for d in devs:
-        dp = DevicePlan(d, layers=m.layers, is_last=True)
-        # vocab-parallel embeddings / head and column/row-parallel layers: weights split k ways
-        dp.weights = int(round((s.embed_on_gpu + s.ws.output + s.ws.per_layer * m.layers) / k))
-        dp.kv = s.kv(m.layers, tp=k)
-        dp.activation = s.activation(tp=k)
-        dp.overhead = s.overhead
-        plans.append(dp)
+    for st in range(pp):
+        n = stage_layers[st]
+        first, last = st == 0, st == pp - 1
+        for d in devs[st * k:(st + 1) * k]:
+            dp = DevicePlan(d, layers=n, is_last=last)
+            # vocab-parallel embeddings / head and column/row-parallel layers: weights split k ways
+            dp.weights = int(round((s.embed_on_gpu * first + s.ws.output * last + s.ws.per_layer * n) / k))
+            dp.kv = s.kv(n, tp=k)
+            dp.activation = s.activation(tp=k)
+            dp.overhead = s.overhead
+            plans.append(dp)
     ok = all(p.needed <= usable(p.device, s.req) for p in plans)
-    return Plan("tensor_parallel", ok, plans, tp=k, gpu_layers=m.layers, host_bytes=s.host_embed,
-                reason="" if ok else f"tensor parallel over {k}: a rank is short")
+    strategy = "tensor_parallel" if pp == 1 else "pipeline_parallel"
+    return Plan(strategy, ok, plans, tp=k, pp=pp, gpu_layers=m.layers, host_bytes=s.host_embed,
+                reason="" if ok else f"tensor parallel {k} x pipeline {pp}: a rank is short")
 
 
 def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
@@ -200,9 +208,12 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
                 f"GPU {p.device.index} by {p.needed - usable(p.device, s.req)} bytes" for p in short)
     elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
-        ok = n_gpu > 0 and (host is None or cpu_bytes + s.host_embed <= host)
+        ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
         if not n_gpu:
             reason = "not even one layer fits on the GPUs"
+        elif host is None:
+            reason = (f"CPU offload would put {cpu_layers} of {m.layers} layers "
+                      f"({cpu_bytes + s.host_embed} bytes) in host RAM, whose size is not known (--ram)")
         elif not ok:
             reason = (f"offloaded part needs {cpu_bytes + s.host_embed} bytes of host RAM, "
                       f"{host} available")
@@ -254,14 +265,20 @@ def choose(req: FitRequest) -> Plan:
     if len(devs) > 1:
         if s.profile.supports_tensor_parallel:
             for group in _identical_groups(devs):
-                k = 2
-                while k <= len(group):
-                    if tp_valid(req.model, k):
-                        p = plan_tensor_parallel(s, group[:k])
+                # fewest cards first; at equal count the larger TP (PP only where TP cannot grow)
+                best = None
+                for n in range(2, len(group) + 1):
+                    for k in sorted((k for k in (1, 2, 4, 8) if n % k == 0 and tp_valid(req.model, k)), reverse=True):
+                        pp = n // k
+                        if pp > req.model.layers:
+                            continue
+                        p = plan_tensor_parallel(s, _index_order(group[:n]), pp=pp)
                         if p.fits:
-                            candidates.append(p)
+                            best = p
                             break
-                    k *= 2
+                    if best:
+                        candidates.append(best)
+                        break
         if not candidates:
             # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
             for k in range(2, len(devs) + 1):
@@ -271,13 +288,14 @@ def choose(req: FitRequest) -> Plan:
                     break
     if candidates:
         return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
+    offload_reason = ""
     if s.profile.supports_offload:
         off = split_layers(s, _index_order(devs), allow_cpu=True)
         if off.fits:
             return off
+        offload_reason = off.reason
     # nothing fits: report the split over all devices, so per-device shortfalls are visible
     best = split_layers(s, _index_order(devs), allow_cpu=False, force=True) if len(devs) > 1 else single
     best.fits = False
-    if not best.reason:
-        best.reason = single.reason
+    best.reason = "; ".join(r for r in (best.reason or single.reason, offload_reason) if r)
     return best
