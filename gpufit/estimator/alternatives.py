@@ -38,7 +38,7 @@ def _cards_needed(req: FitRequest, spec: GpuSpec) -> tuple[int, FitResult] | Non
                             nvlink=bool(spec.nvlink_gbps)) for i in range(n))
         r = _fits(dataclasses.replace(req, devices=devs, planning=True))
         if r:
-            return n, r
+            return sum(1 for d in r.devices if d.needed_bytes), r
         n = n + 1 if n < 8 else n + 8  # beyond one 8-GPU node count whole nodes
     return None
 
@@ -82,9 +82,21 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
             if r:
                 out.append(Alternative("context", f"--context {mc}: fits", r.verdict, {"context": mc},
                                        r.memory.total_bytes, r.performance.decode_tokens_per_s))
-    # 3. CPU offload (when the engine can and it is not already the answer)
+    # 3. CPU offload, with the host RAM it needs (when the engine can and RAM was the only obstacle)
     if result.verdict == "no_fit" and req.devices:
-        pass  # the estimator already tried offload; its failure reason is in warnings
+        from .fit import estimate
+
+        r = estimate(dataclasses.replace(req, host_ram_available_bytes=1 << 62), alternatives=False)
+        if r.verdict == "offload":
+            p = r.placement
+            have = req.host_ram_available_bytes
+            enough = have is not None and p.cpu_bytes <= have
+            out.append(Alternative(
+                "offload", f"CPU offload: {p.gpu_layers} of {req.model.layers} layers on the GPU(s), "
+                f"{p.cpu_bytes / GIB:.1f} GiB in host RAM"
+                + ("" if enough else (" (more than the host has)" if have is not None else " (give --ram to check)")),
+                "offload", {"engine": req.engine, "ram": p.cpu_bytes}, r.memory.total_bytes,
+                r.performance.decode_tokens_per_s))
     # 4. N cards: of the kind selected, and of each reference card
     seen = set()
     kinds = [d.spec for d in req.devices if d.spec] + list(c.reference_gpus)
@@ -96,12 +108,20 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
         if got:
             n, r = got
             nodes = f" ({-(-n // 8)} nodes of 8)" if n > 8 else ""
-            out.append(Alternative("gpus", f"{n} x {spec.name}{nodes}: {r.placement.strategy}"
-                                   f"{' tp=' + str(r.placement.tensor_parallel) if r.placement.tensor_parallel > 1 else ''}",
+            p = r.placement
+            how = p.strategy.replace("_", " ")
+            if p.tensor_parallel > 1 and p.pipeline_parallel > 1:
+                how = f"tensor parallel {p.tensor_parallel} x pipeline parallel {p.pipeline_parallel}"
+            elif p.tensor_parallel > 1:
+                how = f"tensor parallel {p.tensor_parallel}"
+            out.append(Alternative("gpus", f"{n} x {spec.name}{nodes}: {how}",
                                    r.verdict, {"gpu": f"{spec.key}:{n}"}, r.memory.total_bytes,
                                    r.performance.decode_tokens_per_s))
     # 5. a smaller model of the same family, at this quant or the best one that fits
-    smaller = sorted((m for m in c.family if m.key != req.model.key), key=lambda m: -_size(m))
+    # largest first; at equal size the same generation (key prefix), then the newest release
+    gen = req.model.key.rsplit("-", 1)[0]
+    smaller = sorted((m for m in c.family if m.key != req.model.key),
+                     key=lambda m: (-_size(m), not m.key.startswith(gen + "-"), -int((m.release or "0").replace("-", "") or 0)))
     for m in smaller:
         if _size(m) >= _size(req.model):
             continue

@@ -19,6 +19,11 @@ from . import engines, memory
 from .types import Device, FitRequest
 
 
+def gib(n: int) -> str:
+    """Bytes for a message to a person (GiB = 2^30 bytes)."""
+    return f"{n / (1 << 30):.1f} GiB"
+
+
 @dataclass
 class DevicePlan:
     device: Device
@@ -109,7 +114,7 @@ def plan_single(s: Sizer, dev: Device) -> Plan:
     dp.overhead = s.overhead
     ok = dp.needed <= usable(dev, s.req)
     return Plan("single", ok, [dp], gpu_layers=m.layers, host_bytes=s.host_embed,
-                reason="" if ok else f"needs {dp.needed} bytes, {usable(dev, s.req)} usable on {dev.name}")
+                reason="" if ok else f"needs {gib(dp.needed)}, {gib(usable(dev, s.req))} usable on GPU {dev.index} ({dev.name})")
 
 
 def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
@@ -205,7 +210,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         ok = not short
         if short:
             reason = "short on " + ", ".join(
-                f"GPU {p.device.index} by {p.needed - usable(p.device, s.req)} bytes" for p in short)
+                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
     elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
@@ -213,10 +218,10 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
             reason = "not even one layer fits on the GPUs"
         elif host is None:
             reason = (f"CPU offload would put {cpu_layers} of {m.layers} layers "
-                      f"({cpu_bytes + s.host_embed} bytes) in host RAM, whose size is not known (--ram)")
+                      f"({gib(cpu_bytes + s.host_embed)}) in host RAM, whose size is not known (--ram)")
         elif not ok:
-            reason = (f"offloaded part needs {cpu_bytes + s.host_embed} bytes of host RAM, "
-                      f"{host} available")
+            reason = (f"offloaded part needs {gib(cpu_bytes + s.host_embed)} of host RAM, "
+                      f"{gib(host)} available")
     else:
         ok = cpu_layers == 0
         if not ok:

@@ -60,34 +60,35 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
         return None, None, basis
     kv_tok = memory.kv_bytes_per_token_layer(m, req.kv_dtype, plan.tp)
     ctx = min(DECODE_CONTEXT_TOKENS, req.context)
-    seconds = 0.0
     bytes_per_token = 0.0
     bws = []
-    for dp in used:
-        bw = _bandwidth(dp.device)
-        if bw is None:
-            basis["unknown"] = f"no bandwidth for {dp.device.name} (not in the catalog)"
-            return None, None, basis
-        bws.append(bw)
-        layers = dp.layers
-        weights_read = s.ws.per_layer_active * layers / plan.tp
-        if dp.is_last:
-            weights_read += s.ws.output / plan.tp
-        kv_read = kv_tok * layers * ctx * batch
-        b = weights_read + kv_read
-        bytes_per_token += b
-        if plan.strategy == "tensor_parallel":
-            # ranks read in parallel: the step takes as long as one rank
-            seconds = max(seconds, b / (bw * 1e9 * eff))
-        else:
-            seconds += b / (bw * 1e9 * eff)
-    if plan.strategy == "tensor_parallel":
+    # ranks of one tensor-parallel stage read at the same time; stages (pipeline parallel / layer
+    # split) run one after the other for a single token
+    tp = plan.tp
+    stages = [used[i:i + tp] for i in range(0, len(used), tp)]
+    seconds = 0.0
+    for stage in stages:
+        stage_s = 0.0
+        for dp in stage:
+            bw = _bandwidth(dp.device)
+            if bw is None:
+                basis["unknown"] = f"no bandwidth for {dp.device.name} (not in the catalog)"
+                return None, None, basis
+            bws.append(bw)
+            weights_read = s.ws.per_layer_active * dp.layers / tp
+            if dp.is_last:
+                weights_read += s.ws.output / tp
+            b = weights_read + kv_tok * dp.layers * ctx * batch
+            bytes_per_token += b
+            stage_s = max(stage_s, b / (bw * 1e9 * eff))
+        seconds += stage_s
+    if tp > 1:
         link = "nvlink" if all(d.device.nvlink for d in used) else "pcie"
         seconds += 2 * m.layers * engines.ALLREDUCE_LATENCY_S[link]
         basis["interconnect"] = link
         basis["allreduce_latency_s"] = engines.ALLREDUCE_LATENCY_S[link]
-    elif len(used) > 1:
-        seconds += (len(used) - 1) * engines.STAGE_HOP_LATENCY_S
+    if len(stages) > 1:
+        seconds += (len(stages) - 1) * engines.STAGE_HOP_LATENCY_S
         basis["stage_hop_latency_s"] = engines.STAGE_HOP_LATENCY_S
     if plan.cpu_layers:
         host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
@@ -98,7 +99,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
         bytes_per_token += cpu_read
         basis["host_bandwidth_gbps"] = host_bw
         basis["cpu_bytes_per_token"] = int(cpu_read)
-    basis["bandwidth_gbps"] = min(bws) if plan.strategy == "tensor_parallel" else bws[0] if len(bws) == 1 else bws
+    basis["bandwidth_gbps"] = bws[0] if len(set(bws)) == 1 else bws
     basis["bytes_per_token"] = int(bytes_per_token)
     # compute bound at large batches: 2 x active params FLOPs per token
     flops_per_token = 2 * _active_params(s)
@@ -106,7 +107,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     decode = batch / seconds if seconds > 0 else None
     prefill = None
     if tf:
-        n_dev = plan.tp if plan.strategy == "tensor_parallel" else 1
+        n_dev = plan.tp
         compute_rate = tf * 1e12 * s.profile.prefill_efficiency * n_dev / flops_per_token
         prefill = compute_rate
         if decode and decode > compute_rate:
