@@ -37,6 +37,7 @@ def _live_options(f):
     f = click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
                      help="Use a saved gpufit snapshot or an `nvidia-smi -q -x` capture instead of probing.")(f)
     f = click.option("--gpus", help="GPUs to use: indexes or UUIDs, comma separated. Default: CUDA_VISIBLE_DEVICES, else all.")(f)
+    f = click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: what the probe or snapshot says).")(f)
     return f
 
 
@@ -58,7 +59,7 @@ def _snapshot(snapshot_path):
 
 
 def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve, util,
-              min_headroom=None, alternatives=True):
+              ram=None, min_headroom=None, alternatives=True):
     from . import app
     from .catalog import load_catalog
     from .devices import select_devices
@@ -71,7 +72,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
-        host_ram_available_bytes=snap.host.ram_available_bytes,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else snap.host.ram_available_bytes,
     )
     if snapshot_path:
         notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
@@ -117,10 +118,10 @@ def cli():
 @_estimate_options
 @_live_options
 def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json,
-         snapshot_path, gpus):
+         snapshot_path, gpus, ram):
     """Probe this box now and say whether MODEL fits in the free GPU memory."""
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
-                    gpu_memory_utilization)
+                    gpu_memory_utilization, ram=ram)
     _emit_fit(res, as_json)
     sys.exit(VERDICT_EXIT[res.verdict])
 
@@ -158,14 +159,14 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
 @click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)).")
 @click.option("--strict", is_flag=True, help="Exit 4 when the fit is tight (below --min-headroom).")
 def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json,
-          snapshot_path, gpus, min_headroom, strict):
+          snapshot_path, gpus, ram, min_headroom, strict):
     """Pre-flight: one line on stderr; the exit code says whether MODEL fits now."""
     from .app import parse_size
     from .render import check_line
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
-                    gpu_memory_utilization, min_headroom=mh, alternatives=False)
+                    gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False)
     click.echo(check_line(res), err=True)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))

@@ -93,8 +93,10 @@ def fit_text(res) -> str:
     extra = ""
     if p.tensor_parallel > 1:
         extra = f", tensor parallel {p.tensor_parallel}"
-    if p.pipeline_parallel > 1:
-        extra += f", pipeline parallel {p.pipeline_parallel}"
+    if p.pipeline_parallel > 1 and p.tensor_parallel > 1:
+        extra += f" x pipeline parallel {p.pipeline_parallel}"
+    elif p.pipeline_parallel > 1:
+        extra += f", {p.pipeline_parallel} stages"
     if p.strategy == "cpu_offload":
         extra += f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
     lines += ["", f"Placement: {strat}{extra}"]

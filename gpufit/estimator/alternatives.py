@@ -29,6 +29,19 @@ def _fits(req: FitRequest):
     return r if r.verdict in ("fits", "tight") else None
 
 
+def _first_fit(req: FitRequest, quants, engine: str | None):
+    """The first of `quants` (best first) that fits, on `engine` or, when None, the engine that runs it
+    by default (llama.cpp for GGUF types, vLLM otherwise)."""
+    for q in quants:
+        eng = engine or ("llama.cpp" if q.kind == "gguf" else "vllm")
+        if eng not in q.engines:
+            continue
+        r = _fits(dataclasses.replace(req, quant=q, engine=eng))
+        if r:
+            return q, eng, r
+    return None
+
+
 def _cards_needed(req: FitRequest, spec: GpuSpec) -> tuple[int, FitResult] | None:
     """Smallest count of `spec` cards (whole, nothing else running) that holds the request."""
     n = 1
@@ -48,22 +61,21 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
     out: list[Alternative] = []
     if result.verdict == "fits":
         return out
-    # 1. the lowest-loss quantization that fits (and whether 4-bit fits at all)
-    lower = sorted((q for q in c.quants if q.bits_per_weight < req.quant.bits_per_weight
-                    and req.engine in q.engines), key=lambda q: -q.quality)
-    best_q = None
-    for q in lower:
-        r = _fits(dataclasses.replace(req, quant=q))
-        if r:
-            best_q = (q, r)
-            break
+    # 1. the lowest-loss quantization that fits on this engine; failing that, on another engine
+    #    (GGUF on llama.cpp splits and offloads differently from vLLM); and whether 4-bit fits at all
+    lower = sorted((q for q in c.quants if q.bits_per_weight < req.quant.bits_per_weight),
+                   key=lambda q: (-q.quality, q.bits_per_weight))
+    same = [q for q in lower if req.engine in q.engines]
+    other = [q for q in lower if req.engine not in q.engines]
+    best_q = _first_fit(req, same, req.engine) or _first_fit(req, other, None)
     if best_q:
-        q, r = best_q
-        out.append(Alternative("quant", f"--quant {q.key}: needs {r.memory.total_bytes / GIB:.1f} GiB, "
-                               f"{r.verdict}", r.verdict, {"quant": q.key}, r.memory.total_bytes,
+        q, eng, r = best_q
+        flag = f"--quant {q.key}" + (f" --engine {eng}" if eng != req.engine else "")
+        out.append(Alternative("quant", f"{flag}: needs {r.memory.total_bytes / GIB:.1f} GiB, {r.verdict}",
+                               r.verdict, {"quant": q.key, "engine": eng}, r.memory.total_bytes,
                                r.performance.decode_tokens_per_s))
     else:
-        four = [q for q in lower if 3.9 < q.bits_per_weight < 5]
+        four = [q for q in same if 3.9 < q.bits_per_weight < 5]
         if four:
             from .fit import estimate
 
@@ -114,7 +126,7 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
                 how = f"tensor parallel {p.tensor_parallel} x pipeline parallel {p.pipeline_parallel}"
             elif p.tensor_parallel > 1:
                 how = f"tensor parallel {p.tensor_parallel}"
-            out.append(Alternative("gpus", f"{n} x {spec.name}{nodes}: {how}",
+            out.append(Alternative("gpus", f"{n} x {spec.name}{nodes}, nothing else running: {how}",
                                    r.verdict, {"gpu": f"{spec.key}:{n}"}, r.memory.total_bytes,
                                    r.performance.decode_tokens_per_s))
     # 5. a smaller model of the same family, at this quant or the best one that fits
