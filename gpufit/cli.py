@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .errors import ExitCode, GpufitError
+from .errors import ExitCode, GpufitError, ProbeError
 
 VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
@@ -66,7 +66,12 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
 
     catalog = load_catalog()
     choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
-    snap = _snapshot(snapshot_path)
+    try:
+        snap = _snapshot(snapshot_path)
+    except ProbeError as e:
+        raise ProbeError(f"{e}\nTo estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
+                         "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
+                         "on that box.") from None
     devices = select_devices(snap, catalog, gpus, os.environ)
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,

@@ -168,6 +168,12 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
     if plan.reason and verdict == "no_fit":
         warnings.append(plan.reason)
     warnings += _vllm_reservation_warnings(req, plan)
+    mig = [d for d in req.devices if d.mig_profile]
+    if verdict == "no_fit" and len(mig) > 1:
+        big = max(mig, key=lambda d: d.free_bytes)
+        warnings.append(f"MIG devices are used one at a time (a CUDA process sees one MIG device and NCCL "
+                        f"does not span them); the largest here, {big.index} ({big.mig_profile}), has "
+                        f"{big.free_bytes / GIB:.1f} GiB free")
     if req.quant.key not in ("fp32",) and req.engine not in req.quant.engines:
         warnings.append(f"{req.engine} does not run {req.quant.key} weights; engines that do: {', '.join(req.quant.engines)}")
     if req.context > req.model.max_context:
