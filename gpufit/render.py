@@ -114,7 +114,11 @@ def fit_text(res) -> str:
         )
     if perf.max_context is not None:
         lines.append(f"Largest context at batch {r.batch}: {perf.max_context} tokens; "
-                     f"largest batch at context {r.context}: {perf.max_batch}")
+                     f"largest batch at context {r.context}: {perf.max_batch} (in the free memory)")
+    if "vllm_max_concurrency" in perf.basis:
+        b = perf.basis
+        lines.append(f"vLLM at --gpu-memory-utilization {b['vllm_gpu_memory_utilization']:.2f}: KV pool of "
+                     f"{b['vllm_kv_cache_tokens']} tokens = {b['vllm_max_concurrency']} concurrent sequences of {r.context}")
     if res.alternatives:
         lines += ["", "What would fit instead:"]
         for a in res.alternatives:

@@ -216,3 +216,17 @@ def test_vllm_utilization_claim_is_checked_against_free_memory():
     assert r.verdict in ("fits", "tight")
     assert any("refuse to start" in w and "--gpu-memory-utilization 0.66" in w for w in r.warnings)
     assert "--gpu-memory-utilization 0.66" in r.engine_args["vllm"]
+
+
+def test_vllm_kv_pool_is_its_utilisation_budget_bounded_by_the_smallest_rank():
+    r = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192))
+    b = r.performance.basis
+    d = r.devices[0]
+    per_seq = 131072 * 8192  # Llama 3 8B bf16 KV per 8192-token sequence (1 GiB)
+    fixed = d.needed_bytes - per_seq
+    assert b["vllm_max_concurrency"] == int((0.9 * 24 * GIB - fixed) // per_seq)
+    assert b["vllm_kv_cache_tokens"] == b["vllm_max_concurrency"] * 8192
+    # asking for more sequences than the pool holds is said
+    many = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192, batch=b["vllm_max_concurrency"] + 1,
+                        gpu_memory_utilization=0.9))
+    assert any("KV pool holds" in w for w in many.warnings) or many.verdict == "no_fit"

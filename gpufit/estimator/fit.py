@@ -126,6 +126,26 @@ def _vllm_reservation_warnings(req: FitRequest, plan: Plan) -> list[str]:
     return out
 
 
+def vllm_kv_capacity(req: FitRequest, plan: Plan) -> dict:
+    """What vLLM itself would allocate: per rank, utilisation x total minus weights, activation peak and
+    overhead becomes KV blocks; the smallest rank bounds the pool (vllm/v1/worker/gpu_worker.py
+    determine_available_memory; vllm/v1/core/kv_cache_utils.py). Returns the pool in tokens and the
+    sequences of `context` tokens it holds at once (vLLM's "maximum concurrency")."""
+    util = req.gpu_memory_utilization or engines.VLLM.default_utilization
+    seqs = None
+    for dp in plan.used:
+        budget = util * dp.device.total_bytes - (dp.weights + dp.activation + dp.overhead)
+        per_seq = dp.kv / req.batch if dp.kv else 0
+        if per_seq <= 0:
+            continue
+        n = max(0, int(budget // per_seq))
+        seqs = n if seqs is None else min(seqs, n)
+    if seqs is None:
+        return {}
+    return {"vllm_gpu_memory_utilization": util, "vllm_max_concurrency": seqs,
+            "vllm_kv_cache_tokens": seqs * req.context}
+
+
 def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> FitResult:
     """Estimate one request. `candidates` (alternatives.Candidates) lets the result say what would fit
     instead; it is pure data (other quants, models of the family, reference GPUs)."""
@@ -157,6 +177,10 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
     if verdict == "no_fit":
         decode = prefill = None
         basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
+    vllm_cap = {}
+    if req.engine == "vllm" and verdict in ("fits", "tight") and not plan.cpu_layers:
+        vllm_cap = vllm_kv_capacity(req, plan)
+        basis = {**basis, **vllm_cap}
     perf = Performance(
         decode_tokens_per_s=round(decode, 1) if decode else None,
         prefill_tokens_per_s=round(prefill, 1) if prefill else None,
@@ -168,6 +192,11 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
     if plan.reason and verdict == "no_fit":
         warnings.append(plan.reason)
     warnings += _vllm_reservation_warnings(req, plan)
+    if vllm_cap and vllm_cap["vllm_max_concurrency"] < req.batch:
+        warnings.append(
+            f"at --gpu-memory-utilization {vllm_cap['vllm_gpu_memory_utilization']:.2f} vLLM's KV pool holds "
+            f"{vllm_cap['vllm_max_concurrency']} sequence(s) of {req.context} tokens, fewer than --batch {req.batch}"
+            + (": it would refuse to start (max_model_len does not fit the KV cache)" if vllm_cap["vllm_max_concurrency"] == 0 else ""))
     mig = [d for d in req.devices if d.mig_profile]
     if verdict == "no_fit" and len(mig) > 1:
         big = max(mig, key=lambda d: d.free_bytes)
