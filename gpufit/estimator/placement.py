@@ -164,7 +164,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         caps = [max(1, usable(d, s.req)) for d in devs]
         share = sum(caps)
         caps = [max(1, round(m.layers * c / share)) for c in caps]
-        caps[-1] += m.layers - sum(caps)
+        caps[-1] = max(0, caps[-1] + m.layers - sum(caps))
     total_cap = sum(caps)
     n_gpu = min(m.layers, total_cap)
     # proportional to capacity, capped by it; leftover layers go to the largest remaining capacity
