@@ -66,8 +66,9 @@ def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
 
 
 def plan_devices(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
-    """Catalog hardware, nothing running on it: free = total."""
-    from .devices import devices_from_specs
+    """Catalog hardware, nothing running on it: free = total. (Kept out of devices.py's import, which
+    pulls in the probe: `plan` never probes.)"""
+    from .estimator.types import devices_from_specs
 
     return devices_from_specs(items)
 

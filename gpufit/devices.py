@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from .catalog import Catalog
 from .catalog.types import GpuSpec
 from .errors import ProbeError, UsageError, did_you_mean
-from .estimator.types import Device
+from .estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
 from .probe.snapshot import GpuState, Snapshot
 
 
@@ -187,21 +187,3 @@ def _refuse_lost(token, lost, gpu_uuids):
     gi = int(low) if low.isdigit() else gpu_uuids.get(low)
     if gi in lost:
         raise ProbeError(lost[gi].errors.get("gpu", f"GPU {gi} is not usable (lost or erroring)"))
-
-
-def devices_from_specs(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
-    """Catalog hardware for `gpufit plan --gpu KEY:N`: every card empty (free = total), indexes 0..N-1."""
-    out = []
-    for spec, count in items:
-        for _ in range(count):
-            out.append(Device(
-                index=str(len(out)),
-                name=spec.name,
-                total_bytes=spec.memory_bytes,
-                free_bytes=spec.memory_bytes,
-                spec=spec,
-                bandwidth_gbps=spec.bandwidth_gbps,
-                bf16_tflops=spec.bf16_tflops,
-                nvlink=bool(spec.nvlink_gbps),
-            ))
-    return tuple(out)

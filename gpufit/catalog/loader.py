@@ -7,6 +7,10 @@ required keys, wrong types and broken invariants raise CatalogError naming the f
 from __future__ import annotations
 
 import dataclasses
+import functools
+import hashlib
+import json
+import os
 import re
 import sys
 import typing
@@ -24,11 +28,51 @@ KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 
 
+def cache_dir() -> Path:
+    """Where parsed catalog files are cached: $GPUFIT_CACHE_DIR, else $XDG_CACHE_HOME/gpufit, else
+    ~/.cache/gpufit."""
+    env = os.environ.get("GPUFIT_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gpufit"
+
+
+def _cached_parse(path: Path, raw: bytes) -> dict:
+    """tomllib is pure Python and parsing the built-in catalog costs more than the rest of a `plan`;
+    the parsed tables are kept as JSON keyed by the file's SHA-256, so an edited file is parsed anew and
+    a stale entry can never be used. Any problem with the cache falls back to parsing."""
+    digest = hashlib.sha256(raw).hexdigest()[:32]
+    entry = cache_dir() / f"toml-{digest}.json"
+    try:
+        with open(entry, encoding="utf-8") as f:
+            data = json.load(f)
+        if isinstance(data, dict):
+            return data
+    except (OSError, ValueError):
+        pass
+    data = tomllib.loads(raw.decode("utf-8"))
+    try:
+        import tempfile
+
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".toml-", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, entry)
+    except (OSError, TypeError, ValueError):  # read-only home, values JSON cannot hold: no cache
+        try:
+            os.unlink(tmp)
+        except (OSError, UnboundLocalError):
+            pass
+    return data
+
+
 def parse_toml(path: Path, text: str | None = None) -> dict:
     """Parse a TOML file; a syntax error becomes CatalogError with the line tomllib reports."""
     try:
         if text is None:
-            text = Path(path).read_text(encoding="utf-8")
+            return _cached_parse(Path(path), Path(path).read_bytes())
         return tomllib.loads(text)
     except OSError as e:
         raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
@@ -72,9 +116,14 @@ def _type_name(hint) -> str:
     return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(hint, str(hint))
 
 
+@functools.lru_cache(maxsize=None)
+def _schema(cls):
+    """Type hints and fields of a record class, resolved once (get_type_hints is slow)."""
+    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
+
+
 def build_record(cls, table: dict, path, where: str):
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints, fields = _schema(cls)
     unknown = sorted(set(table) - set(fields))
     if unknown:
         from ..errors import did_you_mean

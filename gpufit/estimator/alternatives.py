@@ -46,9 +46,7 @@ def _cards_needed(req: FitRequest, spec: GpuSpec) -> tuple[int, FitResult] | Non
     """Smallest count of `spec` cards (whole, nothing else running) that holds the request."""
     n = 1
     while n <= MAX_CARDS:
-        devs = tuple(Device(index=str(i), name=spec.name, total_bytes=spec.memory_bytes,
-                            free_bytes=spec.memory_bytes, spec=spec, bandwidth_gbps=spec.bandwidth_gbps,
-                            nvlink=bool(spec.nvlink_gbps)) for i in range(n))
+        devs = tuple(Device.from_spec(spec, i) for i in range(n))
         r = _fits(dataclasses.replace(req, devices=devs, planning=True))
         if r:
             return sum(1 for d in r.devices if d.needed_bytes), r

@@ -32,6 +32,23 @@ class Device:
     def catalog_key(self) -> str | None:
         return self.spec.key if self.spec else None
 
+    @classmethod
+    def from_spec(cls, spec: GpuSpec, index: int | str) -> "Device":
+        """A catalog card with nothing running on it: free = total (planning, "N of these")."""
+        return cls(index=str(index), name=spec.name, total_bytes=spec.memory_bytes,
+                   free_bytes=spec.memory_bytes, spec=spec, bandwidth_gbps=spec.bandwidth_gbps,
+                   bf16_tflops=spec.bf16_tflops, nvlink=bool(spec.nvlink_gbps))
+
+
+def devices_from_specs(items) -> tuple[Device, ...]:
+    """Catalog hardware for `gpufit plan --gpu KEY:N`: [(GpuSpec, count), ...] -> every card empty
+    (free = total), indexes 0..N-1 in the order given."""
+    out: list[Device] = []
+    for spec, count in items:
+        for _ in range(count):
+            out.append(Device.from_spec(spec, len(out)))
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class FitRequest:
