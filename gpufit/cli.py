@@ -222,9 +222,10 @@ def report(fmt, output, config_path, snapshot_path):
 @click.option("--context", "-c", type=int, default=8192, show_default=True)
 @click.option("--engine", default="auto", show_default=True)
 @click.option("--min-tokens-per-s", type=float, default=10.0, show_default=True, help="Slowest decode speed worth recommending.")
+@click.option("--min-bits", type=float, default=4.0, show_default=True, help="Lowest bits per weight worth recommending.")
 @click.option("--top", type=int, default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, top, as_json):
+def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, min_bits, top, as_json):
     """Which catalog models fit now, each at its best quantization, largest first."""
     from . import app
     from .catalog import load_catalog
@@ -245,7 +246,7 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
         devices = select_devices(snap, catalog, gpus, os.environ)
         ram = snap.host.ram_available_bytes
     rows = run(catalog, devices, context=context, engine=engine, min_tokens_per_s=min_tokens_per_s,
-               host_ram=ram, planning=bool(gpu_opts))[:top]
+               min_bits=min_bits, host_ram=ram, planning=bool(gpu_opts))[:top]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:

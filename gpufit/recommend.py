@@ -16,29 +16,33 @@ from .estimator.fit import estimate
 from .estimator.params import count_params
 
 GIB = 1 << 30
-RULE = ("largest model (parameters) whose best fitting quantization keeps >= {min} tokens/s decode; "
-        "ties: better quantization, then faster")
+RULE = ("largest model (parameters) whose best quantization of at least {bits:g} bits per weight fits "
+        "with the minimum headroom and keeps >= {min:g} tokens/s decode; ties: better quantization, then faster")
+# below ~4 bits per weight quality falls off fast (llama.cpp perplexity tables in quants.toml):
+# not recommended unless asked for with --min-bits
+DEFAULT_MIN_BITS = 4.0
 
 
-def _quants_for(catalog: Catalog, engine: str, native_bits: float):
+def _quants_for(catalog: Catalog, engine: str, native_bits: float, min_bits: float):
     qs = [q for q in catalog.quants.values()
-          if (engine == "auto" or engine in q.engines) and q.bits_per_weight <= native_bits + 1e-9
-          and q.key not in ("fp32",)]
+          if (engine == "auto" or engine in q.engines) and min_bits <= q.bits_per_weight <= native_bits + 1e-9
+          and q.key not in ("fp32",) and not q.tensor_only]
     return sorted(qs, key=lambda q: (-q.quality, q.bits_per_weight))
 
 
 def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "auto",
-              min_tokens_per_s: float = 10.0, host_ram=None, planning=False) -> list[dict]:
+              min_tokens_per_s: float = 10.0, min_bits: float = DEFAULT_MIN_BITS, host_ram=None,
+              planning=False) -> list[dict]:
     rows = []
     for m in catalog.models.values():
         native = catalog.quant(m.native_dtype)
         ctx = min(context, m.max_context)
-        for q in _quants_for(catalog, engine, native.bits_per_weight):
+        for q in _quants_for(catalog, engine, native.bits_per_weight, min_bits):
             eng = engine if engine != "auto" else default_engine(q.kind)
             req, _ = build_request(ModelChoice(m), devices, catalog, quant=q.key, context=ctx, engine=eng,
                                    host_ram_available_bytes=host_ram, planning=planning)
             res = estimate(req, alternatives=False) if _cheap_fit(req) else None
-            if res is None or res.verdict not in ("fits", "tight"):
+            if res is None or res.verdict != "fits":  # tight is not a recommendation
                 continue
             tps = res.performance.decode_tokens_per_s
             if tps is not None and tps < min_tokens_per_s:
@@ -49,7 +53,7 @@ def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "
                 "total_bytes": res.memory.total_bytes,
                 "headroom_bytes": min((d.headroom_bytes for d in res.devices if d.needed_bytes), default=None),
                 "decode_tokens_per_s": tps, "placement": res.placement.strategy,
-                "rule": RULE.format(min=min_tokens_per_s),
+                "rule": RULE.format(min=min_tokens_per_s, bits=min_bits),
             })
             break
     rows.sort(key=lambda r: (-r["params"], -catalog.quant(r["quant"]).quality, -(r["decode_tokens_per_s"] or 0)))

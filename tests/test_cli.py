@@ -221,3 +221,14 @@ def test_recommend_ranks_largest_model_that_keeps_speed():
 def test_help_lists_exit_codes():
     r = run("--help")
     assert r.exit_code == 0 and "Exit codes" in r.stdout
+
+
+def test_recommend_skips_tight_fits_low_bit_and_tensor_only_formats():
+    rows = json.loads(run("recommend", "--gpu", "rtx-4090", "--json", "--top", "50").stdout)
+    from gpufit.catalog import load_catalog
+
+    cat = load_catalog()
+    assert all(x["verdict"] == "fits" for x in rows)
+    assert all(cat.quant(x["quant"]).bits_per_weight >= 4.0 and not cat.quant(x["quant"]).tensor_only for x in rows)
+    low = json.loads(run("recommend", "--gpu", "rtx-4090", "--json", "--top", "50", "--min-bits", "2").stdout)
+    assert max(x["params"] for x in low) > max(x["params"] for x in rows)  # a 70B fits at ~2.5 bits

@@ -112,6 +112,9 @@ class QuantFormat:
     kv_bits: float | None = None  # bits per KV element when used as a KV dtype (default bits_per_weight)
     aliases: tuple[str, ...] = ()
     min_compute_capability: str | None = None  # e.g. fp8 needs 8.9 for native kernels
+    # a ggml tensor type that is no llama.cpp file type of its own (Q4_K lives inside Q4_K_S/M):
+    # accepted for --quant, never offered by recommend or alternatives
+    tensor_only: bool = False
     notes: str | None = None
 
     @property

@@ -61,7 +61,7 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
         return out
     # 1. the lowest-loss quantization that fits on this engine; failing that, on another engine
     #    (GGUF on llama.cpp splits and offloads differently from vLLM); and whether 4-bit fits at all
-    lower = sorted((q for q in c.quants if q.bits_per_weight < req.quant.bits_per_weight),
+    lower = sorted((q for q in c.quants if q.bits_per_weight < req.quant.bits_per_weight and not q.tensor_only),
                    key=lambda q: (-q.quality, q.bits_per_weight))
     same = [q for q in lower if req.engine in q.engines]
     other = [q for q in lower if req.engine not in q.engines]
