@@ -218,6 +218,13 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         except OSError as w:
             print(f"gpufit report: cannot write {output}: {w}", file=sys.stderr)
         return code
+    except Exception as e:  # a bug: still tell monitoring the run failed, then let the CLI report it (exit 1)
+        if fmt == "prometheus" and output not in (None, "-"):
+            try:
+                _emit(failure_report(f"internal error: {type(e).__name__}: {e}", started=started), fmt, output)
+            except Exception:
+                pass
+        raise
     try:
         _emit(report, fmt, output)
     except OSError as e:

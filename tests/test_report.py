@@ -179,3 +179,19 @@ def test_estimator_error_is_reported_not_raised(monkeypatch):
     monkeypatch.setattr(app, "fit_on_snapshot", broken)
     r = build_report(snapshot(healthy_gpu()), Config(models=(ModelWatch(name="llama3-8b"),)))
     assert r["models"][0]["error"].startswith("context 999999") and r["models"][0]["status"] == "warn"
+
+
+def test_a_bug_still_marks_the_prometheus_file_failed(tmp_path, monkeypatch):
+    snap = save(tmp_path, snapshot(healthy_gpu()))
+    out = tmp_path / "gpufit.prom"
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(report_mod, "build_report", broken)
+    with pytest.raises(ZeroDivisionError):
+        run_report("prometheus", str(out), str(empty_config(tmp_path)), str(snap))
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fams = {f.name: f for f in text_string_to_metric_families(out.read_text())}
+    assert fams["gpufit_report_success"].samples[0].value == 0
