@@ -12,7 +12,7 @@ from gpufit.config import Config, ModelWatch
 from gpufit.errors import ExitCode, ProbeError
 from gpufit.report import build_report, render, run_report
 
-from report_helpers import CAPTURES, capture_params, healthy_gpu, load_capture, snapshot, unsupported_gpu
+from report_helpers import CAPTURES, capture_params, healthy_gpu, snapshot, unsupported_gpu
 
 
 def save(tmp_path, snap, name="box.json"):
