@@ -204,7 +204,7 @@ def probe(as_json, save_path, snapshot_path):
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default=None, help="Output format (default: the config's [report] format, else text).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
 @click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
