@@ -45,39 +45,38 @@ def _fits(req: FitRequest) -> bool:
     return p.fits and not p.cpu_layers
 
 
-def max_context(req: FitRequest) -> int | None:
-    """Largest context (<= the model's max) that fits on the GPUs at this batch, by bisection."""
-    lo, hi = 0, req.model.max_context
-    if not _fits(dataclasses.replace(req, context=1)):
+def _largest(req: FitRequest, field: str, hi: int) -> int | None:
+    """Largest value of `field` in [1, hi] that fits on the GPUs (fitting shrinks as it grows), by
+    bisection; None when even 1 does not fit."""
+    def ok(v: int) -> bool:
+        return _fits(dataclasses.replace(req, **{field: v}))
+
+    if not ok(1):
         return None
-    lo = 1
-    if _fits(dataclasses.replace(req, context=hi)):
+    if ok(hi):
         return hi
+    lo = 1
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _fits(dataclasses.replace(req, context=mid)):
+        if ok(mid):
             lo = mid
         else:
             hi = mid
     return lo
 
 
-def max_batch(req: FitRequest, cap: int = 4096) -> int | None:
-    """Largest number of concurrent sequences of `context` tokens that fit, by bisection."""
-    if not _fits(dataclasses.replace(req, batch=1)):
-        return None
-    lo, hi = 1, 2
-    while hi <= cap and _fits(dataclasses.replace(req, batch=hi)):
-        lo, hi = hi, hi * 2
-    if hi > cap:
-        return lo
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _fits(dataclasses.replace(req, batch=mid)):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+def max_context(req: FitRequest) -> int | None:
+    """Largest context (<= the model's max) that fits at this batch."""
+    return _largest(req, "context", req.model.max_context)
+
+
+# largest batch searched for; beyond it the answer is given as this figure
+MAX_BATCH_SEARCHED = 4096
+
+
+def max_batch(req: FitRequest) -> int | None:
+    """Largest number of concurrent sequences of `context` tokens that fit."""
+    return _largest(req, "batch", MAX_BATCH_SEARCHED)
 
 
 def _breakdown(s: Sizer, plan: Plan) -> MemoryBreakdown:
