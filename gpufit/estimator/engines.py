@@ -33,6 +33,9 @@ class EngineProfile:
     supports_offload: bool
     supports_tensor_parallel: bool
     source: str
+    # fixed time per transformer layer per decoded token that does not shrink with the bytes read
+    # (kernel launches, small ops, synchronisation), seconds; 0 where no measurement calibrates it
+    decode_layer_latency_s: float = 0.0
 
 
 # PyTorch's CUDA context + cuBLAS workspace on Ampere/Hopper is ~0.5 GiB once kernels are loaded
@@ -55,6 +58,12 @@ VLLM = EngineProfile(
     "(max_num_batched_tokens), vllm/v1/worker/gpu_worker.py (profile run, free-memory check)",
 )
 
+# llama.cpp at batch 1 spends a fixed time per layer and token besides reading weights (a dozen small
+# kernels per layer: norms, rope, softmax, adds, copies; launch latency and sync dominate on small
+# models). Fitted with the decode efficiencies below: 115 us per layer, the per-layer latency of the
+# fit (bench/calibrate.py, 371 decode rows, 2023 and May 2024 builds, 1-8 GPUs).
+LLAMA_CPP_DECODE_LAYER_LATENCY_S = 115e-6
+
 # llama.cpp: CUDA context ~250-300 MiB (not in its log); compute buffer sized by ggml-alloc for one
 # ubatch (default n_ubatch = 512, common/common.h); token_embd kept in host memory
 # (llama.cpp/src/llama-model.cpp: the input layer is assigned to the CPU buffer type).
@@ -65,12 +74,15 @@ LLAMA_CPP = EngineProfile(
     step_tokens=512,
     embeddings_on_host=True,
     default_utilization=None,
-    decode_efficiency=0.70,
-    prefill_efficiency=0.35,
+    # fitted by bench/calibrate.py (see "calibrated speed factors" below): the defaults serve cards
+    # whose memory class / datasheet kind has no measured rows
+    decode_efficiency=0.90,
+    prefill_efficiency=0.26,
     supports_offload=True,
     supports_tensor_parallel=False,
     source="llama.cpp: common/common.h (n_ubatch 512), src/llama-model.cpp (input layer on CPU), "
-    "load logs in shared/data/measured/memory.csv",
+    "load logs in bench/data/memory.csv; speed factors fitted on bench/data/tokens_per_s.csv",
+    decode_layer_latency_s=LLAMA_CPP_DECODE_LAYER_LATENCY_S,
 )
 
 # Ollama runs llama.cpp; it also keeps a per-GPU minimum free (discover/gpu.go: CudaMinimumMemory /
@@ -84,12 +96,14 @@ OLLAMA = EngineProfile(
     step_tokens=512,
     embeddings_on_host=True,
     default_utilization=None,
-    decode_efficiency=0.68,
-    prefill_efficiency=0.33,
+    # Ollama runs llama.cpp's kernels: llama.cpp's fitted factors (the data has no Ollama rows)
+    decode_efficiency=0.90,
+    prefill_efficiency=0.26,
     supports_offload=True,
     supports_tensor_parallel=False,
     source="ollama: discover/gpu.go (457 MiB CUDA minimum), envconfig (OLLAMA_GPU_OVERHEAD), "
     "server/sched.go (fewest-GPU packing); runs llama.cpp underneath",
+    decode_layer_latency_s=LLAMA_CPP_DECODE_LAYER_LATENCY_S,
 )
 
 # transformers + accelerate device_map="auto": weights placed layer by layer, KV cache grows
@@ -135,3 +149,66 @@ STAGE_HOP_LATENCY_S = 30e-6
 # host memory bandwidth assumed for layers offloaded to the CPU, GB/s (dual-channel DDR5-4800 ~ 77
 # GB/s peak; llama.cpp CPU decode reaches about half). Shown in the basis; override is a later option.
 HOST_DECODE_BANDWIDTH_GBPS = 40.0
+
+# ---- calibrated speed factors -------------------------------------------------------------------
+# Fitted by `.venv/bin/python bench/calibrate.py` on bench/data/tokens_per_s.csv: public llama.cpp
+# runs (XiongjieDai/GPU-Benchmarks-on-LLM-Inference, llama-bench May 2024 and `main` 2023) on RTX 3090 /
+# 4090 / 4000 Ada / 6000 Ada / A6000, A100 PCIe / SXM4 80GB and H100 PCIe, Llama 2 7/13/70B and Llama 3
+# 8/70B at Q4_0 / Q4_K_M / F16 on 1-8 GPUs -- the rows bench/accuracy.py maps (LLaMA v1, Apple silicon
+# and the 2023 multi-GPU row-split runs excluded). vLLM and transformers have no rows: their factors
+# above are uncalibrated estimates.
+
+
+def memory_class(memory_type: str | None) -> str | None:
+    """'HBM2e' -> 'HBM', 'GDDR6X' -> 'GDDR', 'LPDDR5' -> 'LPDDR'; None when unknown."""
+    if not memory_type:
+        return None
+    for cls in ("HBM", "LPDDR", "GDDR"):
+        if memory_type.upper().startswith(cls):
+            return cls
+    return None
+
+
+# Decode: achieved / datasheet bandwidth by memory class, fitted together with the per-layer latency
+# by grid search minimising the mean |log(gpufit / measured)| over 371 decode rows (GDDR 251: 3090,
+# 4090, 4000 Ada, 6000 Ada, A6000; HBM 120: A100 PCIe / SXM4, H100 PCIe). HBM cards reach a smaller
+# share of their bandwidth at batch 1 (too few bytes in flight per matrix-vector kernel).
+_LLAMA_CPP_DECODE = {"GDDR": 0.92, "HBM": 0.60}
+DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
+    "llama.cpp": _LLAMA_CPP_DECODE,
+    "ollama": _LLAMA_CPP_DECODE,
+}
+# Prefill: achieved / datasheet dense FP16 tensor FLOP/s, the median over 119 single-GPU prompts of at
+# most 512 tokens (GeForce 27 rows, workstation/datacenter 92); see prefill_class for why two kinds.
+_LLAMA_CPP_PREFILL = {"geforce": 0.59, "pro": 0.22}
+PREFILL_EFFICIENCY_BY_CLASS: dict[str, dict[str, float]] = {
+    "llama.cpp": _LLAMA_CPP_PREFILL,
+    "ollama": _LLAMA_CPP_PREFILL,
+}
+
+
+def decode_efficiency(engine: str, spec) -> tuple[float, str]:
+    """(achieved / peak bandwidth at batch 1, what chose it) for `engine` on a card (GpuSpec or None):
+    the engine's per-memory-class factor where one was fitted, else the engine default."""
+    cls = memory_class(spec.memory_type) if spec is not None else None
+    table = DECODE_EFFICIENCY_BY_MEMORY.get(engine, {})
+    if cls in table:
+        return table[cls], f"{engine} on {cls} memory (calibrated)"
+    return PROFILES[engine].decode_efficiency, f"{engine} default"
+
+
+def prefill_class(spec) -> str | None:
+    """GeForce datasheets list FP16 tensor FLOP/s with FP32 accumulate, half the FP16-accumulate rate;
+    workstation and datacenter datasheets list the full rate. llama.cpp's cuBLAS GEMMs accumulate in
+    FP16, so the same efficiency cannot serve both kinds of figure."""
+    if spec is None:
+        return None
+    return "geforce" if spec.vendor_class == "geforce" else "pro"
+
+
+def prefill_efficiency(engine: str, spec) -> tuple[float, str]:
+    cls = prefill_class(spec)
+    table = PREFILL_EFFICIENCY_BY_CLASS.get(engine, {})
+    if cls in table:
+        return table[cls], f"{engine} on {cls} datasheet FLOP/s (calibrated)"
+    return PROFILES[engine].prefill_efficiency, f"{engine} default"

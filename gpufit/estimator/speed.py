@@ -4,7 +4,9 @@ decode s/token = sum over the devices a token passes through of bytes read there
 efficiency) + interconnect latency; bytes read = the layers' active weights + their KV for the tokens
 already in context (+ the output head on the last device). Offloaded layers read host memory.
 prefill tokens/s = efficiency x dense tensor FLOP/s / (2 x active parameters per token).
-The efficiencies are per engine (engines.py), calibrated in bench/accuracy.py; `basis` says what was used.
+The efficiencies are per engine and, where measurements fitted one, per memory class (decode) or kind of
+datasheet figure (prefill); llama.cpp also pays a fixed latency per layer and token. All in engines.py,
+fitted by bench/calibrate.py; `basis` says which factor was used.
 """
 
 from __future__ import annotations
@@ -43,23 +45,33 @@ def _bandwidth(dev: Device) -> float | None:
     return dev.spec.bandwidth_gbps if dev.spec else None
 
 
-def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float | None = None) -> tuple[float | None, float | None, dict]:
-    """(decode tokens/s for the whole batch, prefill tokens/s, basis)."""
+def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float | None = None,
+                   decode_context: int | None = None) -> tuple[float | None, float | None, dict]:
+    """(decode tokens/s for the whole batch, prefill tokens/s, basis). `decode_context` = tokens already
+    in the KV cache when the decode speed is quoted (default DECODE_CONTEXT_TOKENS; bench/accuracy.py
+    passes a run's average)."""
     req = s.req
     m = s.m
-    eff = s.profile.decode_efficiency
     used = plan.used
+    first = used[0].device.spec if used else None
+    eff, eff_from = engines.decode_efficiency(req.engine, first)
+    pre_eff, pre_from = engines.prefill_efficiency(req.engine, first)
+    lat = s.profile.decode_layer_latency_s
     basis: dict = {
-        "method": "decode: bytes read per token / (bandwidth x efficiency); prefill: 2 x active params FLOPs per token / (dense tensor FLOP/s x efficiency)",
+        "method": "decode: bytes read per token / (bandwidth x efficiency) + layers x per-layer latency; "
+                  "prefill: 2 x active params FLOPs per token / (dense tensor FLOP/s x efficiency)",
         "efficiency": eff,
-        "prefill_efficiency": s.profile.prefill_efficiency,
-        "decode_context_tokens": DECODE_CONTEXT_TOKENS,
+        "efficiency_from": eff_from,
+        "layer_latency_s": lat,
+        "prefill_efficiency": pre_eff,
+        "prefill_efficiency_from": pre_from,
+        "decode_context_tokens": DECODE_CONTEXT_TOKENS if decode_context is None else decode_context,
         "batch": batch,
     }
     if not used:
         return None, None, basis
     kv_tok = memory.kv_bytes_per_token_layer(m, req.kv_dtype, plan.tp)
-    ctx = min(DECODE_CONTEXT_TOKENS, req.context)
+    ctx = min(DECODE_CONTEXT_TOKENS if decode_context is None else decode_context, req.context)
     bytes_per_token = 0.0
     bws = []
     # ranks of one tensor-parallel stage read at the same time; stages (pipeline parallel / layer
@@ -75,12 +87,13 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
                 basis["unknown"] = f"no bandwidth for {dp.device.name} (not in the catalog)"
                 return None, None, basis
             bws.append(bw)
+            dev_eff, _ = engines.decode_efficiency(req.engine, dp.device.spec)
             weights_read = s.ws.per_layer_active * dp.layers / tp
             if dp.is_last:
                 weights_read += s.ws.output / tp
             b = weights_read + kv_tok * dp.layers * ctx * batch
             bytes_per_token += b
-            stage_s = max(stage_s, b / (bw * 1e9 * eff))
+            stage_s = max(stage_s, b / (bw * 1e9 * dev_eff) + dp.layers * lat)
         seconds += stage_s
     if tp > 1:
         link = "nvlink" if all(d.device.nvlink for d in used) else "pcie"
@@ -108,7 +121,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     prefill = None
     if tf:
         n_dev = plan.tp
-        compute_rate = tf * 1e12 * s.profile.prefill_efficiency * n_dev / flops_per_token
+        compute_rate = tf * 1e12 * pre_eff * n_dev / flops_per_token
         prefill = compute_rate
         if decode and decode > compute_rate:
             decode = compute_rate
