@@ -124,11 +124,20 @@ TRANSFORMERS = EngineProfile(
 
 PROFILES = {p.key: p for p in (VLLM, LLAMA_CPP, OLLAMA, TRANSFORMERS)}
 
-# llama.cpp compute buffer, no flash attention: the KQ score matrix for one ubatch is
-# n_ctx x n_ubatch x n_head f32, plus ~6 hidden-wide f32 tensors per ubatch token.
-# Check: Llama 3 8B, ctx 8192: 8192*512*32*4 + 512*4096*4*6 = 560 MiB = the 560.00 MiB CUDA0 compute
-# buffer in memory.csv (XiongjieDai RTX 3090 / A100 logs).
-LLAMA_CPP_HIDDEN_F32_TENSORS = 6
+# llama.cpp compute buffer, no flash attention: ggml-alloc sizes it for the worst-case graph of one
+# ubatch (n_ub = min(n_ctx, n_ubatch) tokens, logits for all of them), reusing memory as tensors die,
+# so it is the largest of three peaks, all f32 per ubatch token:
+#   attention: KQ scores n_ctx x n_head + the KQ mask n_ctx + ~4 hidden-wide tensors
+#   MLP:       the mask + gate and up n_ff each + 2 hidden-wide tensors
+#   output:    logits n_vocab + the final hidden state (the mask is dead by then)
+# Checks against bench/data/memory.csv: Llama 3 8B ctx 8192 -> attention 512 + 16 + 32 = 560.00 MiB
+# (the CUDA0 compute buffer of every 1-GPU May 2024 log); Llama 2 7B ctx 512 -> output 62.5 + 8 =
+# 70.50 MiB and Llama 2 70B ctx 512 -> MLP 1 + 112 + 32 = 145.00 MiB (the 2023 logs' VRAM scratch);
+# Llama 2 13B ctx 512 -> attention 81 MiB where the 2023 log shows 75 (that build kept fewer
+# hidden-wide tensors live in attention). `python bench/accuracy.py` prints every row.
+LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS = 4
+LLAMA_CPP_MLP_HIDDEN_F32_TENSORS = 2
+LLAMA_CPP_MLP_FF_F32_TENSORS = 2
 # with more than one GPU llama.cpp's scheduler keeps extra copies for pipeline parallelism; the logs
 # show 640 MiB per device where one GPU shows 560 MiB for Llama 3 8B at 8192 (+80 MiB, ~ +14 %)
 LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR = 640 / 560

@@ -105,12 +105,16 @@ def kv_cache_bytes(m: ModelSpec, kv: QuantFormat, context: int, batch: int = 1, 
 
 def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int = engines.LLAMA_CPP.step_tokens,
                             multi_gpu: bool = False) -> int:
-    """llama.cpp per-device compute buffer (no flash attention): KQ scores n_ctx x n_ubatch x n_head
-    f32 + ~6 hidden-wide f32 tensors per ubatch token (engines.LLAMA_CPP_HIDDEN_F32_TENSORS)."""
+    """llama.cpp per-device compute buffer (no flash attention): the largest of the attention peak
+    (KQ scores n_ctx x n_head + mask n_ctx + 4 hidden-wide), the MLP peak (mask + 2 x n_ff + 2
+    hidden-wide) and the output peak (logits n_vocab + hidden), f32 per ubatch token (engines.py)."""
     n_ub = min(ubatch, context)
-    kq = context * n_ub * m.heads * 4
-    hidden = n_ub * m.hidden * 4 * engines.LLAMA_CPP_HIDDEN_F32_TENSORS
-    total = kq + hidden
+    ff = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+    mask = context
+    attention = context * m.heads + mask + engines.LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS * m.hidden
+    mlp = mask + engines.LLAMA_CPP_MLP_FF_F32_TENSORS * ff + engines.LLAMA_CPP_MLP_HIDDEN_F32_TENSORS * m.hidden
+    output = m.vocab + m.hidden
+    total = n_ub * 4 * max(attention, mlp, output)
     if multi_gpu:
         total *= engines.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
     return int(total)
