@@ -131,3 +131,46 @@ def test_broken_builtin_catalog_exits_6_naming_file_and_entry(tmp_path, monkeypa
     assert r.exit_code == 6
     assert "models.toml" in r.stderr and "Llama 3 8B" in r.stderr
     assert "Traceback" not in r.output
+
+
+def test_validated_records_are_cached_and_rebuilt_equal(tmp_path, monkeypatch):
+    from gpufit.catalog import loader
+
+    monkeypatch.setenv("GPUFIT_CACHE_DIR", str(tmp_path / "cache"))
+    p = tmp_path / "x.toml"
+    p.write_text(MODEL.format(extra='aliases = ["tiny-1"]\nsliding_window = 64\nsliding_layers = 1'))
+    first = loader.load_file(p)
+    assert len(list((tmp_path / "cache").glob("catalog-*.json"))) == 1
+    # a hit must not parse or validate again
+    monkeypatch.setattr(loader, "_validate", lambda *a: pytest.fail("validated again"))
+    second = loader.load_file(p)
+    assert second == first and second["model"][0].aliases == ("tiny-1",)
+
+
+def test_an_edited_file_is_validated_anew_not_served_from_the_cache(tmp_path, monkeypatch):
+    from gpufit.catalog import loader
+
+    monkeypatch.setenv("GPUFIT_CACHE_DIR", str(tmp_path / "cache"))
+    p = tmp_path / "x.toml"
+    p.write_text(MODEL.format(extra=""))
+    loader.load_file(p)
+    p.write_text(MODEL.format(extra="").replace("kv_heads = 2", "kv_heads = 3"))
+    with pytest.raises(CatalogError, match="multiple of kv_heads"):
+        loader.load_file(p)
+
+
+def test_a_corrupt_or_unwritable_cache_is_ignored(tmp_path, monkeypatch):
+    from gpufit.catalog import loader
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GPUFIT_CACHE_DIR", str(cache))
+    p = tmp_path / "x.toml"
+    p.write_text(MODEL.format(extra=""))
+    good = loader.load_file(p)
+    for entry in cache.glob("catalog-*.json"):
+        entry.write_text('{"model": [{"nonsense": 1}]}')
+    assert loader.load_file(p) == good
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("GPUFIT_CACHE_DIR", str(blocker / "sub"))
+    assert loader.load_file(p) == good

@@ -8,28 +8,33 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import os
 import re
-import sys
 import typing
+import zlib
 from pathlib import Path
 
 from ..errors import CatalogError
 from .types import GpuSpec, ModelSpec, QuantFormat
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
+# bump when validation rules change, so cached records validated by older rules are not reused
+CACHE_RULES_VERSION = 1
+
+
+def _tomllib():
+    """tomllib (tomli before 3.11), imported only when a file must really be parsed."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib
 
 
 def cache_dir() -> Path:
-    """Where parsed catalog files are cached: $GPUFIT_CACHE_DIR, else $XDG_CACHE_HOME/gpufit, else
+    """Where validated catalog files are cached: $GPUFIT_CACHE_DIR, else $XDG_CACHE_HOME/gpufit, else
     ~/.cache/gpufit."""
     env = os.environ.get("GPUFIT_CACHE_DIR")
     if env:
@@ -38,41 +43,55 @@ def cache_dir() -> Path:
     return Path(base) / "gpufit"
 
 
-def _cached_parse(path: Path, raw: bytes) -> dict:
-    """tomllib is pure Python and parsing the built-in catalog costs more than the rest of a `plan`;
-    the parsed tables are kept as JSON keyed by the file's SHA-256, so an edited file is parsed anew and
-    a stale entry can never be used. Any problem with the cache falls back to parsing."""
-    digest = hashlib.sha256(raw).hexdigest()[:32]
-    entry = cache_dir() / f"toml-{digest}.json"
+@functools.lru_cache(maxsize=None)
+def _schema_tag() -> str:
+    """Changes whenever a record class gains, loses or retypes a field, or the rules version moves."""
+    desc = repr([(name, [(f.name, str(f.type)) for f in dataclasses.fields(cls)])
+                 for name, cls in TABLES.items()]) + str(CACHE_RULES_VERSION)
+    return f"{zlib.crc32(desc.encode()):08x}"
+
+
+def _cache_entry(raw: bytes) -> Path:
+    # content checksum + length + record schema: an edited file or changed code never hits old entries
+    return cache_dir() / f"catalog-{zlib.crc32(raw):08x}-{len(raw)}-{_schema_tag()}.json"
+
+
+def _from_cache(entry: Path) -> dict[str, list] | None:
+    """Records validated on an earlier run, rebuilt without re-validating (tomllib and the checks cost
+    more than the rest of a `plan`). Anything odd about the entry: None, and the file is parsed anew."""
     try:
         with open(entry, encoding="utf-8") as f:
             data = json.load(f)
-        if isinstance(data, dict):
-            return data
-    except (OSError, ValueError):
-        pass
-    data = tomllib.loads(raw.decode("utf-8"))
+        return {name: [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+                       for d in data[name]] for name, cls in TABLES.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def _to_cache(entry: Path, out: dict[str, list]) -> None:
+    tmp = None
     try:
         import tempfile
 
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".toml-", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".catalog-", suffix=".tmp")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
+            json.dump({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}, f)
         os.replace(tmp, entry)
-    except (OSError, TypeError, ValueError):  # read-only home, values JSON cannot hold: no cache
-        try:
-            os.unlink(tmp)
-        except (OSError, UnboundLocalError):
-            pass
-    return data
+    except (OSError, TypeError, ValueError):  # read-only home (a hardened unit): no cache, no harm
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def parse_toml(path: Path, text: str | None = None) -> dict:
     """Parse a TOML file; a syntax error becomes CatalogError with the line tomllib reports."""
+    tomllib = _tomllib()
     try:
         if text is None:
-            return _cached_parse(Path(path), Path(path).read_bytes())
+            text = Path(path).read_text(encoding="utf-8")
         return tomllib.loads(text)
     except OSError as e:
         raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
@@ -198,9 +217,32 @@ def _check_invariants(rec, path, where: str) -> None:
             bad(f"kind must be float|int|gguf, got {rec.kind!r}")
 
 
-def load_file(path: Path, text: str | None = None) -> dict[str, list]:
-    """Load one catalog file. Returns {"gpu": [...], "model": [...], "quant": [...]}."""
-    data = parse_toml(path, text)
+def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[str, list]:
+    """Load one catalog file. Returns {"gpu": [...], "model": [...], "quant": [...]}.
+
+    A file read from disk is validated once per content: the validated records are cached (see
+    `_cache_entry`) and rebuilt from there on later runs."""
+    entry = None
+    if text is None and cache:
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as e:
+            raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
+        entry = _cache_entry(raw)
+        hit = _from_cache(entry)
+        if hit is not None:
+            return hit
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CatalogError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    out = _validate(path, parse_toml(path, text))
+    if entry is not None:
+        _to_cache(entry, out)
+    return out
+
+
+def _validate(path: Path, data: dict) -> dict[str, list]:
     out: dict[str, list] = {name: [] for name in TABLES}
     for top in data:
         if top not in TABLES:
