@@ -34,6 +34,7 @@ def parse_size(text: str, option: str) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
+    """A resolved MODEL argument: the architecture and, for a model file, its exact bytes."""
     spec: ModelSpec
     weights_bytes_exact: int | None = None
     weights_source: str | None = None
@@ -43,11 +44,17 @@ class ModelChoice:
 
 def resolve_model(arg: str, catalog: Catalog) -> ModelChoice:
     """A catalog key / alias / HF repo id, or a local model folder / .gguf file (exact bytes)."""
-    from . import modelfile
+    import os
 
-    if modelfile.is_model_path(arg):
-        mf = modelfile.load_model_file(arg)
-        return ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant, mf.notes)
+    if os.path.exists(os.path.expanduser(arg)):  # the model-file readers load only for a real path
+        from . import modelfile
+
+        if modelfile.is_model_path(arg):
+            mf = modelfile.load_model_file(arg)
+            return ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant, mf.notes)
+        if not catalog.has_model(arg):
+            raise UsageError(f"{arg!r} is a file but not a model: give a model folder (config.json + "
+                             "*.safetensors), a .gguf or .safetensors file, or a catalog name")
     return ModelChoice(catalog.model(arg))
 
 
@@ -166,7 +173,7 @@ def candidates_for(req: FitRequest, catalog: Catalog):
 def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternatives: bool = True) -> FitResult:
     from .estimator.fit import estimate
 
-    res = estimate(req, alternatives=alternatives, candidates=candidates_for(req, catalog))
+    res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog))
     return dataclasses.replace(res, notes=tuple(notes) + res.notes)
 
 

@@ -42,11 +42,11 @@ def _live_options(f):
 
 
 def _emit_fit(res, as_json: bool) -> None:
-    from .render import fit_text
-
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
     else:
+        from .render import fit_text
+
         click.echo(fit_text(res))
 
 

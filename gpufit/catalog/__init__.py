@@ -29,6 +29,7 @@ def normalize_name(s: str) -> str:
 
 @dataclass
 class Catalog:
+    """GPU specs, model architectures and formats, with lookups by key, alias, NVML name and PCI id."""
     gpus: dict[str, GpuSpec] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
     quants: dict[str, QuantFormat] = field(default_factory=dict)
@@ -85,6 +86,9 @@ class Catalog:
         index[ident] = key
 
     # ---- lookups -------------------------------------------------------------------------------
+    def has_model(self, name: str) -> bool:
+        return name.strip().lower() in self._model_alias
+
     def gpu(self, name: str) -> GpuSpec:
         key = self._gpu_alias.get(normalize_name(name))
         if key is None:

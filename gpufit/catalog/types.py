@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class GpuSpec:
+    """One GPU model of the catalog: memory, bandwidth, tensor throughput and the NVML names / PCI ids that identify it."""
     key: str  # lowercase, hyphenated: "rtx-3090", "a100-sxm4-40gb"
     name: str  # marketing name: "NVIDIA GeForce RTX 3090"
     vendor_class: str  # "datacenter" | "workstation" | "geforce" | "embedded"
@@ -45,6 +46,7 @@ class GpuSpec:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """One model architecture of the catalog: shape, attention layout (GQA, sliding window, MLA) and MoE fields."""
     key: str  # "llama3-8b"
     name: str  # "Llama 3 8B"
     family: str  # "llama3" — used for "a smaller model of the same family"
@@ -95,6 +97,7 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class QuantFormat:
+    """A weight format or KV-cache dtype: effective bits per weight and how embeddings / head are stored."""
     key: str  # "int8", "q4_k_m", "bf16"
     name: str
     kind: str  # "float" | "int" | "gguf"

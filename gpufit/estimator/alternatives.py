@@ -16,6 +16,7 @@ MAX_CARDS = 64  # more than one node: TP inside a node x PP across nodes; beyond
 
 @dataclass(frozen=True)
 class Candidates:
+    """What alternatives may propose: formats, models of the family, reference cards."""
     quants: tuple[QuantFormat, ...] = ()  # formats the engine can run, any order
     family: tuple[ModelSpec, ...] = ()  # other models of the same family
     reference_gpus: tuple[GpuSpec, ...] = ()  # cards to count "N of these would do" for

@@ -16,6 +16,7 @@ ENGINES = ("vllm", "llama.cpp", "ollama", "transformers")
 
 @dataclass(frozen=True)
 class EngineProfile:
+    """What one inference engine reserves and how fast it runs, as named constants."""
     key: str
     # per-GPU runtime overhead outside tensors: CUDA context, cuBLAS/cuDNN workspaces, graphs
     cuda_context_bytes: int

@@ -146,7 +146,8 @@ def vllm_kv_capacity(req: FitRequest, plan: Plan) -> dict:
 
 
 def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> FitResult:
-    """Estimate one request. `candidates` (alternatives.Candidates) lets the result say what would fit
+    """Estimate one request. `candidates` (alternatives.Candidates, or a function returning them, called
+    only when the verdict is not a clean fit) lets the result say what would fit
     instead; it is pure data (other quants, models of the family, reference GPUs)."""
     s = Sizer(req)
     plan = choose(req)
@@ -214,7 +215,9 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
         placement=placement, performance=perf, warnings=tuple(warnings),
     )
     result = dataclasses.replace(result, engine_args=engine_args(result))
-    if alternatives and candidates is not None:
+    if alternatives and candidates is not None and verdict != "fits":
+        if callable(candidates):
+            candidates = candidates()
         from .alternatives import find_alternatives
 
         result = dataclasses.replace(result, alternatives=tuple(find_alternatives(result, candidates)))

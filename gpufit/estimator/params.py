@@ -15,6 +15,7 @@ from ..catalog.types import ModelSpec
 
 @dataclass(frozen=True)
 class ParamCounts:
+    """Parameter counts of a model, split the way memory and speed need them."""
     total: int  # all parameters
     active: int  # used per token (== total for dense models)
     embed: int  # token embedding table (vocab x hidden)

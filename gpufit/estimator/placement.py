@@ -26,6 +26,7 @@ def gib(n: int) -> str:
 
 @dataclass
 class DevicePlan:
+    """Bytes one device holds in a plan, by part."""
     device: Device
     layers: int = 0
     weights: int = 0
@@ -41,6 +42,7 @@ class DevicePlan:
 
 @dataclass
 class Plan:
+    """A placement under consideration: strategy, per-device parts, offloaded layers, and why it fails."""
     strategy: str
     fits: bool  # every used device holds what it must (and host RAM holds the offloaded part)
     devices: list[DevicePlan] = field(default_factory=list)

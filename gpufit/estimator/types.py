@@ -17,6 +17,7 @@ VERDICTS = ("fits", "tight", "offload", "no_fit")
 
 @dataclass(frozen=True)
 class Device:
+    """One schedulable unit (a whole GPU or a MIG device) and the memory the estimator may use on it."""
     index: str  # "0", or "0/1" for MIG device 1 of GPU 0
     name: str
     total_bytes: int
@@ -52,6 +53,7 @@ def devices_from_specs(items) -> tuple[Device, ...]:
 
 @dataclass(frozen=True)
 class FitRequest:
+    """Everything an estimate depends on."""
     model: ModelSpec
     quant: QuantFormat
     kv_dtype: QuantFormat
@@ -71,6 +73,7 @@ class FitRequest:
 
 @dataclass(frozen=True)
 class MemoryBreakdown:
+    """The whole model's memory by part, in bytes."""
     weights_bytes: int
     kv_cache_bytes: int
     activation_bytes: int
@@ -83,6 +86,7 @@ class MemoryBreakdown:
 
 @dataclass(frozen=True)
 class DeviceUse:
+    """What one device must hold under the chosen placement, and what stays free."""
     index: str
     uuid: str | None
     name: str
@@ -96,6 +100,7 @@ class DeviceUse:
 
 @dataclass(frozen=True)
 class Placement:
+    """How the model is laid over the devices (and host RAM)."""
     strategy: str  # single | tensor_parallel | pipeline_parallel | layer_split | cpu_offload
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
@@ -106,6 +111,7 @@ class Placement:
 
 @dataclass(frozen=True)
 class Performance:
+    """Expected speed and the largest context / batch that fit, with the assumptions in `basis`."""
     decode_tokens_per_s: float | None
     prefill_tokens_per_s: float | None
     max_context: int | None  # largest context that fits at this batch
@@ -115,6 +121,7 @@ class Performance:
 
 @dataclass(frozen=True)
 class Alternative:
+    """Something that would fit instead, with the option values that realise it."""
     kind: str  # quant | context | gpus | offload | model | engine_setting
     summary: str  # one line for a person
     verdict: str
@@ -125,6 +132,7 @@ class Alternative:
 
 @dataclass(frozen=True)
 class FitResult:
+    """The answer for one request; `to_dict()` is the gpufit.fit/1 object."""
     request: FitRequest
     verdict: str
     memory: MemoryBreakdown

@@ -26,6 +26,7 @@ SAFETENSORS_SUFFIX = ".safetensors"
 
 @dataclass(frozen=True)
 class ModelFile:
+    """What a local model file says: architecture, exact weight bytes per dtype and per layer."""
     spec: ModelSpec  # architecture; key = folder / file stem, source = the path
     weights_bytes: int  # exact sum of tensor bytes in the file(s)
     weights_source: str  # "safetensors headers (N files)" | "gguf tensor table" (| "... (N split files)")

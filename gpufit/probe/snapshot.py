@@ -18,6 +18,7 @@ SCHEMA = "gpufit.snapshot/1"
 
 @dataclass(frozen=True)
 class Memory:
+    """Framebuffer memory in bytes (None where NVML does not say)."""
     total: int | None = None
     free: int | None = None
     used: int | None = None
@@ -26,6 +27,7 @@ class Memory:
 
 @dataclass(frozen=True)
 class Clocks:
+    """SM and memory clocks now and at most, MHz."""
     sm: int | None = None
     mem: int | None = None
     sm_max: int | None = None
@@ -34,12 +36,14 @@ class Clocks:
 
 @dataclass(frozen=True)
 class Utilization:
+    """GPU and memory-controller utilisation, percent."""
     gpu: int | None = None  # percent
     memory: int | None = None  # percent
 
 
 @dataclass(frozen=True)
 class Pcie:
+    """PCIe link generation and width, now and at most."""
     gen: int | None = None
     width: int | None = None
     gen_max: int | None = None
@@ -48,6 +52,7 @@ class Pcie:
 
 @dataclass(frozen=True)
 class MigDevice:
+    """One MIG device: its profile, instance ids and memory."""
     index: int
     uuid: str | None = None
     profile: str | None = None  # "3g.40gb"
@@ -59,12 +64,14 @@ class MigDevice:
 
 @dataclass(frozen=True)
 class Mig:
+    """MIG mode and the MIG devices of a GPU."""
     enabled: bool | None = None  # None: MIG not supported / unknown
     devices: tuple[MigDevice, ...] = ()
 
 
 @dataclass(frozen=True)
 class NvLink:
+    """One NVLink link and whether it is up."""
     link: int
     up: bool
     version: int | None = None
@@ -73,6 +80,7 @@ class NvLink:
 
 @dataclass(frozen=True)
 class Process:
+    """A process holding GPU memory."""
     pid: int
     name: str | None = None
     used_bytes: int | None = None
@@ -81,12 +89,14 @@ class Process:
 
 @dataclass(frozen=True)
 class EccCounts:
+    """Corrected / uncorrected ECC error totals."""
     corrected: int | None = None
     uncorrected: int | None = None
 
 
 @dataclass(frozen=True)
 class Ecc:
+    """ECC mode, error counts, retired pages and remapped rows."""
     enabled: bool | None = None
     volatile: EccCounts = field(default_factory=EccCounts)
     aggregate: EccCounts = field(default_factory=EccCounts)
@@ -101,6 +111,7 @@ class Ecc:
 
 @dataclass(frozen=True)
 class GpuState:
+    """Everything the probe read of one GPU; `errors` says why a field is None."""
     index: int
     name: str | None = None
     uuid: str | None = None
@@ -129,6 +140,7 @@ class GpuState:
 
 @dataclass(frozen=True)
 class HostInfo:
+    """The host: CPU, RAM, driver and CUDA versions, when the snapshot was taken."""
     hostname: str | None = None
     os: str | None = None
     cpu_count: int | None = None
@@ -143,6 +155,7 @@ class HostInfo:
 
 @dataclass(frozen=True)
 class Snapshot:
+    """What the probe saw: the host and every GPU (schema gpufit.snapshot/1)."""
     host: HostInfo
     gpus: tuple[GpuState, ...] = ()
     source: str = "nvml"  # "nvml" | "snapshot:PATH" | "nvidia-smi-xml:PATH" | "catalog"
