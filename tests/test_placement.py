@@ -231,3 +231,14 @@ def test_vllm_kv_pool_is_its_utilisation_budget_bounded_by_the_smallest_rank():
     many = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192, batch=b["vllm_max_concurrency"] + 1,
                         gpu_memory_utilization=0.9))
     assert any("KV pool holds" in w for w in many.warnings) or many.verdict == "no_fit"
+
+
+def test_llama_cpp_split_counts_the_output_layer_as_a_part():
+    from gpufit.estimator.placement import llama_cpp_split
+
+    # memory.csv: Llama 3 8B over 2 / 6 equal cards loads 17/15 and 6/5/6/5/6/4 layers, head on the last
+    assert llama_cpp_split(32, [24, 24]) == ([17, 15], 1)
+    assert llama_cpp_split(32, [24] * 6) == ([6, 5, 6, 5, 6, 4], 5)
+    # in proportion to free memory
+    counts, out = llama_cpp_split(64, [24, 12])
+    assert counts == [44, 20] and out == 1  # il / 65 < 2/3 for il = 0..43

@@ -158,39 +158,22 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     for i, d in enumerate(devs):
         fixed = s.overhead + act + (s.ws.output if i == len(devs) - 1 else 0) + (s.embed_on_gpu if i == 0 else 0)
         caps.append(max(0, int((usable(d, s.req) - fixed) // cost)))
-    if by_free and not allow_cpu:
-        # llama.cpp's default tensor split: layers in proportion to each device's free memory
-        # (src/llama-model.cpp: tensor_split defaults to ggml_backend_dev_memory free per device)
+    out_dev = None
+    if by_free or (force and s.req.engine in ("llama.cpp", "ollama")):
+        # llama.cpp's own split: in proportion to free memory, over n_layer + 1 parts (the output
+        # layer is the last part), so the last device holds one layer fewer plus the head
+        layers, out_dev = llama_cpp_split(m.layers, [max(1, usable(d, s.req)) for d in devs])
         force = True
-    if force:
-        caps = [max(1, usable(d, s.req)) for d in devs]
-        share = sum(caps)
-        caps = [max(1, round(m.layers * c / share)) for c in caps]
-        caps[-1] = max(0, caps[-1] + m.layers - sum(caps))
-    total_cap = sum(caps)
-    n_gpu = min(m.layers, total_cap)
-    # proportional to capacity, capped by it; leftover layers go to the largest remaining capacity
-    layers = [0] * len(devs)
-    if total_cap:
-        acc = 0.0
-        prev = 0
-        for i, c in enumerate(caps):
-            acc += n_gpu * c / total_cap
-            layers[i] = min(c, int(round(acc)) - prev)
-            prev += layers[i]
-        short = n_gpu - sum(layers)
-        while short > 0:
-            i = max(range(len(devs)), key=lambda j: caps[j] - layers[j])
-            if caps[i] - layers[i] <= 0:
-                break
-            layers[i] += 1
-            short -= 1
+    elif force:
+        layers = _apportion(m.layers, [max(1, usable(d, s.req)) for d in devs])
+    else:
+        layers = _apportion(min(m.layers, sum(caps)), caps, caps)
     n_gpu = sum(layers)
     plans = []
-    last = max((i for i, n in enumerate(layers) if n), default=len(devs) - 1)
+    last = out_dev if out_dev is not None else max((i for i, n in enumerate(layers) if n), default=len(devs) - 1)
     for i, d in enumerate(devs):
         dp = DevicePlan(d, layers=layers[i], is_last=(i == last and n_gpu == m.layers))
-        if layers[i]:
+        if layers[i] or dp.is_last:
             dp.weights = int(round(s.ws.per_layer * layers[i] + (s.embed_on_gpu if i == 0 else 0)
                                    + (s.ws.output if dp.is_last else 0)))
             dp.kv = s.kv(layers[i])
@@ -231,6 +214,53 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     return Plan(strategy, ok, plans, pp=len(used) if strategy == "pipeline_parallel" else 1,
                 gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
                 reason=reason)
+
+
+def llama_cpp_split(n_layer: int, weights: list[float]) -> tuple[list[int], int]:
+    """Layers per device as llama.cpp assigns them: cumulative split fractions of `weights`; layer il
+    goes to the first device whose cumulative fraction exceeds il / (n_layer + 1), the output layer
+    (il = n_layer) likewise (src/llama-model.cpp load_tensors, get_layer_buft_list). Returns the counts
+    and the index of the device holding the output layer. Two equal cards, 32 layers: 17 / 15 + head,
+    as the load logs in memory.csv show."""
+    total = sum(weights)
+    cum, acc = [], 0.0
+    for w in weights:
+        acc += w / total
+        cum.append(acc)
+    cum[-1] = 1.0 + 1e-9
+
+    def dev_of(il: int) -> int:
+        f = il / (n_layer + 1)
+        return next(i for i, c in enumerate(cum) if c > f)
+
+    counts = [0] * len(weights)
+    for il in range(n_layer):
+        counts[dev_of(il)] += 1
+    return counts, dev_of(n_layer)
+
+
+def _apportion(n: int, shares: list[float], caps: list[int] | None = None) -> list[int]:
+    """Split n items in proportion to `shares` (cumulative rounding), never above `caps`; what the
+    caps leave over goes where most room remains."""
+    total = sum(shares)
+    out = [0] * len(shares)
+    if not total or n <= 0:
+        return out
+    acc, prev = 0.0, 0
+    for i, c in enumerate(shares):
+        acc += n * c / total
+        out[i] = int(round(acc)) - prev
+        if caps is not None:
+            out[i] = min(caps[i], out[i])
+        prev += out[i]
+    short = n - sum(out)
+    while short > 0 and caps is not None:
+        i = max(range(len(out)), key=lambda j: caps[j] - out[j])
+        if caps[i] - out[i] <= 0:
+            break
+        out[i] += 1
+        short -= 1
+    return out
 
 
 def _index_order(devs: list[Device]) -> list[Device]:
