@@ -6,6 +6,7 @@ engine's source; `bench/accuracy.py` checks them against measured load logs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 MIB = 1 << 20
@@ -90,21 +91,14 @@ LLAMA_CPP = EngineProfile(
 # GpuInfo.MinimumMemory = 457 MiB) plus OLLAMA_GPU_OVERHEAD (default 0), and loads a model onto the
 # fewest GPUs that hold it (server/sched.go pickBestFullFitByLibrary).
 OLLAMA_MIN_MEMORY = 457 * MIB
-OLLAMA = EngineProfile(
+# Ollama runs llama.cpp's kernels and buffers: llama.cpp's profile and fitted speed factors (the data
+# has no Ollama rows), plus its per-GPU minimum.
+OLLAMA = dataclasses.replace(
+    LLAMA_CPP,
     key="ollama",
-    cuda_context_bytes=300 * MIB + OLLAMA_MIN_MEMORY,
-    cuda_graph_bytes=0,
-    step_tokens=512,
-    embeddings_on_host=True,
-    default_utilization=None,
-    # Ollama runs llama.cpp's kernels: llama.cpp's fitted factors (the data has no Ollama rows)
-    decode_efficiency=0.90,
-    prefill_efficiency=0.26,
-    supports_offload=True,
-    supports_tensor_parallel=False,
+    cuda_context_bytes=LLAMA_CPP.cuda_context_bytes + OLLAMA_MIN_MEMORY,
     source="ollama: discover/gpu.go (457 MiB CUDA minimum), envconfig (OLLAMA_GPU_OVERHEAD), "
     "server/sched.go (fewest-GPU packing); runs llama.cpp underneath",
-    decode_layer_latency_s=LLAMA_CPP_DECODE_LAYER_LATENCY_S,
 )
 
 # transformers + accelerate device_map="auto": weights placed layer by layer, KV cache grows
