@@ -89,16 +89,17 @@ def fit_text(res) -> str:
              gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers)] for d in res.devices]
     lines.append(table(rows, ["GPU", "name", "catalog", "total", "free", "needed", "headroom", "layers"]))
     lines.append("  (GiB; headroom = free - reserve - needed)")
-    strat = p.strategy.replace("_", " ")
-    extra = ""
-    if p.tensor_parallel > 1:
-        extra = f", tensor parallel {p.tensor_parallel}"
-    if p.pipeline_parallel > 1 and p.tensor_parallel > 1:
-        extra += f" x pipeline parallel {p.pipeline_parallel}"
+    if p.tensor_parallel > 1 and p.pipeline_parallel > 1:
+        strat = f"tensor parallel {p.tensor_parallel} x pipeline parallel {p.pipeline_parallel}"
+    elif p.tensor_parallel > 1:
+        strat = f"tensor parallel {p.tensor_parallel}"
     elif p.pipeline_parallel > 1:
-        extra += f", {p.pipeline_parallel} stages"
+        strat = f"pipeline parallel, {p.pipeline_parallel} stages"
+    else:
+        strat = p.strategy.replace("_", " ")
+    extra = ""
     if p.strategy == "cpu_offload":
-        extra += f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
+        extra = f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
     lines += ["", f"Placement: {strat}{extra}"]
     if perf.decode_tokens_per_s:
         b = perf.basis
@@ -114,6 +115,8 @@ def fit_text(res) -> str:
             + (f" + {m.layers} layers x {lat * 1e6:.0f} us" if lat else "")
             + (f"; prefill {b.get('tflops')} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency')}" if b.get("tflops") else "")
         )
+        if "not calibrated" in str(b.get("efficiency_from", "")):
+            lines.append(f"  ({b['efficiency_from']}: a datasheet-based figure, likely optimistic for MoE models at batch 1)")
     if perf.max_context is not None:
         lines.append(f"Largest context at batch {r.batch}: {perf.max_context} tokens; "
                      f"largest batch at context {r.context}: {perf.max_batch} (in the free memory)")

@@ -130,14 +130,22 @@ def test_offload_is_not_assumed_when_host_ram_is_unknown():
     assert any("host RAM" in w and "--ram" in w for w in r.warnings)
 
 
-def test_vllm_tp_times_pp_uses_fewest_cards_with_the_largest_tp():
+def test_vllm_prefers_pure_tp_inside_a_node_then_tp_times_pp_on_fewest_cards():
     h100 = card("h100-sxm", 80, 3350, nvlink=True)
+    # 410 GB of INT8 weights: TP 8 holds it on one node of H100s (TP 4 cannot): pure TP, not PP
     r = estimate(req("llama3.1-405b", "int8", [dev(h100, i) for i in range(16)]))
     p = r.placement
     assert r.verdict in ("fits", "tight")
-    assert p.tensor_parallel * p.pipeline_parallel == 6  # 410 GB of weights: 6 x 80 GiB is the fewest
-    assert (p.tensor_parallel, p.pipeline_parallel) == (2, 3)
-    assert "--pipeline-parallel-size 3" in r.engine_args["vllm"]
+    assert (p.strategy, p.tensor_parallel, p.pipeline_parallel) == ("tensor_parallel", 8, 1)
+    # on 24 GiB cards no TP size inside a node holds it: TP x PP on the fewest cards, largest TP first
+    r = estimate(req("llama3.1-405b", "int8", [dev(R3090, i) for i in range(32)]))
+    p = r.placement
+    assert p.strategy == "pipeline_parallel" and p.tensor_parallel in (4, 8)
+    n = p.tensor_parallel * p.pipeline_parallel
+    assert sum(1 for d in r.devices if d.needed_bytes) == n
+    fewer = estimate(req("llama3.1-405b", "int8", [dev(R3090, i) for i in range(n - 1)]))
+    assert fewer.verdict == "no_fit"  # n is the fewest cards that hold it
+    assert f"--pipeline-parallel-size {p.pipeline_parallel}" in r.engine_args["vllm"]
 
 
 def test_offload_refused_when_host_ram_is_too_small():

@@ -93,6 +93,16 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
             if r:
                 out.append(Alternative("context", f"--context {mc}: fits", r.verdict, {"context": mc},
                                        r.memory.total_bytes, r.performance.decode_tokens_per_s))
+    # 2b. fewer concurrent sequences
+    if req.batch > 1:
+        from .fit import max_batch
+
+        mb = max_batch(req)
+        if mb and mb < req.batch:
+            r = _fits(dataclasses.replace(req, batch=mb))
+            if r:
+                out.append(Alternative("batch", f"--batch {mb}: fits", r.verdict, {"batch": mb},
+                                       r.memory.total_bytes, r.performance.decode_tokens_per_s))
     # 3. CPU offload, with the host RAM it needs (when the engine can and RAM was the only obstacle)
     if result.verdict == "no_fit" and req.devices:
         from .fit import estimate

@@ -143,8 +143,9 @@ LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR = 640 / 560
 VLLM_HIDDEN_TENSORS = 4
 VLLM_MLP_TENSORS = 3
 VLLM_MAX_NUM_SEQS = 256
-# transformers keeps fp32 logits for every prompt token in generate()'s first step
-TRANSFORMERS_LOGITS_ALL_TOKENS = True
+# transformers >= 4.45 generate() asks the model for the last position's logits only
+# (GenerationMixin: model_inputs["logits_to_keep"] = 1), so the prompt's logits never materialise
+TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY = True
 
 # interconnect all-reduce latency per tensor-parallel all-reduce (2 per layer), seconds
 ALLREDUCE_LATENCY_S = {"nvlink": 8e-6, "pcie": 25e-6}
@@ -198,7 +199,9 @@ def decode_efficiency(engine: str, spec) -> tuple[float, str]:
     table = DECODE_EFFICIENCY_BY_MEMORY.get(engine, {})
     if cls in table:
         return table[cls], f"{engine} on {cls} memory (calibrated)"
-    return PROFILES[engine].decode_efficiency, f"{engine} default"
+    if table:
+        return PROFILES[engine].decode_efficiency, f"{engine} default (no measured rows for this memory class)"
+    return PROFILES[engine].decode_efficiency, f"{engine} default (not calibrated: bench/data has no {engine} rows)"
 
 
 def prefill_class(spec) -> str | None:
@@ -215,4 +218,6 @@ def prefill_efficiency(engine: str, spec) -> tuple[float, str]:
     table = PREFILL_EFFICIENCY_BY_CLASS.get(engine, {})
     if cls in table:
         return table[cls], f"{engine} on {cls} datasheet FLOP/s (calibrated)"
-    return PROFILES[engine].prefill_efficiency, f"{engine} default"
+    if table:
+        return PROFILES[engine].prefill_efficiency, f"{engine} default (no measured rows for this kind of card)"
+    return PROFILES[engine].prefill_efficiency, f"{engine} default (not calibrated: bench/data has no {engine} rows)"

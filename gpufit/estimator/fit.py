@@ -197,6 +197,14 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
             f"at --gpu-memory-utilization {vllm_cap['vllm_gpu_memory_utilization']:.2f} vLLM's KV pool holds "
             f"{vllm_cap['vllm_max_concurrency']} sequence(s) of {req.context} tokens, fewer than --batch {req.batch}"
             + (": it would refuse to start (max_model_len does not fit the KV cache)" if vllm_cap["vllm_max_concurrency"] == 0 else ""))
+    cc_need = req.quant.min_compute_capability
+    if cc_need:
+        old = sorted({d.device.spec.compute_capability for d in plan.used if d.device.spec
+                      and float(d.device.spec.compute_capability) < float(cc_need)})
+        if old:
+            warnings.append(f"{req.quant.key} wants compute capability {cc_need}+ for native kernels; on "
+                            f"{', '.join(old)} the weights run through a slower fallback path "
+                            f"(same memory, no {req.quant.key} tensor-core speed-up)")
     mig = [d for d in req.devices if d.mig_profile]
     if verdict == "no_fit" and len(mig) > 1:
         big = max(mig, key=lambda d: d.free_bytes)

@@ -132,14 +132,15 @@ def vllm_activation_bytes(m: ModelSpec, context: int, batch: int, tp: int = 1,
 
 
 def transformers_activation_bytes(m: ModelSpec, context: int, batch: int, dtype_bytes: int = 2) -> int:
-    """transformers generate(): the first step runs the whole prompt; eager attention materialises
-    batch x heads x ctx x ctx scores for one layer at a time (SDPA avoids it; we assume SDPA), MLP
-    intermediates for every prompt token, and fp32 logits for every prompt token."""
+    """transformers generate(): the first step runs the whole prompt through each layer (SDPA attention,
+    so no ctx x ctx score matrix), keeping one layer's MLP intermediates for every prompt token; since
+    transformers 4.45 generate() computes logits for the last position only (`logits_to_keep`), in
+    fp32: batch x vocab x 4 (engines.TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY)."""
     tokens = context * batch
     width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
     mlp = tokens * (2 * m.hidden + 3 * width) * dtype_bytes
-    logits = tokens * m.vocab * 4
-    return int(mlp + logits)
+    logit_rows = batch if engines.TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY else tokens
+    return int(mlp + logit_rows * m.vocab * 4)
 
 
 def activation_bytes(engine: str, m: ModelSpec, context: int, batch: int, tp: int = 1,

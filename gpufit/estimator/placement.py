@@ -271,6 +271,33 @@ def _index_order(devs: list[Device]) -> list[Device]:
     return sorted(devs, key=key)
 
 
+# the GPUs of one node: tensor parallelism stays inside it (NVLink / one PCIe root), pipeline
+# parallelism crosses nodes (vLLM docs, "Distributed inference and serving")
+NODE_GPUS = 8
+
+
+def _tp_pp_plan(s: Sizer, group: list[Device]) -> Plan | None:
+    """vLLM on identical cards: pure tensor parallelism with the smallest power of two that holds the
+    model (what people run: every rank reads its share at once, the fastest layout); only when no TP
+    size up to a node fits, TP x PP on the fewest cards, the larger TP first at equal count."""
+    m = s.req.model
+    k = 2
+    while k <= min(len(group), NODE_GPUS):
+        if tp_valid(m, k):
+            p = plan_tensor_parallel(s, group[:k])
+            if p.fits:
+                return p
+        k *= 2
+    for n in range(2, len(group) + 1):
+        for k in (8, 4, 2, 1):
+            if n % k or not tp_valid(m, k) or n // k > m.layers or n // k == 1:
+                continue
+            p = plan_tensor_parallel(s, group[:n], pp=n // k)
+            if p.fits:
+                return p
+    return None
+
+
 def _identical_groups(devs: list[Device]) -> list[list[Device]]:
     groups: dict[tuple, list[Device]] = {}
     for d in devs:
@@ -302,20 +329,9 @@ def choose(req: FitRequest) -> Plan:
     if len(devs) > 1:
         if s.profile.supports_tensor_parallel:
             for group in _identical_groups(devs):
-                # fewest cards first; at equal count the larger TP (PP only where TP cannot grow)
-                best = None
-                for n in range(2, len(group) + 1):
-                    for k in sorted((k for k in (1, 2, 4, 8) if n % k == 0 and tp_valid(req.model, k)), reverse=True):
-                        pp = n // k
-                        if pp > req.model.layers:
-                            continue
-                        p = plan_tensor_parallel(s, _index_order(group[:n]), pp=pp)
-                        if p.fits:
-                            best = p
-                            break
-                    if best:
-                        candidates.append(best)
-                        break
+                best = _tp_pp_plan(s, _index_order(group))
+                if best:
+                    candidates.append(best)
         if not candidates:
             # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
             for k in range(2, len(devs) + 1):
