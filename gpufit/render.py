@@ -110,8 +110,10 @@ def fit_text(res) -> str:
             + (f", ~{perf.prefill_tokens_per_s:g} tokens/s prefill" if perf.prefill_tokens_per_s else "")
         )
         lat = b.get("layer_latency_s")
+        read = (f"{gb(b.get('bytes_per_token') / p.tensor_parallel)} read per token on each of "
+                f"{p.tensor_parallel} ranks" if p.tensor_parallel > 1 else f"{gb(b.get('bytes_per_token'))} read per token")
         lines.append(
-            f"  basis: {gb(b.get('bytes_per_token'))} read per token / ({bw} GB/s x {b.get('efficiency')} efficiency)"
+            f"  basis: {read} / ({bw} GB/s x {b.get('efficiency')} efficiency)"
             + (f" + {m.layers} layers x {lat * 1e6:.0f} us" if lat else "")
             + (f"; prefill {b.get('tflops')} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency')}" if b.get("tflops") else "")
         )

@@ -96,3 +96,9 @@ def test_moe_active_parameters_are_fewer_than_total():
     ws = memory.weight_split(m, CAT.quant("bf16"))
     assert ws.per_layer_active < ws.per_layer
     assert (ws.per_layer - ws.per_layer_active) == pytest.approx(6 * expert * 2 * pc.total / pc.computed_total, rel=1e-6)
+
+
+def test_transformers_counts_only_the_last_positions_logits():
+    # 8192-token prompt: one layer's MLP tensors for every token, logits for 1 row (logits_to_keep=1)
+    got = memory.transformers_activation_bytes(L3, 8192, 1)
+    assert got == 8192 * (2 * 4096 + 3 * 14336) * 2 + 128256 * 4

@@ -250,3 +250,25 @@ def test_llama_cpp_split_counts_the_output_layer_as_a_part():
     # in proportion to free memory
     counts, out = llama_cpp_split(64, [24, 12])
     assert counts == [44, 20] and out == 1  # il / 65 < 2/3 for il = 0..43
+
+
+def test_fp8_on_a_card_without_fp8_kernels_is_warned():
+    a100 = GpuSpec(key="a100-sxm4-80gb", name="A100", vendor_class="datacenter", architecture="Ampere",
+                   compute_capability="8.0", memory_bytes=80 * GIB, memory_type="HBM2e", bandwidth_gbps=2039,
+                   source="test", fp16_tflops=312.0)
+    r = estimate(req("llama3-8b", "fp8", [dev(a100, 0)]))
+    assert any("compute capability 8.9" in w for w in r.warnings)
+    ok = estimate(req("llama3-8b", "bf16", [dev(a100, 0)]))
+    assert not any("compute capability" in w for w in ok.warnings)
+
+
+def test_too_many_sequences_offers_the_batch_that_fits():
+    from gpufit.estimator.alternatives import Candidates
+
+    r = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], batch=64), candidates=Candidates())
+    assert r.verdict == "no_fit"
+    alt = next(a for a in r.alternatives if a.kind == "batch")
+    fits = estimate(dataclasses.replace(r.request, batch=alt.changes["batch"]))
+    assert fits.verdict in ("fits", "tight")
+    over = estimate(dataclasses.replace(r.request, batch=alt.changes["batch"] + 1))
+    assert over.verdict not in ("fits", "tight")
