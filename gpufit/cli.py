@@ -69,7 +69,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
     try:
         snap = _snapshot(snapshot_path)
     except ProbeError as e:
-        raise ProbeError(f"{e}\nTo estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
+        raise ProbeError(f"{e} To estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
                          "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
                          "on that box.") from None
     devices = select_devices(snap, catalog, gpus, os.environ)

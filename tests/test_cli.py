@@ -232,3 +232,15 @@ def test_recommend_skips_tight_fits_low_bit_and_tensor_only_formats():
     assert all(cat.quant(x["quant"]).bits_per_weight >= 4.0 and not cat.quant(x["quant"]).tensor_only for x in rows)
     low = json.loads(run("recommend", "--gpu", "rtx-4090", "--json", "--top", "50", "--min-bits", "2").stdout)
     assert max(x["params"] for x in low) > max(x["params"] for x in rows)  # a 70B fits at ~2.5 bits
+
+
+def test_check_without_a_driver_is_still_one_line(monkeypatch):
+    import gpufit.probe as probe
+
+    def boom(*a, **k):
+        raise ProbeError("could not probe the GPUs: NVML library not found. Check: is the NVIDIA driver installed?")
+
+    monkeypatch.setattr(probe, "take_snapshot", boom)
+    r = run("check", "llama3-8b")
+    assert r.exit_code == 5 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and "gpufit plan llama3-8b --gpu" in r.stderr
