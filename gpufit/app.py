@@ -146,6 +146,9 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         kv = catalog.kv_dtype(kvk)
     else:
         kv = catalog.kv_dtype(kv_dtype)
+        takes = kv.kv_engines or kv.engines
+        if eng not in takes:
+            raise UsageError(f"--kv-dtype {kv.key}: {eng} has no such KV cache; engines that do: {', '.join(takes)}")
     if gpu_memory_utilization is not None and not 0 < gpu_memory_utilization <= 1:
         raise UsageError(f"--gpu-memory-utilization must be in (0, 1], got {gpu_memory_utilization}")
     if reserve_bytes < 0:

@@ -26,6 +26,7 @@ def _estimate_options(f):
         click.option("--engine", default="auto", show_default=True, help="vllm | llama.cpp | ollama | transformers | auto (llama.cpp for GGUF types, else vLLM)."),
         click.option("--reserve", default="0", help="Memory to keep free on each GPU, e.g. 2GiB."),
         click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
+        click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)); less is 'tight'."),
         click.option("--json", "as_json", is_flag=True, help="Print the gpufit.fit/1 JSON object."),
     ]
     for o in reversed(opts):
@@ -122,11 +123,14 @@ def cli():
 @click.argument("model")
 @_estimate_options
 @_live_options
-def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json,
-         snapshot_path, gpus, ram):
+def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
+         as_json, snapshot_path, gpus, ram):
     """Probe this box now and say whether MODEL fits in the free GPU memory."""
+    from .app import parse_size
+
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
-                    gpu_memory_utilization, ram=ram)
+                    gpu_memory_utilization, ram=ram, min_headroom=mh)
     _emit_fit(res, as_json)
     sys.exit(VERDICT_EXIT[res.verdict])
 
@@ -137,7 +141,8 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
               help="Catalog GPU, repeatable: --gpu rtx-4090 --gpu rtx-3060, or --gpu h100-sxm:8.")
 @click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: unknown).")
 @_estimate_options
-def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json):
+def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization,
+         min_headroom, as_json):
     """Estimate MODEL on catalog hardware (nothing is probed)."""
     from . import app
     from .catalog import load_catalog
@@ -149,6 +154,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
         choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=gpu_memory_utilization,
+        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom else None,
         host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else None, planning=True,
     )
     notes.append("planning on catalog hardware: each card's whole memory counted as free")
@@ -161,10 +167,9 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
 @click.argument("model")
 @_estimate_options
 @_live_options
-@click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)).")
 @click.option("--strict", is_flag=True, help="Exit 4 when the fit is tight (below --min-headroom).")
-def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, as_json,
-          snapshot_path, gpus, ram, min_headroom, strict):
+def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
+          as_json, snapshot_path, gpus, ram, strict):
     """Pre-flight: one line on stderr; the exit code says whether MODEL fits now."""
     from .app import parse_size
     from .render import check_line

@@ -45,6 +45,8 @@ def verdict_line(res) -> str:
     free = sum(d.free_bytes for d in res.devices)
     where = _device_summary(res.devices)
     line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
+    if r.reserve_bytes:
+        line += f", less --reserve {gib(r.reserve_bytes)} GiB per GPU"
     if res.verdict == "no_fit":
         short = need - free
         if short > 0:

@@ -102,6 +102,8 @@ def test_repeated_gpu_and_count_describe_several_cards():
     (["plan", "llama3-8b", "--gpu", "rtx-3090", "--quant", "awq", "--engine", "llama.cpp"], "does not run on llama.cpp"),
     (["plan", "llama3-8b", "--gpu", "rtx-3090", "--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization"),
     (["plan", "llama3-8b"], "--gpu"),
+    (["plan", "llama3-8b", "--gpu", "rtx-3090", "--kv-dtype", "q8_0", "--engine", "vllm"], "vllm has no such KV cache"),
+    (["plan", "llama3-8b", "--gpu", "rtx-3090", "--min-headroom", "much"], "--min-headroom"),
     (["recommend", "--gpu", "rtx-3090", "--top", "0"], "--top"),
 ])
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, needle):
@@ -244,3 +246,20 @@ def test_check_without_a_driver_is_still_one_line(monkeypatch):
     r = run("check", "llama3-8b")
     assert r.exit_code == 5 and r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "gpufit plan llama3-8b --gpu" in r.stderr
+
+
+def test_min_headroom_makes_a_fit_tight_on_plan_and_here_too():
+    _, d = fit_json("plan", "llama3-8b", "--gpu", "rtx-3090")
+    room = d["devices"][0]["headroom_bytes"]
+    _, tight = fit_json("plan", "llama3-8b", "--gpu", "rtx-3090", "--min-headroom", str(room + 1))
+    assert d["verdict"] == "fits" and tight["verdict"] == "tight"
+    _, h = fit_json("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(H100), "--min-headroom", "79GiB")
+    assert h["verdict"] == "tight"
+
+
+def test_quant_alternative_on_another_engine_carries_a_kv_dtype_it_has():
+    # fp8 KV is vLLM's; a GGUF alternative on llama.cpp must say which cache it assumed
+    _, d = fit_json("here", "llama3-8b", "--snapshot", str(DUAL_A5000), "--kv-dtype", "fp8")
+    q = next(a for a in d["alternatives"] if a["kind"] == "quant")
+    assert q["changes"]["engine"] == "llama.cpp"  # no vLLM format fits in 1.6 + 6.7 GiB
+    assert q["changes"]["kv_dtype"] == "fp16" and "--kv-dtype fp16" in q["summary"]

@@ -113,6 +113,7 @@ class QuantFormat:
     engines: tuple[str, ...] = ("vllm", "llama.cpp", "ollama", "transformers")
     kv_cache: bool = False  # also valid as a --kv-dtype
     kv_bits: float | None = None  # bits per KV element when used as a KV dtype (default bits_per_weight)
+    kv_engines: tuple[str, ...] = ()  # engines that take it as a KV-cache dtype (empty = `engines`)
     aliases: tuple[str, ...] = ()
     min_compute_capability: str | None = None  # e.g. fp8 needs 8.9 for native kernels
     # a ggml tensor type that is no llama.cpp file type of its own (Q4_K lives inside Q4_K_S/M):

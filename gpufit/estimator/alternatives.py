@@ -30,14 +30,20 @@ def _fits(req: FitRequest):
     return r if r.verdict in ("fits", "tight") else None
 
 
-def _first_fit(req: FitRequest, quants, engine: str | None):
+def _first_fit(req: FitRequest, quants, engine: str | None, fallback_kv=None):
     """The first of `quants` (best first) that fits, on `engine` or, when None, the engine that runs it
-    by default (llama.cpp for GGUF types, vLLM otherwise)."""
+    by default (llama.cpp for GGUF types, vLLM otherwise). Moving to an engine that has no cache of the
+    requested KV dtype uses `fallback_kv` (fp16) there."""
     for q in quants:
         eng = engine or ("llama.cpp" if q.kind == "gguf" else "vllm")
         if eng not in q.engines:
             continue
-        r = _fits(dataclasses.replace(req, quant=q, engine=eng))
+        kv = req.kv_dtype
+        if eng not in (kv.kv_engines or kv.engines):
+            if fallback_kv is None:
+                continue
+            kv = fallback_kv
+        r = _fits(dataclasses.replace(req, quant=q, engine=eng, kv_dtype=kv))
         if r:
             return q, eng, r
     return None
@@ -66,12 +72,15 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
                    key=lambda q: (-q.quality, q.bits_per_weight))
     same = [q for q in lower if req.engine in q.engines]
     other = [q for q in lower if req.engine not in q.engines]
-    best_q = _first_fit(req, same, req.engine) or _first_fit(req, other, None)
+    fp16 = next((q for q in c.quants if q.key == "fp16"), None)
+    best_q = _first_fit(req, same, req.engine) or _first_fit(req, other, None, fp16)
     if best_q:
         q, eng, r = best_q
-        flag = f"--quant {q.key}" + (f" --engine {eng}" if eng != req.engine else "")
+        kv = r.request.kv_dtype.key
+        flag = (f"--quant {q.key}" + (f" --engine {eng}" if eng != req.engine else "")
+                + (f" --kv-dtype {kv}" if kv != req.kv_dtype.key else ""))
         out.append(Alternative("quant", f"{flag}: needs {r.memory.total_bytes / GIB:.1f} GiB, {r.verdict}",
-                               r.verdict, {"quant": q.key, "engine": eng}, r.memory.total_bytes,
+                               r.verdict, {"quant": q.key, "engine": eng, "kv_dtype": kv}, r.memory.total_bytes,
                                r.performance.decode_tokens_per_s))
     else:
         four = [q for q in same if 3.9 < q.bits_per_weight < 5]
