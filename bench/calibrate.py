@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Fit gpufit's llama.cpp speed factors to the measured rows bench/accuracy.py maps.
 
-    .venv/bin/python bench/calibrate.py
+    .venv/bin/python bench/calibrate.py          # the fitted factors
+    .venv/bin/python bench/calibrate.py --cv     # and the leave-one-GPU-out decode error
 
 Decode model (gpufit/estimator/speed.py), per token on a layer split:
     seconds = sum over devices of bytes read there / (bandwidth x efficiency[memory class])
@@ -95,6 +96,21 @@ def fit_decode(rows):
     return eff, lat, default
 
 
+def cross_validate(rows) -> tuple[int, float, float]:
+    """Leave one GPU out: refit on every other card's rows, predict the held-out card's. Returns (rows
+    predicted, median and p90 |error| in %): the decode error to expect on a card the fit never saw."""
+    errs = []
+    for gpu in sorted({r[5].gpu for r in rows}):
+        train = [r for r in rows if r[5].gpu != gpu]
+        test = [r for r in rows if r[5].gpu == gpu]
+        eff, lat, default = fit_decode(train)
+        for measured, b, layers, hops, cls, _ in test:
+            seconds = b / eff.get(cls, default) + layers * lat + hops * engines.STAGE_HOP_LATENCY_S
+            errs.append(abs((1 / seconds) / measured - 1) * 100)
+    errs.sort()
+    return len(errs), statistics.median(errs), errs[int(0.9 * (len(errs) - 1))]
+
+
 def prefill_rows(cat):
     out = defaultdict(list)
     for row in A.read("tokens_per_s.csv"):
@@ -135,6 +151,10 @@ def main() -> int:
     print(f"  decode_layer_latency_s = {lat * 1e6:.0f}e-6")
     print(f"  engine default decode_efficiency = {default}")
     print(f"  mean |log error| at the fit: {loss(rows, eff, lat):.4f}")
+    if "--cv" in sys.argv:
+        n, med, p90 = cross_validate(rows)
+        print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "
+              f"median |error| {med:.1f} %, p90 {p90:.1f} %")
     pre = prefill_rows(cat)
     table = {k: round(statistics.median(v), 2) for k, v in sorted(pre.items())}
     every = [x for v in pre.values() for x in v]
