@@ -259,11 +259,16 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     sys.exit(ExitCode.OK if rows else ExitCode.NO_FIT)
 
 
-def _filter(items, query, fields):
-    if not query:
-        return list(items)
-    q = query.lower()
-    return [i for i in items if any(q in str(getattr(i, f) or "").lower() for f in fields)]
+def _listing(items, query, fields, as_json, to_json, to_text, what) -> None:
+    """`models` / `gpus`: filter the catalog by a substring of `fields`, print JSON or a table; an
+    empty result is a usage error (exit 2)."""
+    q = (query or "").lower()
+    found = [i for i in items if not q or any(q in str(getattr(i, f) or "").lower() for f in fields)]
+    if as_json:
+        click.echo(json.dumps([to_json(i) for i in found], indent=2))
+    else:
+        click.echo(to_text(found) if found else f"no {what} matches {query!r}")
+    sys.exit(ExitCode.OK if found else ExitCode.USAGE)
 
 
 @cli.command()
@@ -277,18 +282,12 @@ def models(query, as_json):
     from .estimator.params import count_params
     from .render import models_text
 
-    found = _filter(load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"))
-    if as_json:
-        out = []
-        for m in found:
-            d = dataclasses.asdict(m)
-            pc = count_params(m)
-            d["params"], d["active_params"] = pc.total, pc.active
-            out.append(d)
-        click.echo(json.dumps(out, indent=2))
-    else:
-        click.echo(models_text(found) if found else f"no model matches {query!r}")
-    sys.exit(ExitCode.OK if found else ExitCode.USAGE)
+    def to_json(m):
+        pc = count_params(m)
+        return {**dataclasses.asdict(m), "params": pc.total, "active_params": pc.active}
+
+    _listing(load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"), as_json,
+             to_json, models_text, "model")
 
 
 @cli.command()
@@ -301,12 +300,8 @@ def gpus(query, as_json):
     from .catalog import load_catalog
     from .render import gpus_text
 
-    found = _filter(load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"))
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(g) for g in found], indent=2))
-    else:
-        click.echo(gpus_text(found) if found else f"no GPU matches {query!r}")
-    sys.exit(ExitCode.OK if found else ExitCode.USAGE)
+    _listing(load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"), as_json,
+             dataclasses.asdict, gpus_text, "GPU")
 
 
 def main(argv=None) -> None:
