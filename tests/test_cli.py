@@ -263,3 +263,23 @@ def test_quant_alternative_on_another_engine_carries_a_kv_dtype_it_has():
     q = next(a for a in d["alternatives"] if a["kind"] == "quant")
     assert q["changes"]["engine"] == "llama.cpp"  # no vLLM format fits in 1.6 + 6.7 GiB
     assert q["changes"]["kv_dtype"] == "fp16" and "--kv-dtype fp16" in q["summary"]
+
+
+@pytest.mark.gpu
+def test_here_on_real_nvml_uses_the_cards_free_memory():
+    from gpufit.probe import take_snapshot
+
+    try:
+        snap = take_snapshot()
+    except ProbeError as e:
+        pytest.skip(f"NVML cannot initialise here: {e}")
+    r, d = fit_json("here", "llama3.2-1b", "--quant", "q4_k_m")
+    assert r.exit_code in (0, 3, 4)
+    live = {g.uuid: g for g in snap.gpus}
+    for dev in d["devices"]:
+        g = live.get(dev["uuid"])
+        if g is not None and g.memory.total:
+            # free memory moves between two reads; the total does not
+            assert dev["total_bytes"] == g.memory.total
+            assert 0 <= dev["free_bytes"] <= g.memory.total
+    assert d["devices"] and d["verdict"] in ("fits", "tight", "offload", "no_fit")
