@@ -417,6 +417,24 @@ def oom_table(cat: Catalog, oom: list, ran: list, worst: int) -> dict:
     return {"oom": len(mapped), "caught": len(caught), "ran_configs": len(configs), "false_oom": len(false_oom)}
 
 
+def vllm_spot_table(cat: Catalog) -> Table:
+    """vLLM decode at concurrency 1 (bench/data/vllm_decode.csv): a spot check of the engine-default
+    factor, which no row here was used to fit."""
+    t = Table("vLLM decode tokens/s, concurrency 1 (spot check of an unfitted factor)", "tok/s")
+    for row in read("vllm_decode.csv"):
+        ctx = int(row["input_tokens"]) + int(row["output_tokens"])
+        devices = plan_devices([(cat.gpu(row["gpu"]), int(row["gpu_count"]))])
+        req, _ = build_request(ModelChoice(cat.model(row["model"])), devices, cat, quant=row["quant"],
+                               context=ctx, engine="vllm", planning=True)
+        s = placement.Sizer(req)
+        plan = placement.choose(req)
+        # the decode runs after the 1024-token prompt: quote it at the middle of the generated span
+        decode, _, _ = speed.estimate_speed(s, plan, 1, decode_context=int(row["input_tokens"]) + int(row["output_tokens"]) // 2)
+        t.add(float(row["tokens_per_s"]), decode, f"{row['gpu']} x{row['gpu_count']} {row['model']} {row['quant']}",
+              short_source(row["source"]))
+    return t
+
+
 def run(worst: int = 5, show_skipped: bool = False) -> dict:
     cat = load_catalog()
     decode, prompt, old_decode, old_prompt, oom1, ran1 = speed_tables(cat, read("tokens_per_s.csv"))
@@ -424,7 +442,7 @@ def run(worst: int = 5, show_skipped: bool = False) -> dict:
     print("gpufit accuracy against bench/data (public measurements; sources in bench/data/SOURCES.md)")
     print("error = (gpufit - measured) / measured; median / p90 of |error|")
     out = {}
-    for t in (decode, prompt, *mem, old_decode, old_prompt):
+    for t in (decode, prompt, *mem, old_decode, old_prompt, vllm_spot_table(cat)):
         print_table(t, worst, show_skipped)
         out[t.name] = summary(t)
     out["oom"] = oom_table(cat, oom1 + oom2, ran1 + ran2, worst)
