@@ -272,3 +272,15 @@ def test_too_many_sequences_offers_the_batch_that_fits():
     assert fits.verdict in ("fits", "tight")
     over = estimate(dataclasses.replace(r.request, batch=alt.changes["batch"] + 1))
     assert over.verdict not in ("fits", "tight")
+
+
+def test_a_mig_slice_prefills_at_its_share_of_the_card():
+    a100 = GpuSpec(key="a100-sxm4-80gb", name="A100", vendor_class="datacenter", architecture="Ampere",
+                   compute_capability="8.0", memory_bytes=80 * GIB, memory_type="HBM2e", bandwidth_gbps=2000,
+                   source="test", fp16_tflops=312.0, bf16_tflops=312.0)
+    whole = estimate(req("llama3-8b", "bf16", [dev(a100, 0)], context=2048))
+    half = Device(index="0/0", name="MIG 3g.40gb", total_bytes=40 * GIB, free_bytes=40 * GIB, spec=a100,
+                  bandwidth_gbps=1000, mig_profile="3g.40gb")
+    sliced = estimate(req("llama3-8b", "bf16", [half], context=2048))
+    assert sliced.performance.basis["tflops"] == pytest.approx(156.0)
+    assert sliced.performance.prefill_tokens_per_s == pytest.approx(whole.performance.prefill_tokens_per_s / 2, rel=1e-3)

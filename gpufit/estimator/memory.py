@@ -23,10 +23,6 @@ class WeightSplit:
     per_layer: float  # mean bytes of one transformer layer
     per_layer_active: float  # bytes of one layer read per token (MoE: active experts only)
 
-    @property
-    def layers_total(self) -> float:
-        return self.per_layer
-
     def total(self, layers: int) -> int:
         return int(round(self.embed + self.output + self.per_layer * layers))
 

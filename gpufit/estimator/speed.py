@@ -21,7 +21,13 @@ DECODE_CONTEXT_TOKENS = 64
 
 
 def tflops_for(dev: Device, quant: QuantFormat) -> tuple[float | None, str]:
-    """Dense tensor FLOP/s the quant's matmuls run at on this device, and which figure was used."""
+    """Dense tensor FLOP/s the quant's matmuls run at on this device (a MIG slice gets its share of the
+    card's), and which figure was used."""
+    tf, kind = _card_tflops(dev, quant)
+    return (tf * dev.share if tf else tf), kind
+
+
+def _card_tflops(dev: Device, quant: QuantFormat) -> tuple[float | None, str]:
     spec = dev.spec
     if spec is None:
         return None, "unknown"

@@ -33,6 +33,14 @@ class Device:
     def catalog_key(self) -> str | None:
         return self.spec.key if self.spec else None
 
+    @property
+    def share(self) -> float:
+        """The fraction of its card this unit has (a MIG slice, a shared GPU instance): the probe
+        scales bandwidth and throughput by the same share, so bandwidth says it; 1.0 for a whole card."""
+        if self.spec and self.bandwidth_gbps and self.spec.bandwidth_gbps:
+            return min(1.0, self.bandwidth_gbps / self.spec.bandwidth_gbps)
+        return 1.0
+
     @classmethod
     def from_spec(cls, spec: GpuSpec, index: int | str) -> "Device":
         """A catalog card with nothing running on it: free = total (planning, "N of these")."""
