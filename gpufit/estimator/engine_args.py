@@ -18,6 +18,12 @@ LLAMA_KV = {"fp16": "f16", "bf16": "bf16", "fp32": "f32", "q8_0": "q8_0", "q4_0"
 VLLM_QUANT = {"fp8": "fp8", "nf4": "bitsandbytes"}
 
 
+def passing_utilization(free_bytes: int, total_bytes: int, reserve_bytes: int = 0) -> float:
+    """The largest --gpu-memory-utilization (two decimals, rounded down) vLLM's start-up check passes on a
+    card with `free_bytes` free, keeping `reserve_bytes` aside: util x total must be free."""
+    return int((free_bytes - reserve_bytes) / total_bytes * 100) / 100
+
+
 def _vllm(result) -> str:
     r = result.request
     p = result.placement
@@ -26,9 +32,8 @@ def _vllm(result) -> str:
     used = [d for d in result.devices if d.needed_bytes]
     if used and not r.planning:
         # the largest utilisation every used card can grant now (vLLM checks free >= util x total)
-        can = min((d.free_bytes - 0) / d.total_bytes for d in used)
-        if can < util:
-            util = int(can * 100) / 100
+        can = min(passing_utilization(d.free_bytes, d.total_bytes, r.reserve_bytes) for d in used)
+        util = min(util, can)
     parts = [f"vllm serve {model}"]
     if p.tensor_parallel > 1:
         parts.append(f"--tensor-parallel-size {p.tensor_parallel}")

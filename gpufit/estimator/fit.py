@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from . import engines, memory
-from .engine_args import engine_args
+from .engine_args import engine_args, passing_utilization
 from .placement import Plan, Sizer, choose, usable
 from .speed import estimate_speed
 from .types import (
@@ -105,19 +105,19 @@ def _vllm_reservation_warnings(req: FitRequest, plan: Plan) -> list[str]:
         d = dp.device
         claim = int(util * d.total_bytes)
         if claim > d.free_bytes:
-            would = (d.free_bytes - req.reserve_bytes) / d.total_bytes
+            would = passing_utilization(d.free_bytes, d.total_bytes, req.reserve_bytes)
             if dp.needed <= d.free_bytes - req.reserve_bytes:
                 out.append(
                     f"vLLM --gpu-memory-utilization {util:.2f} claims {claim / GIB:.1f} GiB on GPU {d.index} "
                     f"but only {d.free_bytes / GIB:.1f} GiB is free now: it would refuse to start; "
-                    f"--gpu-memory-utilization {int(would * 100) / 100:.2f} would pass and still holds the model"
+                    f"--gpu-memory-utilization {would:.2f} would pass and still holds the model"
                 )
             else:
                 out.append(
                     f"vLLM --gpu-memory-utilization {util:.2f} claims {claim / GIB:.1f} GiB on GPU {d.index} "
                     f"but only {d.free_bytes / GIB:.1f} GiB is free now"
                 )
-        elif dp.needed > claim - 0:
+        elif dp.needed > claim:
             out.append(
                 f"the model needs {dp.needed / GIB:.1f} GiB on GPU {d.index}, more than vLLM's "
                 f"{util:.2f} x {d.total_bytes / GIB:.1f} GiB budget: raise --gpu-memory-utilization"
