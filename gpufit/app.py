@@ -9,7 +9,7 @@ import re
 from .catalog import Catalog, load_catalog
 from .catalog.types import GpuSpec, ModelSpec
 from .errors import UsageError, unknown
-from .estimator.engines import ENGINES
+from .estimator.engines import ENGINES, default_engine
 from .estimator.types import Device, FitRequest, FitResult
 
 GIB = 1 << 30
@@ -92,13 +92,10 @@ def _file_quant(model: ModelChoice, catalog: Catalog):
     except UsageError:
         params = count_params(model.spec).total
         bits = model.weights_bytes_exact * 8 / params if model.weights_bytes_exact and params else 16.0
-        return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if model.spec.source.endswith(".gguf") else "int",
-                           bits_per_weight=bits, source=model.spec.source, engines=("llama.cpp", "ollama")
-                           if model.spec.source.endswith(".gguf") else ("vllm", "transformers"))
-
-
-def default_engine(quant_kind: str) -> str:
-    return "llama.cpp" if quant_kind == "gguf" else "vllm"
+        gguf = model.spec.source.endswith(".gguf")
+        return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if gguf else "int",
+                           bits_per_weight=bits, source=model.spec.source,
+                           engines=("llama.cpp", "ollama") if gguf else ("vllm", "transformers"))
 
 
 def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Catalog, *,

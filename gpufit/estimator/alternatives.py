@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
+from .engines import default_engine
 from .types import Alternative, Device, FitRequest, FitResult
 
 GIB = 1 << 30
@@ -35,7 +36,7 @@ def _first_fit(req: FitRequest, quants, engine: str | None, fallback_kv=None):
     by default (llama.cpp for GGUF types, vLLM otherwise). Moving to an engine that has no cache of the
     requested KV dtype uses `fallback_kv` (fp16) there."""
     for q in quants:
-        eng = engine or ("llama.cpp" if q.kind == "gguf" else "vllm")
+        eng = engine or default_engine(q.kind)
         if eng not in q.engines:
             continue
         kv = req.kv_dtype

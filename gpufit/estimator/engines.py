@@ -117,6 +117,11 @@ TRANSFORMERS = EngineProfile(
     source="transformers/accelerate: device_map='auto' (infer_auto_device_map), DynamicCache",
 )
 
+def default_engine(quant_kind: str) -> str:
+    """`--engine auto`: llama.cpp for GGUF types, vLLM for everything else (DESIGN.md)."""
+    return "llama.cpp" if quant_kind == "gguf" else "vllm"
+
+
 PROFILES = {p.key: p for p in (VLLM, LLAMA_CPP, OLLAMA, TRANSFORMERS)}
 
 # llama.cpp compute buffer, no flash attention: ggml-alloc sizes it for the worst-case graph of one
