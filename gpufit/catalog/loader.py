@@ -196,6 +196,12 @@ def _check_invariants(rec, path, where: str) -> None:
             bad(f"sliding_layers must be between 0 and layers ({rec.layers})")
         if rec.sliding_layers and not rec.sliding_window:
             bad("sliding_layers set without sliding_window")
+        if rec.chunked_layers and not rec.attention_chunk:
+            bad("chunked_layers set without attention_chunk")
+        if rec.linear_layers and not rec.linear_state_elems:
+            bad("linear_layers set without linear_state_elems")
+        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:
+            bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):
             bad("a MoE model needs 0 < experts_active <= experts and moe_intermediate")
         if rec.params is not None and rec.params <= 0:

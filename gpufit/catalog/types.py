@@ -71,6 +71,16 @@ class ModelSpec:
     # sliding-window attention: `sliding_layers` of `layers` cap their KV at `sliding_window` tokens
     sliding_window: int | None = None
     sliding_layers: int = 0
+    # chunked local attention (Llama 4 iRoPE): `chunked_layers` of `layers` attend only within
+    # chunks of `attention_chunk` tokens, so they cache at most one chunk per sequence
+    attention_chunk: int | None = None
+    chunked_layers: int = 0
+    # linear attention / state-space layers (Qwen3-Next gated DeltaNet, Mamba2 in Nemotron-H /
+    # Granite 4-H): `linear_layers` of `layers` keep a fixed state per sequence instead of a KV
+    # cache: `linear_state_elems` elements per layer per sequence (conv state + recurrent/SSM
+    # state, element counts from the model's config.json), stored in the model dtype
+    linear_layers: int = 0
+    linear_state_elems: int | None = None
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token
