@@ -35,7 +35,7 @@ def _estimate_options(f):
 
 
 def _live_options(f):
-    f = click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
+    f = click.option("--snapshot", "snapshot_path", type=click.Path(),
                      help="Use a saved gpufit snapshot or an `nvidia-smi -q -x` capture instead of probing.")(f)
     f = click.option("--gpus", help="GPUs to use: indexes or UUIDs, comma separated. Default: CUDA_VISIBLE_DEVICES, else all.")(f)
     f = click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: what the probe or snapshot says).")(f)
@@ -54,7 +54,7 @@ def _emit_fit(res, as_json: bool) -> None:
 def _snapshot(snapshot_path):
     from .probe import load_snapshot, take_snapshot
 
-    if snapshot_path:
+    if snapshot_path is not None:
         return load_snapshot(snapshot_path)
     return take_snapshot()
 
@@ -188,14 +188,18 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the gpufit.snapshot/1 JSON object.")
-@click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Write the snapshot to FILE (atomically).")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Read a saved snapshot or nvidia-smi -q -x capture.")
+@click.option("--save", "save_path", type=click.Path(), help="Write the snapshot to FILE (atomically; a folder, device, FIFO or symlink is refused, exit 2).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="Read a saved snapshot or nvidia-smi -q -x capture.")
 def probe(as_json, save_path, snapshot_path):
     """What the probe sees: every GPU and the host."""
     from .catalog import load_catalog
 
+    if save_path is not None:  # refuse a folder / device / symlink before a probe that may take seconds
+        from .fsutil import check_writable_target
+
+        check_writable_target(save_path)
     snap = _snapshot(snapshot_path)
-    if save_path:
+    if save_path is not None:
         from .probe import save_snapshot
 
         save_snapshot(snap, save_path)
@@ -210,9 +214,9 @@ def probe(as_json, save_path, snapshot_path):
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default=None, help="Output format (default: the config's [report] format, else text).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
+@click.option("--output", "-o", type=click.Path(), help="Write here (atomically) instead of stdout ('-'). A folder, device, FIFO or symlink is refused (exit 2): give the real path.")
+@click.option("--config", "config_path", type=click.Path(), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
 def report(fmt, output, config_path, snapshot_path):
     """Health report for cron / systemd timers (text, JSON or Prometheus textfile)."""
     from .report import run_report
@@ -222,7 +226,7 @@ def report(fmt, output, config_path, snapshot_path):
 
 @cli.command()
 @click.option("--gpu", "gpu_opts", multiple=True, metavar="KEY[:COUNT]", help="Catalog GPUs instead of probing.")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="A saved snapshot or nvidia-smi capture.")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="A saved snapshot or nvidia-smi capture.")
 @click.option("--gpus", help="GPUs of this box to use (indexes or UUIDs).")
 @click.option("--context", "-c", type=int, default=8192, show_default=True)
 @click.option("--engine", default="auto", show_default=True)

@@ -69,21 +69,17 @@ def _from_cache(entry: Path) -> dict[str, list] | None:
 
 
 def _to_cache(entry: Path, out: dict[str, list]) -> None:
-    tmp = None
-    try:
-        import tempfile
+    """Keep the validated records for the next run; a cache that cannot be written is no harm (a read-only
+    home under a hardened unit): the file is just validated again next time."""
+    from ..errors import WriteError
+    from ..fsutil import write_atomic
 
+    try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".catalog-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}, f)
-        os.replace(tmp, entry)
-    except (OSError, TypeError, ValueError):  # read-only home (a hardened unit): no cache, no harm
-        if tmp:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        text = json.dumps({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()})
+        write_atomic(entry, text)
+    except (OSError, WriteError, TypeError, ValueError):
+        pass
 
 
 def parse_toml(path: Path, text: str | None = None) -> dict:
