@@ -184,12 +184,15 @@ def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: 
     """The verdict for `model` on the box a snapshot describes (used by `here`, `check`, `report`)."""
     import os
 
-    from .devices import select_devices
+    from .devices import select_devices_noted
 
     catalog = catalog or load_catalog()
-    devices = select_devices(snapshot, catalog, gpus, os.environ if env is None else env)
+    if env is None:  # CUDA_VISIBLE_DEVICES filters only a live probe of this box
+        env = os.environ if snapshot.source == "nvml" else {}
+    sel = select_devices_noted(snapshot, catalog, gpus, env)
     choice = resolve_model(model, catalog)
-    req, notes = build_request(choice, devices, catalog, quant=quant, context=context, batch=batch,
+    req, notes = build_request(choice, sel.devices, catalog, quant=quant, context=context, batch=batch,
                                kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
                                host_ram_available_bytes=snapshot.host.ram_available_bytes)
+    notes.extend(sel.notes)
     return run_estimate(req, notes, catalog, alternatives=alternatives)

@@ -63,7 +63,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
               ram=None, min_headroom=None, alternatives=True):
     from . import app
     from .catalog import load_catalog
-    from .devices import select_devices
+    from .devices import select_devices_noted
 
     catalog = load_catalog()
     choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
@@ -73,15 +73,18 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         raise ProbeError(f"{e} To estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
                          "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
                          "on that box.") from None
-    devices = select_devices(snap, catalog, gpus, os.environ)
+    # CUDA_VISIBLE_DEVICES is this shell's: it filters the live probe, never a snapshot of another box
+    sel = select_devices_noted(snap, catalog, gpus, os.environ if snapshot_path is None else {})
+    devices = sel.devices
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
         host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else snap.host.ram_available_bytes,
     )
-    if snapshot_path:
+    if snapshot_path is not None:
         notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
+    notes.extend(sel.notes)
     return app.run_estimate(req, notes, catalog, alternatives=alternatives)
 
 
@@ -252,7 +255,7 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
         from .devices import select_devices
 
         snap = _snapshot(snapshot_path)
-        devices = select_devices(snap, catalog, gpus, os.environ)
+        devices = select_devices(snap, catalog, gpus, os.environ if snapshot_path is None else {})
         ram = snap.host.ram_available_bytes
     rows = run(catalog, devices, context=context, engine=engine, min_tokens_per_s=min_tokens_per_s,
                min_bits=min_bits, host_ram=ram, planning=bool(gpu_opts))[:top]
