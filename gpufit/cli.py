@@ -14,6 +14,19 @@ import click
 
 from .errors import ExitCode, GpufitError, ProbeError
 
+# 128 + signal number, as a shell reports a process a signal ended (POSIX: SIGINT 2, SIGTERM 15)
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so it unwinds like Ctrl-C: `finally` blocks and the atomic
+    writer's cleanup run, `except Exception` handlers do not swallow it."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
 
@@ -80,7 +93,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else snap.host.ram_available_bytes,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else snap.host.ram_available_bytes,
     )
     if snapshot_path is not None:
         notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
@@ -95,6 +108,11 @@ class GpufitGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # Ctrl-C (SIGINT) or SIGTERM: the write in flight removed its temp
+            # file on the way out (fsutil), so nothing partial is left; exit as a shell reports the signal
+            term = isinstance(e, Terminated)
+            click.echo(f"gpufit: {'terminated' if term else 'interrupted'}", err=True)
+            ctx.exit(EXIT_SIGTERM if term else EXIT_SIGINT)
         except GpufitError as e:
             click.echo(f"gpufit: {e}", err=True)
             ctx.exit(int(e.exit_code))
@@ -131,7 +149,7 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     """Probe this box now and say whether MODEL fits in the free GPU memory."""
     from .app import parse_size
 
-    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh)
     _emit_fit(res, as_json)
@@ -157,8 +175,8 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
         choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=gpu_memory_utilization,
-        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom else None,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else None, planning=True,
+        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else None, planning=True,
     )
     notes.append("planning on catalog hardware: each card's whole memory counted as free")
     res = app.run_estimate(req, notes, catalog)
@@ -177,7 +195,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
     from .app import parse_size
     from .render import check_line
 
-    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False)
     click.echo(check_line(res), err=True)
@@ -312,8 +330,15 @@ def gpus(query, as_json):
 
 
 def main(argv=None) -> None:
-    """Console entry point (`gpufit`)."""
-    cli.main(args=argv, prog_name="gpufit")
+    """Console entry point (`gpufit`). SIGTERM (systemd stopping a unit, `timeout`) unwinds like Ctrl-C:
+    exit 143 (130 for SIGINT), no traceback, no partial file."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=argv, prog_name="gpufit")
+    except KeyboardInterrupt as e:  # before a command runs (click's own parsing)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -57,14 +57,32 @@ def _cache_entry(raw: bytes) -> Path:
 
 
 def _from_cache(entry: Path) -> dict[str, list] | None:
-    """Records validated on an earlier run, rebuilt without re-validating (tomllib and the checks cost
-    more than the rest of a `plan`). Anything odd about the entry: None, and the file is parsed anew."""
+    """Records validated on an earlier run, rebuilt without parsing TOML again (tomllib costs more than the
+    rest of a `plan`). The entry is still type-checked field by field and its invariants re-checked, so a
+    cache corrupted on disk (a wrong type, a missing key) is discarded — None, and the TOML is parsed anew
+    and the entry rewritten — instead of failing every later run."""
     try:
         with open(entry, encoding="utf-8") as f:
             data = json.load(f)
-        return {name: [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-                       for d in data[name]] for name, cls in TABLES.items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        out = {}
+        for name, cls in TABLES.items():
+            hints, fields = _schema(cls)
+            recs = []
+            for d in data[name]:
+                if not isinstance(d, dict) or not set(d) <= set(fields):
+                    return None
+                kwargs = {}
+                for k, v in d.items():
+                    ok, value = _type_ok(v, hints[k])
+                    if not ok:
+                        return None
+                    kwargs[k] = value
+                rec = cls(**kwargs)
+                _check_invariants(rec, entry, name)
+                recs.append(rec)
+            out[name] = recs
+        return out
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, CatalogError):
         return None
 
 

@@ -33,6 +33,8 @@ def _shards(folder: Path) -> tuple[list[Path], dict[str, str] | None, Path | Non
             raise ModelFileError(index, f"cannot read: {e.strerror or e}") from None
         except (UnicodeDecodeError, ValueError) as e:
             raise ModelFileError(index, f"not valid JSON: {e}") from None
+        except RecursionError:
+            raise ModelFileError(index, "not valid JSON: nested too deep") from None
         wm = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(wm, dict) or not wm or not all(isinstance(v, str) for v in wm.values()):
             raise ModelFileError(index, "expected a non-empty weight_map of tensor name -> shard file", "weight_map")
