@@ -37,7 +37,7 @@ def _gpu_unit(g: GpuState, snap: Snapshot, spec: GpuSpec | None) -> _Unit | None
     if g.unified_memory and snap.host.ram_available_bytes is not None:
         total = snap.host.ram_total_bytes or total
         free = snap.host.ram_available_bytes
-    if total is None or free is None:
+    if not total or free is None:  # unknown, or 0 bytes: nothing can be placed on it
         return None
     dev = Device(
         index=str(g.index),
@@ -58,7 +58,7 @@ def _mig_units(g: GpuState, spec: GpuSpec | None) -> list[_Unit]:
     card_total = g.memory.total
     for m in g.mig.devices:
         total, free = m.memory.total, m.memory.free
-        if total is None or free is None:
+        if not total or free is None:
             continue
         share = total / card_total if card_total else None
         index = f"{g.index}/{m.index}"
@@ -92,6 +92,8 @@ def _why_unusable(g: GpuState) -> str:
         if getattr(g.memory, key) is None:
             why = g.errors.get(f"memory.{key}") or g.errors.get("memory")
             return f"{what} unknown" + (f" ({why})" if why else "")
+    if not g.memory.total:
+        return "reports 0 bytes of memory"
     return "memory unknown"  # pragma: no cover - unified memory without host RAM is caught above
 
 

@@ -33,8 +33,16 @@ from .snapshot import (
 
 MIB = 2**20
 _UNITS = {"b": 1, "kib": 2**10, "mib": MIB, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
-_NUM_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([A-Za-z%]*)\s*$")
+_NUM_RE = re.compile(r"^\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*([A-Za-z%]*)\s*$", re.ASCII)
 _IMPORTANT_ABSENT = "not in this nvidia-smi capture"
+
+
+_MAX_VALUE = 2.0**64  # NVML reports at most unsigned 64-bit values
+
+
+def _shown(raw: str) -> str:
+    v = raw.strip()
+    return repr(v) if len(v) <= 40 else repr(v[:37] + "...")
 
 
 class Reader:
@@ -56,6 +64,9 @@ class Reader:
             self._missing(field, raw)
             return None
         value = float(m.group(1))
+        if not abs(value) < _MAX_VALUE:  # a 400-digit "number" is no reading (and float() made it inf)
+            self.errors[field] = f"nvidia-smi value {_shown(raw)} is out of range"
+            return None
         return int(value) if kind is int else value
 
     def bytes(self, field, raw):
@@ -65,7 +76,11 @@ class Reader:
         if raw is None or not m or unit not in _UNITS:
             self._missing(field, raw)
             return None
-        return int(round(float(m.group(1)) * _UNITS[unit]))
+        value = float(m.group(1)) * _UNITS[unit]
+        if not abs(value) < _MAX_VALUE:
+            self.errors[field] = f"nvidia-smi value {_shown(raw)} is out of range"
+            return None
+        return int(round(value))
 
     def text(self, field, raw):
         v = (raw or "").strip()
