@@ -134,9 +134,14 @@ def cli():
     """Does this model fit on the GPUs in this box right now, and if not, what would?
 
     \b
-    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error, 3 does not fit,
+    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error (also: an
+    --output / --save path that cannot be written), 3 does not fit,
     4 fits only with CPU offload or below headroom (--strict) / report warnings,
-    5 could not probe (no driver, no GPU), 6 invalid data file.
+    5 could not probe (no driver, no GPU), 6 a data file that is missing,
+    unreadable or invalid, 130 / 143 interrupted (SIGINT / SIGTERM).
+
+    Writes are atomic and replace only regular files: a folder, device, FIFO or
+    any symlink (even to a regular file) is refused; give the real path.
     """
 
 
