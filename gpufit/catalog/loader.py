@@ -66,15 +66,18 @@ def _from_cache(entry: Path) -> dict[str, list] | None:
             data = json.load(f)
         out = {}
         for name, cls in TABLES.items():
-            hints, fields = _schema(cls)
+            kinds = _field_kinds(cls)
             recs = []
             for d in data[name]:
-                if not isinstance(d, dict) or not set(d) <= set(fields):
+                if not isinstance(d, dict):
                     return None
                 kwargs = {}
                 for k, v in d.items():
-                    ok, value = _type_ok(v, hints[k])
-                    if not ok:
+                    kind = kinds.get(k)
+                    if kind is None:
+                        return None
+                    value = _cached_value(v, *kind)
+                    if value is _BAD:
                         return None
                     kwargs[k] = value
                 rec = cls(**kwargs)
@@ -84,6 +87,39 @@ def _from_cache(entry: Path) -> dict[str, list] | None:
         return out
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, CatalogError):
         return None
+
+
+_BAD = object()
+
+
+@functools.lru_cache(maxsize=None)
+def _field_kinds(cls) -> dict[str, tuple[type, bool]]:
+    """field -> (base type, None allowed), resolved once: `_type_ok` per cached value costs more than the
+    rest of loading the cache (typing.get_origin on every call)."""
+    hints, fields = _schema(cls)
+    out = {}
+    for name in fields:
+        hint = hints[name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        nullable = type(None) in typing.get_args(hint)
+        base = args[0] if nullable else hint
+        out[name] = (tuple if typing.get_origin(base) is tuple else base, nullable)
+    return out
+
+
+def _cached_value(v, base, nullable):
+    """A cached JSON value as its record field's type, or _BAD (the same rules as `_type_ok`)."""
+    if v is None:
+        return None if nullable else _BAD
+    if base is tuple:
+        return tuple(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else _BAD
+    if base is float:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else _BAD
+    if base is int:
+        return v if isinstance(v, int) and not isinstance(v, bool) else _BAD
+    if base is bool or base is str:
+        return v if isinstance(v, base) else _BAD
+    return _BAD
 
 
 def _to_cache(entry: Path, out: dict[str, list]) -> None:
