@@ -50,6 +50,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
+MAX_CONFIG_BYTES = 16 * 2**20  # a config with inline catalog entries is a few kB
 ENGINES = ("auto", "vllm", "llama.cpp", "ollama", "transformers")
 CATALOG_KINDS = ("gpu", "model", "quant")
 
@@ -155,10 +156,10 @@ _REPORT_FORMATS = ("text", "json", "prometheus")
 
 
 def _read_one(path: Path) -> dict:
+    from .fsutil import read_data_file
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(path, f"cannot read: {e.strerror or e}") from None
+        text = read_data_file(path, MAX_CONFIG_BYTES, ConfigError, "config file").decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:

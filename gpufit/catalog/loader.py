@@ -22,6 +22,7 @@ KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
 CACHE_RULES_VERSION = 1
+MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
 
 
 def _tomllib():
@@ -280,10 +281,9 @@ def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[s
     `_cache_entry`) and rebuilt from there on later runs."""
     entry = None
     if text is None and cache:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as e:
-            raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
+        from ..fsutil import read_data_file
+
+        raw = read_data_file(path, MAX_CATALOG_BYTES, CatalogError, "catalog file")
         entry = _cache_entry(raw)
         hit = _from_cache(entry)
         if hit is not None:

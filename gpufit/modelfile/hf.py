@@ -27,10 +27,12 @@ def _shards(folder: Path) -> tuple[list[Path], dict[str, str] | None, Path | Non
     """The safetensors files that make up the model, and the index's weight_map when there is one."""
     index = folder / INDEX_NAME
     if index.is_file():
+        from ..fsutil import read_data_file
+
+        # one line per tensor: far below this bound for any model; it only keeps a device or a huge file out
+        raw = read_data_file(index, 256 * 2**20, ModelFileError, "safetensors index")
         try:
-            data = json.loads(index.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ModelFileError(index, f"cannot read: {e.strerror or e}") from None
+            data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise ModelFileError(index, f"not valid JSON: {e}") from None
         except RecursionError:
