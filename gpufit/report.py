@@ -225,8 +225,9 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
             output = config.report.output
         try:
             _emit(failure_report(str(e), started=started), fmt, output)
-        except WriteError as w:
+        except WriteError as w:  # not even the failure reached monitoring: that is what the unit must see
             print(f"gpufit report: {w}", file=sys.stderr)
+            return w.exit_code
         return code
     except Exception as e:  # a bug: still tell monitoring the run failed, then let the CLI report it (exit 1)
         if fmt == "prometheus" and output not in (None, "-"):

@@ -171,3 +171,14 @@ def test_missing_or_folder_config_exits_6(tmp_path):
     for path in (tmp_path / "nope.toml", tmp_path):
         r = run("report", "--config", str(path), "--snapshot", str(XML))
         assert r.exit_code == 6, r.output
+
+
+def test_report_that_cannot_write_even_its_failure_exits_2_not_5(tmp_path):
+    """No probe here and an output path that is a folder: monitoring gets nothing, so the exit says the
+    write failed (2, which fails the systemd unit) rather than 5 (which the unit counts as success)."""
+    cfg = tmp_path / "gpufit.toml"
+    cfg.write_text("")
+    (tmp_path / "out").mkdir()
+    r = run("report", "--format", "prometheus", "--output", str(tmp_path / "out"), "--config", str(cfg),
+            "--snapshot", str(tmp_path / "missing.json"))
+    assert r.exit_code == 2 and "missing.json" in r.stderr and "is a folder" in r.stderr
