@@ -29,15 +29,17 @@ MAX_GPU_COUNT = 1024  # --gpu KEY:COUNT on one box; far above any node (DGX: 8, 
 def parse_size(text: str, option: str) -> int:
     """'2GiB' / '1.5 GB' / '512MiB' / '1073741824' -> bytes. Bare numbers are bytes. ASCII digits only;
     an empty value, a unit gpufit does not know or a size above 1 EiB is a UsageError naming the option."""
-    from fractions import Fraction
-
     shown = text if len(str(text)) <= 40 else f"{str(text)[:37]}..."
     m = SIZE_RE.match(str(text))
     if not m:
         what = "an empty value" if not str(text).strip() else f"cannot read size {shown!r}"
         raise UsageError(f"{option}: {what}; write e.g. 2GiB, 1.5GB or 512MiB")
-    whole = m.group(1).split(".")[0].lstrip("0")
-    n = int(Fraction(m.group(1)) * _UNITS[(m.group(2) or "").lower()]) if len(whole) <= 30 else MAX_SIZE + 1
+    whole, _, frac = m.group(1).partition(".")
+    frac = frac[:30]  # digits past a 30th decimal cannot change a byte count below 1 EiB
+    unit = _UNITS[(m.group(2) or "").lower()]
+    # exact integer arithmetic (no float rounding, no overflow): whole.frac x unit, rounded down
+    n = (int(whole) * 10 ** len(frac) + int(frac or 0)) * unit // 10 ** len(frac) \
+        if len(whole.lstrip("0")) <= 30 else MAX_SIZE + 1
     if n > MAX_SIZE:
         raise UsageError(f"{option} {shown}: larger than 1 EiB, more than any GPU or host has")
     return n

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from pathlib import Path
 
 from .errors import DataFileError, WriteError
@@ -61,6 +60,8 @@ def check_writable_target(path) -> tuple[Path, int | None]:
 def write_atomic(path, data: str | bytes, mode: int | None = None) -> None:
     """Replace `path` with `data` atomically (see the module doc). A new file gets `mode` (default 0644);
     an existing one keeps its permission bits unless `mode` is given. Raises WriteError."""
+    import tempfile  # here, not at the top: every `plan` imports this module to read, few write
+
     target, old_mode = check_writable_target(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
     folder = target.parent if str(target.parent) else Path(".")

@@ -140,14 +140,23 @@ def test_type_corrupted_catalog_cache_is_discarded_and_rebuilt(tmp_path, monkeyp
     src = DATA_DIR / "models.toml"
     good = loader.load_file(src)
     entry = loader._cache_entry(src.read_bytes())
-    data = json.loads(entry.read_text())
-    data["model"][0]["layers"] = "32"  # a string where an int belongs
-    entry.write_text(json.dumps(data))
+    head, payload = entry.read_bytes().split(b"\n", 1)
+    data = json.loads(payload)
+    data["model"][0]["layers"] = "32"  # a string where an int belongs, the checksum line left as it was
+    entry.write_bytes(head + b"\n" + json.dumps(data).encode())
     again = loader.load_file(src)
-    assert again == good
-    assert json.loads(entry.read_text())["model"][0]["layers"] == good["model"][0].layers, "entry rewritten"
-    entry.write_text('{"model": [{"key": 1}]')  # truncated JSON
+    assert again == good and isinstance(again["model"][0].layers, int)
+    assert json.loads(entry.read_bytes().split(b"\n", 1)[1])["model"][0]["layers"] == good["model"][0].layers, \
+        "the entry is rewritten"
+    entry.write_bytes(head + b'\n{"model": [{"key": 1}]')  # truncated JSON
     assert loader.load_file(src) == good
+    entry.write_bytes(b'{"gpu": [], "model": [], "quant": []}')  # an entry of the old layout: no checksum
+    assert loader.load_file(src) == good
+    # and the CLI never notices: the run that finds the corrupt entry plans as usual
+    entry.write_bytes(head + b"\n" + json.dumps(data).encode())
+    r = subprocess.run([sys.executable, "-m", "gpufit", "plan", "llama3-8b", "--gpu", "rtx-4090", "--json"],
+                       capture_output=True, text=True, cwd=ROOT, env={**os.environ, "GPUFIT_CACHE_DIR": str(tmp_path)})
+    assert r.returncode == 0 and "internal error" not in r.stderr
 
 
 def test_prometheus_report_needs_no_extra(tmp_path):

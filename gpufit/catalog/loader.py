@@ -21,7 +21,7 @@ from .types import GpuSpec, ModelSpec, QuantFormat
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 1
+CACHE_RULES_VERSION = 2  # 2: entries start with the CRC-32 of their JSON
 MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
 
 
@@ -58,69 +58,22 @@ def _cache_entry(raw: bytes) -> Path:
 
 
 def _from_cache(entry: Path) -> dict[str, list] | None:
-    """Records validated on an earlier run, rebuilt without parsing TOML again (tomllib costs more than the
-    rest of a `plan`). The entry is still type-checked field by field and its invariants re-checked, so a
-    cache corrupted on disk (a wrong type, a missing key) is discarded — None, and the TOML is parsed anew
-    and the entry rewritten — instead of failing every later run."""
+    """Records validated on an earlier run, rebuilt without parsing and validating the TOML again (tomllib
+    and the checks cost more than the rest of a `plan`). The entry's first line is the CRC-32 of the JSON
+    after it, as `_to_cache` wrote it: an entry changed on disk since (a hand edit, a value of the wrong
+    type, a truncated file) does not match, is discarded — None, and the TOML is parsed anew and the entry
+    rewritten — instead of failing every later run. The checksum costs ~0.1 ms; checking every value's
+    type would cost more than the cache saves."""
     try:
-        with open(entry, encoding="utf-8") as f:
-            data = json.load(f)
-        out = {}
-        for name, cls in TABLES.items():
-            kinds = _field_kinds(cls)
-            recs = []
-            for d in data[name]:
-                if not isinstance(d, dict):
-                    return None
-                kwargs = {}
-                for k, v in d.items():
-                    kind = kinds.get(k)
-                    if kind is None:
-                        return None
-                    value = _cached_value(v, *kind)
-                    if value is _BAD:
-                        return None
-                    kwargs[k] = value
-                rec = cls(**kwargs)
-                _check_invariants(rec, entry, name)
-                recs.append(rec)
-            out[name] = recs
-        return out
-    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError, CatalogError):
+        with open(entry, "rb") as f:
+            head, _, payload = f.read().partition(b"\n")
+        if head != f"{zlib.crc32(payload):08x}".encode():
+            return None
+        data = json.loads(payload)
+        return {name: [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+                       for d in data[name]] for name, cls in TABLES.items()}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
-
-
-_BAD = object()
-
-
-@functools.lru_cache(maxsize=None)
-def _field_kinds(cls) -> dict[str, tuple[type, bool]]:
-    """field -> (base type, None allowed), resolved once: `_type_ok` per cached value costs more than the
-    rest of loading the cache (typing.get_origin on every call)."""
-    hints, fields = _schema(cls)
-    out = {}
-    for name in fields:
-        hint = hints[name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        nullable = type(None) in typing.get_args(hint)
-        base = args[0] if nullable else hint
-        out[name] = (tuple if typing.get_origin(base) is tuple else base, nullable)
-    return out
-
-
-def _cached_value(v, base, nullable):
-    """A cached JSON value as its record field's type, or _BAD (the same rules as `_type_ok`)."""
-    if v is None:
-        return None if nullable else _BAD
-    if base is tuple:
-        return tuple(v) if isinstance(v, list) and all(isinstance(x, str) for x in v) else _BAD
-    if base is float:
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else _BAD
-    if base is int:
-        return v if isinstance(v, int) and not isinstance(v, bool) else _BAD
-    if base is bool or base is str:
-        return v if isinstance(v, base) else _BAD
-    return _BAD
 
 
 def _to_cache(entry: Path, out: dict[str, list]) -> None:
@@ -131,8 +84,8 @@ def _to_cache(entry: Path, out: dict[str, list]) -> None:
 
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()})
-        write_atomic(entry, text)
+        payload = json.dumps({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}).encode()
+        write_atomic(entry, f"{zlib.crc32(payload):08x}\n".encode() + payload)
     except (OSError, WriteError, TypeError, ValueError):
         pass
 
