@@ -101,6 +101,7 @@ def test_gpu_lost_in_every_field_is_unavailable_not_a_gpu_using_host_ram(tmp_pat
     assert good.available and good.name == "NVIDIA RTX A5000"
     assert lost.available is False and lost.unified_memory is False
     assert lost.name is None and lost.uuid is None and lost.memory.total is None
+    assert lost.pci_bus_id == ET.parse(DUAL_A5000).getroot().findall("gpu")[1].get("id"), "the slot is still named"
     assert "GPU is lost" in lost.errors["gpu"] and "reset" in lost.errors["gpu"]
 
 

@@ -177,7 +177,8 @@ def _lost_gpu(index: int, g: ET.Element, lost: str) -> GpuState:
         name=r.text("name", t("product_name")),
         uuid=r.text("uuid", t("uuid")),
         serial=r.text("serial", t("serial")),
-        pci_bus_id=r.text("pci_bus_id", t("pci/pci_bus_id") or g.get("id")),
+        # the <gpu id="..."> attribute still names the bus slot when every value is gone
+        pci_bus_id=r.text("pci_bus_id", t("pci/pci_bus_id")) or g.get("id"),
         pci_device_id=pci_device_id(r, t("pci/pci_device_id")),
         available=False,
         errors={**r.errors, "gpu": why},
