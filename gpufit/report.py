@@ -117,13 +117,14 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
 
 
 def failure_report(error: str, *, status: str = health.CRIT, started: float | None = None,
-                   now: float | None = None) -> dict:
-    """What is written when there is nothing to check: success false, the error, a timestamp."""
+                   now: float | None = None, live: bool = True) -> dict:
+    """What is written when there is nothing to check: success false, the error, a timestamp. `live`
+    False: the report was about a snapshot of another box, so neither this host's name nor now is its."""
     now = time.time() if now is None else now
     return {
         "schema": SCHEMA,
-        "host": {"hostname": socket.gethostname()},
-        "time": _iso(now),
+        "host": {"hostname": socket.gethostname() if live else None},
+        "time": _iso(now) if live else None,
         "timestamp": now,
         "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
         "success": False,
@@ -224,7 +225,7 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         if output is None and config is not None:
             output = config.report.output
         try:
-            _emit(failure_report(str(e), started=started), fmt, output)
+            _emit(failure_report(str(e), started=started, live=snapshot_path is None), fmt, output)
         except WriteError as w:  # not even the failure reached monitoring: that is what the unit must see
             print(f"gpufit report: {w}", file=sys.stderr)
             return w.exit_code

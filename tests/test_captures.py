@@ -217,3 +217,12 @@ def test_gpus_filters_both_and_is_said_under_assumed(monkeypatch):
     assert [x["index"] for x in d["devices"]] == ["1"] and "GPUs 1 of this box's 8: --gpus 1" in d["notes"]
     text = run("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(V100S_8), "--gpus", "3").stdout
     assert "Assumed:" in text and text.index("--gpus 3") > text.index("Assumed:")
+
+
+def test_failed_report_on_a_snapshot_is_not_labelled_with_this_host(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    r = _report(tmp_path, bad)
+    assert r.exit_code == 6
+    rep = json.loads(r.stdout)
+    assert rep["success"] is False and rep["host"]["hostname"] is None and rep["time"] is None
