@@ -9,7 +9,8 @@ import re
 from .catalog import Catalog, load_catalog
 from .catalog.types import GpuSpec, ModelSpec
 from .errors import UsageError, unknown
-from .estimator.engines import ENGINES, default_engine
+from .estimator import engines as engine_registry
+from .estimator.engines import default_engine
 from .estimator.types import Device, FitRequest, FitResult
 
 GIB = 1 << 30
@@ -102,8 +103,9 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
                   quant: str | None = None, context: int | None = None, batch: int = 1,
                   kv_dtype: str | None = None, engine: str = "auto", reserve_bytes: int = 0,
                   gpu_memory_utilization: float | None = None, min_headroom_bytes: int | None = None,
-                  host_ram_available_bytes: int | None = None, planning: bool = False
-                  ) -> tuple[FitRequest, list[str]]:
+                  host_ram_available_bytes: int | None = None, planning: bool = False,
+                  engine_settings: dict | None = None, model_path: str | None = None,
+                  batch_given: bool | None = None) -> tuple[FitRequest, list[str]]:
     """Validate options, apply the defaults of DESIGN.md, and say which were taken (notes)."""
     m = model.spec
     notes: list[str] = []
@@ -118,14 +120,16 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         if model.file_quant and q.key != model.file_quant:
             raise UsageError(f"--quant {quant}: the model file is stored as {model.file_quant}; "
                              "exact bytes come from the file, so its format is the one that loads")
+    version = None
     if engine == "auto":
         eng = default_engine(q.kind)
         notes.append(f"engine {eng}: " + ("llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
                      + " (default; --engine to change)")
-    elif engine not in ENGINES:
-        raise unknown("engine", engine, ENGINES)
     else:
-        eng = engine
+        eng, version = engine_registry.split_name(engine)
+        if eng not in engine_registry.ENGINES:
+            raise unknown("engine", eng, engine_registry.ENGINES)
+    engine_obj = engine_registry.get(eng, version)  # an unknown version family is a usage error here
     if eng not in q.engines:
         raise UsageError(f"--quant {q.key} does not run on {eng}; engines that run it: {', '.join(q.engines)}")
     if context is None:
@@ -138,7 +142,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     if batch < 1:
         raise UsageError(f"--batch must be at least 1 sequence, got {batch}")
     if kv_dtype is None:
-        kvk = "fp16" if (eng in ("llama.cpp", "ollama") or m.native_dtype == "fp16") else "bf16"
+        kvk = engine_obj.default_kv_dtype(m)
         notes.append(f"kv-dtype {kvk} (default; --kv-dtype to change)")
         kv = catalog.kv_dtype(kvk)
     else:
@@ -157,7 +161,8 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,
         gpu_memory_utilization=gpu_memory_utilization, min_headroom_bytes=min_headroom_bytes,
         weights_bytes_exact=model.weights_bytes_exact, weights_source=model.weights_source,
-        planning=planning,
+        planning=planning, engine_version=engine_obj.version, engine_settings=dict(engine_settings or {}),
+        model_path=model_path, batch_given=batch > 1 if batch_given is None else batch_given,
     )
     return req, notes
 
