@@ -4,6 +4,7 @@ say which defaults were taken. No click here (cli.py renders and exits); no pynv
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 from .catalog import Catalog, load_catalog
@@ -198,3 +199,80 @@ def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: 
                                kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
                                host_ram_available_bytes=snapshot.host.ram_available_bytes)
     return run_estimate(req, notes, catalog, alternatives=alternatives)
+
+
+# ---- a server's own command line (`gpufit check -- vllm serve ...`) --------------------------------
+# checkpoint names that carry their storage format: "Qwen/Qwen3-235B-A22B-FP8" is Qwen3-235B-A22B in fp8
+_CHECKPOINT_SUFFIXES = (
+    (re.compile(r"[-_](fp8(?:[-_]dynamic)?|fp8[-_]block)$", re.I), "fp8"),
+    (re.compile(r"[-_]awq$", re.I), "awq"),
+    (re.compile(r"[-_]gptq(?:[-_]int4)?$", re.I), "gptq"),
+    (re.compile(r"[-_](?:w8a8|int8)$", re.I), "int8"),
+    (re.compile(r"[-_](?:bnb[-_]4bit|nf4)$", re.I), "nf4"),
+    (re.compile(r"[-_]mxfp4$", re.I), "mxfp4"),
+)
+
+
+def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
+    """A model name as a server gets it: a catalog name, a local path, or a checkpoint id whose suffix
+    names its format (-FP8, -AWQ, -GPTQ-Int4, -bnb-4bit, ...): then the base model in that format."""
+    try:
+        return resolve_model(arg, catalog)
+    except UsageError as first:
+        base = arg.rstrip("/")
+        for rx, quant in _CHECKPOINT_SUFFIXES:
+            if rx.search(base):
+                stem = rx.sub("", base)
+                for name in (stem, stem.rsplit("/", 1)[-1]):
+                    try:
+                        spec = catalog.model(name)
+                    except UsageError:
+                        continue
+                    return ModelChoice(spec, file_quant=quant,
+                                       notes=(f"{arg}: {spec.name} stored as {quant} (from the checkpoint's name)",))
+        if "/" in base and not os.path.exists(os.path.expanduser(base)):
+            try:
+                return resolve_model(base.rsplit("/", 1)[-1], catalog)
+            except UsageError:
+                pass
+        raise first
+
+
+def server_command(argv, env):
+    """The engine and its parsed flags from a server command line: `vllm serve M ...`,
+    `python -m vllm.entrypoints.openai.api_server --model M ...`, `llama-server -m F ...`, `ollama run T`."""
+    from .estimator import engines as reg
+
+    args = list(argv)
+    if not args:
+        raise UsageError("check --: give the server's command line, e.g. gpufit check -- vllm serve MODEL")
+    prog = os.path.basename(args[0])
+    rest = args[1:]
+    if re.match(r"^python(\d(\.\d+)?)?$", prog):
+        if len(rest) >= 2 and rest[0] == "-m":
+            prog, rest = rest[1], rest[2:]
+        else:
+            raise UsageError(f"check --: {' '.join(args[:3])}: a Python server is read only as `python -m MODULE ...`")
+    eng = reg.engine_for_program(prog)
+    if eng is None:
+        raise reg_unknown_program(prog, reg.programs())
+    return eng, eng.parse_command(rest, env)
+
+
+def reg_unknown_program(prog: str, programs) -> UsageError:
+    return unknown("server program", prog, programs)
+
+
+def merge_server_options(cmd, *, quant, context, kv_dtype, gpu_memory_utilization, gpus) -> dict:
+    """Estimate options from the server's flags; an option that contradicts a flag is a usage error."""
+    out = {}
+    pairs = (("quant", quant, cmd.quant, "--quant"), ("context", context, cmd.context, "--context"),
+             ("kv_dtype", kv_dtype, cmd.kv_dtype, "--kv-dtype"),
+             ("gpu_memory_utilization", gpu_memory_utilization, cmd.gpu_memory_utilization,
+              "--gpu-memory-utilization"))
+    for key, mine, theirs, opt in pairs:
+        if mine is not None and theirs is not None and mine != theirs:
+            raise UsageError(f"{opt} {mine} contradicts the server's own flag ({theirs}); give one of them")
+        out[key] = mine if mine is not None else theirs
+    out["gpus"] = gpus if gpus is not None else cmd.gpus
+    return out

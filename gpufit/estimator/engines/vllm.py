@@ -67,9 +67,16 @@ CUDA_GRAPH_BYTES = 512 << 20
 # max_model_len 20000 / 29000 logged peak_torch - weights = 2.07 / 2.99 GiB; this gives 2.06 / 2.99.
 ACT_INTERMEDIATE_TENSORS = 3
 ACT_HIDDEN_TENSORS = 3
-# the dummy sampler run of the profile: fp32 logits for one row per scheduled sequence and the
-# softmax over them (vllm/v1/worker/gpu_model_runner.py _dummy_sampler_run; v1/sample/sampler.py)
-SAMPLER_FP32_COPIES = 2
+# the dummy sampler run of the profile (vllm/v1/worker/gpu_model_runner.py _dummy_sampler_run, with
+# top-k / top-p set so the sorting path runs; vllm/v1/sample/ops/topk_topp_sampler.py): one row per
+# scheduled sequence (min(max_num_seqs, max_num_batched_tokens)), and per row about ten vocabulary-wide
+# fp32-sized tensors live at once: the fp32 logits, the sorted values and their int64 indices (two),
+# the softmax, its cumulative sum, the scattered-back probabilities, log-probabilities and the
+# exponential noise of the sampling. Check: gpt-oss-120b on one H100 (1024 sequences, vocabulary
+# 201,088) needs 7.7 GiB for it, which with 0.17 GiB non-torch is what both public V1 logs leave
+# unexplained after the weights (v0.10.1: 0.9 x 79.6 - 65.97 + 2.14 = 7.85 GiB; v0.11: 0.95 x 79.6
+# - 65.97 - 1.71 = 7.99 GiB, measured/vllm_startup.csv)
+SAMPLER_FP32_COPIES = 10
 # vllm/engine/arg_utils.py get_batch_defaults (OpenAI server): max_num_batched_tokens / max_num_seqs
 # by device memory; the A100 is kept on the small defaults (PR #17885). v0.28 adds a >= 160 GiB tier.
 BATCH_DEFAULTS_V1 = ((160 * GIB, 16384, 1024), (70 * GIB, 8192, 1024), (0, 2048, 256))
@@ -412,7 +419,7 @@ class Vllm(Engine):
         width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
         per_token = (ACT_INTERMEDIATE_TENSORS * width / tp + ACT_HIDDEN_TENSORS * m.hidden) * _model_dtype_bytes(req)
         rows = min(seqs, tokens)
-        sampler = rows * m.vocab * 4 * SAMPLER_FP32_COPIES / (tp if not self.fam.v1 else 1)
+        sampler = rows * m.vocab * 4 * SAMPLER_FP32_COPIES
         return int(max(tokens * per_token, sampler))
 
     def non_torch_bytes(self, tp: int) -> int:
