@@ -61,11 +61,11 @@ def test_llama3_70b_int8_on_four_3090s_is_tensor_parallel_4_by_hand():
     kv = (2 * 16 * 2 * 128 * 2) * (8192 // 16) * 80
     # a 24 GiB card gets vLLM's small scheduler defaults: 2048 batched tokens, 256 sequences. The
     # profile peak is the larger of the MLP step (3 x 28672 / 4 + 3 x 8192 values x 2 bytes per token)
-    # and the sampler's two fp32 copies of 256 x 128256 logits
+    # and the sampler's ten fp32-sized vocabulary copies for each of 256 rows
     mlp_step = 2048 * (3 * 28672 // 4 + 3 * 8192) * 2
-    sampler = 256 * 128256 * 4 * 2
+    sampler = 256 * 128256 * 4 * 10
     act = max(mlp_step, sampler)
-    assert act == sampler == 262_668_288
+    assert act == sampler == 1_313_341_440
     overhead = int(0.25 * GIB) + 512 * 2**20  # non-torch with TP (NCCL) + the CUDA-graph pool
     per_rank = round(weights / 4) + kv + act + overhead
     assert m.params == 70_553_706_496
@@ -255,18 +255,18 @@ def test_vllm_kv_pool_in_blocks_by_hand():
     em = r.engine_memory
     budget = int(0.9 * 24 * GIB)
     weights = 8_030_261_248 * 2  # all bf16; 128256 = 64 x 2004, no vocabulary padding
-    act = 256 * 128256 * 4 * 2  # the sampler's fp32 copies beat 2048 x (3 x 14336 + 3 x 4096) x 2
+    act = 256 * 128256 * 4 * 10  # the sampler's fp32 copies beat 2048 x (3 x 14336 + 3 x 4096) x 2
     assert 2048 * (3 * 14336 + 3 * 4096) * 2 < act
     non_torch, graphs = int(0.17 * GIB), 512 * 2**20
     avail = budget - weights - act - non_torch - graphs
     page = 2 * 16 * 8 * 128 * 2  # one block of 16 tokens of one layer
     blocks = avail // (page * 32)
     assert (em.budget_bytes, em.weights_bytes, em.activation_peak_bytes) == (budget, weights, act)
-    assert em.kv_pool_tokens == blocks * 16 == 46_912
-    assert em.max_concurrency == round(blocks / (8192 // 16), 2) == 5.73
+    assert em.kv_pool_tokens == blocks * 16 == 38_896
+    assert em.max_concurrency == round(blocks / (8192 // 16), 2) == 4.75
     assert em.refusal is None and r.verdict in ("fits", "tight")
-    # six sequences of 8192 at once are more than the pool holds: vLLM queues them, no fit
-    many = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192, batch=6))
+    # five sequences of 8192 at once are more than the pool holds: vLLM queues them, no fit
+    many = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192, batch=5))
     assert many.verdict == "no_fit" and many.refusal.code == "batch_exceeds_pool"
 
 
