@@ -95,9 +95,9 @@ def _file_quant(model: ModelChoice, catalog: Catalog):
         params = count_params(model.spec).total
         bits = model.weights_bytes_exact * 8 / params if model.weights_bytes_exact and params else 16.0
         gguf = model.spec.source.endswith(".gguf")
+        runs = tuple(e.key for e in engine_registry.all_engines() if e.runs_gguf == gguf)
         return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if gguf else "int",
-                           bits_per_weight=bits, source=model.spec.source,
-                           engines=("llama.cpp", "ollama") if gguf else ("vllm", "transformers"))
+                           bits_per_weight=bits, source=model.spec.source, engines=runs)
 
 
 def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Catalog, *,
@@ -124,8 +124,8 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     version = None
     if engine == "auto":
         eng = default_engine(q.kind)
-        notes.append(f"engine {eng}: " + ("llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
-                     + " (default; --engine to change)")
+        notes.append(f"engine {eng}: the default for {'GGUF types' if q.kind == 'gguf' else 'non-GGUF formats'}"
+                     " (default; --engine to change)")
     else:
         eng, version = engine_registry.split_name(engine)
         if eng not in engine_registry.ENGINES:

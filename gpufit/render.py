@@ -47,7 +47,10 @@ def verdict_line(res) -> str:
     line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
     if r.reserve_bytes:
         line += f", less --reserve {gib(r.reserve_bytes)} GiB per GPU"
-    if res.verdict == "no_fit":
+    if res.verdict == "no_fit" and res.refusal is not None:
+        name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+        line += f"; {name} would not start or serve it ({res.refusal.code})"
+    elif res.verdict == "no_fit":
         short = need - free
         if short > 0:
             line += f"; short by {gb(short)}"
@@ -177,7 +180,7 @@ def check_line(res) -> str:
     name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
     line = f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {name}: {verdict_line(res)}"
     if res.refusal is not None:
-        line += f"; {name} refuses ({res.refusal.code}): {res.refusal.message}"
+        line += f": {res.refusal.message}"
     return line
 
 

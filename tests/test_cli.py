@@ -298,7 +298,7 @@ def test_check_reads_the_vllm_command_line_and_carries_the_refusal():
     r = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.7", "--",
             "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "29000", "--port", "8000")
     assert r.exit_code == 3
-    assert "refuses (kv_too_small)" in r.stderr and "max seq len (29000)" in r.stderr
+    assert "(kv_too_small)" in r.stderr and "max seq len (29000)" in r.stderr
     # the same flags, 20000 tokens: starts
     ok = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.7", "--",
              "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "20000")
