@@ -47,13 +47,13 @@ def verdict_line(res) -> str:
     line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
     if r.reserve_bytes:
         line += f", less --reserve {gib(r.reserve_bytes)} GiB per GPU"
-    if res.verdict == "no_fit" and res.refusal is not None:
-        name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
-        line += f"; {name} would not start or serve it ({res.refusal.code})"
-    elif res.verdict == "no_fit":
+    if res.verdict == "no_fit":
         short = need - free
         if short > 0:
             line += f"; short by {gb(short)}"
+        elif res.refusal is not None:
+            name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+            line += f"; {name} would not start or serve it ({res.refusal.code})"
     elif used:
         worst = min(used, key=lambda d: d.headroom_bytes)
         line += f"; headroom {gb(worst.headroom_bytes)} ({gib(worst.headroom_bytes)} GiB)"
