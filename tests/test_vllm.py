@@ -204,3 +204,16 @@ def test_engine_versions_map_to_families():
     assert engine("vllm@0.6.4").version == "0.7" and engine("vllm@0.19").version is None
     with pytest.raises(UsageError):
         engine("vllm@latest-ish")
+
+
+def test_cpu_offload_gb_and_block_size_flags_change_the_pool():
+    base = req("llama3-8b", "bf16", [card("rtx-3090")], 8192)
+    r0 = estimate(base)
+    off = estimate(dataclasses.replace(base, engine_settings={"cpu_offload_gb": 4}))
+    # 4 GiB of weights per GPU in host memory: 4 GiB more for the KV pool (in 16-token blocks of 32 layers)
+    assert off.engine_memory.weights_bytes == r0.engine_memory.weights_bytes - 4 * GIB
+    assert off.engine_memory.kv_pool_bytes - r0.engine_memory.kv_pool_bytes == pytest.approx(4 * GIB, abs=2 * 2**21)
+    big = estimate(dataclasses.replace(base, engine_settings={"block_size": 32}))
+    # blocks of 32 tokens: the pool holds whole 32-token blocks
+    assert big.engine_memory.kv_pool_tokens % 32 == 0
+    assert abs(big.engine_memory.kv_pool_tokens - r0.engine_memory.kv_pool_tokens) <= 32

@@ -87,9 +87,9 @@ class Sizer:
         """Weight bytes on one rank holding `layers` layers (the embeddings with the first stage,
         the output head with the last), as the engine loads them."""
         e, r = self.engine, self.req
-        return int(round(e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first
-                         + e.rank_vocab_bytes(r, self.ws.output, tp) * last
-                         + e.rank_layer_bytes(r, self.ws, layers, tp)))
+        on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first + e.rank_vocab_bytes(r, self.ws.output, tp) * last
+                  + e.rank_layer_bytes(r, self.ws, layers, tp))
+        return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
 
     @property
     def embed_on_gpu(self) -> int:

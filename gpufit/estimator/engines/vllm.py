@@ -300,13 +300,16 @@ def kv_layout(req: "FitRequest", tp: int, layers: int | None = None) -> KVLayout
     kinds = layer_kinds(req, tp, layers)
     if not kinds:
         return None
-    block = BLOCK_SIZE
+    block = setting(req, "block_size", BLOCK_SIZE)
+    if block != BLOCK_SIZE:
+        kinds = [LayerKind(k.kind, k.count, k.page_bytes * block // BLOCK_SIZE if k.kind != "linear" else k.page_bytes,
+                           k.window) for k in kinds]
     attn = [k for k in kinds if k.kind != "linear"]
     page = max((k.page_bytes for k in attn), default=0)
     lin = [k for k in kinds if k.kind == "linear"]
     if lin and attn:
         # raise the attention block so one attention page holds a Mamba/linear state, then pad that
-        per_token = page / BLOCK_SIZE
+        per_token = page / block
         state = max(k.page_bytes for k in lin)
         block = KERNEL_BLOCK_ALIGNMENT * max(1, -(-state // int(KERNEL_BLOCK_ALIGNMENT * per_token)))
         page = int(per_token * block)
@@ -407,6 +410,10 @@ class Vllm(Engine):
     def rank_vocab_bytes(self, req, nbytes, tp):
         v = req.model.vocab
         return nbytes * _pad(v, VOCAB_PADDING * tp) / v / tp if nbytes else 0
+
+    def weights_off_gpu(self, req):
+        """--cpu-offload-gb: "the space in GiB to offload to CPU, per GPU" (vllm/config/cache.py)."""
+        return int(setting(req, "cpu_offload_gb", 0) * GIB)
 
     def kv_bytes(self, req, layers=None, tp=1):
         """Pages `batch` requests of `context` tokens take in vLLM's layout on one rank (sliding
