@@ -144,7 +144,7 @@ class Family:
 
 CURRENT = Family(None, True, True, BATCH_DEFAULTS_V1,
                  "vLLM: current V1 accounting (v0.19+: CUDA-graph memory profiled and subtracted); "
-                 "--engine vllm@0.18 or vllm@0.7 for older releases")
+                 "--engine vllm@0.18, vllm@0.7 or vllm@0.6 for older releases")
 V1_PRE = Family("0.18", True, False, BATCH_DEFAULTS_V1_PRE,
                 "vLLM 0.8-0.18 (V1, CUDA graphs captured after the KV allocation, not budgeted)")
 V0 = Family("0.7", False, False, BATCH_DEFAULTS_V1_PRE,
