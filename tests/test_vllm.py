@@ -219,3 +219,8 @@ def test_cpu_offload_gb_and_block_size_flags_change_the_pool():
     # blocks of 32 tokens: the pool holds whole 32-token blocks
     assert big.engine_memory.kv_pool_tokens % 32 == 0
     assert abs(big.engine_memory.kv_pool_tokens - r0.engine_memory.kv_pool_tokens) <= 32
+
+
+def test_weights_larger_than_the_free_memory_fail_at_load():
+    r = estimate(req("llama3.1-405b", "int8", [card("rtx-3090")], 8192))
+    assert r.refusal.code == "oom_at_load" and "CUDA out of memory while loading" in r.refusal.message

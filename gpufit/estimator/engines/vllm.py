@@ -556,6 +556,12 @@ class Vllm(Engine):
         need = layout.request_bytes(mml, batched)
         upper = max(mml, req.model.max_context)
         fit_len = estimated_max_model_len(layout, max(0, avail), batched, upper)
+        heavy = max(ranks, key=lambda r: r[3] - r[0].device.free_bytes)
+        if refusal is None and heavy[3] > heavy[0].device.free_bytes:
+            hd = heavy[0].device
+            refusal = Refusal("oom_at_load", f"CUDA out of memory while loading the model: {heavy[3] / GIB:.2f} GiB of "
+                              f"weights on GPU {hd.index}, {hd.free_bytes / GIB:.2f} GiB free",
+                              {"gpu": hd.index, "weights_bytes": heavy[3], "free_bytes": hd.free_bytes})
         if refusal is None and (avail <= 0 or num_blocks == 0):
             refusal = Refusal("no_cache_blocks", "No available memory for the cache blocks. Try increasing "
                               "`gpu_memory_utilization` when initializing the engine.",
