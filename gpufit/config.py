@@ -51,7 +51,9 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
 MAX_CONFIG_BYTES = 16 * 2**20  # a config with inline catalog entries is a few kB
-ENGINES = ("auto", "vllm", "llama.cpp", "ollama", "transformers")
+from .estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
+
+ENGINES = ("auto", *_ENGINE_KEYS)
 CATALOG_KINDS = ("gpu", "model", "quant")
 
 
