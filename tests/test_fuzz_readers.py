@@ -32,15 +32,15 @@ CSV = FIX / "handwritten" / "p100-no-memory-total.csv"
 FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-_WORK = Path(tempfile.mkdtemp(prefix="gpufit-fuzz-"))
+_WORK = Path()  # the module's temporary folder, made and removed by _workdir
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _cleanup():
-    yield
-    import shutil
-
-    shutil.rmtree(_WORK, ignore_errors=True)
+def _workdir():
+    global _WORK
+    with tempfile.TemporaryDirectory(prefix="gpufit-fuzz-") as d:
+        _WORK = Path(d)
+        yield
 
 
 def _file(name: str, data: bytes) -> Path:
@@ -265,7 +265,11 @@ def _gguf_bytes() -> bytes:
     import gguf
     import numpy as np
 
-    p = _WORK / "base.gguf"
+    with tempfile.TemporaryDirectory(prefix="gpufit-fuzz-gguf-") as d:
+        return _write_gguf(Path(d) / "base.gguf", gguf, np)
+
+
+def _write_gguf(p: Path, gguf, np) -> bytes:
     w = gguf.GGUFWriter(str(p), "llama")
     w.add_block_count(2)
     w.add_embedding_length(64)
