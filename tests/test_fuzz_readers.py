@@ -201,6 +201,25 @@ def test_fuzzed_query_csv_raises_only_gpufit_errors(columns, rows, real):
     _use_snapshot(_file("cap.csv", ("\n".join(lines) + "\n").encode("utf-8", "replace")))
 
 
+BUNDLE = FIX / "nvidia-smi" / "utkuozdemir_nvidia_gpu_exporter__linux-x86_64__nvidia-h100-mig__590.48.01.txt"
+BUNDLE_LINES = BUNDLE.read_text().splitlines()
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=len(BUNDLE_LINES) - 1),
+                          st.one_of(TEXT, st.sampled_from(["GPU 00000000:1A:00.0", "    MIG Device", "        Index : x",
+                                                           "#" * 30, "# idle :: query-gpu (csv)"]))),
+                min_size=1, max_size=10),
+       st.one_of(st.none(), st.integers(min_value=0, max_value=len(BUNDLE_LINES))))
+def test_fuzzed_capture_bundle_raises_only_gpufit_errors(edits, cut):
+    """An nvidia_gpu_exporter capture bundle (-L, -q, --query-gpu sections, MIG blocks) with lines
+    replaced and the file cut short."""
+    lines = list(BUNDLE_LINES)
+    for i, text in edits:
+        lines[i] = text.replace("\n", " ")
+    _use_snapshot(_file("bundle.txt", ("\n".join(lines[:cut]) + "\n").encode("utf-8", "replace")))
+
+
 # ---- model files -------------------------------------------------------------------------------------
 
 TINY_CONFIG = {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "num_hidden_layers": 2,
