@@ -182,3 +182,10 @@ def test_report_that_cannot_write_even_its_failure_exits_2_not_5(tmp_path):
     r = run("report", "--format", "prometheus", "--output", str(tmp_path / "out"), "--config", str(cfg),
             "--snapshot", str(tmp_path / "missing.json"))
     assert r.exit_code == 2 and "missing.json" in r.stderr and "is a folder" in r.stderr
+
+
+def test_a_symlinked_folder_on_the_way_is_fine(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    write_atomic(tmp_path / "via" / "gpufit.prom", "a 1\n")
+    assert (tmp_path / "real" / "gpufit.prom").read_text() == "a 1\n"
