@@ -228,6 +228,11 @@ def select_devices_noted(snapshot: Snapshot, catalog: Catalog, gpus: str | None 
         chosen = units
     for i, why in left_out.items():
         notes.append(f"{_label(by_index[i])} left out: {why}")
+    for g in snapshot.gpus:  # single MIG devices without memory figures, on a GPU that has others
+        if g.available and g.mig.enabled and g.index not in left_out:
+            for m in g.mig.devices:
+                if not m.memory.total or m.memory.free is None:
+                    notes.append(f"MIG device {g.index}/{m.index} of {_label(g)} left out: its memory is unknown")
     if not chosen:
         why = "; ".join(f"{_label(by_index[i])}: {w}" for i, w in left_out.items())
         raise ProbeError("no usable GPU in this snapshot" + (f": {why}" if why else ""))

@@ -226,3 +226,17 @@ def test_failed_report_on_a_snapshot_is_not_labelled_with_this_host(tmp_path):
     assert r.exit_code == 6
     rep = json.loads(r.stdout)
     assert rep["success"] is False and rep["host"]["hostname"] is None and rep["time"] is None
+
+
+def test_a_mig_device_without_memory_is_said_under_assumed():
+    from gpufit.catalog import load_catalog
+    from gpufit.devices import select_devices_noted
+
+    s = load_snapshot(FIX / "nvidia-smi" / "influxdata_telegraf__a100-sxm4-v12.xml")
+    g = s.gpus[0]
+    dev = g.mig.devices[1]
+    blind = dataclasses.replace(dev, memory=dataclasses.replace(dev.memory, free=None))
+    g = dataclasses.replace(g, mig=dataclasses.replace(g.mig, devices=(g.mig.devices[0], blind, *g.mig.devices[2:])))
+    sel = select_devices_noted(dataclasses.replace(s, gpus=(g,)), load_catalog(), None, {})
+    assert "0/1" not in [d.index for d in sel.devices] and len(sel.devices) == len(g.mig.devices) - 1
+    assert sel.notes == (f"MIG device 0/{dev.index} of GPU 0 (NVIDIA A100-SXM4-80GB) left out: its memory is unknown",)
