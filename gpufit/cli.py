@@ -338,9 +338,12 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
 
     catalog = load_catalog()
     if top < 1:
-        from .errors import UsageError
-
         raise UsageError("--top must be at least 1")
+    import math
+
+    for name, value in (("--min-tokens-per-s", min_tokens_per_s), ("--min-bits", min_bits)):
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"{name} must be a finite number >= 0, got {value}")
     if gpu_opts:
         devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
         ram = None

@@ -277,3 +277,9 @@ def test_signal_exits_128_plus_n_without_traceback_or_partial_file(tmp_path, sig
     assert "Traceback" not in err and ("interrupted" in err or "terminated" in err)
     assert out.read_text() == "old\n", "the old file is kept whole"
     assert [f.name for f in tmp_path.iterdir() if f.name.startswith(".box.json")] == [], "no temp file left"
+
+
+@pytest.mark.parametrize("option,value", [("--min-tokens-per-s", "nan"), ("--min-bits", "inf"), ("--min-bits", "-1")])
+def test_non_finite_recommend_bounds_are_usage_errors(option, value):
+    r = run("recommend", "--gpu", "rtx-4090", option, value)
+    assert r.exit_code == 2 and option in r.stderr
