@@ -117,8 +117,11 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
             raise UsageError(f"--engine {engine} contradicts the server command ({eng.key})")
         opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
                                         gpu_memory_utilization=util, gpus=gpus)
-        quant, context, kv_dtype, util, gpus = (opts["quant"], opts["context"], opts["kv_dtype"],
-                                                opts["gpu_memory_utilization"], opts["gpus"])
+        quant, context, kv_dtype, util = (opts["quant"], opts["context"], opts["kv_dtype"],
+                                          opts["gpu_memory_utilization"])
+        if gpus is None and opts["gpus"] != os.environ.get("CUDA_VISIBLE_DEVICES"):
+            gpus = opts["gpus"]  # a GPU choice of the command line itself; the server's CUDA_VISIBLE_DEVICES
+            # is this shell's, applied below by CUDA's rules to the live probe only
         engine = engine if engine != "auto" else eng.name
         settings = dict(cmd.settings)
         model = cmd.model

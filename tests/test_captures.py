@@ -240,3 +240,20 @@ def test_a_mig_device_without_memory_is_said_under_assumed():
     sel = select_devices_noted(dataclasses.replace(s, gpus=(g,)), load_catalog(), None, {})
     assert "0/1" not in [d.index for d in sel.devices] and len(sel.devices) == len(g.mig.devices) - 1
     assert sel.notes == (f"MIG device 0/{dev.index} of GPU 0 (NVIDIA A100-SXM4-80GB) left out: its memory is unknown",)
+
+
+def test_a_server_command_lines_cuda_visible_devices_is_this_shells_too(monkeypatch):
+    """`check -- vllm serve M` reads the server's CUDA_VISIBLE_DEVICES from this shell: it filters a live
+    probe by CUDA's rules (empty hides every GPU) and says so, and leaves a snapshot of another box alone."""
+    import gpufit.probe as probe
+
+    server = ["--", "vllm", "serve", "meta-llama/Meta-Llama-3-8B", "--dtype", "half"]
+    r = run("check", "--snapshot", str(V100S_8), "--json", *server, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert r.exit_code in (0, 3, 4) and "--gpus" not in r.stderr, r.output
+    live = dataclasses.replace(load_snapshot(V100S_8), source="nvml")
+    monkeypatch.setattr(probe, "take_snapshot", lambda *a, **k: live)
+    r = run("check", *server, env={"CUDA_VISIBLE_DEVICES": ""})
+    assert r.exit_code == 5 and "CUDA_VISIBLE_DEVICES hides every GPU" in r.stderr
+    r = run("check", "--json", *server, env={"CUDA_VISIBLE_DEVICES": "3"})
+    d = json.loads(r.stdout)
+    assert [x["index"] for x in d["devices"]] == ["3"] and any("CUDA_VISIBLE_DEVICES=3" in n for n in d["notes"])
