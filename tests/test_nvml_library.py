@@ -268,24 +268,26 @@ def test_here_check_and_report_through_pynvml_match_the_capture(fake_nvml_lib, t
     served_as_is = all(g.memory.total is not None for g in snap.gpus)
     fit_args = ["llama3-8b", "--quant", "q4_k_m", "--ram", "64GiB"]
     runner = CliRunner()
-
-    here = fake_nvml_lib.run(["here", *fit_args, "--json"], table)
-    assert_clean(here, (0, 3, 4, 5))
+    cfg = tmp_path / "gpufit.toml"
+    cfg.write_text("")
+    report_args = ["report", "--format", "prometheus", "--config", str(cfg)]
+    # the three live runs go at once (each its own process); the capture runs meanwhile, in this one
+    procs = [fake_nvml_lib.start(args, table) for args in (["here", *fit_args, "--json"], ["check", *fit_args],
+                                                          report_args)]
     want = runner.invoke(cli, ["here", *fit_args, "--json", "--snapshot", str(capture)])
-    check = fake_nvml_lib.run(["check", *fit_args], table)
-    assert_clean(check, (0, 3, 4, 5))
     want_check = runner.invoke(cli, ["check", *fit_args, "--snapshot", str(capture)])
+    want_rep = runner.invoke(cli, [*report_args, "--snapshot", str(capture)])
+    here, check, rep = (fake_nvml_lib.finish(p) for p in procs)
+
+    assert_clean(here, (0, 3, 4, 5))
+    assert_clean(check, (0, 3, 4, 5))
     if served_as_is:
         assert here.returncode == want.exit_code, (here.stderr, want.output)
         assert check.returncode == want_check.exit_code, (check.stderr, want_check.output)
         if here.returncode != 5:
             assert _fit_comparable(json.loads(here.stdout)) == _fit_comparable(json.loads(want.stdout))
 
-    cfg = tmp_path / "gpufit.toml"
-    cfg.write_text("")
-    rep = fake_nvml_lib.run(["report", "--format", "prometheus", "--config", str(cfg)], table)
     assert_clean(rep, (0, 4, 5))
-    want_rep = runner.invoke(cli, ["report", "--format", "prometheus", "--config", str(cfg), "--snapshot", str(capture)])
     assert "gpufit_report_success 1.0" in rep.stdout
     if served_as_is:
         gpu_lines = lambda text: sorted(l for l in text.splitlines() if l.startswith("gpufit_gpu_"))  # noqa: E731
@@ -322,19 +324,22 @@ def test_no_gpu_behind_the_driver_exits_5(fake_nvml_lib):
     assert "NVML sees no NVIDIA GPU" in r.stderr
 
 
-def test_one_lost_gpu_of_two_is_reported_and_the_other_used(fake_nvml_lib, tmp_path):
-    table = write_table(tmp_path, A5000)
-    r = fake_nvml_lib.run(["probe", "--json"], table, lost="1")
+@pytest.mark.parametrize("how", ["env", "table"])
+def test_one_lost_gpu_of_two_is_reported_and_the_other_used(fake_nvml_lib, tmp_path, how):
+    # FAKENVML_LOST=1, or a `lost` line in GPU 1's block (what table.py writes for an unavailable GPU)
+    table = write_table(tmp_path, A5000, "lost\t1\n" if how == "table" else "")
+    lost = {"lost": "1"} if how == "env" else {}
+    r = fake_nvml_lib.run(["probe", "--json"], table, **lost)
     assert_clean(r)
     g0, g1 = json.loads(r.stdout)["gpus"]
     assert g0["available"] and g0["memory"]["free"] == 1678 * 2**20
     assert g1["available"] is False and "GPU is lost" in g1["errors"]["gpu"] and g1["name"] is None
-    here = fake_nvml_lib.run(["here", "llama3-8b", "--quant", "q4_k_m", "--ram", "64GiB", "--json"], table, lost="1")
+    here = fake_nvml_lib.run(["here", "llama3-8b", "--quant", "q4_k_m", "--ram", "64GiB", "--json"], table, **lost)
     assert_clean(here, (0, 3, 4))
     assert [d["index"] for d in json.loads(here.stdout)["devices"]] == ["0"]
     cfg = tmp_path / "gpufit.toml"
     cfg.write_text("")
-    rep = fake_nvml_lib.run(["report", "--format", "prometheus", "--config", str(cfg)], table, lost="1")
+    rep = fake_nvml_lib.run(["report", "--format", "prometheus", "--config", str(cfg)], table, **lost)
     assert_clean(rep, (5,))  # a lost GPU is critical
     assert 'gpufit_gpu_available{uuid="unknown-1"} 0.0' in rep.stdout
     assert "GPU is lost" in rep.stderr

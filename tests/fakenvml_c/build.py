@@ -75,3 +75,18 @@ class FakeNvmlLibrary:
         """`python -m gpufit ARGS` against the fake; returns the CompletedProcess (text)."""
         return subprocess.run([sys.executable, "-m", "gpufit", *args], env=self.env(table, old, **faults),
                               capture_output=True, text=True, timeout=timeout)
+
+    def start(self, args, table: Path | None, old: bool = False, **faults) -> subprocess.Popen:
+        """`run` without waiting: `finish(proc)` gives the CompletedProcess."""
+        return subprocess.Popen([sys.executable, "-m", "gpufit", *args], env=self.env(table, old, **faults),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def finish(proc: subprocess.Popen, timeout: float = 60) -> subprocess.CompletedProcess:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
