@@ -395,3 +395,18 @@ def test_table_round_trip_keeps_what_the_capture_says():
 
     lost = dataclasses.replace(snap, gpus=(dataclasses.replace(snap.gpus[0], available=False),))
     assert "\nlost\t1\n" in table_for(lost)
+
+
+def test_nvlink_and_retired_pages_that_no_capture_has(fake_nvml_lib, tmp_path):
+    """No capture here has NVLink or retired pages; served from table lines, they go through the list
+    protocols (link index past the last -> InvalidArgument; page lists sized by INSUFFICIENT_SIZE)."""
+    extra = ("nvlink.count\t3\nnvlink.0.up\t1\nnvlink.0.version\t3\nnvlink.1.up\t1\nnvlink.1.version\t3\n"
+             "nvlink.2.up\t0\nretired.single\t3\nretired.double\t1\nretired.pending\t1\n")
+    r = fake_nvml_lib.run(["probe", "--json"], write_table(tmp_path, CAPTURE_DIR / "influxdata_telegraf__tesla-t4.xml", extra))
+    assert_clean(r)
+    g = json.loads(r.stdout)["gpus"][0]
+    assert g["nvlink"] == [{"link": 0, "up": True, "version": 3, "remote_pci_bus_id": None},
+                           {"link": 1, "up": True, "version": 3, "remote_pci_bus_id": None},
+                           {"link": 2, "up": False, "version": None, "remote_pci_bus_id": None}]
+    e = g["ecc"]
+    assert (e["retired_pages_single"], e["retired_pages_double"], e["retired_pages_pending"]) == (3, 1, True)
