@@ -245,10 +245,18 @@ ST_BYTES = _safetensors_bytes()
 
 
 def _load_model(path: Path) -> None:
+    """load_model_file, then what `plan MODEL --gpu rtx-4090:2` does with a model file that loads."""
+    from gpufit import app
+    from gpufit.catalog import load_catalog
     from gpufit.modelfile import load_model_file
 
     try:
-        load_model_file(path)
+        mf = load_model_file(path)
+        catalog = load_catalog()
+        choice = app.ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant, mf.notes)
+        req, notes = app.build_request(choice, app.plan_devices([(catalog.gpu("rtx-4090"), 2)]), catalog,
+                                       planning=True)
+        app.run_estimate(req, notes, catalog)
     except GpufitError:
         pass
 
@@ -262,6 +270,24 @@ def test_fuzzed_config_json_raises_only_gpufit_errors(edits):
     cfg = _mutate(TINY_CONFIG, edits)
     if cfg.get("text_config") is None:
         cfg.pop("text_config", None)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _load_model(folder)
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.integers(min_value=0, max_value=10**6),
+                          st.sampled_from([0, 1, 2, 3, 7, 2**31 - 1, 2**31, 10**400, -1, 1.5, float("nan")])),
+                min_size=1, max_size=6))
+def test_config_json_with_extreme_numbers_raises_only_gpufit_errors(edits):
+    """Numbers only, every key kept: the values pass the type checks and reach the bounds and the estimate."""
+    folder = _WORK / "hf-num"
+    folder.mkdir(exist_ok=True)
+    (folder / "model.safetensors").write_bytes(ST_BYTES)
+    cfg = {k: v for k, v in TINY_CONFIG.items() if k != "text_config"}
+    paths = _number_paths(cfg)
+    for idx, value in edits:
+        path = paths[idx % len(paths)]
+        _get(cfg, path[:-1])[path[-1]] = value
     (folder / "config.json").write_text(json.dumps(cfg))
     _load_model(folder)
 
