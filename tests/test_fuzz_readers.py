@@ -29,7 +29,7 @@ XML = FIX / "nvidia-smi" / "influxdata_telegraf__dual_a5000-v13.xml"
 MIG_XML = FIX / "nvidia-smi" / "influxdata_telegraf__a100-sxm4-v12.xml"
 CSV = FIX / "handwritten" / "p100-no-memory-total.csv"
 
-FUZZ = settings(max_examples=100, deadline=None, derandomize=True, database=None,
+FUZZ = settings(max_examples=80, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 _WORK = Path()  # the module's temporary folder, made and removed by _workdir
