@@ -50,7 +50,7 @@ def _import_gguf(path: Path):
         import gguf
     except ImportError:
         raise ModelFileError(
-            path, "reading .gguf files needs the 'gguf' package: pip install 'gpufit[files]'"
+            path, "reading .gguf files needs the 'gguf' package, a dependency of gpufit: reinstall gpufit (pip install --force-reinstall gpufit) or pip install gguf"
         ) from None
     return gguf
 
