@@ -262,4 +262,5 @@ def load_gguf(path: Path) -> ModelFile:
         layer_bytes=layer_bytes,
         non_layer_bytes=rest,
         notes=tuple(notes),
+        files=tuple(str(f) for f in files),
     )

@@ -26,6 +26,9 @@ class HfArch:
     sliding: str = "none"
     mlp: str = "gated"
     defaults: tuple[tuple[str, object], ...] = ()  # class defaults configs are known to rely on
+    # for a config.json without weights: the class defaults of tie_word_embeddings / attention_bias
+    tie_default: bool = False
+    bias_default: bool = False
 
 
 # transformers Gemma3TextConfig.__init__ defaults: multimodal gemma-3-4b/12b text_configs omit these.
@@ -43,21 +46,22 @@ MODEL_TYPES: dict[str, HfArch] = {
     "llama": HfArch("llama"),
     "mistral": HfArch("mistral", "all"),
     "mixtral": HfArch("mixtral", "all"),
-    "qwen2": HfArch("qwen2", "qwen"),
-    "qwen2_moe": HfArch("qwen2-moe", "qwen"),
+    # Qwen2Attention: q/k/v projections always carry a bias
+    "qwen2": HfArch("qwen2", "qwen", bias_default=True),
+    "qwen2_moe": HfArch("qwen2-moe", "qwen", bias_default=True),
     "qwen3": HfArch("qwen3", "qwen"),
     "qwen3_moe": HfArch("qwen3-moe", "qwen"),
-    "gemma": HfArch("gemma"),
-    "gemma2": HfArch("gemma2", "every2"),
-    "gemma3": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS),  # multimodal: text_config
-    "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS),
+    "gemma": HfArch("gemma", tie_default=True),
+    "gemma2": HfArch("gemma2", "every2", tie_default=True),
+    "gemma3": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),  # multimodal: text_config
+    "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),
     # Phi-3 configs carry sliding_window (2047 on mini-4k) but llama.cpp disables Phi SWA and vLLM's
     # Phi3 kernels attend to the full context: counting the full KV cache is the safe side.
     "phi3": HfArch("phi3"),
     "deepseek_v2": HfArch("deepseek-v2"),
     "deepseek_v3": HfArch("deepseek-v3"),
-    "gpt_oss": HfArch("gpt-oss", "every2"),
-    "starcoder2": HfArch("starcoder2", "all", mlp="plain"),
+    "gpt_oss": HfArch("gpt-oss", "every2", bias_default=True),  # GptOssConfig attention_bias=True
+    "starcoder2": HfArch("starcoder2", "all", mlp="plain", tie_default=True, bias_default=True),
 }
 
 # the heads gpufit estimates: text generation (Gemma 3 multimodal is *ForConditionalGeneration)
