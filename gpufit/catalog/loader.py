@@ -21,7 +21,7 @@ from .types import GpuSpec, ModelSpec, QuantFormat
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 1
+CACHE_RULES_VERSION = 2
 
 
 def _tomllib():
@@ -184,6 +184,14 @@ def _check_invariants(rec, path, where: str) -> None:
         for pci in rec.pci_device_ids:
             if not re.match(r"^[0-9A-F]{4}$", pci):
                 bad(f"pci_device_ids entries are 4 upper-case hex digits, got {pci!r}")
+        if rec.datasheet_memory_bytes is not None and rec.datasheet_memory_bytes <= 0:
+            bad(f"datasheet_memory_bytes must be positive, got {rec.datasheet_memory_bytes}")
+        if rec.datasheet_memory_bytes and rec.memory_bytes > rec.datasheet_memory_bytes * 1.01:
+            bad(f"memory_bytes {rec.memory_bytes} (as reported) exceeds datasheet_memory_bytes "
+                f"{rec.datasheet_memory_bytes}: a driver reports at most the board's memory")
+        for sid in rec.shared_ids:
+            if sid in rec.nvml_names or sid.upper() in rec.pci_device_ids:
+                bad(f"shared_ids entry {sid!r} is also claimed outright in nvml_names / pci_device_ids")
         if rec.vendor_class not in ("datacenter", "workstation", "geforce", "embedded"):
             bad(f"vendor_class must be datacenter|workstation|geforce|embedded, got {rec.vendor_class!r}")
     elif isinstance(rec, ModelSpec):

@@ -18,7 +18,7 @@ class GpuSpec:
     vendor_class: str  # "datacenter" | "workstation" | "geforce" | "embedded"
     architecture: str  # "Ampere", "Hopper", ...
     compute_capability: str  # "8.6"
-    memory_bytes: int  # total as NVML reports it where known (fb total), else datasheet GiB * 2**30
+    memory_bytes: int  # total as the driver reports it (NVML fb total) where known, else datasheet GiB * 2**30
     memory_type: str  # "GDDR6X", "HBM3", "LPDDR5", ...
     bandwidth_gbps: float  # GB/s, 10**9 bytes per second, datasheet
     source: str
@@ -40,6 +40,12 @@ class GpuSpec:
     nvlink_gbps: float | None = None  # total NVLink bandwidth per GPU, GB/s (both directions)
     pcie_gen: int | None = None
     unified_memory: bool = False  # GH200 / Jetson class: GPU memory is host (LPDDR) memory
+    # the board's memory as the datasheet states it (GiB * 2**30 or GB * 10**9 as printed), kept apart from
+    # memory_bytes, which is what the driver reports and what plans count as free
+    datasheet_memory_bytes: int | None = None
+    # NVML names / PCI device ids this card shares with a card of another memory size (RTX 5060 Ti 8 GB
+    # and 16 GB): a probe matches the entry whose memory_bytes is nearest the reported total
+    shared_ids: tuple[str, ...] = ()
     mig: bool = False  # supports MIG
     notes: str | None = None
 
