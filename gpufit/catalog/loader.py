@@ -21,7 +21,7 @@ from .types import GpuSpec, ModelSpec, QuantFormat
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 2
+CACHE_RULES_VERSION = 3
 
 
 def _tomllib():
@@ -208,6 +208,13 @@ def _check_invariants(rec, path, where: str) -> None:
             bad("chunked_layers set without attention_chunk")
         if rec.linear_layers and not rec.linear_state_elems:
             bad("linear_layers set without linear_state_elems")
+        lin_shape = (rec.linear_key_heads, rec.linear_value_heads, rec.linear_key_head_dim,
+                     rec.linear_value_head_dim, rec.linear_conv_kernel)
+        if any(v is not None for v in lin_shape) and not all(v and v > 0 for v in lin_shape):
+            bad("linear_key_heads, linear_value_heads, linear_key_head_dim, linear_value_head_dim and "
+                "linear_conv_kernel go together, each positive")
+        if rec.linear_key_heads and not rec.linear_layers:
+            bad("linear-attention shape given but linear_layers is 0")
         if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:
             bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):

@@ -87,6 +87,15 @@ class ModelSpec:
     # state, element counts from the model's config.json), stored in the model dtype
     linear_layers: int = 0
     linear_state_elems: int | None = None
+    # the linear-attention layers' shape (Qwen3-Next / Qwen3.5 gated DeltaNet: linear_num_key_heads,
+    # linear_num_value_heads, linear_key_head_dim, linear_value_head_dim, linear_conv_kernel_dim of
+    # config.json), for their parameter count; None where the model has no such layers
+    linear_key_heads: int | None = None
+    linear_value_heads: int | None = None
+    linear_key_head_dim: int | None = None
+    linear_value_head_dim: int | None = None
+    linear_conv_kernel: int | None = None
+    attn_output_gate: bool = False  # q_proj also emits a per-head output gate (Qwen3-Next): 2x q width
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token

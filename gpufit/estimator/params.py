@@ -50,10 +50,25 @@ def attention_params(m: ModelSpec) -> int:
         o = m.heads * v * h
         return q + kv + o
     q = h * m.heads * m.head_dim
+    if m.attn_output_gate:  # Qwen3-Next: q_proj emits query and gate, heads x head_dim each
+        q *= 2
     kv = 2 * h * m.kv_heads * m.head_dim
     o = m.heads * m.head_dim * h
     bias = (m.heads + 2 * m.kv_heads) * m.head_dim if m.attn_bias else 0
     return q + kv + o + bias
+
+
+def linear_attention_params(m: ModelSpec) -> int:
+    """One gated-DeltaNet layer (transformers Qwen3NextGatedDeltaNet): in_proj_qkvz (q, k, v and the
+    z gate), in_proj_ba (beta and alpha per value head), the causal conv1d over q|k|v (no bias), dt_bias
+    and A_log per value head, the gated RMSNorm over a value head, out_proj. 0 without the shape."""
+    if not m.linear_key_heads:
+        return 0
+    kd = m.linear_key_heads * m.linear_key_head_dim
+    vd = m.linear_value_heads * m.linear_value_head_dim
+    conv_dim = 2 * kd + vd
+    return (m.hidden * (2 * kd + 2 * vd) + m.hidden * 2 * m.linear_value_heads + conv_dim * m.linear_conv_kernel
+            + 2 * m.linear_value_heads + m.linear_value_head_dim + vd * m.hidden)
 
 
 def mlp_params(hidden: int, inter: int, mlp: str) -> int:
@@ -77,6 +92,10 @@ def count_params(m: ModelSpec) -> ParamCounts:
         body_active = m.dense_layers * dense_layer + moe_layers * moe_layer_active
     else:
         body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
+    if m.linear_layers and m.linear_key_heads:  # those layers hold a DeltaNet mixer instead of attention
+        swap = m.linear_layers * (linear_attention_params(m) - attn)
+        body += swap
+        body_active += swap
     final_norm = m.hidden
     computed = embed + output + body + final_norm
     computed_active = embed + output + body_active + final_norm

@@ -62,7 +62,16 @@ MODEL_TYPES: dict[str, HfArch] = {
     "deepseek_v3": HfArch("deepseek-v3"),
     "gpt_oss": HfArch("gpt-oss", "every2", bias_default=True),  # GptOssConfig attention_bias=True
     "starcoder2": HfArch("starcoder2", "all", mlp="plain", tie_default=True, bias_default=True),
+    # hybrids of gated full attention and gated DeltaNet linear attention (transformers qwen3_next;
+    # Qwen3.5 / 3.6 keep the layer kinds, multimodal configs nest them in text_config)
+    "qwen3_next": HfArch("qwen3-next"),
+    "qwen3_5": HfArch("qwen3.5"),
+    "qwen3_5_text": HfArch("qwen3.5"),
+    "qwen3_5_moe": HfArch("qwen3.5-moe"),
+    "qwen3_5_moe_text": HfArch("qwen3.5-moe"),
 }
+# model types whose full-attention q_proj also emits an output gate (Qwen3NextAttention)
+GATED_ATTENTION_TYPES = {"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}
 
 # the heads gpufit estimates: text generation (Gemma 3 multimodal is *ForConditionalGeneration)
 ARCH_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration")
@@ -214,11 +223,35 @@ def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> di
     dense = k.first("first_k_dense_replace") or 0
     mlp_only = k.d.get("mlp_only_layers") or []
     step = k.first("decoder_sparse_step") or 1
-    if model_type in ("qwen2_moe", "qwen3_moe"):
+    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text"):
         # Qwen2MoeDecoderLayer: dense MLP where i in mlp_only_layers or (i + 1) % decoder_sparse_step != 0
         dense = sum(1 for i in range(layers) if i in mlp_only or (i + 1) % step != 0)
     return dict(experts=experts, experts_active=active, shared_experts=shared,
                 moe_intermediate=moe_inter, dense_layers=dense)
+
+
+def _linear(k: _Keys, layers: int, model_type: str) -> dict:
+    """Gated-DeltaNet layers: which layers (`layer_types`, else every `full_attention_interval`-th layer is
+    full attention, Qwen3NextConfig's default), their shape and the state each keeps per sequence:
+    conv state (2 x key heads x key dim + value heads x value dim) x (kernel - 1) plus the recurrent
+    state value heads x key dim x value dim (vLLM / transformers Qwen3Next cache shapes)."""
+    if k.d.get("linear_num_value_heads") is None:
+        return {}
+    types = k.d.get("layer_types")
+    if isinstance(types, list):
+        if len(types) != layers:
+            raise ModelFileError(k.path, f"layer_types lists {len(types)} layers, num_hidden_layers is {layers}",
+                                 k.prefix + "layer_types")
+        n = sum(1 for t in types if t == "linear_attention")
+    else:
+        interval = k.int("full_attention_interval", 4)
+        n = sum(1 for i in range(layers) if (i + 1) % interval != 0)
+    kh, vh = k.int("linear_num_key_heads"), k.int("linear_num_value_heads")
+    kd, vd, ker = k.int("linear_key_head_dim"), k.int("linear_value_head_dim"), k.int("linear_conv_kernel_dim", 4)
+    state = (2 * kh * kd + vh * vd) * (ker - 1) + vh * kd * vd
+    return dict(linear_layers=n, linear_state_elems=state, linear_key_heads=kh, linear_value_heads=vh,
+                linear_key_head_dim=kd, linear_value_head_dim=vd, linear_conv_kernel=ker,
+                attn_output_gate=bool(k.d.get("attn_output_gate", model_type in GATED_ATTENTION_TYPES)))
 
 
 def _mla(k: _Keys) -> dict:
@@ -258,6 +291,7 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
     if mla:
         head_dim = mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"]
     window, n_sliding = _sliding(k, hc.arch, layers)
+    linear = _linear(k, layers, hc.text.get("model_type") or hc.model_type)
     w = k.d.get("sliding_window")
     if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < k.d.get("max_position_embeddings", w + 1):
         notes.append(f"config sliding_window={w} not applied for {hc.model_type}: KV cache counted at full context")
@@ -285,6 +319,7 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
         sliding_layers=n_sliding,
         **moe,
         **mla,
+        **linear,
     )
     return spec, notes
 
