@@ -136,3 +136,120 @@ def test_mistral_nemo_max_context_is_the_instruct_configs(cat):
 def test_gemma3_entries_say_the_gguf_carries_the_vision_tower(cat):
     for k in ("gemma3-4b", "gemma3-12b", "gemma3-27b"):
         assert "vision tower" in cat.models[k].notes
+
+
+# ---- Llama 4 (chunked local attention) ----------------------------------------------------------
+LLAMA4_SCOUT_TEXT = {  # meta-llama/Llama-4-Scout-17B-16E-Instruct config.json text_config
+    "model_type": "llama4_text", "hidden_size": 5120, "num_hidden_layers": 48, "num_attention_heads": 40,
+    "num_key_value_heads": 8, "head_dim": 128, "intermediate_size": 8192, "intermediate_size_mlp": 16384,
+    "num_local_experts": 16, "num_experts_per_tok": 1, "interleave_moe_layer_step": 1,
+    "attention_chunk_size": 8192, "no_rope_layers": [1, 1, 1, 0] * 12, "vocab_size": 202048,
+    "max_position_embeddings": 10485760, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}
+
+
+def _spec(tmp_path, cfg):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(cfg))
+    spec, _ = build_spec(p, read_config(p), key="x", name="x", source=str(p), tie=False, attn_bias=False,
+                         native_dtype="bf16", params=None, params_source=None)
+    return spec
+
+
+def test_llama4_scout_text_shape_plus_vision_encoder_is_the_published_total(cat):
+    m = cat.model("meta-llama/Llama-4-Scout-17B-16E-Instruct")
+    attn = 5120 * 40 * 128 * 2 + 2 * 5120 * 8 * 128
+    moe = 16 * 3 * 5120 * 8192 + 3 * 5120 * 8192 + 5120 * 16  # routed + shared expert + router
+    text = 48 * (attn + moe + 2 * 5120) + 2 * 202048 * 5120 + 5120
+    assert count_params(m).computed_total == text == 107_769_861_120
+    # vision: 34 ViT layers of 1408 (q k v o + fc1/fc2 of 5632, with biases, 2 LayerNorms), patch
+    # embedding 3*14*14 -> 1408, class token, 577 positions, pre/post LayerNorm, pixel-shuffle adapter
+    # 5632 -> 4096 -> 4096, projector 4096 -> 5120
+    layer = 4 * (1408 * 1408 + 1408) + (1408 * 5632 + 5632) + (5632 * 1408 + 1408) + 4 * 1408
+    vision = 34 * layer + 3 * 14 * 14 * 1408 + 1408 + 577 * 1408 + 4 * 1408 + 5632 * 4096 + 4096 * 4096 + 4096 * 5120
+    assert vision == 871_932_416
+    assert text + vision == m.params == 108_641_793_536  # HF safetensors.total: exact
+
+
+def test_llama4_maverick_within_half_a_percent_of_the_published_400b(cat):
+    m = cat.model("llama4-maverick")
+    attn = 5120 * 40 * 128 * 2 + 2 * 5120 * 8 * 128
+    moe = 128 * 3 * 5120 * 8192 + 3 * 5120 * 8192 + 5120 * 128
+    dense = 3 * 5120 * 16384
+    text = 24 * (attn + moe + 2 * 5120) + 24 * (attn + dense + 2 * 5120) + 2 * 202048 * 5120 + 5120
+    assert count_params(m).computed_total == text == 400_711_848_960
+    assert abs(text - 400e9) / 400e9 < 0.005  # +0.18 %
+
+
+def test_llama4_scout_kv_at_32k_by_hand(cat):
+    m = cat.model("llama4-scout")
+    glob = 12 * 2 * 8 * 128 * 32768 * 2  # 12 NoPE layers, full context
+    chunk = 36 * 2 * 8 * 128 * 8192 * 2  # 36 chunked layers keep one 8192-token chunk
+    assert (glob, chunk) == (1_610_612_736, 1_207_959_552)
+    full = m.layers - m.chunked_layers
+    by_fields = (full * 2 * m.kv_heads * m.head_dim * CTX * BF16
+                 + m.chunked_layers * 2 * m.kv_heads * m.head_dim * min(CTX, m.attention_chunk) * BF16)
+    assert by_fields == glob + chunk == 2_818_572_288
+
+
+def test_llama4_config_json_gives_the_catalog_shape(tmp_path, cat):
+    full = {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+            "text_config": LLAMA4_SCOUT_TEXT, "vision_config": {"hidden_size": 1408}}
+    spec = _spec(tmp_path, full)
+    m = cat.model("llama4-scout")
+    for f in ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab", "max_context",
+              "experts", "experts_active", "shared_experts", "moe_intermediate", "dense_layers",
+              "attention_chunk", "chunked_layers"):
+        assert getattr(spec, f) == getattr(m, f), f
+    maverick = dict(LLAMA4_SCOUT_TEXT, num_local_experts=128, interleave_moe_layer_step=2, no_rope_layers=[])
+    spec = _spec(tmp_path, {"architectures": ["Llama4ForConditionalGeneration"], "model_type": "llama4",
+                            "text_config": maverick})
+    assert (spec.dense_layers, spec.chunked_layers) == (24, 36)  # no_rope_layers [] takes the default
+    assert count_params(spec).computed_total == 400_711_848_960
+
+
+# ---- Granite 4.0-H (Mamba2 hybrid) --------------------------------------------------------------
+GRANITE_H_SMALL = {  # ibm-granite/granite-4.0-h-small config.json, the keys gpufit reads
+    "architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid", "hidden_size": 4096,
+    "num_hidden_layers": 40, "num_attention_heads": 32, "num_key_value_heads": 8, "intermediate_size": 768,
+    "shared_intermediate_size": 1536, "num_local_experts": 72, "num_experts_per_tok": 10,
+    "layer_types": (["mamba"] * 9 + ["attention"]) * 4, "mamba_n_heads": 128, "mamba_d_head": 64,
+    "mamba_d_state": 128, "mamba_n_groups": 1, "mamba_d_conv": 4, "mamba_conv_bias": True,
+    "vocab_size": 100352, "max_position_embeddings": 131072, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16",
+}
+
+
+def test_granite_4_h_small_counts_exactly_to_the_published_figure(cat):
+    m = cat.model("ibm-granite/granite-4.0-h-small")
+    # Mamba2 mixer: in_proj 4096 -> z|x|B|C|dt = 8192 + (8192 + 2*128) + 128, conv1d (8448 x 4 + bias),
+    # dt_bias/A_log/D 3 x 128, gated norm 8192, out_proj 8192 x 4096
+    mamba = 4096 * (8192 + 8448 + 128) + 8448 * 4 + 8448 + 3 * 128 + 8192 + 8192 * 4096
+    assert mamba == 102_286_976
+    attn = 4096 * 4096 * 2 + 2 * 4096 * 8 * 128
+    moe = 72 * 3 * 4096 * 768 + 3 * 4096 * 1536 + 4096 * 72  # routed + shared MLP + router
+    hand = 36 * (mamba + moe + 2 * 4096) + 4 * (attn + moe + 2 * 4096) + 100352 * 4096 + 4096  # tied head
+    assert count_params(m).computed_total == hand == m.params == 32_207_337_984
+
+
+def test_granite_4_h_small_kv_and_state_at_32k_by_hand(cat):
+    m = cat.model("granite-4.0-h-small")
+    attn = 4 * 2 * 8 * 128 * 32768 * 2
+    state = 36 * ((8192 + 2 * 1 * 128) * (4 - 1) + 128 * 64 * 128) * 2
+    assert (attn, state) == (536_870_912, 77_322_240)
+    assert kv_bytes_per_sequence(m, CTX) == attn + state == 614_193_152
+
+
+def test_granite_hybrid_config_json_gives_the_catalog_shape(tmp_path, cat):
+    spec = _spec(tmp_path, GRANITE_H_SMALL)
+    m = cat.model("granite-4.0-h-small")
+    for f in ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "experts", "experts_active",
+              "shared_experts", "moe_intermediate", "linear_layers", "linear_state_elems", "mamba_heads",
+              "mamba_head_dim", "mamba_state", "mamba_groups", "linear_conv_kernel"):
+        assert getattr(spec, f) == getattr(m, f), f
+    # a layer_types list of the wrong length names the key
+    from gpufit.errors import ModelFileError
+
+    with pytest.raises(ModelFileError) as e:
+        _spec(tmp_path, dict(GRANITE_H_SMALL, layer_types=["mamba"] * 39))
+    assert "layer_types" in str(e.value)

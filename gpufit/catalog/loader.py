@@ -21,7 +21,7 @@ from .types import GpuSpec, ModelSpec, QuantFormat
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 3
+CACHE_RULES_VERSION = 4
 
 
 def _tomllib():
@@ -209,12 +209,22 @@ def _check_invariants(rec, path, where: str) -> None:
         if rec.linear_layers and not rec.linear_state_elems:
             bad("linear_layers set without linear_state_elems")
         lin_shape = (rec.linear_key_heads, rec.linear_value_heads, rec.linear_key_head_dim,
-                     rec.linear_value_head_dim, rec.linear_conv_kernel)
-        if any(v is not None for v in lin_shape) and not all(v and v > 0 for v in lin_shape):
+                     rec.linear_value_head_dim)
+        if any(v is not None for v in lin_shape) and not (all(v and v > 0 for v in lin_shape)
+                                                          and rec.linear_conv_kernel):
             bad("linear_key_heads, linear_value_heads, linear_key_head_dim, linear_value_head_dim and "
                 "linear_conv_kernel go together, each positive")
         if rec.linear_key_heads and not rec.linear_layers:
             bad("linear-attention shape given but linear_layers is 0")
+        mamba = (rec.mamba_heads, rec.mamba_head_dim, rec.mamba_state, rec.mamba_groups)
+        if any(v is not None for v in mamba):
+            if not all(v and v > 0 for v in mamba) or not rec.linear_conv_kernel:
+                bad("mamba_heads, mamba_head_dim, mamba_state, mamba_groups and linear_conv_kernel go together, "
+                    "each positive")
+            if not rec.linear_layers or rec.linear_key_heads:
+                bad("a Mamba2 shape needs linear_layers and excludes the DeltaNet linear_key_heads shape")
+        if rec.linear_conv_kernel and not (rec.linear_key_heads or rec.mamba_heads):
+            bad("linear_conv_kernel given without a DeltaNet or Mamba2 shape")
         if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:
             bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):

@@ -96,6 +96,13 @@ class ModelSpec:
     linear_value_head_dim: int | None = None
     linear_conv_kernel: int | None = None
     attn_output_gate: bool = False  # q_proj also emits a per-head output gate (Qwen3-Next): 2x q width
+    # Mamba2 mixer layers (Granite 4.0-H, Nemotron-H; config.json mamba_n_heads, mamba_d_head,
+    # mamba_d_state, mamba_n_groups, mamba_d_conv -> linear_conv_kernel) for their parameter count
+    mamba_heads: int | None = None
+    mamba_head_dim: int | None = None
+    mamba_state: int | None = None
+    mamba_groups: int | None = None
+    mamba_conv_bias: bool = True
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token

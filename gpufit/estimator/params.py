@@ -71,6 +71,18 @@ def linear_attention_params(m: ModelSpec) -> int:
             + 2 * m.linear_value_heads + m.linear_value_head_dim + vd * m.hidden)
 
 
+def mamba2_params(m: ModelSpec) -> int:
+    """One Mamba2 mixer (transformers Mamba2Mixer / GraniteMoeHybridMambaLayer): in_proj to z|x|B|C|dt,
+    the depthwise conv1d over x|B|C (+ bias where mamba_conv_bias), dt_bias, A_log and D per head, the
+    gated RMSNorm over the inner width, out_proj. 0 without the shape."""
+    if not m.mamba_heads:
+        return 0
+    inner = m.mamba_heads * m.mamba_head_dim
+    conv_dim = inner + 2 * m.mamba_groups * m.mamba_state
+    conv = conv_dim * m.linear_conv_kernel + (conv_dim if m.mamba_conv_bias else 0)
+    return m.hidden * (inner + conv_dim + m.mamba_heads) + conv + 3 * m.mamba_heads + inner + inner * m.hidden
+
+
 def mlp_params(hidden: int, inter: int, mlp: str) -> int:
     return (3 if mlp == "gated" else 2) * hidden * inter
 
@@ -92,8 +104,9 @@ def count_params(m: ModelSpec) -> ParamCounts:
         body_active = m.dense_layers * dense_layer + moe_layers * moe_layer_active
     else:
         body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
-    if m.linear_layers and m.linear_key_heads:  # those layers hold a DeltaNet mixer instead of attention
-        swap = m.linear_layers * (linear_attention_params(m) - attn)
+    if m.linear_layers and (m.linear_key_heads or m.mamba_heads):
+        # those layers hold a DeltaNet / Mamba2 mixer instead of attention
+        swap = m.linear_layers * (linear_attention_params(m) + mamba2_params(m) - attn)
         body += swap
         body_active += swap
     final_norm = m.hidden

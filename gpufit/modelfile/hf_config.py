@@ -64,6 +64,11 @@ MODEL_TYPES: dict[str, HfArch] = {
     "starcoder2": HfArch("starcoder2", "all", mlp="plain", tie_default=True, bias_default=True),
     # hybrids of gated full attention and gated DeltaNet linear attention (transformers qwen3_next;
     # Qwen3.5 / 3.6 keep the layer kinds, multimodal configs nest them in text_config)
+    # Llama 4: chunked local attention on RoPE layers, NoPE global layers (transformers llama4)
+    "llama4": HfArch("llama4"),
+    "llama4_text": HfArch("llama4"),
+    # Granite 4.0-H: Mamba2 and attention mixers, every layer with a (MoE or shared) MLP
+    "granitemoehybrid": HfArch("granite4-h", tie_default=True),
     "qwen3_next": HfArch("qwen3-next"),
     "qwen3_5": HfArch("qwen3.5"),
     "qwen3_5_text": HfArch("qwen3.5"),
@@ -254,6 +259,59 @@ def _linear(k: _Keys, layers: int, model_type: str) -> dict:
                 attn_output_gate=bool(k.d.get("attn_output_gate", model_type in GATED_ATTENTION_TYPES)))
 
 
+def _llama4(k: _Keys, layers: int, moe: dict) -> dict:
+    """Llama4TextConfig: layer i is MoE iff i is in moe_layers (default: (i + 1) % interleave_moe_layer_step
+    == 0), every MoE block has one shared expert, dense layers are intermediate_size_mlp wide; layers with
+    RoPE (no_rope_layers[i] == 1, default (i + 1) % 4 != 0) attend within chunks of attention_chunk_size."""
+    out: dict = {}
+    if moe:
+        step = k.int("interleave_moe_layer_step", 1)
+        moe_layers = k.d.get("moe_layers")
+        if not isinstance(moe_layers, list) or not moe_layers:
+            moe_layers = [i for i in range(layers) if (i + 1) % step == 0]
+        out.update(shared_experts=1, dense_layers=layers - len(moe_layers))
+    if k.d.get("intermediate_size_mlp") is not None:
+        out["intermediate"] = k.int("intermediate_size_mlp")
+    chunk = k.opt_int("attention_chunk_size", minimum=1)
+    if chunk:
+        rope = k.d.get("no_rope_layers")
+        if not isinstance(rope, list) or not rope:
+            rope = [int((i + 1) % 4 != 0) for i in range(layers)]
+        if len(rope) != layers:
+            raise ModelFileError(k.path, f"no_rope_layers lists {len(rope)} layers, num_hidden_layers is {layers}",
+                                 k.prefix + "no_rope_layers")
+        n = sum(1 for r in rope if r)
+        if n:
+            out.update(attention_chunk=chunk, chunked_layers=n)
+    return out
+
+
+def _granite_hybrid(k: _Keys, layers: int, moe: dict) -> dict:
+    """GraniteMoeHybridConfig: layer_types 'mamba' / 'attention'; every layer also has a shared MLP of
+    shared_intermediate_size (the only MLP when num_local_experts is 0) beside its routed experts. Mamba2
+    state per layer per sequence: conv (inner + 2 x groups x state) x (d_conv - 1) + heads x head_dim x
+    state (vLLM MambaStateShapeCalculator.mamba2_state_shape)."""
+    out: dict = {}
+    shared = k.opt_int("shared_intermediate_size", minimum=1)
+    if moe and shared:
+        out["shared_experts"] = max(1, round(shared / moe["moe_intermediate"]))
+    elif shared:
+        out["intermediate"] = shared
+    types = k.d.get("layer_types")
+    if not isinstance(types, list) or len(types) != layers:
+        raise ModelFileError(k.path, f"expected layer_types with one 'mamba' / 'attention' entry per layer "
+                             f"({layers})", k.prefix + "layer_types")
+    n = sum(1 for t in types if t == "mamba")
+    if n:
+        heads, hd = k.int("mamba_n_heads"), k.int("mamba_d_head")
+        state, groups, conv = k.int("mamba_d_state"), k.int("mamba_n_groups", 1), k.int("mamba_d_conv", 4)
+        inner = heads * hd
+        out.update(linear_layers=n, linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + heads * hd * state,
+                   mamba_heads=heads, mamba_head_dim=hd, mamba_state=state, mamba_groups=groups,
+                   linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("mamba_conv_bias", True)))
+    return out
+
+
 def _mla(k: _Keys) -> dict:
     rank = k.opt_int("kv_lora_rank", minimum=1)
     if rank is None:
@@ -291,7 +349,19 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
     if mla:
         head_dim = mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"]
     window, n_sliding = _sliding(k, hc.arch, layers)
-    linear = _linear(k, layers, hc.text.get("model_type") or hc.model_type)
+    inner_type = hc.text.get("model_type") or hc.model_type
+    linear = _linear(k, layers, inner_type)
+    if inner_type in ("llama4", "llama4_text"):
+        linear.update(_llama4(k, layers, moe))
+    elif inner_type == "granitemoehybrid":
+        linear.update(_granite_hybrid(k, layers, moe))
+    for f in ("intermediate", "shared_experts", "dense_layers"):
+        if f in linear:
+            v = linear.pop(f)
+            if f == "intermediate":
+                intermediate = v
+            else:
+                moe[f] = v
     w = k.d.get("sliding_window")
     if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < k.d.get("max_position_embeddings", w + 1):
         notes.append(f"config sliding_window={w} not applied for {hc.model_type}: KV cache counted at full context")
