@@ -60,6 +60,9 @@ MODEL_TYPES: dict[str, HfArch] = {
     "phi3": HfArch("phi3"),
     "deepseek_v2": HfArch("deepseek-v2"),
     "deepseek_v3": HfArch("deepseek-v3"),
+    "kimi_k2": HfArch("kimi-k2"),  # DeepseekV3ForCausalLM with Kimi's sizes
+    "glm4_moe": HfArch("glm4.5", bias_default=True),  # Glm4MoeConfig attention_bias=True
+    "minimax_m2": HfArch("minimax-m2"),
     "gpt_oss": HfArch("gpt-oss", "every2", bias_default=True),  # GptOssConfig attention_bias=True
     "starcoder2": HfArch("starcoder2", "all", mlp="plain", tie_default=True, bias_default=True),
     # hybrids of gated full attention and gated DeltaNet linear attention (transformers qwen3_next;
