@@ -306,3 +306,36 @@ def test_minimax_m2_against_the_rounded_230b(cat):
     assert count_params(m).computed_total == shape == 228_689_304_576
     # no exact count is published; the card's "230B" is rounded: 0.57 % above the shape (reported, not hidden)
     assert abs(shape - 230e9) / 230e9 < 0.006
+
+
+# ---- DeepSeek-V3.2: sparse attention with the lightning indexer ----------------------------------
+def test_deepseek_v3_2_is_v3_plus_61_indexers(cat):
+    v32, v3 = cat.model("deepseek-ai/DeepSeek-V3.2-Exp"), cat.model("deepseek-v3")
+    indexer = 1536 * 64 * 128 + 7168 * 128 + 2 * 128 + 7168 * 64  # wq_b, wk, k_norm, weights_proj
+    assert indexer == 13_959_424
+    assert count_params(v32).computed_total - count_params(v3).computed_total == 61 * indexer
+    # DeepSeek's 671B main-model figure, plus the indexers: +0.13 %
+    assert abs(count_params(v32).computed_total - 671e9) / 671e9 < 0.005
+
+
+def test_deepseek_v3_2_cache_at_32k_by_hand(cat):
+    m = cat.model("deepseek-v3.2")
+    mla = 61 * (512 + 64) * 32768 * 2  # latent + rope key, bf16
+    indexer = 61 * (128 + 128 // 128 * 4) * 32768  # fp8 key + one fp32 scale per 128 elements
+    assert (mla, indexer) == (2_302_672_896, 263_847_936)
+    by_fields = (m.layers * (m.kv_lora_rank + m.qk_rope_head_dim) * CTX * BF16
+                 + m.layers * (m.indexer_head_dim + m.indexer_head_dim // 128 * 4) * CTX)
+    assert by_fields == mla + indexer == 2_566_520_832
+
+
+def test_deepseek_v32_config_json_reads_the_indexer(tmp_path):
+    cfg = {"architectures": ["DeepseekV32ForCausalLM"], "model_type": "deepseek_v32", "hidden_size": 7168,
+           "num_hidden_layers": 61, "num_attention_heads": 128, "num_key_value_heads": 128,
+           "intermediate_size": 18432, "moe_intermediate_size": 2048, "n_routed_experts": 256,
+           "n_shared_experts": 1, "num_experts_per_tok": 8, "first_k_dense_replace": 3, "kv_lora_rank": 512,
+           "q_lora_rank": 1536, "qk_rope_head_dim": 64, "qk_nope_head_dim": 128, "v_head_dim": 128,
+           "index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048, "vocab_size": 129280,
+           "max_position_embeddings": 163840}
+    spec = _spec(tmp_path, cfg)
+    assert (spec.indexer_heads, spec.indexer_head_dim, spec.indexer_topk) == (64, 128, 2048)
+    assert count_params(spec).computed_total == 671_877_929_216

@@ -21,7 +21,7 @@ from .types import GpuSpec, ModelSpec, QuantFormat
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 4
+CACHE_RULES_VERSION = 5
 
 
 def _tomllib():
@@ -223,6 +223,10 @@ def _check_invariants(rec, path, where: str) -> None:
                     "each positive")
             if not rec.linear_layers or rec.linear_key_heads:
                 bad("a Mamba2 shape needs linear_layers and excludes the DeltaNet linear_key_heads shape")
+        idx = (rec.indexer_heads, rec.indexer_head_dim, rec.indexer_topk)
+        if any(v is not None for v in idx) and not (all(v and v > 0 for v in idx) and rec.q_lora_rank):
+            bad("indexer_heads, indexer_head_dim and indexer_topk go together, each positive, on an MLA model "
+                "with q_lora_rank (the indexer's queries come from the q latent)")
         if rec.linear_conv_kernel and not (rec.linear_key_heads or rec.mamba_heads):
             bad("linear_conv_kernel given without a DeltaNet or Mamba2 shape")
         if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:

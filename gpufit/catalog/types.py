@@ -115,6 +115,12 @@ class ModelSpec:
     qk_rope_head_dim: int | None = None
     qk_nope_head_dim: int | None = None
     v_head_dim: int | None = None
+    # DeepSeek sparse attention (V3.2): a lightning indexer scores past tokens and each query attends to
+    # the indexer_topk best; it caches one indexer_head_dim key per token per layer (fp8 + a scale per
+    # 128 elements in vLLM) beside the MLA latent
+    indexer_heads: int | None = None
+    indexer_head_dim: int | None = None
+    indexer_topk: int | None = None
     release: str | None = None  # "2024-07"
     notes: str | None = None
 

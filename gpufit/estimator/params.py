@@ -48,7 +48,7 @@ def attention_params(m: ModelSpec) -> int:
             q = h * qk
         kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * m.heads * (nope + v)
         o = m.heads * v * h
-        return q + kv + o
+        return q + kv + o + indexer_params(m)
     q = h * m.heads * m.head_dim
     if m.attn_output_gate:  # Qwen3-Next: q_proj emits query and gate, heads x head_dim each
         q *= 2
@@ -56,6 +56,16 @@ def attention_params(m: ModelSpec) -> int:
     o = m.heads * m.head_dim * h
     bias = (m.heads + 2 * m.kv_heads) * m.head_dim if m.attn_bias else 0
     return q + kv + o + bias
+
+
+def indexer_params(m: ModelSpec) -> int:
+    """DeepSeek-V3.2's lightning indexer per layer (inference/model.py Indexer): wq_b from the q latent to
+    heads x head_dim, wk from the hidden state to one head_dim key, its LayerNorm (weight + bias), and
+    weights_proj to one weight per head. 0 without an indexer."""
+    if not m.indexer_heads:
+        return 0
+    d = m.indexer_head_dim
+    return m.q_lora_rank * m.indexer_heads * d + m.hidden * d + 2 * d + m.hidden * m.indexer_heads
 
 
 def linear_attention_params(m: ModelSpec) -> int:

@@ -60,7 +60,8 @@ MODEL_TYPES: dict[str, HfArch] = {
     "phi3": HfArch("phi3"),
     "deepseek_v2": HfArch("deepseek-v2"),
     "deepseek_v3": HfArch("deepseek-v3"),
-    "kimi_k2": HfArch("kimi-k2"),  # DeepseekV3ForCausalLM with Kimi's sizes
+    "kimi_k2": HfArch("kimi-k2"),
+    "deepseek_v32": HfArch("deepseek-v3.2"),  # V3 + the DSA lightning indexer  # DeepseekV3ForCausalLM with Kimi's sizes
     "glm4_moe": HfArch("glm4.5", bias_default=True),  # Glm4MoeConfig attention_bias=True
     "minimax_m2": HfArch("minimax-m2"),
     "gpt_oss": HfArch("gpt-oss", "every2", bias_default=True),  # GptOssConfig attention_bias=True
@@ -319,13 +320,17 @@ def _mla(k: _Keys) -> dict:
     rank = k.opt_int("kv_lora_rank", minimum=1)
     if rank is None:
         return {}
-    return dict(
+    out = dict(
         kv_lora_rank=rank,
         q_lora_rank=k.opt_int("q_lora_rank", minimum=1),
         qk_rope_head_dim=k.int("qk_rope_head_dim"),
         qk_nope_head_dim=k.int("qk_nope_head_dim"),
         v_head_dim=k.int("v_head_dim"),
     )
+    if k.d.get("index_n_heads") is not None:  # DeepSeek-V3.2 sparse attention
+        out.update(indexer_heads=k.int("index_n_heads"), indexer_head_dim=k.int("index_head_dim"),
+                   indexer_topk=k.int("index_topk"))
+    return out
 
 
 def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, tie: bool, attn_bias: bool,
