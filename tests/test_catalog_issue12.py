@@ -339,3 +339,34 @@ def test_deepseek_v32_config_json_reads_the_indexer(tmp_path):
     spec = _spec(tmp_path, cfg)
     assert (spec.indexer_heads, spec.indexer_head_dim, spec.indexer_topk) == (64, 128, 2048)
     assert count_params(spec).computed_total == 671_877_929_216
+
+
+# ---- dense newcomers: counts against the published (HF) totals ----------------------------------
+@pytest.mark.parametrize("key,published,why", [
+    ("qwen3-vl-8b", 8_190_735_360, "Qwen3-8B HF total; the shape leaves out 36 x 256 q/k-norm weights"),
+    ("qwen3-vl-4b", 4_022_468_096, "Qwen3-4B-Instruct-2507 HF total; 36 x 256 q/k-norm weights left out"),
+    ("smollm3-3b", 3_075_098_624, "HF total, exact"),
+    ("olmo2-7b", 7_298_617_344, "HF total; 32 x 8192 q/k-norm weights left out"),
+    ("olmo2-13b", 13_716_198_400, "HF total; 40 x 10240 q/k-norm weights left out"),
+    ("granite-3.3-8b", 8.2e9, "Ollama's rounded 8.2B (no exact count published)"),
+])
+def test_new_dense_models_within_half_a_percent(cat, key, published, why):
+    computed = count_params(cat.model(key)).computed_total
+    assert abs(computed - published) / published < 0.005, why
+
+
+def test_smollm3_counts_by_hand(cat):
+    layer = 2048 * 2048 * 2 + 2 * 2048 * 512 + 3 * 2048 * 11008 + 2 * 2048
+    assert count_params(cat.model("smollm3")).computed_total == 36 * layer + 128256 * 2048 + 2048 == 3_075_098_624
+
+
+def test_qwen3_vl_text_config_reads_like_qwen3(tmp_path, cat):
+    cfg = {"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+           "text_config": {"model_type": "qwen3_vl_text", "hidden_size": 4096, "intermediate_size": 12288,
+                           "num_hidden_layers": 36, "num_attention_heads": 32, "num_key_value_heads": 8,
+                           "head_dim": 128, "vocab_size": 151936, "max_position_embeddings": 262144},
+           "tie_word_embeddings": False, "vision_config": {"depth": 27}}
+    spec = _spec(tmp_path, cfg)
+    m = cat.model("Qwen/Qwen3-VL-8B-Instruct")
+    assert count_params(spec).computed_total == count_params(m).computed_total
+    assert spec.max_context == m.max_context == 262144

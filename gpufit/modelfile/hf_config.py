@@ -73,6 +73,13 @@ MODEL_TYPES: dict[str, HfArch] = {
     "llama4_text": HfArch("llama4"),
     # Granite 4.0-H: Mamba2 and attention mixers, every layer with a (MoE or shared) MLP
     "granitemoehybrid": HfArch("granite4-h", tie_default=True),
+    "qwen3_vl": HfArch("qwen3-vl"),  # multimodal: text_config
+    "qwen3_vl_text": HfArch("qwen3-vl"),
+    "qwen3_vl_moe": HfArch("qwen3-vl-moe"),
+    "qwen3_vl_moe_text": HfArch("qwen3-vl-moe"),
+    "smollm3": HfArch("smollm3", tie_default=True),
+    "granite": HfArch("granite3", tie_default=True),
+    "olmo2": HfArch("olmo2"),
     "qwen3_next": HfArch("qwen3-next"),
     "qwen3_5": HfArch("qwen3.5"),
     "qwen3_5_text": HfArch("qwen3.5"),
@@ -232,7 +239,7 @@ def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> di
     dense = k.first("first_k_dense_replace") or 0
     mlp_only = k.d.get("mlp_only_layers") or []
     step = k.first("decoder_sparse_step") or 1
-    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text"):
+    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_vl_moe"):
         # Qwen2MoeDecoderLayer: dense MLP where i in mlp_only_layers or (i + 1) % decoder_sparse_step != 0
         dense = sum(1 for i in range(layers) if i in mlp_only or (i + 1) % step != 0)
     return dict(experts=experts, experts_active=active, shared_experts=shared,
