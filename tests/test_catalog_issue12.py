@@ -370,3 +370,14 @@ def test_qwen3_vl_text_config_reads_like_qwen3(tmp_path, cat):
     m = cat.model("Qwen/Qwen3-VL-8B-Instruct")
     assert count_params(spec).computed_total == count_params(m).computed_total
     assert spec.max_context == m.max_context == 262144
+
+
+def test_qwen3_6_35b_a3b_text_tower_by_hand(cat):
+    m = cat.model("Qwen/Qwen3.6-35B-A3B")
+    moe = 256 * 3 * 2048 * 512 + 3 * 2048 * 512 + 2048 * 256
+    full_attn = 2048 * 16 * 256 * 2 + 2 * 2048 * 2 * 256 + 16 * 256 * 2048
+    shape = 30 * (33_718_464 + moe + 2 * 2048) + 10 * (full_attn + moe + 2 * 2048) + 2 * 248320 * 2048 + 2048
+    assert count_params(m).computed_total == shape == 34_660_523_648
+    # the published "35B" includes the vision encoder this text shape leaves out (reported, not hidden)
+    assert 0.005 < (35e9 - shape) / 35e9 < 0.015
+    assert kv_bytes_per_sequence(m, CTX) == 10 * 2 * 2 * 256 * 32768 * 2 + 30 * 548_864 * 2
