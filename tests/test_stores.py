@@ -128,7 +128,7 @@ def test_repo_id_in_the_default_cache_wins_over_the_catalog_and_names_the_files(
     assert ch.spec.hf_repo == "meta-llama/Meta-Llama-3-8B"
     text = " ".join(ch.notes)
     assert "instead of the catalog entry" in text
-    assert f"snapshots/{COMMIT}/config.json" in text and "model.safetensors" in text
+    assert f"read config.json, model.safetensors in " in text and text.count(f"snapshots/{COMMIT}") == 1
     assert f"revision {COMMIT}" in text
 
 
@@ -235,7 +235,7 @@ def test_ollama_name_reads_the_model_blob_and_counts_the_projector(home):
     assert ch.weights_bytes_exact == GGUF_BYTES + 4096
     assert ch.file_quant == "q8_0" and ch.spec.key == "tinyllama-q8"
     assert "projector" in ch.weights_source
-    assert any("blobs/sha256-" in n for n in ch.notes)
+    assert any("read sha256-" in n and n.endswith(".ollama/models/blobs") for n in ch.notes)
 
 
 def test_ollama_default_tag_and_models_env(tmp_path, home, monkeypatch):
@@ -317,3 +317,51 @@ def test_models_local_lists_every_store_and_fits_with_a_snapshot(home, tmp_path)
         r = CliRunner().invoke(cli, ["models", "--local", "--snapshot", str(caps[0]), "--json"])
         assert r.exit_code == 0, r.output
         assert all(x["verdict"] in ("fits", "tight", "offload", "no_fit") for x in json.loads(r.stdout))
+
+
+def test_revision_option_on_the_command_line(home):
+    hub = home / ".cache" / "huggingface" / "hub"
+    hf_repo(hub, "acme/Tiny-Llama")
+    hf_repo(hub, "acme/Tiny-Llama", commit=OTHER, ref="dev", config=llama_config(max_position_embeddings=1024))
+    r = CliRunner().invoke(cli, ["plan", "acme/Tiny-Llama", "--revision", "dev", "--gpu", "rtx-3090", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["context"] == 1024
+    r = CliRunner().invoke(cli, ["plan", "acme/Tiny-Llama", "--revision", "nope", "--gpu", "rtx-3090"])
+    assert r.exit_code == ExitCode.USAGE and "no such ref or snapshot" in r.stderr
+
+
+def test_ref_naming_a_missing_snapshot_is_exit_6(home):
+    repo = hf_repo(home / ".cache" / "huggingface" / "hub", "acme/Tiny-Llama")
+    (repo / "refs" / "main").write_text(OTHER)
+    r = CliRunner().invoke(cli, ["plan", "acme/Tiny-Llama", "--gpu", "rtx-3090"])
+    assert r.exit_code == ExitCode.BAD_DATA
+    assert "refs/main" in r.stderr and OTHER in r.stderr
+
+
+def test_lm_studio_mmproj_is_counted_beside_the_model(home):
+    repo = home / ".lmstudio" / "models" / "pub" / "Vision-GGUF"
+    repo.mkdir(parents=True)
+    write_gguf(repo / "model-Q8_0.gguf")
+    (repo / "mmproj-model-f16.gguf").write_bytes(b"\0" * 1000)
+    ch = resolve_model("pub/Vision-GGUF", load_catalog())
+    assert ch.weights_bytes_exact == GGUF_BYTES + 1000
+    assert any("mmproj-model-f16.gguf" in n for n in ch.notes)
+
+
+def test_models_local_with_a_broken_store_is_exit_6(home):
+    ollama_model(home / ".ollama" / "models", "tinyllama", skip_blob=True)
+    r = CliRunner().invoke(cli, ["models", "--local"])
+    assert r.exit_code == ExitCode.BAD_DATA and "missing" in r.stderr
+
+
+def test_config_only_repo_is_listed_as_such(home):
+    hf_repo(home / ".cache" / "huggingface" / "hub", "acme/Config-Only", weights=False)
+    (e,) = list_local()
+    assert (e.name, e.format, e.bytes) == ("acme/Config-Only", "config.json", 0)
+
+
+def test_a_json_that_is_no_config_is_a_usage_error(tmp_path, home):
+    f = tmp_path / "notes.json"
+    f.write_text('{"hello": 1}')
+    r = CliRunner().invoke(cli, ["plan", str(f), "--gpu", "rtx-3090"])
+    assert r.exit_code == ExitCode.USAGE and "is a file but not a model" in r.stderr

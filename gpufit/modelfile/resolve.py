@@ -34,10 +34,12 @@ class Resolved:
 
 
 def _files_note(files, limit: int = 4) -> str:
-    names = [str(f) for f in files]
-    if len(names) <= limit:
-        return ", ".join(names)
-    return ", ".join(names[:limit]) + f", … ({len(names)} files)"
+    """'a, b, c in DIR' when the files share a folder, else their paths; long lists are cut."""
+    paths = [Path(f) for f in files]
+    parents = {p.parent for p in paths}
+    names = [p.name for p in paths] if len(parents) == 1 else [str(p) for p in paths]
+    text = ", ".join(names[:limit]) + (f", … ({len(names)} files)" if len(names) > limit else "")
+    return text + (f" in {paths[0].parent}" if len(parents) == 1 else "")
 
 
 def _from_modelfile(mf, where: str, extra: tuple[Path, ...] = (), name: str | None = None) -> Resolved:
@@ -79,7 +81,7 @@ def load_local_entry(e: LocalModel) -> Resolved:
     """Read the model a store entry names."""
     where = {"huggingface": "Hugging Face cache", "ollama": "Ollama store", "lm-studio": "LM Studio models",
              "llama.cpp": "llama.cpp cache"}[e.store]
-    where = f"local copy of {e.name} ({where} {e.where}" + (f", revision {e.revision}" if e.revision else "") + ")"
+    where = f"local copy of {e.name} ({where}" + (f", revision {e.revision}" if e.revision else "") + ")"
     if e.format == "gguf":
         from .gguf_file import load_gguf
 
