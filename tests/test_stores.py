@@ -365,3 +365,17 @@ def test_a_json_that_is_no_config_is_a_usage_error(tmp_path, home):
     f.write_text('{"hello": 1}')
     r = CliRunner().invoke(cli, ["plan", str(f), "--gpu", "rtx-3090"])
     assert r.exit_code == ExitCode.USAGE and "is a file but not a model" in r.stderr
+
+
+def test_gemma3_style_gguf_with_the_vision_tower_inside_says_it_counted_it(home):
+    vision = np.zeros((64, 64), np.float16)  # 8192 bytes of "v.*" tensors
+
+    def extra(w):
+        w.add_tensor("v.patch_embd.weight", vision)
+
+    root = home / ".lmstudio" / "models" / "pub" / "Gemma-GGUF"
+    root.mkdir(parents=True)
+    write_gguf(root / "gemma.gguf", extra=extra)
+    ch = resolve_model("pub/Gemma-GGUF", load_catalog())
+    assert ch.weights_bytes_exact == GGUF_BYTES + 8192
+    assert any("8192 bytes of vision-tower" in n for n in ch.notes)

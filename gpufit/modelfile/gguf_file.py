@@ -43,6 +43,7 @@ _NATIVE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "mxfp4": "mxfp4"}
 
 SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+VISION_PREFIXES = ("v.", "mm.", "resampler.", "a.")  # gguf-py TENSOR_NAMES: V_* vision, V_MMPROJ* projector, A_* audio
 
 
 def _import_gguf(path: Path):
@@ -251,6 +252,10 @@ def load_gguf(path: Path) -> ModelFile:
     )
     layer_bytes, rest, lnotes = group_layers(((t[0], t[1]) for t in tensors), BLOCK_RE, layers)
     notes += lnotes
+    vision = sum(t[1] for t in tensors if t[0].startswith(VISION_PREFIXES))
+    if vision:  # Ollama's Gemma 3 / Mistral 3 GGUFs carry the vision tower in the model file itself
+        notes.append(f"{vision} bytes of vision-tower / projector tensors (v.*, mm.*, resampler.*, a.*) are in this file and "
+                     "counted in the weights: the engine loads them with the text model")
     source = "gguf tensor table" + (f" ({len(files)} split files)" if len(files) > 1 else "")
     return ModelFile(
         spec=spec,
