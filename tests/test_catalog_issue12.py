@@ -59,8 +59,9 @@ def test_qwen3_next_params_within_half_a_percent_of_the_published_80b(cat):
 
 def kv_bytes_per_sequence(m, tokens: int, dtype_bytes: int = BF16) -> int:
     """Hand model of the cache a hybrid needs for one sequence, from the catalog fields: full-attention
-    layers 2 x kv_heads x head_dim x tokens; linear layers their fixed state (tokens do not matter)."""
-    full = m.layers - m.linear_layers - m.sliding_layers - m.chunked_layers
+    layers 2 x kv_heads x head_dim x tokens; linear layers their fixed state (tokens do not matter);
+    MLP-only layers (Nemotron-H '-') nothing."""
+    full = m.layers - m.linear_layers - m.sliding_layers - m.chunked_layers - m.mlp_only_layers
     return full * 2 * m.kv_heads * m.head_dim * tokens * dtype_bytes + \
         m.linear_layers * m.linear_state_elems * dtype_bytes
 
@@ -381,3 +382,45 @@ def test_qwen3_6_35b_a3b_text_tower_by_hand(cat):
     # the published "35B" includes the vision encoder this text shape leaves out (reported, not hidden)
     assert 0.005 < (35e9 - shape) / 35e9 < 0.015
     assert kv_bytes_per_sequence(m, CTX) == 10 * 2 * 2 * 256 * 32768 * 2 + 30 * 548_864 * 2
+
+
+# ---- Nemotron-H: one sublayer per layer -----------------------------------------------------------
+NEMOTRON_NANO_9B_V2 = {
+    "architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "num_hidden_layers": 56,
+    "hybrid_override_pattern": "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+    "hidden_size": 4480, "num_attention_heads": 40, "num_key_value_heads": 8, "head_dim": 128,
+    "intermediate_size": 15680, "mamba_num_heads": 128, "mamba_head_dim": 80, "n_groups": 8,
+    "ssm_state_size": 128, "conv_kernel": 4, "vocab_size": 131072, "max_position_embeddings": 131072,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+}
+
+
+def test_nemotron_nano_9b_v2_counts_exactly_to_the_hf_total(cat):
+    m = cat.model("nvidia/NVIDIA-Nemotron-Nano-9B-v2")
+    mamba = 4480 * (10240 + 12288 + 128) + 12288 * 4 + 12288 + 3 * 128 + 10240 + 10240 * 4480
+    attn = 4480 * 5120 * 2 + 2 * 4480 * 1024
+    mlp = 2 * 4480 * 15680  # squared ReLU: up + down
+    hand = 27 * (mamba + 4480) + 4 * (attn + 4480) + 25 * (mlp + 4480) + 2 * 131072 * 4480 + 4480
+    assert count_params(m).computed_total == hand == m.params == 8_888_227_328
+
+
+def test_nemotron_nano_9b_v2_kv_and_state_at_32k_by_hand(cat):
+    m = cat.model("nemotron-nano-9b-v2")
+    attn = 4 * 2 * 8 * 128 * 32768 * 2
+    state = 27 * ((10240 + 2 * 8 * 128) * 3 + 128 * 80 * 128) * 2
+    assert (attn, state) == (536_870_912, 72_769_536)
+    assert kv_bytes_per_sequence(m, CTX) == attn + state == 609_640_448
+
+
+def test_nemotron_h_config_json_gives_the_catalog_shape(tmp_path, cat):
+    spec = _spec(tmp_path, NEMOTRON_NANO_9B_V2)
+    m = cat.model("nemotron-nano-9b-v2")
+    for f in ("layers", "linear_layers", "mlp_only_layers", "single_sublayer", "linear_state_elems", "mamba_heads",
+              "mamba_head_dim", "mamba_state", "mamba_groups", "linear_conv_kernel", "mlp"):
+        assert getattr(spec, f) == getattr(m, f), f
+    assert count_params(spec).computed_total == 8_888_227_328
+    from gpufit.errors import ModelFileError
+
+    with pytest.raises(ModelFileError) as e:
+        _spec(tmp_path, dict(NEMOTRON_NANO_9B_V2, hybrid_override_pattern="M*E-" * 14))
+    assert "hybrid_override_pattern" in str(e.value) and "MoE" in str(e.value)

@@ -21,7 +21,7 @@ from .types import GpuSpec, ModelSpec, QuantFormat
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 5
+CACHE_RULES_VERSION = 6
 
 
 def _tomllib():
@@ -229,7 +229,9 @@ def _check_invariants(rec, path, where: str) -> None:
                 "with q_lora_rank (the indexer's queries come from the q latent)")
         if rec.linear_conv_kernel and not (rec.linear_key_heads or rec.mamba_heads):
             bad("linear_conv_kernel given without a DeltaNet or Mamba2 shape")
-        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:
+        if rec.mlp_only_layers and not rec.single_sublayer:
+            bad("mlp_only_layers needs single_sublayer (layers that are one sublayer each, as in Nemotron-H)")
+        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers + rec.mlp_only_layers > rec.layers:
             bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):
             bad("a MoE model needs 0 < experts_active <= experts and moe_intermediate")

@@ -103,6 +103,11 @@ class ModelSpec:
     mamba_state: int | None = None
     mamba_groups: int | None = None
     mamba_conv_bias: bool = True
+    # Nemotron-H: every layer is ONE sublayer (hybrid_override_pattern 'M' Mamba2, '*' attention, '-' MLP)
+    # instead of a mixer plus an MLP; `mlp_only_layers` of `layers` hold just an MLP (no KV cache, no state),
+    # the `linear_layers` just a Mamba2 mixer, the rest just attention
+    single_sublayer: bool = False
+    mlp_only_layers: int = 0
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token

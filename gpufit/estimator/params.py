@@ -114,7 +114,13 @@ def count_params(m: ModelSpec) -> ParamCounts:
         body_active = m.dense_layers * dense_layer + moe_layers * moe_layer_active
     else:
         body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
-    if m.linear_layers and (m.linear_key_heads or m.mamba_heads):
+    if m.single_sublayer:
+        # Nemotron-H: each layer is one sublayer with its own norm: attention, a Mamba2 mixer or an MLP
+        attn_layers = m.layers - m.linear_layers - m.mlp_only_layers
+        mlp = mlp_params(m.hidden, m.intermediate, m.mlp)
+        body = body_active = (attn_layers * (attn + m.hidden) + m.linear_layers * (mamba2_params(m) + m.hidden)
+                              + m.mlp_only_layers * (mlp + m.hidden))
+    elif m.linear_layers and (m.linear_key_heads or m.mamba_heads):
         # those layers hold a DeltaNet / Mamba2 mixer instead of attention
         swap = m.linear_layers * (linear_attention_params(m) + mamba2_params(m) - attn)
         body += swap

@@ -73,6 +73,8 @@ MODEL_TYPES: dict[str, HfArch] = {
     "llama4_text": HfArch("llama4"),
     # Granite 4.0-H: Mamba2 and attention mixers, every layer with a (MoE or shared) MLP
     "granitemoehybrid": HfArch("granite4-h", tie_default=True),
+    # Nemotron-H: one sublayer per layer, hybrid_override_pattern M / * / -; squared-ReLU MLP (up, down)
+    "nemotron_h": HfArch("nemotron-h", mlp="plain"),
     "qwen3_vl": HfArch("qwen3-vl"),  # multimodal: text_config
     "qwen3_vl_text": HfArch("qwen3-vl"),
     "qwen3_vl_moe": HfArch("qwen3-vl-moe"),
@@ -323,6 +325,26 @@ def _granite_hybrid(k: _Keys, layers: int, moe: dict) -> dict:
     return out
 
 
+def _nemotron_h(k: _Keys, layers: int) -> dict:
+    """NemotronHConfig: hybrid_override_pattern has one character per layer, 'M' a Mamba2 mixer, '*'
+    attention, '-' an MLP; each layer is just that sublayer. Mamba2 state per layer per sequence as for
+    Granite 4.0-H: conv (inner + 2 x groups x state) x (kernel - 1) + heads x head_dim x state."""
+    pattern = k.d.get("hybrid_override_pattern")
+    if not isinstance(pattern, str) or len(pattern) != layers or set(pattern) - set("M*-E"):
+        raise ModelFileError(k.path, f"expected hybrid_override_pattern of {layers} characters from M * -",
+                             k.prefix + "hybrid_override_pattern")
+    if "E" in pattern:
+        raise ModelFileError(k.path, "MoE layers ('E') in hybrid_override_pattern are not supported yet "
+                             "(Nemotron 3 Nano MoE)", k.prefix + "hybrid_override_pattern")
+    heads, hd = k.int("mamba_num_heads"), k.int("mamba_head_dim")
+    state, groups, conv = k.int("ssm_state_size"), k.int("n_groups", 8), k.int("conv_kernel", 4)
+    inner = heads * hd
+    return dict(single_sublayer=True, mlp_only_layers=pattern.count("-"), linear_layers=pattern.count("M"),
+                linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + heads * hd * state,
+                mamba_heads=heads, mamba_head_dim=hd, mamba_state=state, mamba_groups=groups,
+                linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)))
+
+
 def _mla(k: _Keys) -> dict:
     rank = k.opt_int("kv_lora_rank", minimum=1)
     if rank is None:
@@ -370,6 +392,8 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
         linear.update(_llama4(k, layers, moe))
     elif inner_type == "granitemoehybrid":
         linear.update(_granite_hybrid(k, layers, moe))
+    elif inner_type == "nemotron_h":
+        linear.update(_nemotron_h(k, layers))
     for f in ("intermediate", "shared_experts", "dense_layers"):
         if f in linear:
             v = linear.pop(f)
