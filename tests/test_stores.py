@@ -379,3 +379,12 @@ def test_gemma3_style_gguf_with_the_vision_tower_inside_says_it_counted_it(home)
     ch = resolve_model("pub/Gemma-GGUF", load_catalog())
     assert ch.weights_bytes_exact == GGUF_BYTES + 8192
     assert any("8192 bytes of vision-tower" in n for n in ch.notes)
+
+
+def test_cached_repo_with_only_a_tokenizer_falls_through_to_the_catalog(home):
+    repo = home / ".cache" / "huggingface" / "hub" / "models--meta-llama--Meta-Llama-3-8B"
+    _link(repo, COMMIT, "tokenizer.json", _blob(repo, b"{}"))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(COMMIT)
+    ch = resolve_model("meta-llama/Meta-Llama-3-8B", load_catalog())
+    assert ch.spec.key == "llama3-8b" and ch.weights_bytes_exact is None

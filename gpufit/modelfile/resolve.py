@@ -139,7 +139,9 @@ def resolve_local(arg: str, in_catalog: bool = False, revision: str | None = Non
     name = arg.strip()
     if revision is None and "@" in name and "/" in name.split("@", 1)[0]:
         name, revision = name.split("@", 1)
-    found = find_local(name, env, revision)
+    # a cached repo with neither config.json nor weights (only a tokenizer or README was fetched) is no
+    # model: the name falls through to the catalog
+    found = [f for f in find_local(name, env, revision) if f.format != "other"]
     if not found:
         return None
     chosen = found[0]
