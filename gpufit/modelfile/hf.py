@@ -195,6 +195,8 @@ def load_hf_config_only(config: Path) -> tuple["ModelSpec", str | None, list[str
     if hc.model_type in ("qwen2", "qwen2_moe"):
         bias = True
     label, repo = _label(config.parent)
+    if config.name != "config.json":  # my-model.json: the file names the model, not its folder
+        label, repo = config.stem, None
     spec, snotes = build_spec(
         config, hc, key=model_key(label), name=label, source=str(config), tie=bool(tie), attn_bias=bool(bias),
         native_dtype=native, params=None, params_source=None, hf_repo=repo,
