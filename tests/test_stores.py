@@ -388,3 +388,12 @@ def test_cached_repo_with_only_a_tokenizer_falls_through_to_the_catalog(home):
     (repo / "refs" / "main").write_text(COMMIT)
     ch = resolve_model("meta-llama/Meta-Llama-3-8B", load_catalog())
     assert ch.spec.key == "llama3-8b" and ch.weights_bytes_exact is None
+
+
+def test_single_file_download_in_progress_is_a_warning_not_a_silent_config_estimate(home):
+    repo = hf_repo(home / ".cache" / "huggingface" / "hub", "acme/Tiny-Llama", weights=False)
+    (repo / "blobs" / ("ab" * 32 + ".incomplete")).write_bytes(b"\0" * 10)
+    r = CliRunner().invoke(cli, ["plan", "acme/Tiny-Llama", "--gpu", "rtx-3090", "--json"])
+    assert r.exit_code == 0, r.output
+    warn = " ".join(json.loads(r.stdout)["warnings"])
+    assert "did not finish" in warn and "config.json alone" in warn

@@ -92,7 +92,12 @@ def load_local_entry(e: LocalModel) -> Resolved:
         r = _hf_folder(e.path, where)
     else:
         raise ModelFileError(e.path, "the cached snapshot has neither config.json nor weights")
-    return dataclasses.replace(r, notes=e.notes + r.notes)
+    warnings = r.warnings
+    if e.incomplete and not e.missing:
+        warnings += (f"{e.incomplete} download(s) of {e.name} did not finish (blobs/*.incomplete in "
+                     f"{e.path.parent.parent}); " + ("the estimate comes from config.json alone"
+                                                     if r.config_only else "the weights read are those present"),)
+    return dataclasses.replace(r, notes=e.notes + r.notes, warnings=warnings)
 
 
 def resolve_path(p: Path, revision: str | None = None) -> Resolved | None:

@@ -63,6 +63,7 @@ class LocalModel:
     revision: str | None = None  # HF: the commit of the snapshot
     extra: tuple[Path, ...] = ()  # files loaded beside the model (Ollama projector blobs, LM Studio mmproj)
     missing: tuple[str, ...] = ()  # HF: shards the index lists that are not in the snapshot
+    incomplete: int = 0  # HF: blobs/*.incomplete files (downloads that did not finish)
     notes: tuple[str, ...] = field(default=(), compare=False)
 
 
@@ -229,8 +230,9 @@ def _hf_entry(repo_dir: Path, where: Path, revision: str | None = None) -> Local
         fmt = "gguf"
     else:
         fmt = "other"
+    incomplete = len(list((repo_dir / "blobs").glob("*.incomplete"))) if _isdir(repo_dir / "blobs") else 0
     return LocalModel(repo_from_folder(repo_dir), "huggingface", fmt, folder, nbytes, where, commit,
-                      missing=tuple(missing), notes=tuple(notes))
+                      missing=tuple(missing), incomplete=incomplete, notes=tuple(notes))
 
 
 def _hf_find(repo: str, dirs: list[Path]) -> list[tuple[Path, Path]]:
@@ -405,7 +407,7 @@ def _hf_gguf_or_entry(repo_dir: Path, where: Path, store: str, revision: str | N
         raise UsageError(f"{e.name}: the cached snapshot {e.path} holds {len(ggufs)} GGUF files; pass one "
                          "of them as MODEL")
     return LocalModel(e.name, store, e.format, e.path, e.bytes, where, e.revision, missing=e.missing,
-                      notes=e.notes)
+                      incomplete=e.incomplete, notes=e.notes)
 
 
 # ------------------------------------------------------------------------------------------ find / list
