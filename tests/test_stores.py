@@ -397,3 +397,20 @@ def test_single_file_download_in_progress_is_a_warning_not_a_silent_config_estim
     assert r.exit_code == 0, r.output
     warn = " ".join(json.loads(r.stdout)["warnings"])
     assert "did not finish" in warn and "config.json alone" in warn
+
+
+@pytest.mark.parametrize("arch,family", [("glm4moe", "glm4.5"), ("smollm3", "smollm3"), ("olmo2", "olmo2"),
+                                         ("granite", "granite3"), ("qwen3vl", "qwen3-vl")])
+def test_new_standard_gguf_architectures_read_from_an_ollama_store(home, arch, family):
+    g = write_gguf(home / "tmp.gguf", arch=arch)
+    data = g.read_bytes()
+    blobs = home / ".ollama" / "models" / "blobs"
+    blobs.mkdir(parents=True)
+    digest = hashlib.sha256(data).hexdigest()
+    (blobs / f"sha256-{digest}").write_bytes(data)
+    m = home / ".ollama" / "models" / "manifests" / "registry.ollama.ai" / "library" / "newarch" / "latest"
+    m.parent.mkdir(parents=True)
+    m.write_text(json.dumps({"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}", "size": len(data)}]}))
+    ch = resolve_model("newarch", load_catalog())
+    assert ch.spec.family == family and ch.weights_bytes_exact == GGUF_BYTES

@@ -31,6 +31,14 @@ GGUF_ARCHS = {
     "deepseek2": "deepseek",
     "gpt-oss": "gpt-oss",
     "starcoder2": "starcoder2",
+    # standard layer kinds (llama.cpp src/llama-arch.cpp names); their MoE / bias keys are the generic ones
+    "glm4moe": "glm4.5",
+    "minimax-m2": "minimax-m2",
+    "qwen3vl": "qwen3-vl",
+    "qwen3vlmoe": "qwen3-vl-moe",
+    "smollm3": "smollm3",
+    "granite": "granite3",
+    "olmo2": "olmo2",
 }
 PLAIN_MLP_ARCHS = {"starcoder2"}  # up/down only, no gate
 # llama.cpp set_swa_pattern(n): layer il uses the sliding window iff il % n < n - 1
