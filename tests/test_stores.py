@@ -414,3 +414,78 @@ def test_new_standard_gguf_architectures_read_from_an_ollama_store(home, arch, f
         {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}", "size": len(data)}]}))
     ch = resolve_model("newarch", load_catalog())
     assert ch.spec.family == family and ch.weights_bytes_exact == GGUF_BYTES
+
+
+def _hybrid_gguf(path: Path, arch: str, layers: int, kv, ff, meta) -> Path:
+    """A GGUF with a hybrid's metadata as llama.cpp's converter writes it (per-layer head_count_kv /
+    feed_forward_length arrays, ssm.* sizes); the tensor table is a token embedding and a norm."""
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(layers)
+    w.add_context_length(4096)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_head_count_kv(kv)
+    w.add_feed_forward_length(ff)
+    w.add_key_length(16)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    w.add_token_list([f"t{i}" for i in range(128)])
+    meta(w)
+    w.add_tensor("token_embd.weight", np.zeros((128, 64), np.float16))
+    w.add_tensor("output_norm.weight", np.zeros(64, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def _ssm(conv, inner, state, groups, rank):
+    def meta(w):
+        w.add_ssm_conv_kernel(conv)
+        w.add_ssm_inner_size(inner)
+        w.add_ssm_state_size(state)
+        w.add_ssm_group_count(groups)
+        w.add_ssm_time_step_rank(rank)
+    return meta
+
+
+def test_qwen3next_gguf_reads_its_deltanet_layers(tmp_path):
+    from gpufit.modelfile.gguf_file import load_gguf
+
+    def meta(w):
+        _ssm(4, 4 * 16, 16, 2, 4)(w)  # 2 key heads of 16, 4 value heads of 16
+        w.add_full_attention_interval(4)
+    mf = load_gguf(_hybrid_gguf(tmp_path / "qn.gguf", "qwen3next", 8, 2, 128, meta))
+    s = mf.spec
+    assert (s.linear_layers, s.linear_key_heads, s.linear_value_heads, s.linear_key_head_dim,
+            s.linear_value_head_dim, s.linear_conv_kernel, s.attn_output_gate) == (6, 2, 4, 16, 16, 4, True)
+    assert s.linear_state_elems == (2 * 2 * 16 + 4 * 16) * 3 + 4 * 16 * 16
+
+
+def test_granitehybrid_gguf_counts_mamba_layers_from_the_kv_array(tmp_path):
+    from gpufit.modelfile.gguf_file import load_gguf
+
+    kv = [0, 0, 0, 2, 0, 0, 0, 2]
+    mf = load_gguf(_hybrid_gguf(tmp_path / "g.gguf", "granitehybrid", 8, kv, 128, _ssm(4, 128, 16, 1, 8)))
+    s = mf.spec
+    assert (s.linear_layers, s.mamba_heads, s.mamba_head_dim, s.mamba_state, s.kv_heads) == (6, 8, 16, 16, 2)
+    assert s.linear_state_elems == (128 + 2 * 16) * 3 + 128 * 16
+
+
+def test_nemotron_h_gguf_tells_mamba_attention_and_mlp_layers_apart(tmp_path):
+    from gpufit.modelfile.gguf_file import load_gguf
+
+    pattern = "M-M*M-"
+    kv = [2 if c == "*" else 0 for c in pattern]
+    ff = [128 if c == "-" else 0 for c in pattern]
+    mf = load_gguf(_hybrid_gguf(tmp_path / "n.gguf", "nemotron_h", 6, kv, ff, _ssm(4, 128, 16, 2, 8)))
+    s = mf.spec
+    assert (s.single_sublayer, s.linear_layers, s.mlp_only_layers, s.intermediate, s.mlp) == (True, 3, 2, 128, "plain")
+
+
+def test_hybrid_gguf_without_the_per_layer_array_names_the_key(tmp_path):
+    from gpufit.modelfile.gguf_file import load_gguf
+
+    with pytest.raises(ModelFileError) as ei:
+        load_gguf(_hybrid_gguf(tmp_path / "g.gguf", "granitehybrid", 8, 2, 128, _ssm(4, 128, 16, 1, 8)))
+    assert "granitehybrid.attention.head_count_kv" in str(ei.value) and ei.value.exit_code == 6
