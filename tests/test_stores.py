@@ -489,3 +489,15 @@ def test_hybrid_gguf_without_the_per_layer_array_names_the_key(tmp_path):
     with pytest.raises(ModelFileError) as ei:
         load_gguf(_hybrid_gguf(tmp_path / "g.gguf", "granitehybrid", 8, 2, 128, _ssm(4, 128, 16, 1, 8)))
     assert "granitehybrid.attention.head_count_kv" in str(ei.value) and ei.value.exit_code == 6
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_a_store_this_user_cannot_list_is_skipped_not_a_traceback(home):
+    hub = home / ".cache" / "huggingface" / "hub"
+    hub.mkdir(parents=True)
+    hub.chmod(0)
+    try:
+        assert resolve_model("llama3-8b", load_catalog()).spec.key == "llama3-8b"
+        assert list_local() == []
+    finally:
+        hub.chmod(0o755)

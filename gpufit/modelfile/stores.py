@@ -123,6 +123,14 @@ def _isdir(p: Path) -> bool:
         return False
 
 
+def _entries(d: Path) -> list[Path]:
+    """The entries of a store folder; one this user cannot list (another user's store) holds nothing."""
+    try:
+        return list(d.iterdir())
+    except OSError:
+        return []
+
+
 def _read_json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -183,12 +191,11 @@ def hf_snapshot(repo_dir: Path, revision: str | None = None) -> tuple[Path, str 
     elif revision and _isdir(snaps / revision):
         commit = revision
     elif revision:
-        have = sorted(p.name for p in snaps.iterdir() if p.is_dir()) if _isdir(snaps) else []
+        have = sorted(p.name for p in _entries(snaps) if p.is_dir())
         raise UsageError(f"--revision {revision}: {repo_dir} has no such ref or snapshot; refs: "
                          f"{', '.join(ref_names) or 'none'}; snapshots: {', '.join(have) or 'none'}")
     else:
-        have = sorted((p for p in snaps.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime) \
-            if _isdir(snaps) else []
+        have = sorted((p for p in _entries(snaps) if p.is_dir()), key=lambda p: p.stat().st_mtime)
         if not have:
             raise ModelFileError(repo_dir, "the cached repo has no snapshot (the download did not finish); "
                                  "download it again")
@@ -202,7 +209,7 @@ def hf_snapshot(repo_dir: Path, revision: str | None = None) -> tuple[Path, str 
 def hf_snapshot_state(folder: Path) -> tuple[list[Path], list[str], int]:
     """(weight files present, shard names the index lists but the folder lacks, bytes present).
     Raises on dangling symlinks and an invalid index."""
-    for p in folder.iterdir():
+    for p in _entries(folder):
         _check_snapshot_entry(p)
     index = folder / HF_INDEX
     missing: list[str] = []
@@ -245,7 +252,7 @@ def _hf_find(repo: str, dirs: list[Path]) -> list[tuple[Path, Path]]:
         if is_hf_repo_folder(exact):
             out.append((exact, d))
             continue
-        for p in d.iterdir():  # hub ids are case-insensitive; the folder keeps the case it was asked with
+        for p in _entries(d):  # hub ids are case-insensitive; the folder keeps the case it was asked with
             if p.name.lower() == want and is_hf_repo_folder(p):
                 out.append((p, d))
                 break
@@ -427,7 +434,7 @@ def list_local(env: Mapping[str, str] | None = None) -> list[LocalModel]:
     out: list[LocalModel] = []
     for d in hf_cache_dirs(env):
         if _isdir(d):
-            for p in sorted(d.iterdir()):
+            for p in sorted(_entries(d)):
                 if is_hf_repo_folder(p):
                     out.append(_hf_entry(p, d))
     for root in ollama_dirs(env):
@@ -454,7 +461,7 @@ def list_local(env: Mapping[str, str] | None = None) -> list[LocalModel]:
             for f in sorted(root.glob("*.gguf")):
                 if f not in named and not _is_projector(f):
                     out.append(LocalModel(f.name, "llama.cpp", "gguf", f, _size(f), root))
-            for p in sorted(root.iterdir()):
+            for p in sorted(_entries(root)):
                 if is_hf_repo_folder(p):
                     out.append(_hf_entry(p, root))
     return out
