@@ -46,6 +46,10 @@ MODEL_TYPES: dict[str, HfArch] = {
     "llama": HfArch("llama"),
     "mistral": HfArch("mistral", "all"),
     "mixtral": HfArch("mixtral", "all"),
+    # Mistral3ForConditionalGeneration (Mistral Small 3.1/3.2, Magistral, Devstral, Ministral 3): the text
+    # model sits in text_config, model_type mistral or ministral3 (MistralConfig keys; sliding_window null)
+    "mistral3": HfArch("mistral", "all"),
+    "ministral3": HfArch("ministral3", "all"),
     # Qwen2Attention: q/k/v projections always carry a bias
     "qwen2": HfArch("qwen2", "qwen", bias_default=True),
     "qwen2_moe": HfArch("qwen2-moe", "qwen", bias_default=True),
