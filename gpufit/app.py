@@ -72,9 +72,9 @@ def resolve_model(arg: str, catalog: Catalog, revision: str | None = None) -> Mo
         raise UsageError(
             f"unknown model {arg!r}: not in the catalog nor in a local store (Hugging Face cache, Ollama, LM "
             f"Studio, llama.cpp). Fetch the repo's config.json and pass its path: "
-            f"hf download {repo} config.json --local-dir {repo.split('/')[-1]} (or curl -LO "
-            f"https://huggingface.co/{repo}/resolve/main/config.json), then gpufit plan "
-            f"{repo.split('/')[-1]}/config.json --quant ...{hint}")
+            f"hf download {repo} config.json --local-dir {repo.split('/')[-1]} (or mkdir {repo.split('/')[-1]} && "
+            f"curl -L https://huggingface.co/{repo}/resolve/main/config.json -o {repo.split('/')[-1]}/config.json), "
+            f"then gpufit plan {repo.split('/')[-1]}/config.json --quant ...{hint}")
     return ModelChoice(catalog.model(arg))
 
 
