@@ -73,6 +73,8 @@ def build(row, cat):
         return None, f"GPU {row['gpu']!r} not in the catalog"
     if row["outcome"] not in OUTCOMES:
         return None, f"outcome {row['outcome']!r} (truncated log / OOM after start-up: not a start-up check)"
+    if "memory size not stated" in row["notes"] and "implies" not in row["notes"]:
+        return None, "the card's memory size is not stated (A800 comes in 40 and 80 GB) and no log figure implies it"
     if "no log numbers" in row["notes"] and "presumably" in row["notes"]:
         return None, "flags not known (a comment's outcome; its utilisation is presumed, and the same thread's default start fails before any max_model_len check)"
     if "-dp=" in row["notes"]:

@@ -224,3 +224,12 @@ def test_cpu_offload_gb_and_block_size_flags_change_the_pool():
 def test_weights_larger_than_the_free_memory_fail_at_load():
     r = estimate(req("llama3.1-405b", "int8", [card("rtx-3090")], 8192))
     assert r.refusal.code == "oom_at_load" and "CUDA out of memory while loading" in r.refusal.message
+
+
+def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_refused():
+    devs = [card("rtx-3090", i=i) for i in range(3)]
+    r = estimate(req("llama3-8b", "bf16", devs, 8192, tensor_parallel_size=3))
+    assert r.verdict == "no_fit" and r.refusal.code == "tensor_parallel_invalid"
+    assert "Total number of attention heads (32) must be divisible by tensor parallel size (3)" in r.refusal.message
+    more = estimate(req("llama3-8b", "bf16", devs[:1], 8192, tensor_parallel_size=2))
+    assert more.refusal.code == "not_enough_gpus"
