@@ -107,7 +107,7 @@ def _all_units(snapshot: Snapshot, catalog: Catalog) -> tuple[list[_Unit], dict[
         if not g.available:
             left_out[g.index] = g.errors.get("gpu", "lost or erroring")
             continue
-        spec = catalog.match_gpu(g.name, g.pci_device_id)
+        spec = catalog.match_gpu(g.name, g.pci_device_id, g.memory.total)
         found = _mig_units(g, spec) if g.mig.enabled else [u for u in (_gpu_unit(g, snapshot, spec),) if u]
         if not found:
             if g.unified_memory and snapshot.host.ram_available_bytes is None:
