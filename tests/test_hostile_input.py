@@ -283,3 +283,16 @@ def test_signal_exits_128_plus_n_without_traceback_or_partial_file(tmp_path, sig
 def test_non_finite_recommend_bounds_are_usage_errors(option, value):
     r = run("recommend", "--gpu", "rtx-4090", option, value)
     assert r.exit_code == 2 and option in r.stderr
+
+
+def test_ollama_manifest_nested_100000_deep_is_a_model_file_error(tmp_path, monkeypatch):
+    """The store readers share the bounded reader and the RecursionError guard of the other JSON files."""
+    monkeypatch.setenv("OLLAMA_MODELS", str(tmp_path / "ollama"))
+    for k in ("HF_HOME", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "LLAMA_CACHE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    m = tmp_path / "ollama" / "manifests" / "registry.ollama.ai" / "library" / "tinyllama" / "latest"
+    m.parent.mkdir(parents=True)
+    m.write_text('{"layers": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    r = run("plan", "tinyllama", "--gpu", "rtx-3090")
+    assert r.exit_code == 6 and str(m) in r.stderr and "nested too deep" in r.stderr
