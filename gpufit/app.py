@@ -307,7 +307,9 @@ def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
                     try:
                         spec = catalog.model(name)
                     except UsageError:
-                        continue
+                        spec = _by_repo_name(name, catalog)
+                        if spec is None:
+                            continue
                     return ModelChoice(spec, file_quant=quant,
                                        notes=(f"{arg}: {spec.name} stored as {quant} (from the checkpoint's name)",))
         if "/" in base and not os.path.exists(os.path.expanduser(base)):
@@ -316,6 +318,15 @@ def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
             except UsageError:
                 pass
         raise first
+
+
+def _by_repo_name(name: str, catalog: Catalog):
+    """The catalog model whose Hugging Face repo (or an alias of the form ORG/NAME) ends in NAME, when
+    exactly one does: a re-upload such as RedHatAI/Mixtral-8x7B-Instruct-v0.1 names mistralai's model."""
+    want = name.rsplit("/", 1)[-1].lower()
+    hits = {m.key for m in catalog.models.values()
+            for a in (m.hf_repo or "", *m.aliases) if "/" in a and a.rsplit("/", 1)[-1].lower() == want}
+    return catalog.models[hits.pop()] if len(hits) == 1 else None
 
 
 def server_command(argv, env):
