@@ -71,7 +71,7 @@ def _emit_fit(res, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
     else:
-        from .render import fit_text
+        from .render.text import fit_text
 
         click.echo(fit_text(res))
 
@@ -118,7 +118,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
               ram=None, min_headroom=None, alternatives=True, server=()):
     from . import app
     from .catalog import load_catalog
-    from .devices import select_devices_noted
+    from .app.devices import select_devices_noted
 
     catalog = load_catalog()
     settings, extra_notes, batch_given = {}, [], batch is not None
@@ -230,7 +230,7 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     Or plan from a server's own command line after --:
       gpufit here -- vllm serve MODEL --max-model-len 32768 --tensor-parallel-size 2
     """
-    from .app import parse_size
+    from .app.request import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
@@ -282,8 +282,8 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
       gpufit check -- vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 32768
       gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
     """
-    from .app import parse_size
-    from .render import check_line
+    from .app.request import parse_size
+    from .render.text import check_line
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
@@ -318,7 +318,7 @@ def probe(as_json, save_path, snapshot_path):
     if as_json:
         click.echo(snap.to_json())
     elif not save_path:
-        from .render_probe import snapshot_table
+        from .render.probe import snapshot_table
 
         click.echo(snapshot_table(snap, load_catalog()))
 
@@ -330,7 +330,7 @@ def probe(as_json, save_path, snapshot_path):
 @click.option("--snapshot", "snapshot_path", type=click.Path(), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
 def report(fmt, output, config_path, snapshot_path):
     """Health report for cron / systemd timers (text, JSON or Prometheus textfile)."""
-    from .report import run_report
+    from .app.report import run_report
 
     sys.exit(int(run_report(fmt, output, config_path, snapshot_path)))
 
@@ -349,7 +349,7 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     """Which catalog models fit now, each at its best quantization, largest first."""
     from . import app
     from .catalog import load_catalog
-    from .recommend import recommend as run, recommend_text
+    from .app.recommend import recommend as run, recommend_text
 
     catalog = load_catalog()
     if top < 1:
@@ -363,7 +363,7 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
         devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
         ram = None
     else:
-        from .devices import select_devices
+        from .app.devices import select_devices
 
         snap = _snapshot(snapshot_path)
         devices = select_devices(snap, catalog, gpus, os.environ if snapshot_path is None else {})
@@ -402,11 +402,11 @@ def models(query, as_json, local, probe_now, snapshot_path):
 
     from .catalog import load_catalog
     from .estimator.params import count_params
-    from .render import models_text
+    from .render.text import models_text
 
     if local or probe_now or snapshot_path:
         from . import app
-        from .render import local_models_text
+        from .render.text import local_models_text
 
         snap = _snapshot(snapshot_path) if (probe_now or snapshot_path) else None
         rows = [r for r in app.local_models(snap) if not query or query.lower() in r["name"].lower()]
@@ -429,7 +429,7 @@ def gpus(query, as_json):
     import dataclasses
 
     from .catalog import load_catalog
-    from .render import gpus_text
+    from .render.text import gpus_text
 
     _listing(load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"), as_json,
              dataclasses.asdict, gpus_text, "GPU")

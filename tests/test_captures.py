@@ -230,7 +230,7 @@ def test_failed_report_on_a_snapshot_is_not_labelled_with_this_host(tmp_path):
 
 def test_a_mig_device_without_memory_is_said_under_assumed():
     from gpufit.catalog import load_catalog
-    from gpufit.devices import select_devices_noted
+    from gpufit.app.devices import select_devices_noted
 
     s = load_snapshot(FIX / "nvidia-smi" / "influxdata_telegraf__a100-sxm4-v12.xml")
     g = s.gpus[0]

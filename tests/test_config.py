@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from gpufit.config import Config, Thresholds, check_models, default_paths, load_config
+from gpufit.app.config import Config, Thresholds, check_models, default_paths, load_config
 from gpufit.errors import ConfigError, ExitCode
-from gpufit.report import run_report
+from gpufit.app.report import run_report
 
 GPU_ENTRY = """
 [[catalog.gpu]]

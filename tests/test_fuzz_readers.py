@@ -100,10 +100,10 @@ def _use_snapshot(path: Path) -> None:
     """load_snapshot, then what `here` and `report` do with a snapshot that loads."""
     from gpufit.app import fit_on_snapshot
     from gpufit.catalog import load_catalog
-    from gpufit.config import Config
+    from gpufit.app.config import Config
     from gpufit.probe import load_snapshot
-    from gpufit.prometheus import render
-    from gpufit.report import build_report
+    from gpufit.render.prometheus import render
+    from gpufit.app.report import build_report
 
     try:
         snap = load_snapshot(path)

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from gpufit import health
-from gpufit.config import Thresholds
+from gpufit.app import health
+from gpufit.app.config import Thresholds
 from gpufit.probe.snapshot import Clocks, Ecc, EccCounts, Memory, Pcie, Process, Utilization
 
 from report_helpers import GiB, capture_params, healthy_gpu, host, load_capture, snapshot, unsupported_gpu

@@ -17,7 +17,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpufit.errors import ProbeError
-from gpufit.report import run_report
+from gpufit.app.report import run_report
 
 from report_helpers import CAPTURES, healthy_gpu, load_capture, snapshot
 

@@ -14,10 +14,10 @@ import pytest
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpufit.config import Config
+from gpufit.app.config import Config
 from gpufit.errors import WriteError
-from gpufit.prometheus import render, write_atomic
-from gpufit.report import build_report, failure_report
+from gpufit.render.prometheus import render, write_atomic
+from gpufit.app.report import build_report, failure_report
 
 from report_helpers import CAPTURES, capture_params, healthy_gpu, load_capture, snapshot, unsupported_gpu
 
@@ -192,7 +192,7 @@ def test_concurrent_report_processes(tmp_path):
     snaps = CAPTURES[:4]
     cfg = tmp_path / "gpufit.toml"
     cfg.write_text("")
-    code = ("import sys; from gpufit.report import run_report\n"
+    code = ("import sys; from gpufit.app.report import run_report\n"
             "for _ in range(15): run_report('prometheus', sys.argv[1], sys.argv[2], sys.argv[3])\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(out), str(cfg), str(s)], env=env,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import engines
+from ..estimator import engines
 from .types import Device, FitRequest
 
 

@@ -12,7 +12,7 @@ fitted by bench/calibrate.py; `basis` says which factor was used.
 from __future__ import annotations
 
 from ..catalog.types import QuantFormat
-from . import engines, memory
+from ..estimator import engines, memory
 from .placement import Plan, Sizer
 from .types import Device
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ...catalog.types import ModelSpec, QuantFormat
-from .. import memory
+from ...estimator import memory
 from .profiles import EngineProfile
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .. import memory
+from ...estimator import memory
 from .base import Engine
 from .profiles import LLAMA_CPP
 

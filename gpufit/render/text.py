@@ -185,7 +185,7 @@ def check_line(res) -> str:
 
 
 def models_text(models) -> str:
-    from .estimator.params import count_params
+    from ..estimator.params import count_params
 
     rows = []
     for m in models:

@@ -42,7 +42,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CatalogError, ConfigError, UsageError, did_you_mean
+from ..errors import CatalogError, ConfigError, UsageError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,7 +51,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
 MAX_CONFIG_BYTES = 16 * 2**20  # a config with inline catalog entries is a few kB
-from .estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
+from ..estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
 
 ENGINES = ("auto", *_ENGINE_KEYS)
 CATALOG_KINDS = ("gpu", "model", "quant")
@@ -158,7 +158,7 @@ _REPORT_FORMATS = ("text", "json", "prometheus")
 
 
 def _read_one(path: Path) -> dict:
-    from .fsutil import read_data_file
+    from ..fsutil import read_data_file
 
     try:
         text = read_data_file(path, MAX_CONFIG_BYTES, ConfigError, "config file").decode("utf-8")
@@ -387,7 +387,7 @@ class _KeyLines:
 
 
 def _validate_inline(e: InlineCatalogEntry) -> None:
-    from .catalog.loader import TABLES, _check_invariants, build_record
+    from ..catalog.loader import TABLES, _check_invariants, build_record
 
     where = f"[[catalog.{e.kind}]] key={e.table.get('key')!r}"
     try:
@@ -415,7 +415,7 @@ def _toml_value(v) -> str:
 def build_catalog(config: Config):
     """Built-in catalog + `[catalog] files` + inline entries. Inline entries are validated by the same
     loader as the built-in files (they are written back to TOML text and read by Catalog.add_file)."""
-    from .catalog import load_catalog
+    from ..catalog import load_catalog
 
     cat = copy.deepcopy(load_catalog(tuple(config.catalog_files)))
     by_file: dict[str, list[InlineCatalogEntry]] = {}

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from .fsutil import write_atomic  # noqa: F401  (the one atomic writer; re-exported for callers)
-from .health import STATUS_VALUE as _STATUS_VALUE
+from ..fsutil import write_atomic  # noqa: F401  (the one atomic writer; re-exported for callers)
+from ..app.health import STATUS_VALUE as _STATUS_VALUE
 
 
 def _uuid_labels(gpus: list) -> list[str]:

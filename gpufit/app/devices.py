@@ -16,11 +16,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from .catalog import Catalog
-from .catalog.types import GpuSpec
-from .errors import ProbeError, UsageError, did_you_mean
-from .estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
-from .probe.snapshot import GpuState, Snapshot
+from ..catalog import Catalog
+from ..catalog.types import GpuSpec
+from ..errors import ProbeError, UsageError, did_you_mean
+from ..estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
+from ..probe.snapshot import GpuState, Snapshot
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ could not probe, 6 bad config / data file.
 
 from __future__ import annotations
 
-import inspect
 import json
 import socket
 import sys
@@ -16,7 +15,7 @@ import time
 from datetime import datetime, timezone
 
 from . import health
-from .errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
+from ..errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
 
 SCHEMA = "gpufit.report/1"
 FORMATS = ("text", "json", "prometheus")
@@ -45,18 +44,13 @@ def check_model(watch, snapshot, catalog) -> dict:
         "status": health.WARN, "verdict": None, "needed_bytes": None, "headroom_bytes": None,
         "devices": [], "message": "", "error": None,
     }
-    try:
-        from .app import fit_on_snapshot  # lazy: the app layer imports the estimator and catalog
-    except ImportError as e:
-        entry["error"] = entry["message"] = f"model checks unavailable: {e}"
-        entry["status"] = health.UNKNOWN
-        return entry
+    from . import request  # lazy: the estimator and catalog load only when a model is watched
+
     kwargs = dict(quant=watch.quant, context=watch.context, batch=watch.batch, kv_dtype=watch.kv_dtype,
-                  engine=watch.engine, catalog=catalog)
-    if "env" in inspect.signature(fit_on_snapshot).parameters:
-        kwargs["env"] = {}  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
+                  engine=watch.engine, catalog=catalog,
+                  env={})  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     try:
-        result = fit_on_snapshot(watch.name, snapshot, **kwargs)
+        result = request.fit_on_snapshot(watch.name, snapshot, **kwargs)
     except ProbeError as e:  # the box has no usable GPU now: a finding about the box, not the config
         entry["error"] = entry["message"] = str(e)
         return entry
@@ -172,7 +166,7 @@ def render(report: dict, fmt: str) -> str:
     if fmt == "json":
         return render_json(report)
     if fmt == "prometheus":
-        from .prometheus import render as render_prom
+        from ..render.prometheus import render as render_prom
 
         return render_prom(report)
     return render_text(report)
@@ -182,7 +176,7 @@ def render(report: dict, fmt: str) -> str:
 
 
 def _emit(report: dict, fmt: str, output) -> None:
-    from .prometheus import write_output
+    from ..render.prometheus import write_output
 
     write_output(output, render(report, fmt))
 
@@ -209,7 +203,7 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         output = output if output is not None else config.report.output
         catalog = config.catalog()
         check_models(config, catalog)
-        from . import probe
+        from .. import probe
 
         if snapshot_path is not None:
             snapshot = probe.load_snapshot(snapshot_path)

@@ -7,45 +7,19 @@ import dataclasses
 import os
 import re
 
-from .catalog import Catalog, load_catalog
-from .catalog.types import GpuSpec, ModelSpec
-from .errors import UsageError, unknown
-from .estimator import engines as engine_registry
-from .estimator.engines import default_engine
-from .estimator.types import Device, FitRequest, FitResult
+from ..catalog import Catalog, load_catalog
+from ..catalog.types import GpuSpec, ModelSpec
+from ..errors import UsageError, unknown
+from ..estimator import engines as engine_registry
+from ..estimator.engines import default_engine
+from ..estimator.types import Device, FitRequest, FitResult
 
-GIB = 1 << 30
+from ..units import parse_size  # noqa: F401  (callers read sizes through the app layer)
 DEFAULT_CONTEXT_CAP = 8192  # default context = min(8192, the model's max) (DESIGN.md)
 # cards to count in "N of these would do" besides the selected one
 REFERENCE_GPUS = ("h100-sxm",)
-
-SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$", re.I | re.ASCII)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "ki": 2**10, "m": 10**6, "mb": 10**6,
-          "mib": 2**20, "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30, "t": 10**12,
-          "tb": 10**12, "tib": 2**40, "ti": 2**40}
-MAX_SIZE = 2**60  # 1 EiB: more than any host or GPU memory; a larger size is a typo or a missing unit
 MAX_BATCH = 2**20  # concurrent sequences: far beyond what an engine schedules on one box; keeps the sums in range
 MAX_GPU_COUNT = 1024  # --gpu KEY:COUNT on one box; far above any node (DGX: 8, NVL72 rack: 72)
-
-
-def parse_size(text: str, option: str) -> int:
-    """'2GiB' / '1.5 GB' / '512MiB' / '1073741824' -> bytes. Bare numbers are bytes. ASCII digits only;
-    an empty value, a unit gpufit does not know or a size above 1 EiB is a UsageError naming the option."""
-    shown = text if len(str(text)) <= 40 else f"{str(text)[:37]}..."
-    m = SIZE_RE.match(str(text))
-    if not m:
-        what = "an empty value" if not str(text).strip() else f"cannot read size {shown!r}"
-        raise UsageError(f"{option}: {what}; write e.g. 2GiB, 1.5GB or 512MiB")
-    whole, _, frac = m.group(1).partition(".")
-    frac = frac[:30]  # digits past a 30th decimal cannot change a byte count below 1 EiB
-    unit = _UNITS[(m.group(2) or "").lower()]
-    # exact integer arithmetic (no float rounding, no overflow): whole.frac x unit, rounded down
-    n = (int(whole) * 10 ** len(frac) + int(frac or 0)) * unit // 10 ** len(frac) \
-        if len(whole.lstrip("0")) <= 30 else MAX_SIZE + 1
-    if n > MAX_SIZE:
-        raise UsageError(f"{option} {shown}: larger than 1 EiB, more than any GPU or host has")
-    return n
-
 
 class ModelWarning(str):
     """A warning about the model input (a partly downloaded repo): carried in the notes list that
@@ -66,7 +40,7 @@ class ModelChoice:
 def resolve_model(arg: str, catalog: Catalog, revision: str | None = None) -> ModelChoice:
     """A local model (a path, or a name found in the Hugging Face / Ollama / LM Studio / llama.cpp stores
     on this disk: it wins over the catalog), else a catalog key / alias / HF repo id."""
-    from .modelfile.resolve import resolve_local
+    from ..modelfile.resolve import resolve_local
 
     local = resolve_local(arg, catalog.has_model(arg), revision)
     if local is not None:
@@ -78,7 +52,7 @@ def resolve_model(arg: str, catalog: Catalog, revision: str | None = None) -> Mo
                          "*.safetensors), a config.json, a .gguf or .safetensors file, or a catalog name")
     if not catalog.has_model(arg) and re.fullmatch(r"[\w.\-]+/[\w.\-]+(@[\w.\-/]+)?", arg.strip()):
         repo = arg.strip().split("@")[0]
-        from .errors import did_you_mean
+        from ..errors import did_you_mean
 
         near = did_you_mean(arg, list(catalog.models))
         hint = f" Did you mean {', '.join(near)}?" if near else ""
@@ -106,9 +80,9 @@ def local_models(snapshot=None, catalog: Catalog | None = None, env=None) -> lis
     fits on that box now at its defaults (verdict, or the error that stopped it)."""
     import os
 
-    from .errors import GpufitError
-    from .modelfile.resolve import load_local_entry
-    from .modelfile.stores import list_local
+    from ..errors import GpufitError
+    from ..modelfile.resolve import load_local_entry
+    from ..modelfile.stores import list_local
 
     rows = []
     for e in list_local(env):
@@ -151,7 +125,7 @@ def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
 def plan_devices(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
     """Catalog hardware, nothing running on it: free = total. (Kept out of devices.py's import, which
     pulls in the probe: `plan` never probes.)"""
-    from .estimator.types import devices_from_specs
+    from ..estimator.types import devices_from_specs
 
     return devices_from_specs(items)
 
@@ -159,8 +133,8 @@ def plan_devices(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
 def _file_quant(model: ModelChoice, catalog: Catalog):
     """The catalog format a model file is stored in; a GGUF file type the catalog lacks gets its bits
     from the file itself (exact bytes x 8 / parameters), so nothing is guessed."""
-    from .catalog.types import QuantFormat
-    from .estimator.params import count_params
+    from ..catalog.types import QuantFormat
+    from ..estimator.params import count_params
 
     key = model.file_quant
     try:
@@ -244,7 +218,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
 
 
 def candidates_for(req: FitRequest, catalog: Catalog):
-    from .estimator.alternatives import Candidates
+    from ..estimator.alternatives import Candidates
 
     refs = tuple(catalog.gpus[k] for k in REFERENCE_GPUS if k in catalog.gpus)
     family = tuple(catalog.family_models(req.model.family)) if req.weights_bytes_exact is None else ()
@@ -252,7 +226,7 @@ def candidates_for(req: FitRequest, catalog: Catalog):
 
 
 def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternatives: bool = True) -> FitResult:
-    from .estimator.fit import estimate
+    from ..estimator.fit import estimate
 
     res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog))
     warns = tuple(str(n) for n in notes if isinstance(n, ModelWarning))
@@ -332,7 +306,7 @@ def _by_repo_name(name: str, catalog: Catalog):
 def server_command(argv, env):
     """The engine and its parsed flags from a server command line: `vllm serve M ...`,
     `python -m vllm.entrypoints.openai.api_server --model M ...`, `llama-server -m F ...`, `ollama run T`."""
-    from .estimator import engines as reg
+    from ..estimator import engines as reg
 
     args = list(argv)
     if not args:

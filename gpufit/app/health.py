@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .config import Thresholds
-from .probe.snapshot import GpuState, HostInfo, Snapshot
+from ..probe.snapshot import GpuState, HostInfo, Snapshot
 
 OK, WARN, CRIT, UNKNOWN = "ok", "warn", "crit", "unknown"
 STATUSES = (OK, WARN, CRIT, UNKNOWN)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .probe.snapshot import GpuState, Memory, Snapshot
+from ..probe.snapshot import GpuState, Memory, Snapshot
 
 GIB = 2**30
 NA = "-"
