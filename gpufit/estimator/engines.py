@@ -188,13 +188,50 @@ DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
 }
-# Prefill: achieved / datasheet dense FP16 tensor FLOP/s, the median over 119 single-GPU prompts of at
-# most 512 tokens (GeForce 27 rows, workstation/datacenter 92); see prefill_class for why two kinds.
-_LLAMA_CPP_PREFILL = {"geforce": 0.59, "pro": 0.22}
-PREFILL_EFFICIENCY_BY_CLASS: dict[str, dict[str, float]] = {
+# Prefill (speed.prefill_rate), fitted by `bench/calibrate.py` on the May 2024 llama-bench / main
+# rows (283 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, see bench/accuracy.py):
+#   gemm_efficiency     achieved / datasheet tensor rate of the GEMMs' kind (llama.cpp: FP16 accumulate)
+#   tflops_per_watt     sustained tensor TFLOP/s per board watt: a 300 W RTX 6000 Ada or 350 W H100 PCIe
+#                       cannot hold the clocks its datasheet peak assumes under a long GEMM stream
+#   attn_bytes_per_head_cell   without flash attention: f32 KQ scores written, masked, soft-maxed and
+#                       read back, per head and cached cell
+#   dequant_bytes_per_weight   quantized GGUF weights are dequantized to an FP16 copy per ubatch
+#                       before cuBLAS (ggml-cuda's mul_mat path at batch > MMVQ sizes in that build)
+_LLAMA_CPP_PREFILL = {
+    "gemm_efficiency": 0.504,
+    "tflops_per_watt": 0.496,
+    "attn_bytes_per_head_cell": 18.6,
+    "dequant_bytes_per_weight": 5.1,
+    "fp16_accumulate": True,
+    "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
+}
+PREFILL_FIT: dict[str, dict] = {
     "llama.cpp": _LLAMA_CPP_PREFILL,
     "ollama": _LLAMA_CPP_PREFILL,
 }
+# prompt batching and attention kernel by default: llama.cpp common/common.h (n_batch 2048, n_ubatch
+# 512) and common/arg.cpp (-fa auto: flash attention where the backend has it); vLLM V1 chunked
+# prefill up to max_num_batched_tokens with FlashAttention; transformers runs the prompt at once (SDPA)
+PREFILL_DEFAULTS: dict[str, dict] = {
+    "llama.cpp": {"n_batch": 2048, "n_ubatch": 512, "flash_attn": True},
+    "ollama": {"n_batch": 512, "n_ubatch": 512, "flash_attn": False},
+    "vllm": {"n_batch": 8192, "n_ubatch": 8192, "flash_attn": True},
+    "transformers": {"n_batch": 1 << 20, "n_ubatch": 1 << 20, "flash_attn": True},
+}
+
+
+def prefill_fit(engine: str) -> dict:
+    """The engine's fitted prefill factors; engines without measured rows get their profile's
+    efficiency, no power cap and no dequantization pass, and say so."""
+    if engine in PREFILL_FIT:
+        return PREFILL_FIT[engine]
+    return {"gemm_efficiency": PROFILES[engine].prefill_efficiency, "tflops_per_watt": None,
+            "attn_bytes_per_head_cell": 0.0, "dequant_bytes_per_weight": 0.0, "fp16_accumulate": False,
+            "source": f"{engine} default (not calibrated: bench/data has no {engine} rows)"}
+
+
+def prefill_defaults(engine: str) -> dict:
+    return PREFILL_DEFAULTS[engine]
 
 
 def decode_efficiency(engine: str, spec) -> tuple[float, str]:
@@ -207,22 +244,3 @@ def decode_efficiency(engine: str, spec) -> tuple[float, str]:
     if table:
         return PROFILES[engine].decode_efficiency, f"{engine} default (no measured rows for this memory class)"
     return PROFILES[engine].decode_efficiency, f"{engine} default (not calibrated: bench/data has no {engine} rows)"
-
-
-def prefill_class(spec) -> str | None:
-    """GeForce datasheets list FP16 tensor FLOP/s with FP32 accumulate, half the FP16-accumulate rate;
-    workstation and datacenter datasheets list the full rate. llama.cpp's cuBLAS GEMMs accumulate in
-    FP16, so the same efficiency cannot serve both kinds of figure."""
-    if spec is None:
-        return None
-    return "geforce" if spec.vendor_class == "geforce" else "pro"
-
-
-def prefill_efficiency(engine: str, spec) -> tuple[float, str]:
-    cls = prefill_class(spec)
-    table = PREFILL_EFFICIENCY_BY_CLASS.get(engine, {})
-    if cls in table:
-        return table[cls], f"{engine} on {cls} datasheet FLOP/s (calibrated)"
-    if table:
-        return PROFILES[engine].prefill_efficiency, f"{engine} default (no measured rows for this kind of card)"
-    return PROFILES[engine].prefill_efficiency, f"{engine} default (not calibrated: bench/data has no {engine} rows)"
