@@ -41,6 +41,11 @@ class ModelChoice:
     file_quant: str | None = None  # quant the file is stored in (a .gguf's file type, a checkpoint's)
     notes: tuple[str, ...] = ()  # what reading the file assumed or left out
 
+    @property
+    def is_gguf(self) -> bool:
+        """A .gguf file: only llama.cpp and Ollama load it, whatever its tensor type (F16 included)."""
+        return bool(self.weights_source and self.weights_source.startswith("gguf"))
+
 
 def resolve_model(arg: str, catalog: Catalog) -> ModelChoice:
     """A catalog key / alias / HF repo id, or a local model folder / .gguf file (exact bytes)."""
@@ -119,9 +124,10 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
             raise UsageError(f"--quant {quant}: the model file is stored as {model.file_quant}; "
                              "exact bytes come from the file, so its format is the one that loads")
     if engine == "auto":
-        eng = default_engine(q.kind)
-        notes.append(f"engine {eng}: " + ("llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
-                     + " (default; --engine to change)")
+        eng = default_engine("gguf" if model.is_gguf else q.kind)
+        why = ("llama.cpp for a GGUF file" if model.is_gguf else
+               "llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
+        notes.append(f"engine {eng}: {why} (default; --engine to change)")
     elif engine not in ENGINES:
         raise unknown("engine", engine, ENGINES)
     else:
