@@ -191,8 +191,12 @@ def test_probe_save_then_plan_from_the_saved_snapshot(tmp_path):
     assert r.exit_code == 0 and out.exists()
     d = json.loads(out.read_text())
     assert d["schema"] == "gpufit.snapshot/1" and len(d["gpus"]) == 2
-    r2, fit = fit_json("here", "llama3.2-1b", "--snapshot", str(out))
+    r2, fit = fit_json("here", "llama3.2-1b", "--snapshot", str(out), "--engine", "llama.cpp", "--quant", "q8_0")
     assert r2.exit_code == 0 and fit["verdict"] in ("fits", "tight")
+    # vLLM's 0.9 claim is more than either card has free: it refuses, with the utilisation that passes
+    r3, fit = fit_json("here", "llama3.2-1b", "--snapshot", str(out))
+    assert r3.exit_code == 3 and fit["refusal"]["code"] == "free_memory_below_utilization"
+    assert fit["engine_memory"]["refusal"]["code"] == "free_memory_below_utilization"
 
 
 def test_models_and_gpus_list_the_catalog_as_json():
