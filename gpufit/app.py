@@ -42,6 +42,9 @@ class ModelChoice:
     weights_source: str | None = None
     file_quant: str | None = None  # quant the file is stored in (a .gguf's file type, a checkpoint's)
     notes: tuple[str, ...] = ()  # what reading the file assumed or left out
+    ollama_tag: str | None = None  # the Ollama name given (`qwen3:4b`), served in `tag_quant`
+    tag_quant: str | None = None
+    tag_quant_spelled: bool = False  # the name itself says the quant (`...-q8_0`): --quant may not differ
 
     @property
     def is_gguf(self) -> bool:
@@ -49,8 +52,10 @@ class ModelChoice:
         return bool(self.weights_source and self.weights_source.startswith("gguf"))
 
 
-def resolve_model(arg: str, catalog: Catalog) -> ModelChoice:
-    """A catalog key / alias / HF repo id, or a local model folder / .gguf file (exact bytes)."""
+def resolve_model(arg: str, catalog: Catalog, engine: str | None = None) -> ModelChoice:
+    """A catalog key / alias / HF repo id, an Ollama tag (`qwen3:4b`, `llama3.1:8b-instruct-q8_0`; a
+    bare library name under --engine ollama is its `:latest`), or a local model folder / .gguf file
+    (exact bytes)."""
     import os
 
     if os.path.exists(os.path.expanduser(arg)):  # the model-file readers load only for a real path
@@ -62,7 +67,26 @@ def resolve_model(arg: str, catalog: Catalog) -> ModelChoice:
         if not catalog.has_model(arg):
             raise UsageError(f"{arg!r} is a file but not a model: give a model folder (config.json + "
                              "*.safetensors), a .gguf or .safetensors file, or a catalog name")
-    return ModelChoice(catalog.model(arg))
+    tagged = ollama_choice(arg, catalog, engine)
+    return tagged if tagged is not None else ModelChoice(catalog.model(arg))
+
+
+def ollama_choice(arg: str, catalog: Catalog, engine: str | None = None) -> ModelChoice | None:
+    """The model and format an Ollama name is served as, or None when `arg` is no Ollama name."""
+    name = arg.strip()
+    if ":" not in name and (engine or "").startswith("ollama") and name.lower() in catalog.ollama_names():
+        name += ":latest"
+    found = catalog.resolve_ollama_tag(name)
+    if found is None:
+        return None
+    tag, quant, spelled = found
+    spec = catalog.models[tag.model]
+    if tag.name:
+        spec = dataclasses.replace(spec, name=tag.name)
+    where = tag.source.split(" ", 1)[0]
+    said = (f"Ollama tag {arg}: {spec.name}" + (f" ({tag.key})" if tag.key != arg.strip().lower() else "")
+            + (f", {quant} as the tag names it" if spelled else f", served as {quant} ({where})"))
+    return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled)
 
 
 def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
@@ -116,20 +140,26 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     m = model.spec
     notes: list[str] = []
     notes.extend(model.notes)
-    if quant is None:
+    if quant is None and model.tag_quant:
+        q = catalog.quant(model.tag_quant)
+        notes.append(f"quant {q.key}: what Ollama serves for {model.ollama_tag}"
+                     + ("" if model.tag_quant_spelled else " (default; --quant to change)"))
+    elif quant is None:
         qkey = model.file_quant or m.native_dtype
         notes.append(f"quant {qkey}: " + ("the model file's format" if model.file_quant
                                           else "the model's native dtype (default; --quant to change)"))
         q = _file_quant(model, catalog) if model.file_quant else catalog.quant(qkey)
     else:
         q = catalog.quant(quant)
+        if model.tag_quant_spelled and q.key != model.tag_quant:
+            raise UsageError(f"--quant {quant}: the Ollama tag {model.ollama_tag} names {model.tag_quant}")
         if model.file_quant and q.key != model.file_quant:
             raise UsageError(f"--quant {quant}: the model file is stored as {model.file_quant}; "
                              "exact bytes come from the file, so its format is the one that loads")
     version = None
     if engine == "auto":
-        eng = default_engine("gguf" if model.is_gguf else q.kind)
-        why = ("llama.cpp for a GGUF file" if model.is_gguf else
+        eng = "ollama" if model.ollama_tag else default_engine("gguf" if model.is_gguf else q.kind)
+        why = ("Ollama for an Ollama tag" if model.ollama_tag else "llama.cpp for a GGUF file" if model.is_gguf else
                "llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
         notes.append(f"engine {eng}: {why} (default; --engine to change)")
     else:

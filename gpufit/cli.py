@@ -106,7 +106,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         if context is None and cmd.engine == "vllm":
             context = choice.spec.max_context
     else:
-        choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
+        choice = app.resolve_model(model, catalog, engine)  # a bad model name fails before the probe runs
     try:
         snap = _snapshot(snapshot_path)
     except ProbeError as e:
@@ -197,7 +197,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     from .catalog import load_catalog
 
     catalog = load_catalog()
-    choice = app.resolve_model(model, catalog)
+    choice = app.resolve_model(model, catalog, engine)
     devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
