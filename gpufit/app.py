@@ -124,9 +124,9 @@ def _file_quant(model: ModelChoice, catalog: Catalog):
         params = count_params(model.spec).total
         bits = model.weights_bytes_exact * 8 / params if model.weights_bytes_exact and params else 16.0
         gguf = model.spec.source.endswith(".gguf")
+        runs = tuple(e.key for e in engine_registry.all_engines() if e.runs_gguf == gguf)
         return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if gguf else "int",
-                           bits_per_weight=bits, source=model.spec.source,
-                           engines=("llama.cpp", "ollama") if gguf else ("vllm", "transformers"))
+                           bits_per_weight=bits, source=model.spec.source, engines=runs)
 
 
 def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Catalog, *,
@@ -158,9 +158,13 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
                              "exact bytes come from the file, so its format is the one that loads")
     version = None
     if engine == "auto":
-        eng = "ollama" if model.ollama_tag else default_engine("gguf" if model.is_gguf else q.kind)
-        why = ("Ollama for an Ollama tag" if model.ollama_tag else "llama.cpp for a GGUF file" if model.is_gguf else
-               "llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
+        if model.ollama_tag:  # a library tag is what `ollama run` serves
+            eng, why = "ollama", "the engine that serves Ollama tags"
+        else:
+            kind = "gguf" if model.is_gguf else q.kind
+            eng = default_engine(kind)
+            why = ("the default for a GGUF file" if model.is_gguf else
+                   f"the default for {'GGUF types' if kind == 'gguf' else 'non-GGUF formats'}")
         notes.append(f"engine {eng}: {why} (default; --engine to change)")
     else:
         eng, version = engine_registry.split_name(engine)

@@ -59,11 +59,25 @@ def _snapshot(snapshot_path):
     return take_snapshot()
 
 
+class _ServerArgs(click.Command):
+    """A command that may take a server's command line after `--` (click drops the `--` itself, so
+    whether one was given is noted here for _split_server)."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["gpufit_server_dash"] = "--" in args
+        ctx.meta["gpufit_before_dash"] = args[:args.index("--")] if "--" in args else list(args)
+        return super().parse_args(ctx, args)
+
+
 def _split_server(model, server):
-    """`check -- vllm serve M ...` reaches click as MODEL='vllm' plus the rest: a MODEL that is a
-    server program starts the server's command line."""
+    """`check -- vllm serve M ...` reaches click as MODEL='vllm' plus the rest: after `--` the first
+    word is the server program."""
     if not server and model is None:
         raise UsageError("give MODEL, or the server's command line after --: gpufit check -- vllm serve MODEL")
+    ctx = click.get_current_context(silent=True)
+    dash = bool(ctx and ctx.meta.get("gpufit_server_dash"))
+    if dash and model is not None and model not in (ctx.meta.get("gpufit_before_dash") or []):
+        return None, (model,) + tuple(server)
     if model is not None:
         from .estimator import engines
 
@@ -162,7 +176,7 @@ def cli():
     """
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=_ServerArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
 @_estimate_options
 @_live_options
@@ -212,7 +226,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     sys.exit(VERDICT_EXIT[res.verdict])
 
 
-@cli.command(context_settings={"ignore_unknown_options": True})
+@cli.command(cls=_ServerArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
 @_estimate_options
 @_live_options

@@ -65,6 +65,9 @@ def verdict_line(res) -> str:
         short = need - free
         if short > 0:
             line += f"; short by {gb(short)}"
+        elif res.refusal is not None:
+            name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+            line += f"; {name} would not start or serve it ({res.refusal.code})"
     elif used:
         worst = min(used, key=lambda d: d.headroom_bytes)
         line += f"; headroom {gb(worst.headroom_bytes)} ({gib(worst.headroom_bytes)} GiB)"
@@ -195,7 +198,7 @@ def check_line(res) -> str:
     name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
     line = f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {name}: {verdict_line(res)}"
     if res.refusal is not None:
-        line += f"; {name} refuses ({res.refusal.code}): {res.refusal.message}"
+        line += f": {res.refusal.message}"
     return line
 
 

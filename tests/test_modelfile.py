@@ -555,7 +555,7 @@ def test_an_f16_gguf_file_defaults_to_llama_cpp_not_vllm(tmp_path):
     assert choice.file_quant == "fp16" and choice.is_gguf
     req, notes = build_request(choice, plan_devices([(cat.gpu("rtx-4090"), 1)]), cat, planning=True)
     assert req.engine == "llama.cpp"
-    assert any("engine llama.cpp: llama.cpp for a GGUF file" in n for n in notes)
+    assert any("engine llama.cpp: the default for a GGUF file" in n for n in notes)
 
 
 def test_gguf_bytes_agree_with_gguf_reader(tmp_path):

@@ -95,11 +95,17 @@ def _breakdown(s: Sizer, plan: Plan) -> MemoryBreakdown:
 
 
 def engine_args(result: FitResult) -> dict:
-    """The command line of every engine that can run the plan's format (each engine's module builds its own)."""
+    """The command line that realises the plan on its engine, and on every other engine that runs the
+    format where the placement means the same there (one GPU); a multi-GPU plan is one engine's own
+    (vLLM's tensor parallelism is no llama.cpp split), so only that engine's line is printed."""
     if result.verdict == "no_fit":
         return {}
+    r = result.request
+    one_gpu = sum(1 for d in result.devices if d.needed_bytes) <= 1 and result.placement.strategy != "cpu_offload"
     out = {}
     for eng in engines.all_engines():
+        if eng.key != r.engine and not one_gpu:
+            continue
         line = eng.flags(result)
         if line:
             out[eng.key] = line

@@ -357,12 +357,9 @@ def choose(req: FitRequest) -> Plan:
                 best = _tp_pp_plan(s, _index_order(group))
                 if best:
                     candidates.append(best)
-        # a plain layer split / pipeline on fewer cards than the best tensor-parallel plan wins:
-        # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
-        # (pure tensor parallelism inside a node stays preferred: every rank reads its share at once)
-        fewest = min((len(p.used) for p in candidates), default=len(devs) + 1)
-        if not any(p.strategy == "tensor_parallel" for p in candidates):
-            for k in range(2, min(len(devs), fewest - 1) + 1):
+        if not candidates:
+            # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
+            for k in range(2, len(devs) + 1):
                 p = split_layers(s, _index_order(devs[:k]), allow_cpu=False)
                 if starts(s, p):
                     candidates.append(p)

@@ -285,10 +285,15 @@ class KVLayout:
         return self.page_bytes * self.group_size
 
     def blocks_per_request(self, max_model_len: int, batched: int) -> int:
+        """Pool blocks one request takes: each group of a kind needs that kind's blocks (a block spans
+        `group_size` layers, padding layers of a short group included)."""
         return sum(g * _blocks_needed(k, max_model_len, batched, self.block_size) for k, g in self.groups)
 
     def request_bytes(self, max_model_len: int, batched: int) -> int:
-        return self.blocks_per_request(max_model_len, batched) * self.bytes_per_block
+        """What vLLM's start-up check asks for one request: each real layer's pages
+        (kv_cache_utils.max_memory_usage_bytes sums the layers' specs, no padding layers)."""
+        return sum(k.count * _blocks_needed(k, max_model_len, batched, self.block_size) * self.page_bytes
+                   for k in self.kinds)
 
 
 def kv_layout(req: "FitRequest", tp: int, layers: int | None = None) -> KVLayout | None:
