@@ -168,8 +168,10 @@ _EST: dict[Config, Estimate] = {}
 
 def request(cat: Catalog, c: Config):
     devices = plan_devices([(cat.gpus[c.gpu], c.count)])
+    # the measured builds (2023, May 2024) ran without flash attention, llama.cpp's default then
     req, _ = build_request(ModelChoice(cat.models[c.model]), devices, cat, quant=c.quant,
-                           context=c.context, engine=c.engine, kv_dtype="fp16", planning=True)
+                           context=c.context, engine=c.engine, kv_dtype="fp16", planning=True,
+                           engine_settings={"flash_attn": False})
     return req
 
 

@@ -97,7 +97,9 @@ class Sizer:
 
     @property
     def host_embed(self) -> int:
-        return self.ws.embed if self.profile.embeddings_on_host else 0
+        """What the engine keeps in host RAM whatever the layer placement: embeddings where it keeps
+        them there, and what its own settings put there (engine.host_resident_bytes)."""
+        return (self.ws.embed if self.profile.embeddings_on_host else 0) + self.engine.host_resident_bytes(self.req)
 
     def layer_cost(self) -> float:
         """Bytes one more layer costs on a device: its weights and its KV."""

@@ -80,6 +80,8 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     if not used:
         return None, None, basis
     kv_tok = memory.kv_bytes_per_token_layer(m, req.kv_dtype, plan.tp)
+    # weights the engine's own settings keep in host RAM (expert tensors) are read there, on the CPU
+    host_read = s.engine.host_read_bytes_per_token(req)
     # the output head is read for every token; a tied head is the embedding matrix itself
     head = s.ws.output if s.ws.output or not m.tie_embeddings else s.ws.embed
     ctx = min(DECODE_CONTEXT_TOKENS if decode_context is None else decode_context, req.context)
@@ -99,7 +101,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
                 return None, None, basis
             bws.append(bw)
             dev_eff, _ = engines.decode_efficiency(req.engine, dp.device.spec)
-            weights_read = s.ws.per_layer_active * dp.layers / tp
+            weights_read = (s.ws.per_layer_active * m.layers - host_read) * dp.layers / m.layers / tp
             if dp.is_last:
                 weights_read += head / tp
             b = weights_read + kv_tok * dp.layers * ctx * batch
@@ -114,6 +116,12 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     if len(stages) > 1:
         seconds += (len(stages) - 1) * engines.STAGE_HOP_LATENCY_S
         basis["stage_hop_latency_s"] = engines.STAGE_HOP_LATENCY_S
+    if host_read:
+        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
+        seconds += host_read / (host_bw * 1e9)
+        bytes_per_token += host_read
+        basis["host_bandwidth_gbps"] = host_bw
+        basis["host_expert_bytes_per_token"] = int(host_read)
     if plan.cpu_layers:
         host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
         cpu_read = s.ws.per_layer_active * plan.cpu_layers + kv_tok * plan.cpu_layers * ctx * batch

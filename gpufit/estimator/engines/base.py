@@ -128,6 +128,15 @@ class Engine:
     def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
         return memory.transformers_activation_bytes(req.model, req.context, req.batch)
 
+    def host_resident_bytes(self, req: "FitRequest") -> int:
+        """Bytes the engine keeps in host RAM by its own settings, besides offloaded layers and host
+        embeddings (llama.cpp: expert tensors under --n-cpu-moe, the KV cache under --no-kv-offload)."""
+        return 0
+
+    def host_read_bytes_per_token(self, req: "FitRequest") -> float:
+        """Weight bytes a decoded token reads from host RAM by those settings (computed on the CPU)."""
+        return 0.0
+
     def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
         """Per-GPU runtime overhead outside the model's tensors (CUDA context, workspaces, graphs)."""
         return self.profile.cuda_context_bytes + self.profile.cuda_graph_bytes
