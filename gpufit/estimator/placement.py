@@ -144,7 +144,7 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
 
 
 def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
-                 by_free: bool = False) -> Plan:
+                 by_free: bool = False, max_layers: int | None = None) -> Plan:
     """Contiguous layer ranges in proportion to what each device can hold after its fixed costs.
     The last device also holds the output head. With `allow_cpu`, layers that fit nowhere go to host RAM.
     With `force`, every layer is placed in proportion to usable memory even where it does not fit, so
@@ -161,12 +161,13 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     if by_free or (force and s.engine.splits_like_llama_cpp):
         # llama.cpp's own split: in proportion to free memory, over n_layer + 1 parts (the output
         # layer is the last part), so the last device holds one layer fewer plus the head
-        layers, out_dev = llama_cpp_split(m.layers, [max(1, usable(d, s.req)) for d in devs])
+        shares = s.engine.split_weights(s.req, len(devs)) or [max(1, usable(d, s.req)) for d in devs]
+        layers, out_dev = llama_cpp_split(m.layers, shares)
         force = True
     elif force:
         layers = _apportion(m.layers, [max(1, usable(d, s.req)) for d in devs])
     else:
-        layers = _apportion(min(m.layers, sum(caps)), caps, caps)
+        layers = _apportion(min(m.layers, sum(caps), m.layers if max_layers is None else max_layers), caps, caps)
     n_gpu = sum(layers)
     plans = []
     last = out_dev if out_dev is not None else max((i for i, n in enumerate(layers) if n), default=len(devs) - 1)
@@ -343,6 +344,10 @@ def choose(req: FitRequest) -> Plan:
     fixed = s.engine.fixed_placement(req)
     if fixed is not None:
         return _fixed(s, devs, *fixed)
+    limit = s.engine.gpu_layer_limit(req)
+    if limit is not None and limit < req.model.layers:
+        # the server's own flags keep layers on the CPU: plan exactly that offload
+        return split_layers(s, _index_order(devs), allow_cpu=True, max_layers=max(0, limit))
     if len(devs) > 1 and s.engine.uses_all_gpus:
         # llama.cpp uses every visible GPU by default, split in proportion to free memory
         p = split_layers(s, _index_order(devs), allow_cpu=False, by_free=True)

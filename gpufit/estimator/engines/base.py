@@ -86,6 +86,11 @@ class ServerCommand:
     settings: Mapping[str, Any] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
     unknown: tuple[str, ...] = ()
+    #: the context the server runs when its flags name none (0: the model's maximum, None: the
+    #: caller's default)
+    default_context: int | None = None
+    #: what the parser assumed, in words for "Assumed:"
+    notes: tuple[str, ...] = ()
 
 
 class Engine:
@@ -147,6 +152,14 @@ class Engine:
 
     def fixed_placement(self, req: "FitRequest") -> tuple[int, int] | None:
         """(tensor parallel, pipeline parallel) the server's own flags pin, or None to choose."""
+        return None
+
+    def gpu_layer_limit(self, req: "FitRequest") -> int | None:
+        """At most this many transformer layers on the GPUs (llama.cpp -ngl), None = as many as fit."""
+        return None
+
+    def split_weights(self, req: "FitRequest", n_devices: int) -> list[float] | None:
+        """Proportions of a layer split the server's flags pin (llama.cpp -ts), None = by free memory."""
         return None
 
     # ---- start-up -------------------------------------------------------------------------------
