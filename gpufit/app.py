@@ -275,7 +275,31 @@ def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
                 return resolve_model(base.rsplit("/", 1)[-1], catalog)
             except UsageError:
                 pass
+        named = _gguf_by_name(base, catalog)
+        if named is not None:
+            return named
         raise first
+
+
+# a GGUF file named as the usual converters write it: MODEL-QUANT.gguf (split: -00001-of-00003)
+_GGUF_NAME = re.compile(r"^(?P<stem>.+?)[-._](?P<quant>i?q\d[a-z0-9_]*|f16|bf16|f32|mxfp4)"
+                        r"(?:-\d{5}-of-\d{5})?\.gguf$", re.I)
+
+
+def _gguf_by_name(path: str, catalog: Catalog) -> ModelChoice | None:
+    """A .gguf the server names that is not on this disk: the catalog model and format its file name
+    says (`Qwen3-30B-A3B-Q4_K_M.gguf`), said under "Assumed:"; None when the name says neither."""
+    m = _GGUF_NAME.match(os.path.basename(path))
+    if m is None or not catalog.has_quant(m.group("quant")):
+        return None
+    q = catalog.quant(m.group("quant"))
+    stem = m.group("stem")
+    for name in (stem, re.sub(r"(?i)^meta-", "", stem), re.sub(r"(?i)[-_](instruct|it|chat)$", "", stem)):
+        if catalog.has_model(name):
+            spec = catalog.model(name)
+            return ModelChoice(spec, file_quant=q.key, notes=(
+                f"{path} is not on this disk: {spec.name} in {q.key}, from the file's name",))
+    return None
 
 
 def server_command(argv, env):

@@ -110,8 +110,11 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         settings = dict(cmd.settings)
         model = cmd.model
         extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
-        if cmd.context is None and context is None:
+        if cmd.context is None and context is None and cmd.engine == "vllm":
             extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
+        extra_notes.extend(cmd.notes)
+        if batch is None and cmd.batch:
+            batch = cmd.batch
         if cmd.ignored:
             extra_notes.append("flags that do not change memory: " + " ".join(cmd.ignored))
         if cmd.unknown:
@@ -119,6 +122,8 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         choice = app.resolve_checkpoint(model, catalog)
         if context is None and cmd.engine == "vllm":
             context = choice.spec.max_context
+        elif context is None and cmd.default_context is not None:
+            context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
     else:
         choice = app.resolve_model(model, catalog, engine)  # a bad model name fails before the probe runs
     try:

@@ -100,3 +100,94 @@ def test_a_tied_head_is_duplicated_onto_the_gpu():
     s = Sizer(req("llama3.2-1b", 4096, quant="q8_0"))
     assert s.ws.output == s.ws.embed > 0
     assert s.weights(16) == pytest.approx(s.ws.output + s.ws.per_layer * 16, abs=1)
+
+
+# ---- llama-server / llama-cli command lines ---------------------------------------------------------
+from gpufit.errors import UsageError  # noqa: E402
+
+parse = llama_cpp.parse_command
+
+
+def test_memory_flags_by_every_spelling():
+    c = parse(["-m", "/models/qwen3-8b.gguf", "--ctx-size=16384", "--parallel", "2", "--n-gpu-layers", "20",
+               "-ts", "3,1", "-sm", "layer", "-fa", "off", "--cache-type-k", "q8_0", "-ctv", "q4_0", "-b", "1024",
+               "-ub", "256", "--no-kv-offload", "--swa-full", "--n-cpu-moe", "3"], {})
+    assert (c.model, c.context, c.batch, c.kv_dtype) == ("/models/qwen3-8b.gguf", 8192, 2, "q8_0")
+    s = c.settings
+    assert s["n_gpu_layers"] == 20 and s["tensor_split"] == (3.0, 1.0) and s["flash_attn"] is False
+    assert (s["cache_type_k"], s["cache_type_v"], s["n_batch"], s["n_ubatch"]) == ("q8_0", "q4_0", 1024, 256)
+    assert s["no_kv_offload"] and s["swa_full"] and s["cpu_moe_layers"] == (0, 1, 2)
+
+
+def test_environment_is_read_and_the_command_line_wins():
+    c = parse(["-m", "m.gguf", "-c", "8192"], {"LLAMA_ARG_CTX_SIZE": "2048", "LLAMA_ARG_N_PARALLEL": "4",
+                                                "CUDA_VISIBLE_DEVICES": "2,3"})
+    assert (c.context, c.batch, c.gpus) == (2048, 4, "2,3")
+
+
+def test_no_ctx_flag_is_llama_cpp_s_default_and_said():
+    c = parse(["-m", "m.gguf"], {})
+    assert c.context is None and c.default_context == 4096 and "default context of 4096" in c.notes[0]
+    assert parse(["-m", "m.gguf", "-c", "0"], {}).default_context == 0  # the model's own maximum
+
+
+def test_override_tensor_patterns_pick_the_expert_layers():
+    c = parse(["-m", "m.gguf", "-ot", r"blk\.(1[0-9])\.ffn_.*_exps=CPU", "-ot", "exps=CPU0,attn_q=CUDA0"], {})
+    assert len(c.settings["cpu_moe_layers"]) == llama_cpp.ALL_LAYERS  # 'exps=CPU0' matches every layer
+    c = parse(["-m", "m.gguf", "-ot", r"blk\.(1[0-9])\.ffn_.*_exps=CPU"], {})
+    assert c.settings["cpu_moe_layers"] == tuple(range(10, 20))
+    c = parse(["-m", "m.gguf", "-ot", "attn_q=CPU"], {})
+    assert "cpu_moe_layers" not in c.settings and any("-ot attn_q=CPU" in u for u in c.unknown)
+
+
+def test_unknown_flags_are_collected_not_fatal():
+    c = parse(["-m", "m.gguf", "--frobnicate", "3", "--port", "8080", "--jinja"], {})
+    assert c.unknown == ("--frobnicate 3",) and c.ignored == ("--port", "--jinja")
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["-m", "m.gguf", "-ngl", "lots"], "-ngl 'lots'"),
+    (["-m", "m.gguf", "-c", "-5"], "-c '-5'"),
+    (["-m", "m.gguf", "-ctk", "q9_0"], "cache type 'q9_0'"),
+    (["-m", "m.gguf", "-sm", "diagonal"], "mode 'diagonal'"),
+    (["-m", "m.gguf", "-ts", "a,b"], "-ts 'a,b'"),
+    (["-m", "m.gguf", "-ot", "blk.(=CPU"], "-ot"),
+    (["-m", "m.gguf", "--flash-attn=maybe"], "--flash-attn 'maybe'"),
+    (["-c", "4096"], "names no model"),
+])
+def test_a_bad_value_of_a_known_flag_names_it(argv, words):
+    with pytest.raises(UsageError) as e:
+        parse(argv, {})
+    assert words in str(e.value)
+
+
+def test_ngl_keeps_the_rest_on_the_cpu_and_ts_sets_the_split():
+    r = req("llama3-8b", 4096, n_gpu_layers=20)
+    r = FitRequest(**{**r.__dict__, "host_ram_available_bytes": 64 * GIB})
+    p = choose(r)
+    assert (p.strategy, p.gpu_layers, p.cpu_layers) == ("cpu_offload", 20, 12)
+    two = (Device.from_spec(CAT.gpu("rtx-4090"), 0), Device.from_spec(CAT.gpu("rtx-4090"), 1))
+    r = FitRequest(**{**req("llama3-8b", 4096, tensor_split=(3.0, 1.0)).__dict__, "devices": two})
+    # 33 parts (32 layers + output) at 3:1: layer il goes to GPU 0 while il / 33 < 0.75
+    assert [d.layers for d in choose(r).used] == [25, 7]
+
+
+def test_check_reads_a_llama_server_command_line():
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from gpufit.cli import cli
+
+    snap = Path(__file__).parent / "fixtures" / "nvidia-smi" / "influxdata_telegraf__dual_a5000-v13.xml"
+    r = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--json", "--", "llama-server", "-m",
+                                 "Llama-3.1-8B-Instruct-Q4_K_M.gguf", "-c", "8192", "-np", "2", "-ngl", "99",
+                                 "--frobnicate"])
+    assert "Traceback" not in r.output
+    d = json.loads(r.stdout)
+    assert (d["engine"], d["quant"], d["context"], d["batch"]) == ("llama.cpp", "q4_k_m", 4096, 2)
+    assert any("--frobnicate" in n for n in d["notes"])
+    bad = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--", "llama-server", "-m", "x.gguf",
+                                   "-ngl", "many"])
+    assert bad.exit_code == 2 and "-ngl 'many'" in bad.output

@@ -112,6 +112,9 @@ class Catalog:
     def has_model(self, name: str) -> bool:
         return name.strip().lower() in self._model_alias
 
+    def has_quant(self, name: str) -> bool:
+        return name.strip().lower() in self._quant_alias
+
     def gpu(self, name: str) -> GpuSpec:
         key = self._gpu_alias.get(normalize_name(name))
         if key is None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from .. import memory
 from . import profiles
-from .base import Engine
+from .base import Engine, ServerCommand
 from .profiles import LLAMA_CPP
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -200,6 +200,22 @@ class LlamaCpp(Engine):
         ub = min(setting(req, "n_ubatch", N_UBATCH), setting(req, "n_batch", N_BATCH))
         return compute_bytes(req.model, req.context * req.batch, ub, fa, multi_gpu)
 
+    def gpu_layer_limit(self, req):
+        """-ngl N: the last N transformer layers on the GPUs (N > n_layer also takes the output
+        layer: everything), src/llama-model.cpp i_gpu_start = n_layer + 1 - n_gpu_layers."""
+        ngl = setting(req, "n_gpu_layers")
+        return ngl if ngl is not None and ngl <= req.model.layers else None
+
+    def split_weights(self, req, n_devices):
+        ts = setting(req, "tensor_split")
+        if not ts:
+            return None
+        ts = list(ts)[:n_devices] + [0.0] * max(0, n_devices - len(ts))
+        return ts if sum(ts) else None
+
+    def parse_command(self, argv, env):
+        return parse_command(argv, env)
+
     def notes(self, req) -> list[str]:
         out = super().notes(req)
         m = req.model
@@ -242,5 +258,246 @@ def for_version(version: str | None) -> Engine:
     return _ENGINE
 
 
-def parse(argv: Sequence[str], env: Mapping[str, str]):  # pragma: no cover - replaced by issue 10
-    return _ENGINE.parse_command(argv, env)
+# ---- the server's own command line (common/arg.cpp) -------------------------------------------------
+# flags that change memory, by every spelling arg.cpp accepts, -> (setting, kind)
+_FLAGS = {
+    "-m": ("model", "str"), "--model": ("model", "str"),
+    "-c": ("ctx_size", "int0"), "--ctx-size": ("ctx_size", "int0"),
+    "-b": ("n_batch", "int"), "--batch-size": ("n_batch", "int"),
+    "-ub": ("n_ubatch", "int"), "--ubatch-size": ("n_ubatch", "int"),
+    "-np": ("n_parallel", "int"), "--parallel": ("n_parallel", "int"),
+    "-ngl": ("n_gpu_layers", "ngl"), "--gpu-layers": ("n_gpu_layers", "ngl"), "--n-gpu-layers": ("n_gpu_layers", "ngl"),
+    "-ts": ("tensor_split", "split"), "--tensor-split": ("tensor_split", "split"),
+    "-sm": ("split_mode", "split_mode"), "--split-mode": ("split_mode", "split_mode"),
+    "-mg": ("main_gpu", "int0"), "--main-gpu": ("main_gpu", "int0"),
+    "-ctk": ("cache_type_k", "kv"), "--cache-type-k": ("cache_type_k", "kv"),
+    "-ctv": ("cache_type_v", "kv"), "--cache-type-v": ("cache_type_v", "kv"),
+    "-ncmoe": ("n_cpu_moe", "int0"), "--n-cpu-moe": ("n_cpu_moe", "int0"),
+    "-ot": ("override_tensor", "ot"), "--override-tensor": ("override_tensor", "ot"),
+    "-dev": ("device", "str"), "--device": ("device", "str"),
+}
+# switches (no value)
+_SWITCHES = {"-nkvo": "no_kv_offload", "--no-kv-offload": "no_kv_offload", "-cmoe": "cpu_moe", "--cpu-moe": "cpu_moe",
+             "--swa-full": "swa_full", "-kvu": "kv_unified", "--kv-unified": "kv_unified"}
+# -fa takes on|off|auto in current builds; older builds had a bare switch
+_FA_FLAGS = ("-fa", "--flash-attn")
+_FA_VALUES = {"on": True, "off": False, "auto": True, "1": True, "0": False, "true": True, "false": False,
+              "enabled": True, "disabled": False}
+# flags with a value that do not change GPU memory (read past, listed as ignored)
+_IGNORED_VALUE = {"--host", "--port", "-t", "--threads", "-tb", "--threads-batch", "-a", "--alias", "--api-key",
+                  "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "-s", "--seed", "-n", "--predict",
+                  "--n-predict", "--chat-template", "--chat-template-file", "--log-file", "--slot-save-path",
+                  "--timeout", "-to", "--threads-http", "--reasoning-format", "--reasoning-budget", "-hf", "--hf-repo",
+                  "-hff", "--hf-file", "--mmproj", "-mm", "--lora", "--grammar", "--system-prompt-file", "-sys",
+                  "--cache-reuse", "--keep", "--numa", "--rope-scaling", "--rope-freq-base", "--rope-freq-scale",
+                  "--yarn-orig-ctx", "-cb", "--metrics-port", "--fit-target", "-fitt", "--fit-ctx", "-fitc",
+                  "--cache-ram", "-cram", "--ctx-checkpoints", "--spec-type"}
+_IGNORED_SWITCH = {"--jinja", "--no-mmap", "--mlock", "--metrics", "--verbose", "-v", "--no-webui", "--embedding",
+                   "--embeddings", "--cont-batching", "-cb", "--no-warmup", "--flash-attn-auto", "--log-disable",
+                   "--check-tensors", "-cnv", "--conversation", "-no-cnv", "--no-conversation", "-i", "--interactive",
+                   "--no-context-shift", "--context-shift"}
+# LLAMA_ARG_* environment variables arg.cpp reads (set_env), as the flag they stand for
+_ENV = {"LLAMA_ARG_MODEL": "--model", "LLAMA_ARG_CTX_SIZE": "--ctx-size", "LLAMA_ARG_BATCH": "--batch-size",
+        "LLAMA_ARG_UBATCH": "--ubatch-size", "LLAMA_ARG_N_PARALLEL": "--parallel",
+        "LLAMA_ARG_N_GPU_LAYERS": "--n-gpu-layers", "LLAMA_ARG_TENSOR_SPLIT": "--tensor-split",
+        "LLAMA_ARG_SPLIT_MODE": "--split-mode", "LLAMA_ARG_CACHE_TYPE_K": "--cache-type-k",
+        "LLAMA_ARG_CACHE_TYPE_V": "--cache-type-v", "LLAMA_ARG_FLASH_ATTN": "--flash-attn",
+        "LLAMA_ARG_N_CPU_MOE": "--n-cpu-moe", "LLAMA_ARG_CPU_MOE": "--cpu-moe",
+        "LLAMA_ARG_NO_KV_OFFLOAD": "--no-kv-offload", "LLAMA_ARG_SWA_FULL": "--swa-full"}
+# common/common.h: n_ctx 4096 when -c is not given (0 = the model's training context)
+DEFAULT_CTX = 4096
+# catalog KV-dtype keys of the ggml cache types
+KV_CATALOG = {"f16": "fp16", "bf16": "bf16", "f32": "fp32", "q8_0": "q8_0", "q4_0": "q4_0", "q4_1": "q4_1",
+              "q5_0": "q5_0", "q5_1": "q5_1", "iq4_nl": "iq4_nl"}
+# --cpu-moe: every layer's experts (common/common.h llm_ffn_exps_cpu_override)
+ALL_LAYERS = 4096
+_EXPERT_NAME = "blk.{i}.{t}.weight"
+
+
+def _read(flag: str, raw: str, kind: str):
+    import re
+
+    from ...errors import UsageError
+
+    def bad(what: str):
+        return UsageError(f"llama.cpp {flag} {raw!r}: {what}")
+
+    if kind == "str":
+        return raw
+    if kind in ("int", "int0"):
+        try:
+            v = int(raw)
+        except ValueError:
+            raise bad("expected a whole number") from None
+        if v < (0 if kind == "int0" else 1):
+            raise bad("must be at least " + ("0" if kind == "int0" else "1"))
+        return v
+    if kind == "ngl":
+        if raw in ("auto", "all", "-1"):
+            return None
+        return _read(flag, raw, "int0")
+    if kind == "split":
+        try:
+            parts = [float(x) for x in re.split(r"[,/]", raw) if x.strip()]
+        except ValueError:
+            raise bad("expected proportions like 3,1") from None
+        if not parts or any(x < 0 for x in parts) or not sum(parts):
+            raise bad("expected proportions like 3,1")
+        return tuple(parts)
+    if kind == "split_mode":
+        if raw not in ("none", "layer", "row"):
+            from ...errors import unknown
+
+            raise unknown(f"llama.cpp {flag} mode", raw, ("none", "layer", "row"))
+        return raw
+    if kind == "kv":
+        if raw not in KV_TYPE_BITS:
+            from ...errors import unknown
+
+            raise unknown(f"llama.cpp {flag} cache type", raw, KV_TYPE_BITS)
+        return raw
+    if kind == "ot":
+        out = []
+        for item in raw.split(","):
+            pattern, eq, buft = item.partition("=")
+            if not eq or not pattern or not buft:
+                raise bad("expected <tensor name pattern>=<buffer type>, e.g. exps=CPU")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise bad(f"not a regular expression ({e})") from None
+            out.append((pattern, buft))
+        return tuple(out)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _expert_layers_on_host(overrides) -> tuple[set[int], list[str]]:
+    """Layers whose expert tensors an -ot pattern sends to a CPU buffer (std::regex_search on the
+    tensor name, as llama.cpp matches them), and the patterns that move something else."""
+    import re
+
+    layers: set[int] = set()
+    other = []
+    for pattern, buft in overrides:
+        rx = re.compile(pattern)
+        hit = {i for i in range(ALL_LAYERS) for t in EXPERT_TENSORS if rx.search(_EXPERT_NAME.format(i=i, t=t))}
+        if buft.upper().startswith("CPU"):
+            layers |= hit
+        if not hit or not buft.upper().startswith("CPU"):
+            other.append(f"{pattern}={buft}")
+    return layers, other
+
+
+def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
+    """`llama-server -m F.gguf -c N -ngl K ...` / `llama-cli ...` (argv without the program) and its
+    LLAMA_ARG_* environment -> the estimate options the server will run with. Unknown flags are
+    collected (said under "Assumed:"); a bad value of a known flag is a UsageError naming it."""
+    from ...errors import UsageError
+
+    env_args: list[str] = []
+    for var, flag in _ENV.items():
+        if env.get(var) not in (None, ""):
+            env_args += [flag] if flag in _SWITCHES else [flag, env[var]]
+    args = env_args + list(argv)  # flags on the command line come last and win
+    got: dict = {}
+    ignored: list[str] = []
+    unknown_flags: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        flag, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+
+        def take() -> str:
+            nonlocal i
+            if eq:
+                return inline
+            if i + 1 >= len(args):
+                raise UsageError(f"llama.cpp {flag}: needs a value")
+            i += 1
+            return args[i]
+
+        if flag in _FLAGS:
+            key, kind = _FLAGS[flag]
+            v = _read(flag, take(), kind)
+            if key == "override_tensor":
+                got[key] = got.get(key, ()) + v
+            else:
+                got[key] = v
+        elif flag in _SWITCHES:
+            got[_SWITCHES[flag]] = True
+        elif flag in _FA_FLAGS:
+            nxt = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
+            if nxt.lower() in _FA_VALUES:
+                got["flash_attn"] = _FA_VALUES[nxt.lower()]
+                if not eq:
+                    i += 1
+            elif eq:
+                raise UsageError(f"llama.cpp {flag} {inline!r}: expected on, off or auto")
+            else:
+                got["flash_attn"] = True
+        elif flag in _IGNORED_VALUE:
+            take()
+            ignored.append(flag)
+        elif flag in _IGNORED_SWITCH:
+            ignored.append(flag)
+        elif a.startswith("-"):
+            unknown_flags.append(a)
+            # an unknown flag's value, if it has one, is not a flag itself
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                i += 1
+                unknown_flags[-1] += " " + args[i]
+        else:
+            unknown_flags.append(a)
+        i += 1
+    model = got.pop("model", None)
+    if not model:
+        raise UsageError("llama.cpp command line names no model: give -m FILE.gguf")
+    settings: dict = {}
+    for k in ("n_batch", "n_ubatch", "n_gpu_layers", "tensor_split", "split_mode", "main_gpu", "cache_type_k",
+              "cache_type_v", "no_kv_offload", "swa_full", "kv_unified", "flash_attn"):
+        if got.get(k) is not None:
+            settings[k] = got[k]
+    host_layers: set[int] = set()
+    if got.get("cpu_moe"):
+        host_layers |= set(range(ALL_LAYERS))
+    if got.get("n_cpu_moe"):
+        host_layers |= set(range(got["n_cpu_moe"]))
+    other_ot: list[str] = []
+    if got.get("override_tensor"):
+        layers, other_ot = _expert_layers_on_host(got["override_tensor"])
+        host_layers |= layers
+    if host_layers:
+        settings["cpu_moe_layers"] = tuple(sorted(host_layers))
+    if other_ot:
+        unknown_flags.append("-ot " + ",".join(other_ot) + " (only expert tensors sent to CPU are modelled)")
+    if settings.get("split_mode") == "row":
+        unknown_flags.append("--split-mode row (planned as the layer split; row split spreads each matrix)")
+    n_par = got.get("n_parallel") or 1
+    ctx = got.get("ctx_size")
+    context = None
+    if ctx:
+        if ctx < n_par:
+            raise UsageError(f"llama.cpp -c {ctx} -np {n_par}: fewer cells than slots")
+        context = ctx // n_par
+    notes = []
+    default_context = None
+    if ctx is None:
+        default_context = DEFAULT_CTX // n_par
+        notes.append(f"no -c: llama.cpp's default context of {DEFAULT_CTX} cells"
+                     + (f", {default_context} per slot of {n_par}" if n_par > 1 else ""))
+    elif ctx == 0:
+        default_context = 0
+        notes.append("-c 0: the model's training context")
+    k, v = settings.get("cache_type_k"), settings.get("cache_type_v")
+    kv_dtype = KV_CATALOG.get(k or v) if (k or v) else None
+    gpus = env.get("CUDA_VISIBLE_DEVICES")
+    if got.get("device"):
+        import re
+
+        ids = re.findall(r"CUDA(\d+)", got["device"])
+        if ids:
+            gpus = ",".join(ids) if gpus is None else ",".join(gpus.split(",")[int(x)] for x in ids
+                                                              if int(x) < len(gpus.split(",")))
+    return ServerCommand(engine="llama.cpp", model=model, context=context, batch=n_par if n_par > 1 else None,
+                         kv_dtype=kv_dtype, gpus=gpus, settings=settings, ignored=tuple(ignored),
+                         unknown=tuple(unknown_flags), default_context=default_context, notes=tuple(notes))
