@@ -191,6 +191,11 @@ class Engine:
 
         raise UsageError(f"gpufit does not read {self.key} command lines")
 
+    def default_context(self, m: ModelSpec, devices, settings=None) -> tuple[int, str] | None:
+        """(context, why) the engine runs when none is asked for (Ollama's default num_ctx), or None
+        for gpufit's own default."""
+        return None
+
     def default_kv_dtype(self, m: ModelSpec) -> str:
         return "fp16" if m.native_dtype == "fp16" else "bf16"
 
