@@ -173,7 +173,11 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     engine_obj = engine_registry.get(eng, version)  # an unknown version family is a usage error here
     if eng not in q.engines:
         raise UsageError(f"--quant {q.key} does not run on {eng}; engines that run it: {', '.join(q.engines)}")
-    if context is None:
+    engine_default = engine_obj.default_context(m, devices, engine_settings) if context is None else None
+    if engine_default is not None:
+        context, why = engine_default
+        notes.append(f"context {context}: {why} (default; --context to change)")
+    elif context is None:
         context = min(DEFAULT_CONTEXT_CAP, m.max_context)
         notes.append(f"context {context}: min(8192, the model's maximum {m.max_context}) (default; --context to change)")
     if context < 1:
@@ -197,6 +201,12 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         raise UsageError("--reserve cannot be negative")
     if batch > 1:
         notes.append(f"batch {batch}: {batch} concurrent sequences of {context} tokens each")
+    if model.ollama_tag:
+        engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
+    elif eng == "ollama" and not (engine_settings or {}).get("ollama_tag"):
+        tag = next((t.key for t in catalog.ollama_tags.values() if t.model == m.key and t.quant == q.key), None)
+        if tag:
+            engine_settings = {**(engine_settings or {}), "ollama_tag": tag}
     req = FitRequest(
         model=m, quant=q, kv_dtype=kv, context=context, batch=batch, engine=eng, devices=devices,
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,

@@ -170,6 +170,18 @@ def engine_memory_lines(res) -> list[str]:
         return []
     r = res.request
     name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+    req_ = em.extra.get("required")
+    if req_ is not None:
+        # Ollama's scheduler estimate, in the words of its "offload to cuda" log line
+        lay, graph = em.extra.get("layers", {}), em.extra.get("graph", {})
+        allocs = ", ".join(f"{gib(a)}" for a in req_.get("allocations_bytes", []))
+        return ["", f"{name} scheduler estimate (GPUs {em.device}, as its server log prints it):",
+                f"  layers.model={lay.get('model')} layers.offload={lay.get('offload')} "
+                f"layers.split={','.join(str(n) for n in lay.get('split', []))}",
+                f"  memory.required.full={gib(req_['full_bytes'])} GiB partial={gib(req_['partial_bytes'])} GiB "
+                f"kv={gib(req_['kv_bytes'], 2)} GiB allocations=[{allocs}] GiB",
+                f"  memory.graph.full={gib(graph.get('full_bytes'), 2)} GiB partial={gib(graph.get('partial_bytes'), 2)} GiB"
+                f" (num_ctx {em.extra.get('num_ctx')} x {em.extra.get('num_parallel')} slots)"]
     out = ["", f"{name} at start-up (GPU {em.device}, the rank that bounds the pool):"]
     if em.budget_bytes is not None:
         util = em.extra.get("utilization")

@@ -166,8 +166,12 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         force = True
     elif force:
         layers = _apportion(m.layers, [max(1, usable(d, s.req)) for d in devs])
+    elif max_layers is not None:
+        # the engine pins how many layers go to the GPUs (-ngl, Ollama's own estimate): place exactly
+        # that many, in proportion to room, and let the per-device check below say if they fit
+        layers = _apportion(min(m.layers, max_layers), [max(1, c) for c in caps])
     else:
-        layers = _apportion(min(m.layers, sum(caps), m.layers if max_layers is None else max_layers), caps, caps)
+        layers = _apportion(min(m.layers, sum(caps)), caps, caps)
     n_gpu = sum(layers)
     plans = []
     last = out_dev if out_dev is not None else max((i for i, n in enumerate(layers) if n), default=len(devs) - 1)
@@ -198,7 +202,14 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
-        if not n_gpu:
+        short = [p for p in plans if p.needed > usable(p.device, s.req)] if max_layers is not None else []
+        if short:
+            ok = False
+            reason = "short on " + ", ".join(
+                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
+        if short:
+            pass
+        elif not n_gpu:
             reason = "not even one layer fits on the GPUs"
         elif host is None:
             reason = (f"CPU offload would put {cpu_layers} of {m.layers} layers "
