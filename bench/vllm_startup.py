@@ -60,7 +60,10 @@ def family(row) -> str | None:
     v = row["vllm_version"]
     if v:
         return v
-    return "0.7" if row["vllm_engine"] == "V0" else "0.18"
+    if row["vllm_engine"] == "V0":
+        # the single-line "Memory profiling results: total_gpu_memory=..." is v0.6.4's log format
+        return "0.6" if "Memory profiling results: total_gpu_memory=" in row["notes"] else "0.7"
+    return "0.18"
 
 
 def build(row, cat):

@@ -89,7 +89,7 @@ def fit_text(res) -> str:
     perf = res.performance
     p = res.placement
     lines = [
-        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine}",
+        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine if r.engine_version is None else r.engine + '@' + r.engine_version}",
         verdict_line(res),
         "",
         "Memory needed (GiB = 2^30 bytes)",

@@ -295,12 +295,12 @@ RTX3090 = FIX / "influxdata_telegraf__3090-v13.xml"
 
 def test_check_reads_the_vllm_command_line_and_carries_the_refusal():
     # the 29000-token start of the RTX 3090 thread, on V0 accounting: refused, vLLM's words on the line
-    r = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.7", "--",
+    r = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.6", "--",
             "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "29000", "--port", "8000")
     assert r.exit_code == 3
     assert "(kv_too_small)" in r.stderr and "max seq len (29000)" in r.stderr
     # the same flags, 20000 tokens: starts
-    ok = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.7", "--",
+    ok = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.6", "--",
              "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "20000")
     assert ok.exit_code == 0, ok.stderr
 

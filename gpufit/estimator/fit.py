@@ -141,7 +141,7 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
         gpu_layers=plan.gpu_layers, cpu_bytes=plan.cpu_bytes + plan.host_bytes,
     )
     em = s.engine.startup(req, plan) if plan.used else None
-    refusal = em.refusal if em is not None else None
+    refusal = em.refusal if em is not None else plan.refusal
     if refusal is not None:
         verdict = "no_fit"
     decode, prefill, basis = estimate_speed(s, plan, req.batch, req.host_bandwidth_gbps)

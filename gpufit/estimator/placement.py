@@ -52,6 +52,7 @@ class Plan:
     cpu_bytes: int = 0
     host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
     reason: str = ""  # why it does not fit, for a person
+    refusal: object | None = None  # the engine's own refusal of this layout (engines.base.Refusal)
 
     @property
     def used(self) -> list[DevicePlan]:
@@ -87,9 +88,9 @@ class Sizer:
         """Weight bytes on one rank holding `layers` layers (the embeddings with the first stage,
         the output head with the last), as the engine loads them."""
         e, r = self.engine, self.req
-        return int(round(e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first
-                         + e.rank_vocab_bytes(r, self.ws.output, tp) * last
-                         + e.rank_layer_bytes(r, self.ws, layers, tp)))
+        on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first + e.rank_vocab_bytes(r, self.ws.output, tp) * last
+                  + e.rank_layer_bytes(r, self.ws, layers, tp))
+        return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
 
     @property
     def embed_on_gpu(self) -> int:
@@ -328,13 +329,19 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
     """The placement the server's own flags pin (--tensor-parallel-size / --pipeline-parallel-size)."""
     m = s.req.model
     n = tp * pp
+    from .engines.base import Refusal
+
     if n > len(devs):
-        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp,
-                    reason=f"the flags ask for {tp} x {pp} = {n} GPUs, {len(devs)} selected")
+        why = f"the flags ask for {tp} x {pp} = {n} GPUs, {len(devs)} selected"
+        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp, reason=why,
+                    refusal=Refusal("not_enough_gpus", why, {"needed": n, "selected": len(devs)}))
     if not s.engine.tp_valid(m, tp):
-        return Plan("tensor_parallel", False, [], tp=tp, pp=pp,
-                    reason=f"{m.name} has {m.heads} attention heads and {m.kv_heads} KV heads: "
-                    f"tensor parallel size {tp} does not divide them")
+        # vllm/config/model.py verify_with_parallel_config
+        why = (f"Total number of attention heads ({m.heads}) must be divisible by tensor parallel size ({tp})"
+               if m.heads % tp else f"{m.kv_heads} KV heads and tensor parallel size {tp}: neither divides the other")
+        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reason=why,
+                    refusal=Refusal("tensor_parallel_invalid", why, {"tensor_parallel": tp, "heads": m.heads,
+                                                                    "kv_heads": m.kv_heads}))
     group = _index_order(devs)[:n]
     if n == 1:
         return plan_single(s, group[0])

@@ -125,6 +125,10 @@ class Engine:
         """Bytes of a vocabulary-sized tensor (embeddings, output head) on one rank."""
         return nbytes / tp
 
+    def weights_off_gpu(self, req: "FitRequest") -> int:
+        """Weight bytes per GPU the engine's own flags keep in host memory (vLLM --cpu-offload-gb)."""
+        return 0
+
     def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         """KV cache (and fixed per-sequence state) for `req.batch` sequences of `req.context` tokens
         on one rank holding `layers` of the model's layers (None = all)."""

@@ -3,9 +3,10 @@
 Current behaviour (V1, v0.19 and later) by default; older families by version:
 - `vllm@0.18`: V1 from v0.8 to v0.18: CUDA-graph memory captured after the KV allocation, not
   subtracted from the budget;
-- `vllm@0.7`: the V0 engine (up to v0.7; `VLLM_USE_V1=0` until v0.10): one profile batch of
+- `vllm@0.7`: the V0 engine (v0.6.5 to v0.7; `VLLM_USE_V1=0` until v0.10): one profile batch of
   max(max_model_len, 2048) tokens unless chunked prefill is on, other processes' memory counted
-  against the budget, `# GPU blocks` from a uniform per-token cache block.
+  against the budget, `# GPU blocks` from a uniform per-token cache block;
+- `vllm@0.6`: V0 up to v0.6.4, whose non-torch memory still held the CUDA context.
 
 The start-up sequence, per rank (vllm/v1/worker/gpu_worker.py `init_device`, `determine_available_memory`;
 vllm/v1/core/kv_cache_utils.py `get_kv_cache_config`, `check_enough_kv_cache_memory`;
@@ -51,12 +52,17 @@ DEFAULT_UTILIZATION = 0.90
 # vllm/model_executor/layers/vocab_parallel_embedding.py: DEFAULT_VOCAB_PADDING_SIZE = 64; the padded
 # vocabulary is divided evenly over the tensor-parallel ranks
 VOCAB_PADDING = 64
-# non-torch memory (NCCL, cuBLAS/cuDNN workspaces, CUDA context outside torch's allocator) as vLLM logs
-# it ("non_torch_memory takes N GiB"): single-GPU rows of measured/vllm_startup.csv 0.35 (RTX 3090),
-# 0.10 (A100 40GB), 0.05 (RTX 3080) GiB, mean 0.17; with tensor parallelism NCCL's buffers add to it:
-# 0.25 GiB per worker in the TP-2 RTX 4090 row
-NON_TORCH_BYTES = int(0.17 * GIB)
+# non-torch memory (NCCL, cuBLAS/cuDNN workspaces outside torch's allocator) as vLLM logs it
+# ("non_torch_memory takes N GiB"), measured from a baseline taken after the CUDA context exists
+# (PR #10511, v0.6.5+): 0.10 GiB (A100 40GB, v0.6.6) and 0.05 GiB (RTX 3080, V1) in
+# measured/vllm_startup.csv, mean 0.075; with tensor parallelism NCCL's buffers add to it: 0.25 GiB per
+# worker in the TP-2 RTX 4090 row (v0.7)
+NON_TORCH_BYTES = int(0.075 * GIB)
 NON_TORCH_TP_BYTES = int(0.25 * GIB)
+# up to v0.6.4 the baseline was taken before the CUDA context, so non-torch memory held the context and
+# cuBLAS workspace as well: ~300 MiB on Ampere (the same figure llama.cpp's profile carries); the
+# v0.6.4 RTX 3090 log shows 0.35 GiB
+V0_EARLY_CUDA_CONTEXT_BYTES = 300 << 20
 # CUDA-graph pool for the default capture sizes: "Graph capturing finished in s secs, took 0.5x GiB"
 # in V1 logs; v0.19+ profiles and subtracts it (PR #39559), earlier V1 captured it after the KV
 # allocation (so a tight utilisation could OOM during capture)
@@ -133,22 +139,26 @@ class Family:
     graphs_subtracted: bool
     batch_defaults: tuple[tuple[int, int, int], ...]
     note: str
+    context_in_non_torch: bool = False
 
 
 CURRENT = Family(None, True, True, BATCH_DEFAULTS_V1,
                  "vLLM: current V1 accounting (v0.19+: CUDA-graph memory profiled and subtracted); "
-                 "--engine vllm@0.18 or vllm@0.7 for older releases")
+                 "--engine vllm@0.18, vllm@0.7 or vllm@0.6 for older releases")
 V1_PRE = Family("0.18", True, False, BATCH_DEFAULTS_V1_PRE,
                 "vLLM 0.8-0.18 (V1, CUDA graphs captured after the KV allocation, not budgeted)")
 V0 = Family("0.7", False, False, BATCH_DEFAULTS_V1_PRE,
-            "vLLM V0 engine (<= 0.7, or VLLM_USE_V1=0): one profile batch of max(max_model_len, 2048) tokens")
+            "vLLM V0 engine (0.6.5-0.7, or VLLM_USE_V1=0): one profile batch of max(max_model_len, 2048) tokens")
+V0_EARLY = Family("0.6", False, False, BATCH_DEFAULTS_V1_PRE,
+                  "vLLM V0 up to 0.6.4: as V0, and the CUDA context counted as non-torch memory",
+                  context_in_non_torch=True)
 
 
 def family_for(version: str | None) -> Family:
     """'0.18', '0.10.1', 'v0.6.4' -> the family that sizes memory like that release."""
     if version is None or version in ("latest", "current"):
         return CURRENT
-    m = re.match(r"^v?(\d+)\.(\d+)(?:\.\d+)?", version)
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", version)
     if not m:
         from ...errors import UsageError
 
@@ -158,6 +168,9 @@ def family_for(version: str | None) -> Family:
         return CURRENT
     if minor >= 8:
         return V1_PRE
+    patch = int(m.group(3)) if m.group(3) else None
+    if minor < 6 or (minor == 6 and (patch is None or patch <= 4)):
+        return V0_EARLY
     return V0
 
 
@@ -300,13 +313,16 @@ def kv_layout(req: "FitRequest", tp: int, layers: int | None = None) -> KVLayout
     kinds = layer_kinds(req, tp, layers)
     if not kinds:
         return None
-    block = BLOCK_SIZE
+    block = setting(req, "block_size", BLOCK_SIZE)
+    if block != BLOCK_SIZE:
+        kinds = [LayerKind(k.kind, k.count, k.page_bytes * block // BLOCK_SIZE if k.kind != "linear" else k.page_bytes,
+                           k.window) for k in kinds]
     attn = [k for k in kinds if k.kind != "linear"]
     page = max((k.page_bytes for k in attn), default=0)
     lin = [k for k in kinds if k.kind == "linear"]
     if lin and attn:
         # raise the attention block so one attention page holds a Mamba/linear state, then pad that
-        per_token = page / BLOCK_SIZE
+        per_token = page / block
         state = max(k.page_bytes for k in lin)
         block = KERNEL_BLOCK_ALIGNMENT * max(1, -(-state // int(KERNEL_BLOCK_ALIGNMENT * per_token)))
         page = int(per_token * block)
@@ -408,6 +424,10 @@ class Vllm(Engine):
         v = req.model.vocab
         return nbytes * _pad(v, VOCAB_PADDING * tp) / v / tp if nbytes else 0
 
+    def weights_off_gpu(self, req):
+        """--cpu-offload-gb: "the space in GiB to offload to CPU, per GPU" (vllm/config/cache.py)."""
+        return int(setting(req, "cpu_offload_gb", 0) * GIB)
+
     def kv_bytes(self, req, layers=None, tp=1):
         """Pages `batch` requests of `context` tokens take in vLLM's layout on one rank (sliding
         layers keep window - 1 + max_num_batched_tokens, Mamba/linear layers one state each)."""
@@ -428,7 +448,8 @@ class Vllm(Engine):
         return int(max(tokens * per_token, sampler))
 
     def non_torch_bytes(self, tp: int) -> int:
-        return NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_BYTES
+        base = NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_BYTES
+        return base + (V0_EARLY_CUDA_CONTEXT_BYTES if self.fam.context_in_non_torch else 0)
 
     def graph_bytes(self, req) -> int:
         return 0 if setting(req, "enforce_eager", False) else CUDA_GRAPH_BYTES
@@ -535,6 +556,12 @@ class Vllm(Engine):
         need = layout.request_bytes(mml, batched)
         upper = max(mml, req.model.max_context)
         fit_len = estimated_max_model_len(layout, max(0, avail), batched, upper)
+        heavy = max(ranks, key=lambda r: r[3] - r[0].device.free_bytes)
+        if refusal is None and heavy[3] > heavy[0].device.free_bytes:
+            hd = heavy[0].device
+            refusal = Refusal("oom_at_load", f"CUDA out of memory while loading the model: {heavy[3] / GIB:.2f} GiB of "
+                              f"weights on GPU {hd.index}, {hd.free_bytes / GIB:.2f} GiB free",
+                              {"gpu": hd.index, "weights_bytes": heavy[3], "free_bytes": hd.free_bytes})
         if refusal is None and (avail <= 0 or num_blocks == 0):
             refusal = Refusal("no_cache_blocks", "No available memory for the cache blocks. Try increasing "
                               "`gpu_memory_utilization` when initializing the engine.",
@@ -655,7 +682,7 @@ def passing_utilization(free_bytes: int, total_bytes: int, reserve_bytes: int = 
     return max(0.0, math.floor((free_bytes - reserve_bytes) / total_bytes * 100) / 100)
 
 
-_FAMILIES = {f.name: Vllm(f) for f in (CURRENT, V1_PRE, V0)}
+_FAMILIES = {f.name: Vllm(f) for f in (CURRENT, V1_PRE, V0, V0_EARLY)}
 
 
 def for_version(version: str | None) -> Vllm:
