@@ -191,3 +191,23 @@ def test_check_reads_a_llama_server_command_line():
     bad = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--", "llama-server", "-m", "x.gguf",
                                    "-ngl", "many"])
     assert bad.exit_code == 2 and "-ngl 'many'" in bad.output
+
+
+def test_the_printed_llama_server_line_reproduces_the_plan():
+    """Paste the line back in: the same file, the same split, the same expert offload."""
+    two = (Device.from_spec(CAT.gpu("rtx-3090"), 0), Device.from_spec(CAT.gpu("rtx-4090"), 1))
+    base = req("llama3-8b", 8192, model_file="/m/Llama-3-8B-Q4_K_M.gguf")
+    res = estimate(FitRequest(**{**base.__dict__, "devices": two}), alternatives=False)
+    line = res.engine_args["llama.cpp"]
+    # not planning: the GPUs it uses are named
+    assert line.startswith("CUDA_VISIBLE_DEVICES=0,1 llama-server -m /m/Llama-3-8B-Q4_K_M.gguf -c 8192")
+    back = parse(line.split()[2:], {})
+    again = FitRequest(**{**base.__dict__, "devices": two, "engine_settings": back.settings})
+    assert [d.layers for d in choose(again).used] == [d.layers for d in res.devices if d.layers]
+    moe = req("qwen3-30b-a3b", 4096, gpu="rtx-3060", model_file="q.gguf", cpu_moe_layers=tuple(range(20)))
+    assert "--n-cpu-moe 20" in estimate(moe, alternatives=False).engine_args["llama.cpp"]
+
+
+def test_no_llama_cpp_line_without_a_file_to_name():
+    r = estimate(req("qwen3-4b", 4096, engine="ollama"), alternatives=False)
+    assert "llama.cpp" not in r.engine_args

@@ -228,22 +228,57 @@ class LlamaCpp(Engine):
         return "fp16"
 
     def flags(self, result: "FitResult") -> str | None:
+        """`llama-server` realising the plan: the real file (a placeholder only when llama.cpp itself
+        was asked for a catalog model), -c for all slots, the layer split as -ts counts that reproduce
+        it (the output layer is a part of its own: the last GPU's count includes it), the GPUs it uses,
+        and the settings the plan assumed."""
         r = result.request
         if "llama.cpp" not in r.quant.engines:
             return None
+        path = (r.model_path or setting(r, "model_file")
+                or (r.model.source if (r.weights_source or "").startswith("gguf") else None))
+        if path is None and r.engine != self.key:
+            return None  # no file to name: the line would not paste
         p = result.placement
         ngl = p.gpu_layers if p.strategy == "cpu_offload" else 999
-        parts = ["llama-server -m MODEL.gguf", f"-c {r.context * r.batch}"]
+        parts = [f"llama-server -m {path or 'MODEL.gguf'}", f"-c {r.context * r.batch}"]
         if r.batch > 1:
             parts.append(f"-np {r.batch}")
         parts.append(f"-ngl {ngl}")
-        layers = [n for n in p.layers_per_device if n]
-        if len(layers) > 1:
-            parts.append("--split-mode layer")
-            parts.append("-ts " + ",".join(str(n) for n in p.layers_per_device))
+        probed = not r.planning
+        devs = [d for d in result.devices if d.needed_bytes] if probed else list(result.devices)
+        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != "cpu_offload":
+            counts = [d.layers for d in devs]
+            last = max(i for i, n in enumerate(counts) if n)
+            counts[last] += 1  # the output layer
+            parts.append("--split-mode layer -ts " + ",".join(str(n) for n in counts))
+        k, v = setting(r, "cache_type_k"), setting(r, "cache_type_v")
         kv = LLAMA_KV.get(r.kv_dtype.key)
-        if kv and kv not in ("f16", "bf16"):
-            parts.append(f"--cache-type-k {kv} --cache-type-v {kv} -fa on")
+        if not (k or v) and kv and kv not in ("f16", "bf16"):
+            k = v = kv
+        if k and k != "f16":
+            parts.append(f"-ctk {k}")
+        if v and v != "f16":
+            parts.append(f"-ctv {v}")
+        fa = setting(r, "flash_attn")
+        if fa is False:
+            parts.append("-fa off")
+        elif fa or (v and v not in ("f16", "bf16", "f32")):
+            parts.append("-fa on")  # a quantized V cache needs flash attention
+        for key, flag in (("n_batch", "-b"), ("n_ubatch", "-ub")):
+            if setting(r, key) is not None:
+                parts.append(f"{flag} {setting(r, key)}")
+        host = sorted(set(setting(r, "cpu_moe_layers", ()) or ()) & set(range(r.model.layers)))
+        if host:
+            if len(host) == r.model.layers:
+                parts.append("--cpu-moe")
+            elif host == list(range(len(host))):
+                parts.append(f"--n-cpu-moe {len(host)}")
+            else:
+                parts.append("-ot 'blk\\.(" + "|".join(str(i) for i in host) + ")\\.ffn_.*_exps=CPU'")
+        for key, flag in (("swa_full", "--swa-full"), ("no_kv_offload", "--no-kv-offload")):
+            if setting(r, key):
+                parts.append(flag)
         return cuda_visible(result) + " ".join(parts)
 
 
@@ -452,7 +487,7 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
     model = got.pop("model", None)
     if not model:
         raise UsageError("llama.cpp command line names no model: give -m FILE.gguf")
-    settings: dict = {}
+    settings: dict = {"model_file": model}
     for k in ("n_batch", "n_ubatch", "n_gpu_layers", "tensor_split", "split_mode", "main_gpu", "cache_type_k",
               "cache_type_v", "no_kv_offload", "swa_full", "kv_unified", "flash_attn"):
         if got.get(k) is not None:
