@@ -46,6 +46,12 @@ KV_BYTES = {"q8_0": 1.0, "q4_0": 0.5, "f16": 2.0, "f32": 4.0}
 GEMMA3_GLOBAL_EVERY = 6
 # gpt-oss: even layers slide, keeping 4096 x slots + batch cells (the SWA memory size of its cache)
 GPT_OSS_SWA_CELLS = 4096
+# Gemma 3 4B/12B/27B carry a SigLIP vision tower (the catalog's published total less the text shape,
+# ~0.42 B parameters, stored F16 in Ollama's blob); fs/ggml/ggml.go VisionGraphSize for gemma3:
+# 4 x (image^2 x channels + embedding x patch + patches^2 x heads), google/gemma-3-*-it config.json
+# vision_config: image 896, patch 14, 3 channels, 16 heads, width 1152. The Ollama engine charges the
+# projector and its graph with the output layer (memoryLastLayer).
+GEMMA3_VISION = {"image": 896, "patch": 14, "channels": 3, "heads": 16, "width": 1152}
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,21 @@ def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, f
     return partial, full
 
 
+def projector_bytes(m) -> tuple[int, int]:
+    """(projector weights, vision graph) Ollama charges for a Gemma 3 checkpoint with a vision tower."""
+    if m.family != "gemma3" or not m.params:
+        return 0, 0
+    from ..params import count_params
+
+    tower = m.params - count_params(m).computed_total
+    if tower <= 0:
+        return 0, 0
+    v = GEMMA3_VISION
+    patches = (v["image"] // v["patch"]) ** 2
+    graph = 4 * (v["image"] ** 2 * v["channels"] + v["width"] * v["patch"] + patches * patches * v["heads"])
+    return 2 * tower, graph
+
+
 def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, parallel: int, kv_type: str,
                         flash_attn: bool, gpu_overhead: int = 0, num_gpu: int | None = None) -> OllamaEstimate:
     """llm/memory.go estimateGPULayers for one library's GPUs (free memory of each, in the order the
@@ -181,8 +202,9 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
         full = partial  # multigpu always uses the partial graph size
     blk = int(round(ws.per_layer))
     layer0 = blk + kv[0]
-    # output_norm + output (token_embd when tied)
-    output = m.hidden * 4 + (ws.output or ws.embed)
+    # output_norm + output (token_embd when tied), and a vision projector with its graph
+    proj_w, proj_g = projector_bytes(m)
+    output = m.hidden * 4 + (ws.output or ws.embed) + proj_w + proj_g
     n = len(free)
     split = [0] * n
     alloc = [0] * n
