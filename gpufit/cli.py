@@ -126,6 +126,20 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
             context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
     else:
         choice = app.resolve_model(model, catalog, engine)  # a bad model name fails before the probe runs
+        if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
+                k.startswith("OLLAMA_") for k in os.environ):
+            # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
+            from .estimator.engines import ollama as ollama_engine
+
+            cmd = ollama_engine.parse_command(["run", choice.ollama_tag or model], os.environ)
+            opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+                                            gpu_memory_utilization=util, gpus=gpus)
+            context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
+            batch = batch if batch is not None else cmd.batch
+            settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
+            extra_notes.append("from the environment: " + " ".join(
+                f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OLLAMA_")))
+            extra_notes.extend(cmd.notes)
     try:
         snap = _snapshot(snapshot_path)
     except ProbeError as e:

@@ -125,3 +125,13 @@ def test_check_reads_ollama_run_with_the_server_environment():
     d = json.loads(r.stdout)
     assert (d["engine"], d["model"]["key"], d["quant"], d["context"], d["batch"]) == (
         "ollama", "qwen3-4b", "q4_k_m", 2048, 2)
+
+
+def test_here_reads_the_ollama_environment_of_the_box():
+    env = {"OLLAMA_NUM_PARALLEL": "3", "OLLAMA_CONTEXT_LENGTH": "2048"}
+    r = CliRunner().invoke(cli, ["here", "qwen3:4b", "--snapshot", str(SNAP), "--json"], env=env)
+    d = json.loads(r.stdout)
+    assert (d["engine"], d["context"], d["batch"]) == ("ollama", 2048, 3)
+    assert any("OLLAMA_NUM_PARALLEL=3" in n for n in d["notes"])
+    bad = CliRunner().invoke(cli, ["here", "qwen3:4b", "--snapshot", str(SNAP)], env={"OLLAMA_NUM_PARALLEL": "x"})
+    assert bad.exit_code == 2 and "OLLAMA_NUM_PARALLEL" in bad.output
