@@ -74,7 +74,12 @@ def compare(cat, row):
         return None, "available memory not in the log"
     if not row["layers_offloaded"]:
         return None, "layers offloaded not in the log"
-    fam = O.FAMILIES["0.12"]
+    # the row's own Ollama version where the log gives it, else the 0.12 family
+    ver = re.match(r"^(\d+\.\d+)", row["ollama_version"] or "")
+    try:
+        fam = O.for_version(ver.group(1)).family if ver else O.FAMILIES["0.12"]
+    except GpufitError:
+        fam = O.FAMILIES["0.12"]
     par = int(number(row["num_parallel"]) or 1)
     # the log's num_ctx is the runner's context, num_ctx x parallel (ollama-scheduling.md, point 2)
     ctx = int(number(row["num_ctx"]) // par) if number(row["num_ctx"]) else fam.num_ctx
@@ -86,8 +91,8 @@ def compare(cat, row):
                  for i, a in enumerate(avail))
     req = FitRequest(model=spec, quant=cat.quant(quant), kv_dtype=cat.kv_dtype("fp16"), context=ctx, batch=par, engine="ollama", devices=devs, engine_version="0.12")
     frees = [int(a * GIB) for a in avail]
-    used, est = O.schedule(req, frees, ctx, par, kv if fa else "f16", fa)
-    return {"row": row, "model": spec.key, "quant": quant, "ctx": ctx, "par": par, "est": est,
+    used, est = O.schedule(req, frees, ctx, par, kv if fa else "f16", fa, ascending=fam.ascending)
+    return {"row": row, "family": fam.name, "model": spec.key, "quant": quant, "ctx": ctx, "par": par, "est": est,
             "layers": int(row["layers_offloaded"]), "full": number(row["required_full_GiB"])}, ""
 
 
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
     for i, c in done:
         e = c["est"]
         full = f"{e.required_full / GIB:6.1f} vs {c['full']:6.1f} GiB" if c["full"] else "   (no full figure)"
-        print(f"  row {i:2d} {c['model']:<26} {c['quant']:<7} ctx {c['ctx']:>6} x{c['par']}: layers {e.layers:3d} "
+        print(f"  row {i:2d} @{c['family']:<4} {c['model']:<26} {c['quant']:<7} ctx {c['ctx']:>6} x{c['par']}: layers {e.layers:3d} "
               f"vs {c['layers']:3d}  full {full}  {c['row']['source_url'][:70]}")
     if a.skipped:
         for i, row, why in skipped:

@@ -61,11 +61,13 @@ class Family:
     parallel: int  # default slots (tried first when OLLAMA_NUM_PARALLEL is unset; else 1)
     old_estimate: bool  # llm/memory.go EstimateGPULayers places the layers
     note: str
+    # before v0.7.0 (commit 0478d440f) memory.go placed layers from blk.0 upward; since then from the last
+    ascending: bool = False
 
 
 FAMILIES = {
     "0.6": Family("0.6", 2048, 4, True, "Ollama 0.6 (<= 0.6.6): num_ctx 2048, 4 parallel slots where they fit, "
-                  "the llm/memory.go estimate"),
+                  "the llm/memory.go estimate", ascending=True),
     "0.9": Family("0.9", 4096, 2, True, "Ollama 0.9 (0.6.7 - 0.9.x): num_ctx 4096, 2 parallel slots where they fit, "
                   "the llm/memory.go estimate"),
     "0.12": Family("0.12", 4096, 1, True, "Ollama 0.12 (0.10 - 0.12.10): num_ctx 4096, 1 slot, the llm/memory.go estimate"),
@@ -188,8 +190,27 @@ def projector_bytes(m) -> tuple[int, int]:
     return 2 * tower, graph
 
 
+def layer_weights(m, q) -> list[int]:
+    """Bytes of each block as the GGUF holds it: DeepSeek's leading dense layers are a fraction of its
+    MoE layers (memory.go reads every blk.i's own size); the body total is the catalog's."""
+    from ..params import attention_params, mlp_params
+
+    ws = memory.weight_split(m, q)
+    body = ws.per_layer * m.layers
+    if not (m.is_moe and m.dense_layers):
+        return [int(round(ws.per_layer))] * m.layers
+    attn = attention_params(m) + 2 * m.hidden
+    dense = attn + mlp_params(m.hidden, m.intermediate, m.mlp)
+    expert = mlp_params(m.hidden, m.moe_intermediate, m.mlp)
+    moe = attn + (m.experts + m.shared_experts) * expert + m.hidden * m.experts
+    params = [dense if i < m.dense_layers else moe for i in range(m.layers)]
+    scale = body / sum(params)
+    return [int(round(p * scale)) for p in params]
+
+
 def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, parallel: int, kv_type: str,
-                        flash_attn: bool, gpu_overhead: int = 0, num_gpu: int | None = None) -> OllamaEstimate:
+                        flash_attn: bool, gpu_overhead: int = 0, num_gpu: int | None = None,
+                        ascending: bool = False) -> OllamaEstimate:
     """llm/memory.go estimateGPULayers for one library's GPUs (free memory of each, in the order the
     scheduler passes them): per-GPU admission, layers from the last block down round-robin over the
     GPUs with room, the output layer last, then the full or partial graph on every GPU used."""
@@ -200,8 +221,8 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
     partial, full = graph_sizes(req, num_ctx, parallel, kv_total, flash_attn)
     if len(free) > 1:
         full = partial  # multigpu always uses the partial graph size
-    blk = int(round(ws.per_layer))
-    layer0 = blk + kv[0]
+    blks = layer_weights(m, req.quant)
+    layer0 = blks[0] + kv[0]
     # output_norm + output (token_embd when tied), and a vision projector with its graph
     proj_w, proj_g = projector_bytes(m)
     output = m.hidden * 4 + (ws.output or ws.embed) + proj_w + proj_g
@@ -216,8 +237,8 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
         alloc[i] += MINIMUM_MEMORY + layer0
     overflow = 0
     count = 0
-    for i in range(m.layers - 1, -1, -1):
-        size = blk + kv[i]
+    for i in (range(m.layers) if ascending else range(m.layers - 1, -1, -1)):
+        size = blks[i] + kv[i]
         if num_gpu is not None and count >= num_gpu:
             overflow += size
             continue
@@ -262,7 +283,7 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
 
 
 def schedule(req: "FitRequest", frees: Sequence[int], num_ctx: int, parallel: int, kv_type: str, flash_attn: bool,
-             gpu_overhead: int = 0, spread: bool = False) -> tuple[list[int], OllamaEstimate]:
+             gpu_overhead: int = 0, spread: bool = False, ascending: bool = False) -> tuple[list[int], OllamaEstimate]:
     """server/sched.go with llm/memory.go pickBestFullFitByLibrary: GPUs by free memory, largest first;
     the fewest that hold every layer (all of them with OLLAMA_SCHED_SPREAD), else all with partial
     offload. Returns the indexes (into `frees`) of the GPUs used and the estimate over them."""
@@ -270,10 +291,12 @@ def schedule(req: "FitRequest", frees: Sequence[int], num_ctx: int, parallel: in
     sizes = [len(order)] if spread else range(1, len(order) + 1)
     for k in sizes:
         sub = order[:k]
-        est = estimate_gpu_layers(req, [frees[i] for i in sub], num_ctx, parallel, kv_type, flash_attn, gpu_overhead)
+        est = estimate_gpu_layers(req, [frees[i] for i in sub], num_ctx, parallel, kv_type, flash_attn, gpu_overhead,
+                                  ascending=ascending)
         if est.layers >= req.model.layers + 1:
             return sub, est
-    est = estimate_gpu_layers(req, [frees[i] for i in order], num_ctx, parallel, kv_type, flash_attn, gpu_overhead)
+    est = estimate_gpu_layers(req, [frees[i] for i in order], num_ctx, parallel, kv_type, flash_attn, gpu_overhead,
+                              ascending=ascending)
     return order, est
 
 
@@ -307,7 +330,7 @@ class Ollama(LlamaCpp):
         devs = list(devices if devices is not None else req.devices)
         frees = [max(0, d.free_bytes - req.reserve_bytes) for d in devs]
         return schedule(req, frees, req.context, req.batch, self.kv_type(req), bool(setting(req, "flash_attn", False)),
-                        self.gpu_overhead(req), bool(setting(req, "sched_spread", False)))
+                        self.gpu_overhead(req), bool(setting(req, "sched_spread", False)), self.family.ascending)
 
     # ---- what the engine holds (memory.go families) -----------------------------------------------
     def kv_bytes(self, req, layers=None, tp=1):
