@@ -146,6 +146,22 @@ class Engine:
         """Weight bytes a decoded token reads from host RAM by those settings (computed on the CPU)."""
         return 0.0
 
+    # ---- speed ----------------------------------------------------------------------------------
+    def prefill_fit(self) -> dict:
+        """Prefill factors (speed.prefill_rate): gemm_efficiency (achieved / datasheet tensor rate),
+        tflops_per_watt (sustained rate per board watt, None = no cap), attn_bytes_per_head_cell (the
+        scores' traffic without flash attention), dequant_bytes_per_weight (an FP16 copy per ubatch),
+        fp16_accumulate (GEMMs at twice a GeForce datasheet's FP32-accumulate figure), source. The
+        default: the profile's uncalibrated efficiency and nothing else, said in `source`."""
+        return {"gemm_efficiency": self.profile.prefill_efficiency, "tflops_per_watt": None,
+                "attn_bytes_per_head_cell": 0.0, "dequant_bytes_per_weight": 0.0, "fp16_accumulate": False,
+                "source": f"{self.key} default (not calibrated: bench/data has no {self.key} rows)"}
+
+    def prefill_batching(self, req: "FitRequest") -> dict:
+        """How the engine runs a prompt: n_batch, n_ubatch tokens, flash_attn. The default: one
+        step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
+        return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
+
     def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
         """Per-GPU runtime overhead outside the model's tensors (CUDA context, workspaces, graphs)."""
         return self.profile.cuda_context_bytes + self.profile.cuda_graph_bytes
