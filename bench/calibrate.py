@@ -15,7 +15,7 @@ Prefill (2 x active params FLOPs per token / (datasheet dense FLOP/s x efficienc
 measured / modelled rate over single-GPU prompts of at most 512 tokens (the regime the model
 describes: no attention growth, no pipeline overlap), per kind of datasheet figure (GeForce lists FP16
 tensor FLOP/s with FP32 accumulate, workstation/datacenter cards the full rate).
-Prints the factors to put in gpufit/estimator/engines.py. It never looks at one row alone.
+Prints the factors to put in gpufit/estimator/engines/ (profiles.py for decode, llama_cpp.py PREFILL_FIT). It never looks at one row alone.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as A  # noqa: E402
 
 from gpufit.estimator import engines  # noqa: E402
+from gpufit.estimator.engines import llama_cpp  # noqa: E402
 
 
 def decode_rows(cat):
@@ -271,7 +272,7 @@ def main() -> int:
     p = fit_prefill(pre)
     errs = [(prefill_model(r, p) / r.measured - 1) * 100 for r in pre]
     print(f"prefill: {len(pre)} May 2024 rows on {len({r.gpu for r in pre})} cards, 1-8 GPUs")
-    print("  PREFILL_FIT['llama.cpp'] = {" + ", ".join(f"{k!r}: {v:.3g}" for k, v in p.items()) + "}")
+    print("  llama_cpp.PREFILL_FIT = {" + ", ".join(f"{k!r}: {v:.3g}" for k, v in p.items()) + "}")
     print(f"  at the fit: median |error| {pct_abs(errs, 0.5):.1f} %, p90 {pct_abs(errs, 0.9):.1f} %")
     # the fit's arithmetic must be the estimator's: check one row against speed.prefill_rate
     _check_against_estimator(cat, pre[0], p)
@@ -287,17 +288,17 @@ def _check_against_estimator(cat, r: PrefillRow, p: dict) -> None:
 
     from gpufit.estimator import speed
 
-    saved = dict(engines.PREFILL_FIT["llama.cpp"])
+    saved = dict(llama_cpp.PREFILL_FIT)
     try:
-        engines.PREFILL_FIT["llama.cpp"].update(p)
+        llama_cpp.PREFILL_FIT.update(p)
         e = A.estimate(cat, r.config)
         req = dc.replace(e.sizer.req, context=max(e.sizer.req.context, r.n))
         from gpufit.estimator.placement import Sizer
 
         got, _ = speed.prefill_rate(Sizer(req), e.plan, r.n, BENCH_FLASH_ATTN, BENCH_N_BATCH)
     finally:
-        engines.PREFILL_FIT["llama.cpp"].clear()
-        engines.PREFILL_FIT["llama.cpp"].update(saved)
+        llama_cpp.PREFILL_FIT.clear()
+        llama_cpp.PREFILL_FIT.update(saved)
     mine = prefill_model(r, p)
     if abs(got / mine - 1) > 1e-6:
         raise SystemExit(f"calibrate.py's prefill arithmetic drifted from speed.prefill_rate: {mine} vs {got}")

@@ -7,12 +7,13 @@ import pytest
 from gpufit.catalog import load_catalog
 from gpufit.catalog.types import GpuSpec
 from gpufit.estimator import engines, speed
+from gpufit.estimator.engines import llama_cpp
 from gpufit.estimator.placement import Sizer, choose
 from gpufit.estimator.types import Device, FitRequest
 
 CAT = load_catalog()
 GIB = 2**30
-FIT = engines.PREFILL_FIT["llama.cpp"]
+FIT = llama_cpp.PREFILL_FIT
 # Llama 3 8B without embeddings and head: 8,030,261,248 - 2 x 128,256 x 4,096
 BODY = 8030261248 - 2 * 128256 * 4096
 
@@ -51,9 +52,9 @@ def test_without_flash_attention_the_scores_cost_bandwidth():
 
 
 def test_board_power_caps_the_gemm_rate():
-    rate, _ = speed.gemm_rate(Device.from_spec(card(tdp=100), 0), CAT.quant("fp16"), "llama.cpp")
+    rate, _ = speed.gemm_rate(Device.from_spec(card(tdp=100), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
     assert rate == pytest.approx(FIT["tflops_per_watt"] * 1e12 * 100)
-    pro, kind = speed.gemm_rate(Device.from_spec(card(vendor="workstation"), 0), CAT.quant("fp16"), "llama.cpp")
+    pro, kind = speed.gemm_rate(Device.from_spec(card(vendor="workstation"), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
     assert pro == pytest.approx(71e12 * FIT["gemm_efficiency"]) and kind == "fp16"
 
 

@@ -145,15 +145,15 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     return decode, prefill, basis
 
 
-def gemm_rate(dev: Device, quant: QuantFormat, engine: str) -> tuple[float | None, str]:
+def gemm_rate(dev: Device, quant: QuantFormat, engine) -> tuple[float | None, str]:
     """Sustained FLOP/s of this device's prompt-processing GEMMs under `engine`: the datasheet tensor
     rate of the kind the engine's GEMMs run at (llama.cpp's cuBLAS calls accumulate in FP16, which a
     GeForce datasheet's FP32-accumulate figure understates by half), times the fitted efficiency, and
-    at most the rate the board's power limit sustains (engines.prefill_fit)."""
+    at most the rate the board's power limit sustains (the engine's prefill_fit)."""
     tf, kind = tflops_for(dev, quant)
     if not tf:
         return None, kind
-    fit = engines.prefill_fit(engine)
+    fit = engine.prefill_fit()
     spec = dev.spec
     peak = tf * 1e12
     if fit["fp16_accumulate"] and kind == "fp16" and spec is not None and spec.vendor_class == "geforce":
@@ -180,12 +180,12 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     Stages of a layer split pipeline the ubatches of one batch: a batch of k ubatches takes the sum
     of the stage times plus (k - 1) times the slowest (llama.cpp's pipeline parallelism)."""
     req, m = s.req, s.m
-    d = engines.prefill_defaults(req.engine)
+    d = s.engine.prefill_batching(req)
     fa = d["flash_attn"] if flash_attn is None else flash_attn
     n = max(1, min(req.context, prompt_tokens or PREFILL_PROMPT_TOKENS))
     ub = n_ubatch or d["n_ubatch"]
     nb = max(n_batch or d["n_batch"], ub)
-    fit = engines.prefill_fit(req.engine)
+    fit = s.engine.prefill_fit()
     from .params import count_params
 
     pc = count_params(m)
@@ -207,7 +207,7 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     rates = []
     for st in stages:
         dev = st[0].device
-        rate, kind = gemm_rate(dev, req.quant, req.engine)
+        rate, kind = gemm_rate(dev, req.quant, s.engine)
         bw = _bandwidth(dev)
         if not rate or not bw:
             basis["prefill_unknown"] = f"no tensor FLOP/s or bandwidth for {dev.name}"

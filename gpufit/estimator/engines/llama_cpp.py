@@ -116,6 +116,23 @@ def compute_bytes(m, n_ctx: int, n_ubatch: int, flash_attn: bool, multi_gpu: boo
     return int(total)
 
 
+# Prefill (speed.prefill_rate), fitted by `bench/calibrate.py` on the May 2024 llama-bench / main
+# rows (283 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, see bench/accuracy.py):
+#   gemm_efficiency     achieved / datasheet tensor rate of the GEMMs' kind (llama.cpp: FP16 accumulate)
+#   tflops_per_watt     sustained tensor TFLOP/s per board watt: a 300 W RTX 6000 Ada or 350 W H100 PCIe
+#                       cannot hold the clocks its datasheet peak assumes under a long GEMM stream
+#   attn_bytes_per_head_cell   without flash attention: f32 KQ scores written, masked, soft-maxed and
+#                       read back, per head and cached cell
+#   dequant_bytes_per_weight   quantized GGUF weights are dequantized to an FP16 copy per ubatch
+#                       before cuBLAS (ggml-cuda's mul_mat path at batch > MMVQ sizes in that build)
+PREFILL_FIT = {
+    "gemm_efficiency": 0.504,
+    "tflops_per_watt": 0.496,
+    "attn_bytes_per_head_cell": 18.6,
+    "dequant_bytes_per_weight": 5.1,
+    "fp16_accumulate": True,
+    "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
+}
 # ---- MoE expert tensors kept in host memory (--n-cpu-moe N, --cpu-moe, -ot PATTERN=CPU) ---------------
 # common/common.h LLM_FFN_EXPS_REGEX: the expert tensors of block i are blk.i.ffn_{up,down,gate}_exps
 EXPERT_TENSORS = ("ffn_up_exps", "ffn_down_exps", "ffn_gate_exps")
@@ -199,6 +216,14 @@ class LlamaCpp(Engine):
         fa = setting(req, "flash_attn", FLASH_ATTN_DEFAULT)
         ub = min(setting(req, "n_ubatch", N_UBATCH), setting(req, "n_batch", N_BATCH))
         return compute_bytes(req.model, req.context * req.batch, ub, fa, multi_gpu)
+
+    def prefill_fit(self):
+        return PREFILL_FIT
+
+    def prefill_batching(self, req):
+        """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on)."""
+        return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
+                "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
 
     def gpu_layer_limit(self, req):
         """-ngl N: the last N transformer layers on the GPUs (N > n_layer also takes the output

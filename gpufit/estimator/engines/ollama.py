@@ -382,6 +382,10 @@ class Ollama(LlamaCpp):
                    "graph": {"full_bytes": est.graph_full, "partial_bytes": est.graph_partial},
                    "num_ctx": req.context, "num_parallel": req.batch, "gpus": names})
 
+    def prefill_batching(self, req):
+        """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks."""
+        return {"n_batch": NUM_BATCH, "n_ubatch": NUM_BATCH, "flash_attn": bool(setting(req, "flash_attn", False))}
+
     def default_context(self, m, devices, settings=None) -> tuple[int, str] | None:
         return default_num_ctx(self.family, m, devices, int((settings or {}).get("gpu_overhead", 0)))
 

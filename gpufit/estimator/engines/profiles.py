@@ -188,52 +188,6 @@ DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
 }
-# Prefill (speed.prefill_rate), fitted by `bench/calibrate.py` on the May 2024 llama-bench / main
-# rows (283 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, see bench/accuracy.py):
-#   gemm_efficiency     achieved / datasheet tensor rate of the GEMMs' kind (llama.cpp: FP16 accumulate)
-#   tflops_per_watt     sustained tensor TFLOP/s per board watt: a 300 W RTX 6000 Ada or 350 W H100 PCIe
-#                       cannot hold the clocks its datasheet peak assumes under a long GEMM stream
-#   attn_bytes_per_head_cell   without flash attention: f32 KQ scores written, masked, soft-maxed and
-#                       read back, per head and cached cell
-#   dequant_bytes_per_weight   quantized GGUF weights are dequantized to an FP16 copy per ubatch
-#                       before cuBLAS (ggml-cuda's mul_mat path at batch > MMVQ sizes in that build)
-_LLAMA_CPP_PREFILL = {
-    "gemm_efficiency": 0.504,
-    "tflops_per_watt": 0.496,
-    "attn_bytes_per_head_cell": 18.6,
-    "dequant_bytes_per_weight": 5.1,
-    "fp16_accumulate": True,
-    "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
-}
-PREFILL_FIT: dict[str, dict] = {
-    "llama.cpp": _LLAMA_CPP_PREFILL,
-    "ollama": _LLAMA_CPP_PREFILL,
-}
-# prompt batching and attention kernel by default: llama.cpp common/common.h (n_batch 2048, n_ubatch
-# 512) and common/arg.cpp (-fa auto: flash attention where the backend has it); vLLM V1 chunked
-# prefill up to max_num_batched_tokens with FlashAttention; transformers runs the prompt at once (SDPA)
-PREFILL_DEFAULTS: dict[str, dict] = {
-    "llama.cpp": {"n_batch": 2048, "n_ubatch": 512, "flash_attn": True},
-    "ollama": {"n_batch": 512, "n_ubatch": 512, "flash_attn": False},
-    "vllm": {"n_batch": 8192, "n_ubatch": 8192, "flash_attn": True},
-    "transformers": {"n_batch": 1 << 20, "n_ubatch": 1 << 20, "flash_attn": True},
-}
-
-
-def prefill_fit(engine: str) -> dict:
-    """The engine's fitted prefill factors; engines without measured rows get their profile's
-    efficiency, no power cap and no dequantization pass, and say so."""
-    if engine in PREFILL_FIT:
-        return PREFILL_FIT[engine]
-    return {"gemm_efficiency": PROFILES[engine].prefill_efficiency, "tflops_per_watt": None,
-            "attn_bytes_per_head_cell": 0.0, "dequant_bytes_per_weight": 0.0, "fp16_accumulate": False,
-            "source": f"{engine} default (not calibrated: bench/data has no {engine} rows)"}
-
-
-def prefill_defaults(engine: str) -> dict:
-    return PREFILL_DEFAULTS[engine]
-
-
 def decode_efficiency(engine: str, spec) -> tuple[float, str]:
     """(achieved / peak bandwidth at batch 1, what chose it) for `engine` on a card (GpuSpec or None):
     the engine's per-memory-class factor where one was fitted, else the engine default."""
