@@ -34,6 +34,11 @@ def parse_size(text: str, option: str) -> int:
     return int(n)
 
 
+class ModelWarning(str):
+    """A warning about the model input (a partly downloaded repo): carried in the notes list that
+    build_request returns and moved to the result's warnings by run_estimate."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelChoice:
     """A resolved MODEL argument: the architecture and, for a model file, its exact bytes."""
@@ -42,6 +47,7 @@ class ModelChoice:
     weights_source: str | None = None
     file_quant: str | None = None  # quant the file is stored in (a .gguf's file type, a checkpoint's)
     notes: tuple[str, ...] = ()  # what reading the file assumed or left out
+    warnings: tuple[str, ...] = ()  # what the user must know about the input (missing shards)
     ollama_tag: str | None = None  # the Ollama name given (`qwen3:4b`), served in `tag_quant`
     tag_quant: str | None = None
     tag_quant_spelled: bool = False  # the name itself says the quant (`...-q8_0`): --quant may not differ
@@ -52,21 +58,33 @@ class ModelChoice:
         return bool(self.weights_source and self.weights_source.startswith("gguf"))
 
 
-def resolve_model(arg: str, catalog: Catalog, engine: str | None = None) -> ModelChoice:
-    """A catalog key / alias / HF repo id, an Ollama tag (`qwen3:4b`, `llama3.1:8b-instruct-q8_0`; a
-    bare library name under --engine ollama is its `:latest`), or a local model folder / .gguf file
-    (exact bytes)."""
+def resolve_model(arg: str, catalog: Catalog, revision: str | None = None, engine: str | None = None) -> ModelChoice:
+    """A local model (a path, or a name found in the Hugging Face / Ollama / LM Studio / llama.cpp stores
+    on this disk: it wins over the catalog), else an Ollama tag as the library serves it (`qwen3:4b`,
+    `llama3.1:8b-instruct-q8_0`; a bare library name under --engine ollama is its `:latest`), else a
+    catalog key / alias / HF repo id."""
+    from .modelfile.resolve import resolve_local
+
+    local = resolve_local(arg, catalog.has_model(arg), revision)
+    if local is not None:
+        return choice_from_local(local)
     import os
 
-    if os.path.exists(os.path.expanduser(arg)):  # the model-file readers load only for a real path
-        from . import modelfile
+    if os.path.exists(os.path.expanduser(arg)) and not catalog.has_model(arg):
+        raise UsageError(f"{arg!r} is a file but not a model: give a model folder (config.json + "
+                         "*.safetensors), a config.json, a .gguf or .safetensors file, or a catalog name")
+    if not catalog.has_model(arg) and re.fullmatch(r"[\w.\-]+/[\w.\-]+(@[\w.\-/]+)?", arg.strip()):
+        repo = arg.strip().split("@")[0]
+        from .errors import did_you_mean
 
-        if modelfile.is_model_path(arg):
-            mf = modelfile.load_model_file(arg)
-            return ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant, mf.notes)
-        if not catalog.has_model(arg):
-            raise UsageError(f"{arg!r} is a file but not a model: give a model folder (config.json + "
-                             "*.safetensors), a .gguf or .safetensors file, or a catalog name")
+        near = did_you_mean(arg, list(catalog.models))
+        hint = f" Did you mean {', '.join(near)}?" if near else ""
+        raise UsageError(
+            f"unknown model {arg!r}: not in the catalog nor in a local store (Hugging Face cache, Ollama, LM "
+            f"Studio, llama.cpp). Fetch the repo's config.json and pass its path: "
+            f"hf download {repo} config.json --local-dir {repo.split('/')[-1]} (or mkdir {repo.split('/')[-1]} && "
+            f"curl -L https://huggingface.co/{repo}/resolve/main/config.json -o {repo.split('/')[-1]}/config.json), "
+            f"then gpufit plan {repo.split('/')[-1]}/config.json --quant ...{hint}")
     tagged = ollama_choice(arg, catalog, engine)
     return tagged if tagged is not None else ModelChoice(catalog.model(arg))
 
@@ -87,6 +105,48 @@ def ollama_choice(arg: str, catalog: Catalog, engine: str | None = None) -> Mode
     said = (f"Ollama tag {arg}: {spec.name}" + (f" ({tag.key})" if tag.key != arg.strip().lower() else "")
             + (f", {quant} as the tag names it" if spelled else f", served as {quant} ({where})"))
     return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled)
+
+
+def choice_from_local(local) -> ModelChoice:
+    """A modelfile.resolve.Resolved as a ModelChoice: config.json alone plans like a catalog entry (the
+    quant is the user's, defaulting to the config's format)."""
+    quant = None if local.config_only else local.quant
+    spec = local.spec
+    if local.config_only and local.quant:  # a quantized config: its format is the default
+        spec = dataclasses.replace(spec, native_dtype=local.quant)
+    return ModelChoice(spec, local.weights_bytes, local.weights_source, quant, local.notes, local.warnings)
+
+
+def local_models(snapshot=None, catalog: Catalog | None = None, env=None) -> list[dict]:
+    """`gpufit models --local`: what the model stores on this disk hold and, given a snapshot, whether each
+    fits on that box now at its defaults (verdict, or the error that stopped it)."""
+    import os
+
+    from .errors import GpufitError
+    from .modelfile.resolve import load_local_entry
+    from .modelfile.stores import list_local
+
+    rows = []
+    for e in list_local(env):
+        row = {"name": e.name, "store": e.store, "format": e.format, "bytes": e.bytes, "path": str(e.path),
+               "where": str(e.where), "revision": e.revision, "missing_shards": list(e.missing),
+               "verdict": None, "reason": None}
+        if snapshot is not None:
+            from .devices import select_devices
+
+            catalog = catalog or load_catalog()
+            try:
+                choice = choice_from_local(load_local_entry(e))
+                devices = select_devices(snapshot, catalog, None, os.environ if env is None else env)
+                req, notes = build_request(choice, devices, catalog,
+                                           host_ram_available_bytes=snapshot.host.ram_available_bytes)
+                row["verdict"] = run_estimate(req, notes, catalog, alternatives=False).verdict
+            except GpufitError as err:
+                if err.exit_code == 6:
+                    raise
+                row["reason"] = str(err)
+        rows.append(row)
+    return rows
 
 
 def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
@@ -123,7 +183,7 @@ def _file_quant(model: ModelChoice, catalog: Catalog):
     except UsageError:
         params = count_params(model.spec).total
         bits = model.weights_bytes_exact * 8 / params if model.weights_bytes_exact and params else 16.0
-        gguf = model.spec.source.endswith(".gguf")
+        gguf = (model.weights_source or "").startswith("gguf") or model.spec.source.endswith(".gguf")
         runs = tuple(e.key for e in engine_registry.all_engines() if e.runs_gguf == gguf)
         return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if gguf else "int",
                            bits_per_weight=bits, source=model.spec.source, engines=runs)
@@ -140,6 +200,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     m = model.spec
     notes: list[str] = []
     notes.extend(model.notes)
+    notes.extend(ModelWarning(w) for w in model.warnings)
     if quant is None and model.tag_quant:
         q = catalog.quant(model.tag_quant)
         notes.append(f"quant {q.key}: what Ollama serves for {model.ollama_tag}"
@@ -230,7 +291,9 @@ def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternativ
     from .estimator.fit import estimate
 
     res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog))
-    return dataclasses.replace(res, notes=tuple(notes) + res.notes)
+    warns = tuple(str(n) for n in notes if isinstance(n, ModelWarning))
+    notes = [n for n in notes if not isinstance(n, ModelWarning)]
+    return dataclasses.replace(res, notes=tuple(notes) + res.notes, warnings=warns + res.warnings)
 
 
 def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: int | None = None,
@@ -277,7 +340,9 @@ def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
                     try:
                         spec = catalog.model(name)
                     except UsageError:
-                        continue
+                        spec = _by_repo_name(name, catalog)
+                        if spec is None:
+                            continue
                     return ModelChoice(spec, file_quant=quant,
                                        notes=(f"{arg}: {spec.name} stored as {quant} (from the checkpoint's name)",))
         if "/" in base and not os.path.exists(os.path.expanduser(base)):
@@ -310,6 +375,15 @@ def _gguf_by_name(path: str, catalog: Catalog) -> ModelChoice | None:
             return ModelChoice(spec, file_quant=q.key, notes=(
                 f"{path} is not on this disk: {spec.name} in {q.key}, from the file's name",))
     return None
+
+
+def _by_repo_name(name: str, catalog: Catalog):
+    """The catalog model whose Hugging Face repo (or an alias of the form ORG/NAME) ends in NAME, when
+    exactly one does: a re-upload such as RedHatAI/Mixtral-8x7B-Instruct-v0.1 names mistralai's model."""
+    want = name.rsplit("/", 1)[-1].lower()
+    hits = {m.key for m in catalog.models.values()
+            for a in (m.hf_repo or "", *m.aliases) if "/" in a and a.rsplit("/", 1)[-1].lower() == want}
+    return catalog.models[hits.pop()] if len(hits) == 1 else None
 
 
 def server_command(argv, env):

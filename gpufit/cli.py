@@ -17,6 +17,16 @@ from .errors import ExitCode, GpufitError, ProbeError, UsageError
 VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
 
+def _keep_revision(ctx, _param, value):
+    ctx.meta["gpufit.revision"] = value
+    return value
+
+
+def _revision():
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("gpufit.revision") if ctx else None
+
+
 def _estimate_options(f):
     opts = [
         click.option("--quant", "-q", help="Weight format: fp32 bf16 fp16 fp8 int8 int4 awq gptq nf4 mxfp4, GGUF types (q4_k_m, q8_0, iq4_xs ...). Default: the model's native dtype."),
@@ -28,6 +38,8 @@ def _estimate_options(f):
         click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
         click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)); less is 'tight'."),
         click.option("--json", "as_json", is_flag=True, help="Print the gpufit.fit/1 JSON object."),
+        click.option("--revision", expose_value=False, callback=_keep_revision, metavar="REV",
+                     help="Hugging Face cache: the branch, tag or commit of a cached repo (default refs/main)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -125,7 +137,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         elif context is None and cmd.default_context is not None:
             context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
     else:
-        choice = app.resolve_model(model, catalog, engine)  # a bad model name fails before the probe runs
+        choice = app.resolve_model(model, catalog, _revision(), engine=engine)  # a bad model name fails before the probe runs
         if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
                 k.startswith("OLLAMA_") for k in os.environ):
             # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
@@ -230,7 +242,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     from .catalog import load_catalog
 
     catalog = load_catalog()
-    choice = app.resolve_model(model, catalog, engine)
+    choice = app.resolve_model(model, catalog, _revision(), engine=engine)
     devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
@@ -363,13 +375,26 @@ def _listing(items, query, fields, as_json, to_json, to_text, what) -> None:
 @cli.command()
 @click.argument("query", required=False)
 @click.option("--json", "as_json", is_flag=True)
-def models(query, as_json):
-    """List catalog models (QUERY filters by key, name, family or HF repo)."""
+@click.option("--local", is_flag=True, help="List the models on this disk (Hugging Face cache, Ollama, LM Studio, llama.cpp) instead of the catalog.")
+@click.option("--probe", "probe_now", is_flag=True, help="With --local: probe this box and say whether each fits now.")
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
+              help="With --local: say whether each fits on the box a saved snapshot / nvidia-smi capture describes.")
+def models(query, as_json, local, probe_now, snapshot_path):
+    """List catalog models (QUERY filters by key, name, family or HF repo), or with --local the models on disk."""
     import dataclasses
 
     from .catalog import load_catalog
     from .estimator.params import count_params
     from .render import models_text
+
+    if local or probe_now or snapshot_path:
+        from . import app
+        from .render import local_models_text
+
+        snap = _snapshot(snapshot_path) if (probe_now or snapshot_path) else None
+        rows = [r for r in app.local_models(snap) if not query or query.lower() in r["name"].lower()]
+        click.echo(json.dumps(rows, indent=2) if as_json else local_models_text(rows))
+        sys.exit(ExitCode.OK if rows or not query else ExitCode.USAGE)
 
     def to_json(m):
         pc = count_params(m)

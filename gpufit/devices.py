@@ -88,7 +88,7 @@ def _all_units(snapshot: Snapshot, catalog: Catalog) -> tuple[list[_Unit], dict[
         if not g.available:
             lost[g.index] = g
             continue
-        spec = catalog.match_gpu(g.name, g.pci_device_id)
+        spec = catalog.match_gpu(g.name, g.pci_device_id, g.memory.total)
         if g.mig.enabled:
             units.extend(_mig_units(g, spec))
         else:

@@ -226,6 +226,22 @@ def models_text(models) -> str:
     return table(rows, ["key", "name", "params", "active", "layers", "heads/kv", "max ctx", "dtype"])
 
 
+def local_models_text(rows) -> str:
+    """`gpufit models --local`: name, store, format, size, verdict (with a snapshot), path."""
+    if not rows:
+        return "no models found in the Hugging Face cache, Ollama, LM Studio or llama.cpp stores"
+    show_fit = any(r["verdict"] or r["reason"] for r in rows)
+    out = []
+    for r in rows:
+        size = gb(r["bytes"]) + (f" ({len(r['missing_shards'])} shards missing)" if r["missing_shards"] else "")
+        row = [r["name"], r["store"], r["format"], size]
+        if show_fit:
+            row.append(r["verdict"] or ("? " + (r["reason"] or "")[:60]))
+        out.append(row + [r["path"]])
+    head = ["name", "store", "format", "size"] + (["fits now"] if show_fit else []) + ["path"]
+    return table(out, head)
+
+
 def gpus_text(gpus) -> str:
     rows = [[g.key, g.name, f"{g.memory_bytes / GIB:.0f}", f"{g.bandwidth_gbps:g}",
              f"{g.bf16_tflops or g.fp16_tflops or 0:g}" if (g.bf16_tflops or g.fp16_tflops) else "-",

@@ -31,7 +31,7 @@ def _catalog_key(catalog, g) -> str | None:
     if catalog is None:
         return None
     try:
-        spec = catalog.match_gpu(g.name, g.pci_device_id)
+        spec = catalog.match_gpu(g.name, g.pci_device_id, g.memory.total)
     except Exception:  # a catalog lookup must never sink the health report
         return None
     return spec.key if spec else None

@@ -42,6 +42,7 @@ class Catalog:
     _quant_alias: dict[str, str] = field(default_factory=dict)
     _nvml_name: dict[str, str] = field(default_factory=dict)
     _pci_id: dict[str, str] = field(default_factory=dict)
+    _shared: dict[str, list[str]] = field(default_factory=dict)  # shared NVML name / PCI id -> keys
 
     def add_file(self, path: Path, text: str | None = None, override: bool = False) -> None:
         """Add the entries of one catalog file. A key already present is an error unless `override`
@@ -56,6 +57,11 @@ class Catalog:
                 self._claim(self._nvml_name, n, rec.key, path, "NVML name")
             for p in rec.pci_device_ids:
                 self._claim(self._pci_id, p.upper(), rec.key, path, "PCI device id")
+            for sid in rec.shared_ids:
+                ident = sid.upper() if re.fullmatch(r"[0-9A-Fa-f]{4}", sid) else sid
+                keys = self._shared.setdefault(ident, [])
+                if rec.key not in keys:
+                    keys.append(rec.key)
         for rec in loaded["model"]:
             self._add(self.models, rec, path, override, "model")
             for alias in (rec.key, rec.hf_repo, *rec.aliases):
@@ -118,6 +124,12 @@ class Catalog:
     def gpu(self, name: str) -> GpuSpec:
         key = self._gpu_alias.get(normalize_name(name))
         if key is None:
+            both = self._shared_by_name(name)
+            if both:
+                from ..errors import UsageError
+
+                raise UsageError(f"GPU {name!r} names {len(both)} cards that differ in memory: "
+                                 f"{', '.join(both)}; give one of them")
             raise unknown("GPU", name, self.gpus)
         return self.gpus[key]
 
@@ -140,15 +152,30 @@ class Catalog:
             raise unknown("KV-cache dtype", name, kv) from None
         return q
 
-    def match_gpu(self, nvml_name: str | None, pci_device_id: str | None = None) -> GpuSpec | None:
+    def _shared_by_name(self, name: str) -> list[str]:
+        folded = normalize_name(name)
+        return next((keys for ident, keys in self._shared.items()
+                     if not re.fullmatch(r"[0-9A-F]{4}", ident) and normalize_name(ident) == folded), [])
+
+    def match_gpu(self, nvml_name: str | None, pci_device_id: str | None = None,
+                  memory_total: int | None = None) -> GpuSpec | None:
         """Match what NVML reports to a catalog entry: exact NVML name first, then the PCI device id
-        (the upper 16 bits of NVML's pciDeviceId, e.g. 0x220410DE -> '2204'), then a folded name.
+        (the upper 16 bits of NVML's pciDeviceId, e.g. 0x220410DE -> '2204'), then a name / id two cards
+        share told apart by the reported memory total, then a folded name.
         Returns None when nothing matches; never guesses between two entries."""
         if nvml_name and nvml_name in self._nvml_name:
             return self.gpus[self._nvml_name[nvml_name]]
         dev = pci_device_key(pci_device_id)
         if dev and dev in self._pci_id:
             return self.gpus[self._pci_id[dev]]
+        cands = self._shared.get(nvml_name or "") or self._shared.get(dev or "") or []
+        if cands and memory_total:
+            # nearest memory total; a card reports at most a few % under its catalog total
+            best = min(cands, key=lambda k: abs(self.gpus[k].memory_bytes - memory_total))
+            if abs(self.gpus[best].memory_bytes - memory_total) <= 0.125 * self.gpus[best].memory_bytes:
+                return self.gpus[best]
+        if cands:
+            return None
         if nvml_name:
             key = self._gpu_alias.get(normalize_name(nvml_name))
             if key:

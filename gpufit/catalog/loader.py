@@ -23,7 +23,7 @@ TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag"
 # an Ollama library name: NAME:TAG, both parts lowercase (ollama.com/library/NAME/tags)
 OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 1
+CACHE_RULES_VERSION = 6
 
 
 def _tomllib():
@@ -190,6 +190,14 @@ def _check_invariants(rec, path, where: str) -> None:
         for pci in rec.pci_device_ids:
             if not re.match(r"^[0-9A-F]{4}$", pci):
                 bad(f"pci_device_ids entries are 4 upper-case hex digits, got {pci!r}")
+        if rec.datasheet_memory_bytes is not None and rec.datasheet_memory_bytes <= 0:
+            bad(f"datasheet_memory_bytes must be positive, got {rec.datasheet_memory_bytes}")
+        if rec.datasheet_memory_bytes and rec.memory_bytes > rec.datasheet_memory_bytes * 1.01:
+            bad(f"memory_bytes {rec.memory_bytes} (as reported) exceeds datasheet_memory_bytes "
+                f"{rec.datasheet_memory_bytes}: a driver reports at most the board's memory")
+        for sid in rec.shared_ids:
+            if sid in rec.nvml_names or sid.upper() in rec.pci_device_ids:
+                bad(f"shared_ids entry {sid!r} is also claimed outright in nvml_names / pci_device_ids")
         if rec.vendor_class not in ("datacenter", "workstation", "geforce", "embedded"):
             bad(f"vendor_class must be datacenter|workstation|geforce|embedded, got {rec.vendor_class!r}")
     elif isinstance(rec, ModelSpec):
@@ -206,7 +214,30 @@ def _check_invariants(rec, path, where: str) -> None:
             bad("chunked_layers set without attention_chunk")
         if rec.linear_layers and not rec.linear_state_elems:
             bad("linear_layers set without linear_state_elems")
-        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:
+        lin_shape = (rec.linear_key_heads, rec.linear_value_heads, rec.linear_key_head_dim,
+                     rec.linear_value_head_dim)
+        if any(v is not None for v in lin_shape) and not (all(v and v > 0 for v in lin_shape)
+                                                          and rec.linear_conv_kernel):
+            bad("linear_key_heads, linear_value_heads, linear_key_head_dim, linear_value_head_dim and "
+                "linear_conv_kernel go together, each positive")
+        if rec.linear_key_heads and not rec.linear_layers:
+            bad("linear-attention shape given but linear_layers is 0")
+        mamba = (rec.mamba_heads, rec.mamba_head_dim, rec.mamba_state, rec.mamba_groups)
+        if any(v is not None for v in mamba):
+            if not all(v and v > 0 for v in mamba) or not rec.linear_conv_kernel:
+                bad("mamba_heads, mamba_head_dim, mamba_state, mamba_groups and linear_conv_kernel go together, "
+                    "each positive")
+            if not rec.linear_layers or rec.linear_key_heads:
+                bad("a Mamba2 shape needs linear_layers and excludes the DeltaNet linear_key_heads shape")
+        idx = (rec.indexer_heads, rec.indexer_head_dim, rec.indexer_topk)
+        if any(v is not None for v in idx) and not (all(v and v > 0 for v in idx) and rec.q_lora_rank):
+            bad("indexer_heads, indexer_head_dim and indexer_topk go together, each positive, on an MLA model "
+                "with q_lora_rank (the indexer's queries come from the q latent)")
+        if rec.linear_conv_kernel and not (rec.linear_key_heads or rec.mamba_heads):
+            bad("linear_conv_kernel given without a DeltaNet or Mamba2 shape")
+        if rec.mlp_only_layers and not rec.single_sublayer:
+            bad("mlp_only_layers needs single_sublayer (layers that are one sublayer each, as in Nemotron-H)")
+        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers + rec.mlp_only_layers > rec.layers:
             bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):
             bad("a MoE model needs 0 < experts_active <= experts and moe_intermediate")

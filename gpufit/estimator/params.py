@@ -56,12 +56,49 @@ def attention_params(m: ModelSpec) -> int:
             q = h * qk
         kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * m.heads * (nope + v)
         o = m.heads * v * h
-        return q + kv + o
+        return q + kv + o + indexer_params(m)
     q = h * m.heads * m.head_dim
+    if m.attn_output_gate:  # Qwen3-Next: q_proj emits query and gate, heads x head_dim each
+        q *= 2
     kv = 2 * h * m.kv_heads * m.head_dim
     o = m.heads * m.head_dim * h
     bias = (m.heads + 2 * m.kv_heads) * m.head_dim if m.attn_bias else 0
     return q + kv + o + bias
+
+
+def indexer_params(m: ModelSpec) -> int:
+    """DeepSeek-V3.2's lightning indexer per layer (inference/model.py Indexer): wq_b from the q latent to
+    heads x head_dim, wk from the hidden state to one head_dim key, its LayerNorm (weight + bias), and
+    weights_proj to one weight per head. 0 without an indexer."""
+    if not m.indexer_heads:
+        return 0
+    d = m.indexer_head_dim
+    return m.q_lora_rank * m.indexer_heads * d + m.hidden * d + 2 * d + m.hidden * m.indexer_heads
+
+
+def linear_attention_params(m: ModelSpec) -> int:
+    """One gated-DeltaNet layer (transformers Qwen3NextGatedDeltaNet): in_proj_qkvz (q, k, v and the
+    z gate), in_proj_ba (beta and alpha per value head), the causal conv1d over q|k|v (no bias), dt_bias
+    and A_log per value head, the gated RMSNorm over a value head, out_proj. 0 without the shape."""
+    if not m.linear_key_heads:
+        return 0
+    kd = m.linear_key_heads * m.linear_key_head_dim
+    vd = m.linear_value_heads * m.linear_value_head_dim
+    conv_dim = 2 * kd + vd
+    return (m.hidden * (2 * kd + 2 * vd) + m.hidden * 2 * m.linear_value_heads + conv_dim * m.linear_conv_kernel
+            + 2 * m.linear_value_heads + m.linear_value_head_dim + vd * m.hidden)
+
+
+def mamba2_params(m: ModelSpec) -> int:
+    """One Mamba2 mixer (transformers Mamba2Mixer / GraniteMoeHybridMambaLayer): in_proj to z|x|B|C|dt,
+    the depthwise conv1d over x|B|C (+ bias where mamba_conv_bias), dt_bias, A_log and D per head, the
+    gated RMSNorm over the inner width, out_proj. 0 without the shape."""
+    if not m.mamba_heads:
+        return 0
+    inner = m.mamba_heads * m.mamba_head_dim
+    conv_dim = inner + 2 * m.mamba_groups * m.mamba_state
+    conv = conv_dim * m.linear_conv_kernel + (conv_dim if m.mamba_conv_bias else 0)
+    return m.hidden * (inner + conv_dim + m.mamba_heads) + conv + 3 * m.mamba_heads + inner + inner * m.hidden
 
 
 def mlp_params(hidden: int, inter: int, mlp: str) -> int:
@@ -85,6 +122,17 @@ def count_params(m: ModelSpec) -> ParamCounts:
         body_active = m.dense_layers * dense_layer + moe_layers * moe_layer_active
     else:
         body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
+    if m.single_sublayer:
+        # Nemotron-H: each layer is one sublayer with its own norm: attention, a Mamba2 mixer or an MLP
+        attn_layers = m.layers - m.linear_layers - m.mlp_only_layers
+        mlp = mlp_params(m.hidden, m.intermediate, m.mlp)
+        body = body_active = (attn_layers * (attn + m.hidden) + m.linear_layers * (mamba2_params(m) + m.hidden)
+                              + m.mlp_only_layers * (mlp + m.hidden))
+    elif m.linear_layers and (m.linear_key_heads or m.mamba_heads):
+        # those layers hold a DeltaNet / Mamba2 mixer instead of attention
+        swap = m.linear_layers * (linear_attention_params(m) + mamba2_params(m) - attn)
+        body += swap
+        body_active += swap
     final_norm = m.hidden
     computed = embed + output + body + final_norm
     computed_active = embed + output + body_active + final_norm
