@@ -91,7 +91,10 @@ def compare(cat, row):
                  for i, a in enumerate(avail))
     req = FitRequest(model=spec, quant=cat.quant(quant), kv_dtype=cat.kv_dtype("fp16"), context=ctx, batch=par, engine="ollama", devices=devs, engine_version="0.12")
     frees = [int(a * GIB) for a in avail]
-    used, est = O.schedule(req, frees, ctx, par, kv if fa else "f16", fa, ascending=fam.ascending)
+    if number(row["num_parallel"]):
+        used, est = O.schedule(req, frees, ctx, par, kv if fa else "f16", fa, ascending=fam.ascending)
+    else:  # the log does not say: the scheduler's own default slots, then 1
+        par, used, est = O.schedule_default_parallel(req, frees, fam, ctx, kv if fa else "f16", fa)
     return {"row": row, "family": fam.name, "model": spec.key, "quant": quant, "ctx": ctx, "par": par, "est": est,
             "layers": int(row["layers_offloaded"]), "full": number(row["required_full_GiB"])}, ""
 

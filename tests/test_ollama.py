@@ -135,3 +135,17 @@ def test_here_reads_the_ollama_environment_of_the_box():
     assert any("OLLAMA_NUM_PARALLEL=3" in n for n in d["notes"])
     bad = CliRunner().invoke(cli, ["here", "qwen3:4b", "--snapshot", str(SNAP)], env={"OLLAMA_NUM_PARALLEL": "x"})
     assert bad.exit_code == 2 and "OLLAMA_NUM_PARALLEL" in bad.output
+
+
+def test_older_releases_try_their_default_slots_first():
+    """github.com/ollama/ollama/issues/9415 (0.5.13, gemma2:9b on a 30.9 GiB RTX 5090): with
+    OLLAMA_NUM_PARALLEL unset the scheduler tries 4 slots of num_ctx 2048 first; they fit, so the
+    runner caches 8192 cells: 42 layers x 8192 x (8 KV heads x 256 x 2) x 2 bytes = 2.625 GiB (the
+    log's kv 2.6 GiB)."""
+    fam = O.FAMILIES["0.6"]
+    r = req("gemma2-9b", "q4_0", 2048, free_gib=(30.9,), version="0.6")
+    par, used, est = O.schedule_default_parallel(r, [int(30.9 * GIB)], fam, 2048, "f16", False)
+    assert par == 4 and est.required_kv == 42 * 8192 * 8 * 256 * 2 * 2
+    # on a card that cannot hold 4 slots it falls back to one
+    par, _, _ = O.schedule_default_parallel(r, [int(6.2 * GIB)], fam, 2048, "f16", False)
+    assert par == 1

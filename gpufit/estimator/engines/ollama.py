@@ -300,6 +300,19 @@ def schedule(req: "FitRequest", frees: Sequence[int], num_ctx: int, parallel: in
     return order, est
 
 
+def schedule_default_parallel(req: "FitRequest", frees: Sequence[int], fam: Family, num_ctx: int, kv_type: str,
+                              flash_attn: bool, gpu_overhead: int = 0, spread: bool = False
+                              ) -> tuple[int, list[int], OllamaEstimate]:
+    """server/sched.go with OLLAMA_NUM_PARALLEL unset: try the family's default slots, then 1; the
+    first that loads every layer on the GPUs wins (else the last tried). Returns (slots, GPUs, estimate)."""
+    tries = [fam.parallel, 1] if fam.parallel > 1 else [1]
+    for par in tries:
+        used, est = schedule(req, frees, num_ctx, par, kv_type, flash_attn, gpu_overhead, spread, fam.ascending)
+        if est.layers >= req.model.layers + 1:
+            return par, used, est
+    return tries[-1], used, est
+
+
 class Ollama(LlamaCpp):
     key = "ollama"
     profile = OLLAMA
