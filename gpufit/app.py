@@ -19,19 +19,32 @@ DEFAULT_CONTEXT_CAP = 8192  # default context = min(8192, the model's max) (DESI
 # cards to count in "N of these would do" besides the selected one
 REFERENCE_GPUS = ("h100-sxm",)
 
-SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*$", re.I)
+SIZE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]i?b?|b)?\s*$", re.I | re.ASCII)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "ki": 2**10, "m": 10**6, "mb": 10**6,
           "mib": 2**20, "mi": 2**20, "g": 10**9, "gb": 10**9, "gib": 2**30, "gi": 2**30, "t": 10**12,
           "tb": 10**12, "tib": 2**40, "ti": 2**40}
+MAX_SIZE = 2**60  # 1 EiB: more than any host or GPU memory; a larger size is a typo or a missing unit
+MAX_BATCH = 2**20  # concurrent sequences: far beyond what an engine schedules on one box; keeps the sums in range
+MAX_GPU_COUNT = 1024  # --gpu KEY:COUNT on one box; far above any node (DGX: 8, NVL72 rack: 72)
 
 
 def parse_size(text: str, option: str) -> int:
-    """'2GiB' / '1.5 GB' / '512MiB' / '1073741824' -> bytes. Bare numbers are bytes."""
+    """'2GiB' / '1.5 GB' / '512MiB' / '1073741824' -> bytes. Bare numbers are bytes. ASCII digits only;
+    an empty value, a unit gpufit does not know or a size above 1 EiB is a UsageError naming the option."""
+    shown = text if len(str(text)) <= 40 else f"{str(text)[:37]}..."
     m = SIZE_RE.match(str(text))
     if not m:
-        raise UsageError(f"{option}: cannot read size {text!r}; write e.g. 2GiB, 1.5GB or 512MiB")
-    n = float(m.group(1)) * _UNITS[(m.group(2) or "").lower()]
-    return int(n)
+        what = "an empty value" if not str(text).strip() else f"cannot read size {shown!r}"
+        raise UsageError(f"{option}: {what}; write e.g. 2GiB, 1.5GB or 512MiB")
+    whole, _, frac = m.group(1).partition(".")
+    frac = frac[:30]  # digits past a 30th decimal cannot change a byte count below 1 EiB
+    unit = _UNITS[(m.group(2) or "").lower()]
+    # exact integer arithmetic (no float rounding, no overflow): whole.frac x unit, rounded down
+    n = (int(whole) * 10 ** len(frac) + int(frac or 0)) * unit // 10 ** len(frac) \
+        if len(whole.lstrip("0")) <= 30 else MAX_SIZE + 1
+    if n > MAX_SIZE:
+        raise UsageError(f"{option} {shown}: larger than 1 EiB, more than any GPU or host has")
+    return n
 
 
 class ModelWarning(str):
@@ -155,9 +168,10 @@ def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
     for v in values:
         key, _, count = v.partition(":")
         n = 1
-        if count:
-            if not count.isdigit() or int(count) < 1:
-                raise UsageError(f"--gpu {v}: COUNT must be a whole number >= 1")
+        if count or v.endswith(":"):
+            if not re.fullmatch(r"[0-9]{1,5}", count) or not 1 <= int(count) <= MAX_GPU_COUNT:
+                raise UsageError(f"--gpu {v}: COUNT must be a whole number from 1 to {MAX_GPU_COUNT}, "
+                                 f"got {count!r}")
             n = int(count)
         out.append((catalog.gpu(key), n))
     return out
@@ -245,8 +259,8 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         raise UsageError(f"--context must be at least 1 token, got {context}")
     if context > m.max_context:
         raise UsageError(f"--context {context} exceeds {m.name}'s maximum context of {m.max_context} tokens")
-    if batch < 1:
-        raise UsageError(f"--batch must be at least 1 sequence, got {batch}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise UsageError(f"--batch must be 1 to {MAX_BATCH} sequences, got {batch if batch < 10**12 else 'more'}")
     if kv_dtype is None:
         kvk = engine_obj.default_kv_dtype(m)
         notes.append(f"kv-dtype {kvk} (default; --kv-dtype to change)")
@@ -303,14 +317,17 @@ def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: 
     """The verdict for `model` on the box a snapshot describes (used by `here`, `check`, `report`)."""
     import os
 
-    from .devices import select_devices
+    from .devices import select_devices_noted
 
     catalog = catalog or load_catalog()
-    devices = select_devices(snapshot, catalog, gpus, os.environ if env is None else env)
+    if env is None:  # CUDA_VISIBLE_DEVICES filters only a live probe of this box
+        env = os.environ if snapshot.source == "nvml" else {}
+    sel = select_devices_noted(snapshot, catalog, gpus, env)
     choice = resolve_model(model, catalog)
-    req, notes = build_request(choice, devices, catalog, quant=quant, context=context, batch=batch,
+    req, notes = build_request(choice, sel.devices, catalog, quant=quant, context=context, batch=batch,
                                kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
                                host_ram_available_bytes=snapshot.host.ram_available_bytes)
+    notes.extend(sel.notes)
     return run_estimate(req, notes, catalog, alternatives=alternatives)
 
 

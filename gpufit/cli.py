@@ -14,6 +14,19 @@ import click
 
 from .errors import ExitCode, GpufitError, ProbeError, UsageError
 
+# 128 + signal number, as a shell reports a process a signal ended (POSIX: SIGINT 2, SIGTERM 15)
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so it unwinds like Ctrl-C: `finally` blocks and the atomic
+    writer's cleanup run, `except Exception` handlers do not swallow it."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
 
@@ -47,7 +60,7 @@ def _estimate_options(f):
 
 
 def _live_options(f):
-    f = click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
+    f = click.option("--snapshot", "snapshot_path", type=click.Path(),
                      help="Use a saved gpufit snapshot or an `nvidia-smi -q -x` capture instead of probing.")(f)
     f = click.option("--gpus", help="GPUs to use: indexes or UUIDs, comma separated. Default: CUDA_VISIBLE_DEVICES, else all.")(f)
     f = click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: what the probe or snapshot says).")(f)
@@ -66,7 +79,7 @@ def _emit_fit(res, as_json: bool) -> None:
 def _snapshot(snapshot_path):
     from .probe import load_snapshot, take_snapshot
 
-    if snapshot_path:
+    if snapshot_path is not None:
         return load_snapshot(snapshot_path)
     return take_snapshot()
 
@@ -105,7 +118,7 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
               ram=None, min_headroom=None, alternatives=True, server=()):
     from . import app
     from .catalog import load_catalog
-    from .devices import select_devices
+    from .devices import select_devices_noted
 
     catalog = load_catalog()
     settings, extra_notes, batch_given = {}, [], batch is not None
@@ -116,8 +129,11 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
             raise UsageError(f"--engine {engine} contradicts the server command ({eng.key})")
         opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
                                         gpu_memory_utilization=util, gpus=gpus)
-        quant, context, kv_dtype, util, gpus = (opts["quant"], opts["context"], opts["kv_dtype"],
-                                                opts["gpu_memory_utilization"], opts["gpus"])
+        quant, context, kv_dtype, util = (opts["quant"], opts["context"], opts["kv_dtype"],
+                                          opts["gpu_memory_utilization"])
+        if gpus is None and opts["gpus"] != os.environ.get("CUDA_VISIBLE_DEVICES"):
+            gpus = opts["gpus"]  # a GPU choice of the command line itself; the server's CUDA_VISIBLE_DEVICES
+            # is this shell's, applied below by CUDA's rules to the live probe only
         engine = engine if engine != "auto" else eng.name
         settings = dict(cmd.settings)
         model = cmd.model
@@ -158,18 +174,21 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         raise ProbeError(f"{e} To estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
                          "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
                          "on that box.") from None
-    devices = select_devices(snap, catalog, gpus, os.environ)
+    # CUDA_VISIBLE_DEVICES is this shell's: it filters the live probe, never a snapshot of another box
+    sel = select_devices_noted(snap, catalog, gpus, os.environ if snapshot_path is None else {})
+    devices = sel.devices
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else snap.host.ram_available_bytes,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else snap.host.ram_available_bytes,
         engine_settings=settings, model_path=model if server and os.path.exists(os.path.expanduser(model)) else None,
         batch_given=batch_given,
     )
     notes += extra_notes
-    if snapshot_path:
+    if snapshot_path is not None:
         notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
+    notes.extend(sel.notes)
     return app.run_estimate(req, notes, catalog, alternatives=alternatives)
 
 
@@ -180,6 +199,11 @@ class GpufitGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # Ctrl-C (SIGINT) or SIGTERM: the write in flight removed its temp
+            # file on the way out (fsutil), so nothing partial is left; exit as a shell reports the signal
+            term = isinstance(e, Terminated)
+            click.echo(f"gpufit: {'terminated' if term else 'interrupted'}", err=True)
+            ctx.exit(EXIT_SIGTERM if term else EXIT_SIGINT)
         except GpufitError as e:
             click.echo(f"gpufit: {e}", err=True)
             ctx.exit(int(e.exit_code))
@@ -201,9 +225,14 @@ def cli():
     """Does this model fit on the GPUs in this box right now, and if not, what would?
 
     \b
-    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error, 3 does not fit,
+    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error (also: an
+    --output / --save path that cannot be written), 3 does not fit,
     4 fits only with CPU offload or below headroom (--strict) / report warnings,
-    5 could not probe (no driver, no GPU), 6 invalid data file.
+    5 could not probe (no driver, no GPU), 6 a data file that is missing,
+    unreadable or invalid, 130 / 143 interrupted (SIGINT / SIGTERM).
+
+    Writes are atomic and replace only regular files: a folder, device, FIFO or
+    any symlink (even to a regular file) is refused; give the real path.
     """
 
 
@@ -222,7 +251,7 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     """
     from .app import parse_size
 
-    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, server=server)
     _emit_fit(res, as_json)
@@ -248,8 +277,8 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=gpu_memory_utilization, batch_given=batch is not None,
-        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom else None,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else None, planning=True,
+        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else None, planning=True,
     )
     notes.append("planning on catalog hardware: each card's whole memory counted as free")
     res = app.run_estimate(req, notes, catalog)
@@ -275,7 +304,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
     from .app import parse_size
     from .render import check_line
 
-    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False, server=server)
     click.echo(check_line(res), err=True)
@@ -289,14 +318,18 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the gpufit.snapshot/1 JSON object.")
-@click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Write the snapshot to FILE (atomically).")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Read a saved snapshot or nvidia-smi -q -x capture.")
+@click.option("--save", "save_path", type=click.Path(), help="Write the snapshot to FILE (atomically; a folder, device, FIFO or symlink is refused, exit 2).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="Read a saved snapshot or nvidia-smi -q -x capture.")
 def probe(as_json, save_path, snapshot_path):
     """What the probe sees: every GPU and the host."""
     from .catalog import load_catalog
 
+    if save_path is not None:  # refuse a folder / device / symlink before a probe that may take seconds
+        from .fsutil import check_writable_target
+
+        check_writable_target(save_path)
     snap = _snapshot(snapshot_path)
-    if save_path:
+    if save_path is not None:
         from .probe import save_snapshot
 
         save_snapshot(snap, save_path)
@@ -311,9 +344,9 @@ def probe(as_json, save_path, snapshot_path):
 
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default=None, help="Output format (default: the config's [report] format, else text).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
+@click.option("--output", "-o", type=click.Path(), help="Write here (atomically) instead of stdout ('-'). A folder, device, FIFO or symlink is refused (exit 2): give the real path.")
+@click.option("--config", "config_path", type=click.Path(), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
 def report(fmt, output, config_path, snapshot_path):
     """Health report for cron / systemd timers (text, JSON or Prometheus textfile)."""
     from .report import run_report
@@ -323,7 +356,7 @@ def report(fmt, output, config_path, snapshot_path):
 
 @cli.command()
 @click.option("--gpu", "gpu_opts", multiple=True, metavar="KEY[:COUNT]", help="Catalog GPUs instead of probing.")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="A saved snapshot or nvidia-smi capture.")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="A saved snapshot or nvidia-smi capture.")
 @click.option("--gpus", help="GPUs of this box to use (indexes or UUIDs).")
 @click.option("--context", "-c", type=int, default=8192, show_default=True)
 @click.option("--engine", default="auto", show_default=True)
@@ -339,9 +372,12 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
 
     catalog = load_catalog()
     if top < 1:
-        from .errors import UsageError
-
         raise UsageError("--top must be at least 1")
+    import math
+
+    for name, value in (("--min-tokens-per-s", min_tokens_per_s), ("--min-bits", min_bits)):
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"{name} must be a finite number >= 0, got {value}")
     if gpu_opts:
         devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
         ram = None
@@ -349,7 +385,7 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
         from .devices import select_devices
 
         snap = _snapshot(snapshot_path)
-        devices = select_devices(snap, catalog, gpus, os.environ)
+        devices = select_devices(snap, catalog, gpus, os.environ if snapshot_path is None else {})
         ram = snap.host.ram_available_bytes
     rows = run(catalog, devices, context=context, engine=engine, min_tokens_per_s=min_tokens_per_s,
                min_bits=min_bits, host_ram=ram, planning=bool(gpu_opts))[:top]
@@ -419,8 +455,15 @@ def gpus(query, as_json):
 
 
 def main(argv=None) -> None:
-    """Console entry point (`gpufit`)."""
-    cli.main(args=argv, prog_name="gpufit")
+    """Console entry point (`gpufit`). SIGTERM (systemd stopping a unit, `timeout`) unwinds like Ctrl-C:
+    exit 143 (130 for SIGINT), no traceback, no partial file."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=argv, prog_name="gpufit")
+    except KeyboardInterrupt as e:  # before a command runs (click's own parsing)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ import time
 from datetime import datetime, timezone
 
 from . import health
-from .errors import DataFileError, ExitCode, GpufitError, ProbeError
+from .errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
 
 SCHEMA = "gpufit.report/1"
 FORMATS = ("text", "json", "prometheus")
@@ -57,9 +57,13 @@ def check_model(watch, snapshot, catalog) -> dict:
         kwargs["env"] = {}  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     try:
         result = fit_on_snapshot(watch.name, snapshot, **kwargs)
-    except GpufitError as e:
+    except ProbeError as e:  # the box has no usable GPU now: a finding about the box, not the config
         entry["error"] = entry["message"] = str(e)
         return entry
+    except GpufitError as e:  # a [[model]] entry no run can satisfy (context past the model's max, a quant
+        # its engine cannot run, a broken model file): the config is at fault, exit 6 naming its line
+        where = f"line {watch.line}: [[model]] name={watch.name!r}" if watch.line else f"[[model]] name={watch.name!r}"
+        raise ConfigError(watch.path, str(e), where) from None
     d = result.to_dict()
     used = [x for x in d["devices"] if x.get("needed_bytes")]
     headroom = min((x["headroom_bytes"] for x in used), default=None)
@@ -82,8 +86,9 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
     t = config.thresholds
     snap = snapshot.to_dict()
     gpus = []
+    live = snapshot.source == "nvml"
     for g, d in zip(snapshot.gpus, snap["gpus"]):
-        checks = health.gpu_checks(g, t)
+        checks = health.gpu_checks(g, t, live=live)
         d["catalog_key"] = _catalog_key(catalog, g)
         d["status"] = health.worst(c.status for c in checks)
         d["checks"] = [c.to_dict() for c in checks]
@@ -92,10 +97,12 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
     models = [check_model(m, snapshot, catalog) for m in config.models]
     status = health.worst([*(g["status"] for g in gpus), *(c["status"] for c in host_checks),
                            *(m["status"] for m in models)])
+    # a capture describes another box at another time: its own host name and time, or null, never ours
+    hostname = snapshot.host.hostname or (socket.gethostname() if live else None)
     return {
         "schema": SCHEMA,
-        "host": {**snap["host"], "hostname": snapshot.host.hostname or socket.gethostname()},
-        "time": _iso(now),
+        "host": {**snap["host"], "hostname": hostname},
+        "time": _iso(now) if live else snapshot.host.taken_at,
         "timestamp": now,
         "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
         "success": True,
@@ -110,13 +117,14 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
 
 
 def failure_report(error: str, *, status: str = health.CRIT, started: float | None = None,
-                   now: float | None = None) -> dict:
-    """What is written when there is nothing to check: success false, the error, a timestamp."""
+                   now: float | None = None, live: bool = True) -> dict:
+    """What is written when there is nothing to check: success false, the error, a timestamp. `live`
+    False: the report was about a snapshot of another box, so neither this host's name nor now is its."""
     now = time.time() if now is None else now
     return {
         "schema": SCHEMA,
-        "host": {"hostname": socket.gethostname()},
-        "time": _iso(now),
+        "host": {"hostname": socket.gethostname() if live else None},
+        "time": _iso(now) if live else None,
         "timestamp": now,
         "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
         "success": False,
@@ -140,7 +148,9 @@ def render_json(report: dict) -> str:
 def render_text(report: dict) -> str:
     mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
     host = report.get("host") or {}
-    out = [f"gpufit report  {host.get('hostname') or '?'}  {report['time']}  status: {report['status'].upper()}"]
+    when = report.get("time") or "time not in the capture"
+    name = host.get("hostname") or "host not in the capture"
+    out = [f"gpufit report  {name}  {when}  status: {report['status'].upper()}"]
     if report.get("error"):
         out.append(f"  error: {report['error']}")
     for c in report.get("host_checks", []):
@@ -181,7 +191,8 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
                snapshot_path: str | None = None) -> ExitCode:
     """Probe (or read `snapshot_path`), check, estimate, render to `output` (None/'-' = stdout).
 
-    Exit: 0 healthy, 4 warnings, 5 critical or could not probe, 6 bad config / snapshot / catalog file.
+    Exit: 0 healthy, 4 warnings, 5 critical or could not probe, 6 bad config / snapshot / catalog file,
+    2 the output cannot be written (an empty path, a folder, device, FIFO or symlink, or the OS refused).
     Whatever fails, a prometheus output still gets a valid file with gpufit_report_success 0.
     Diagnostics go to stderr.
     """
@@ -214,9 +225,10 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         if output is None and config is not None:
             output = config.report.output
         try:
-            _emit(failure_report(str(e), started=started), fmt, output)
-        except OSError as w:
-            print(f"gpufit report: cannot write {output}: {w}", file=sys.stderr)
+            _emit(failure_report(str(e), started=started, live=snapshot_path is None), fmt, output)
+        except WriteError as w:  # not even the failure reached monitoring: that is what the unit must see
+            print(f"gpufit report: {w}", file=sys.stderr)
+            return w.exit_code
         return code
     except Exception as e:  # a bug: still tell monitoring the run failed, then let the CLI report it (exit 1)
         if fmt == "prometheus" and output not in (None, "-"):
@@ -227,9 +239,9 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         raise
     try:
         _emit(report, fmt, output)
-    except OSError as e:
-        print(f"gpufit report: cannot write {output}: {e}", file=sys.stderr)
-        return ExitCode.NO_PROBE  # no report reached monitoring: as bad as no probe
+    except WriteError as e:  # no report reached monitoring; exit 2 also fails the systemd unit (not 4/5)
+        print(f"gpufit report: {e}", file=sys.stderr)
+        return e.exit_code
     for g in report["gpus"]:
         for c in g["checks"]:
             if c["status"] in (health.WARN, health.CRIT):

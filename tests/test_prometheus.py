@@ -15,6 +15,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpufit.config import Config
+from gpufit.errors import WriteError
 from gpufit.prometheus import render, write_atomic
 from gpufit.report import build_report, failure_report
 
@@ -137,8 +138,9 @@ def test_write_atomic_failure_keeps_the_old_file_and_cleans_up(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="No space left on device") as e:
         write_atomic(out, "new 1\n")
+    assert e.value.exit_code == 2
     assert out.read_text() == "old 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["gpufit.prom"]
 

@@ -167,8 +167,8 @@ def test_model_that_no_longer_fits_is_a_warning(tmp_path):
     assert m["verdict"] in ("offload", "no_fit") and m["status"] == "warn"
 
 
-def test_estimator_error_is_reported_not_raised(monkeypatch):
-    from gpufit.errors import UsageError
+def test_a_model_entry_no_run_can_satisfy_is_a_config_error_not_a_warning(monkeypatch):
+    from gpufit.errors import ConfigError, UsageError
 
     app = _app()
 
@@ -176,8 +176,31 @@ def test_estimator_error_is_reported_not_raised(monkeypatch):
         raise UsageError("context 999999 exceeds the model's max 8192")
 
     monkeypatch.setattr(app, "fit_on_snapshot", broken)
+    watch = ModelWatch(name="llama3-8b", path="/etc/gpufit/gpufit.toml", line=7)
+    with pytest.raises(ConfigError) as e:
+        build_report(snapshot(healthy_gpu()), Config(models=(watch,)))
+    assert e.value.exit_code == 6 and "gpufit.toml: line 7: [[model]] name='llama3-8b'" in str(e.value)
+
+
+def test_no_usable_gpu_for_a_watched_model_is_the_entrys_error(monkeypatch):
+    app = _app()
+
+    def no_gpu(*a, **k):
+        raise ProbeError("no usable GPU in this snapshot")
+
+    monkeypatch.setattr(app, "fit_on_snapshot", no_gpu)
     r = build_report(snapshot(healthy_gpu()), Config(models=(ModelWatch(name="llama3-8b"),)))
-    assert r["models"][0]["error"].startswith("context 999999") and r["models"][0]["status"] == "warn"
+    assert r["models"][0]["error"].startswith("no usable GPU") and r["models"][0]["status"] == "warn"
+
+
+def test_broken_model_entry_exits_6_not_4(tmp_path):
+    snap = save(tmp_path, snapshot(healthy_gpu()))
+    cfg = tmp_path / "gpufit.toml"
+    cfg.write_text('[[model]]\nname = "llama3-8b"\ncontext = 999999\n')
+    out = tmp_path / "gpufit.prom"
+    assert run_report("prometheus", str(out), str(cfg), str(snap)) == ExitCode.BAD_DATA == 6
+    text = out.read_text()
+    assert "gpufit_report_success 0.0" in text
 
 
 def test_a_bug_still_marks_the_prometheus_file_failed(tmp_path, monkeypatch):

@@ -23,7 +23,8 @@ TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag"
 # an Ollama library name: NAME:TAG, both parts lowercase (ollama.com/library/NAME/tags)
 OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 6
+CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
+MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
 
 
 def _tomllib():
@@ -59,33 +60,36 @@ def _cache_entry(raw: bytes) -> Path:
 
 
 def _from_cache(entry: Path) -> dict[str, list] | None:
-    """Records validated on an earlier run, rebuilt without re-validating (tomllib and the checks cost
-    more than the rest of a `plan`). Anything odd about the entry: None, and the file is parsed anew."""
+    """Records validated on an earlier run, rebuilt without parsing and validating the TOML again (tomllib
+    and the checks cost more than the rest of a `plan`). The entry's first line is the CRC-32 of the JSON
+    after it, as `_to_cache` wrote it: an entry changed on disk since (a hand edit, a value of the wrong
+    type, a truncated file) does not match, is discarded — None, and the TOML is parsed anew and the entry
+    rewritten — instead of failing every later run. The checksum costs ~0.1 ms; checking every value's
+    type would cost more than the cache saves."""
     try:
-        with open(entry, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(entry, "rb") as f:
+            head, _, payload = f.read().partition(b"\n")
+        if head != f"{zlib.crc32(payload):08x}".encode():
+            return None
+        data = json.loads(payload)
         return {name: [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
                        for d in data[name]] for name, cls in TABLES.items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 
 def _to_cache(entry: Path, out: dict[str, list]) -> None:
-    tmp = None
-    try:
-        import tempfile
+    """Keep the validated records for the next run; a cache that cannot be written is no harm (a read-only
+    home under a hardened unit): the file is just validated again next time."""
+    from ..errors import WriteError
+    from ..fsutil import write_atomic
 
+    try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".catalog-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}, f)
-        os.replace(tmp, entry)
-    except (OSError, TypeError, ValueError):  # read-only home (a hardened unit): no cache, no harm
-        if tmp:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        payload = json.dumps({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}).encode()
+        write_atomic(entry, f"{zlib.crc32(payload):08x}\n".encode() + payload)
+    except (OSError, WriteError, TypeError, ValueError):
+        pass
 
 
 def parse_toml(path: Path, text: str | None = None) -> dict:
@@ -267,10 +271,9 @@ def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[s
     `_cache_entry`) and rebuilt from there on later runs."""
     entry = None
     if text is None and cache:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as e:
-            raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
+        from ..fsutil import read_data_file
+
+        raw = read_data_file(path, MAX_CATALOG_BYTES, CatalogError, "catalog file")
         entry = _cache_entry(raw)
         hit = _from_cache(entry)
         if hit is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
 from . import ModelFile
-from .common import group_layers, model_key
+from .common import MAX_LAYERS, MAX_SIZE_INT, group_layers, model_key, short
 from .gguf_parse import GgufArray, GgufHeader, read_gguf_header
 
 # general.architecture -> family. Mistral and Mixtral GGUFs use the llama arch (Mixtral with expert_count).
@@ -102,7 +102,10 @@ class _Meta:
                 notes.append(f"{key} varies per layer ({min(vals)}..{max(vals)}); the largest is used")
             v = max(vals)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ModelFileError(self.path, f"expected a non-negative integer, got {v!r}", key)
+            raise ModelFileError(self.path, f"expected a non-negative integer, got {short(v)}", key)
+        top = MAX_LAYERS if key.endswith(".block_count") else MAX_SIZE_INT
+        if v > top:
+            raise ModelFileError(self.path, f"{short(v)} is larger than any model has (at most {top})", key)
         return v
 
 
@@ -110,6 +113,9 @@ def _split_files(path: Path, count: int) -> list[Path]:
     m = SPLIT_RE.match(path.name)
     if count <= 1:
         return [path]
+    if count > 99999:  # split names carry five digits: NAME-00001-of-NNNNN.gguf
+        raise ModelFileError(path, f"split.count is {count}, more than a split name can number (99999)",
+                             "split.count")
     if m is None or int(m["no"]) != 1:
         raise ModelFileError(path, f"split.count is {count}: pass the first split file "
                              "(NAME-00001-of-NNNNN.gguf)", "split.count")

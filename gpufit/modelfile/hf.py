@@ -31,12 +31,16 @@ def _shards(folder: Path, allow_missing: bool = False
     index's metadata.total_size."""
     index = folder / INDEX_NAME
     if index.is_file():
+        from ..fsutil import read_data_file
+
+        # one line per tensor: far below this bound for any model; it only keeps a device or a huge file out
+        raw = read_data_file(index, 256 * 2**20, ModelFileError, "safetensors index")
         try:
-            data = json.loads(index.read_text(encoding="utf-8"))
-        except OSError as e:
-            raise ModelFileError(index, f"cannot read: {e.strerror or e}") from None
+            data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             raise ModelFileError(index, f"not valid JSON: {e}") from None
+        except RecursionError:
+            raise ModelFileError(index, "not valid JSON: nested too deep") from None
         wm = data.get("weight_map") if isinstance(data, dict) else None
         if not isinstance(wm, dict) or not wm or not all(isinstance(v, str) for v in wm.values()):
             raise ModelFileError(index, "expected a non-empty weight_map of tensor name -> shard file", "weight_map")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
+from .common import MAX_LAYERS, MAX_SIZE_INT, short as _short
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,8 @@ GATED_ATTENTION_TYPES = {"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe",
 # the heads gpufit estimates: text generation (Gemma 3 multimodal is *ForConditionalGeneration)
 ARCH_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration")
 
+MAX_CONFIG_BYTES = 16 * 2**20  # real config.json files are a few kB
+
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
 
@@ -120,19 +123,22 @@ class HfConfig:
 def read_config(path: Path) -> HfConfig:
     import json
 
+    from ..fsutil import read_data_file
+
+    raw = read_data_file(path, MAX_CONFIG_BYTES, ModelFileError, "config.json")
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelFileError(path, f"cannot read: {e.strerror or e}") from None
+        cfg = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelFileError(path, f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelFileError(path, "not valid JSON: nested too deep for a config.json") from None
     if not isinstance(cfg, dict):
         raise ModelFileError(path, "expected a JSON object")
     model_type = cfg.get("model_type")
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise ModelFileError(
             path,
-            f"model_type {model_type!r} is not supported; supported: {supported_types()}",
+            f"model_type {_short(model_type)} is not supported; supported: {supported_types()}",
             "model_type",
         )
     archs = cfg.get("architectures") or []
@@ -150,7 +156,7 @@ def read_config(path: Path) -> HfConfig:
     if isinstance(cfg.get("text_config"), dict):
         text = cfg["text_config"]
         inner = text.get("model_type")
-        if inner is not None and inner not in MODEL_TYPES:
+        if inner is not None and (not isinstance(inner, str) or inner not in MODEL_TYPES):
             raise ModelFileError(
                 path,
                 f"text_config.model_type {inner!r} is not supported; supported: {supported_types()}",
@@ -183,7 +189,11 @@ class _Keys:
         if v is None:
             raise ModelFileError(self.path, f"required key {key!r} is missing", self.prefix + key)
         if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-            raise ModelFileError(self.path, f"{key} = {v!r}, expected an integer >= {minimum}", self.prefix + key)
+            raise ModelFileError(self.path, f"{key} = {_short(v)}, expected an integer >= {minimum}", self.prefix + key)
+        top = MAX_LAYERS if key == "num_hidden_layers" else MAX_SIZE_INT
+        if v > top:
+            raise ModelFileError(self.path, f"{key} = {_short(v)} is larger than any model has (at most {top})",
+                                 self.prefix + key)
         return v
 
     def opt_int(self, key: str, minimum: int = 0) -> int | None:
@@ -244,6 +254,9 @@ def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> di
         shared = max(1, round(shared_width / moe_inter))
     dense = k.first("first_k_dense_replace") or 0
     mlp_only = k.d.get("mlp_only_layers") or []
+    if not isinstance(mlp_only, list):
+        raise ModelFileError(k.path, f"mlp_only_layers = {_short(mlp_only)}, expected a list of layer indexes",
+                             k.prefix + "mlp_only_layers")
     step = k.first("decoder_sparse_step") or 1
     if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_vl_moe"):
         # Qwen2MoeDecoderLayer: dense MLP where i in mlp_only_layers or (i + 1) % decoder_sparse_step != 0
@@ -406,7 +419,9 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
             else:
                 moe[f] = v
     w = k.d.get("sliding_window")
-    if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < k.d.get("max_position_embeddings", w + 1):
+    mpe = k.d.get("max_position_embeddings")
+    limit = mpe if isinstance(mpe, int) else w + 1 if isinstance(w, int) else 0
+    if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < limit:
         notes.append(f"config sliding_window={w} not applied for {hc.model_type}: KV cache counted at full context")
     spec = ModelSpec(
         key=key,
@@ -459,7 +474,8 @@ def quant_from_config(path: Path, qc) -> tuple[str | None, list[str]]:
         if qc.get("load_in_8bit"):
             return "int8", []
     if method == "compressed-tensors":
-        for group in (qc.get("config_groups") or {}).values():
+        groups = qc.get("config_groups") or {}
+        for group in (groups.values() if isinstance(groups, dict) else ()):
             w = group.get("weights") if isinstance(group, dict) else None
             if isinstance(w, dict):
                 kind, nb = w.get("type"), w.get("num_bits")

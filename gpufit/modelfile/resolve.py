@@ -122,7 +122,8 @@ def resolve_path(p: Path, revision: str | None = None) -> Resolved | None:
 
 def _looks_like_config(p: Path) -> bool:
     try:
-        head = p.read_bytes()[:1 << 16]
+        with open(p, "rb") as f:
+            head = f.read(1 << 16)  # the head only: a multi-GB .json is not read whole to peek at it
     except OSError:
         return False
     return b'"model_type"' in head

@@ -132,12 +132,15 @@ def _entries(d: Path) -> list[Path]:
 
 
 def _read_json(path: Path):
+    from ..fsutil import read_data_file
+
+    raw = read_data_file(path, 64 * 2**20, ModelFileError, "store manifest")  # manifests are a few kB
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelFileError(path, f"cannot read: {e.strerror or e}") from None
+        return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelFileError(path, f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelFileError(path, "not valid JSON: nested too deep") from None
 
 
 def _size(path: Path) -> int:
