@@ -138,8 +138,11 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         settings = dict(cmd.settings)
         model = cmd.model
         extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
-        if cmd.context is None and context is None:
+        if cmd.context is None and context is None and cmd.engine == "vllm":
             extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
+        extra_notes.extend(cmd.notes)
+        if batch is None and cmd.batch:
+            batch = cmd.batch
         if cmd.ignored:
             extra_notes.append("flags that do not change memory: " + " ".join(cmd.ignored))
         if cmd.unknown:
@@ -147,8 +150,24 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
         choice = app.resolve_checkpoint(model, catalog)
         if context is None and cmd.engine == "vllm":
             context = choice.spec.max_context
+        elif context is None and cmd.default_context is not None:
+            context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
     else:
-        choice = app.resolve_model(model, catalog, _revision())  # a bad model name fails before the probe runs
+        choice = app.resolve_model(model, catalog, _revision(), engine=engine)  # a bad model name fails before the probe runs
+        if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
+                k.startswith("OLLAMA_") for k in os.environ):
+            # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
+            from .estimator.engines import ollama as ollama_engine
+
+            cmd = ollama_engine.parse_command(["run", choice.ollama_tag or model], os.environ)
+            opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+                                            gpu_memory_utilization=util, gpus=gpus)
+            context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
+            batch = batch if batch is not None else cmd.batch
+            settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
+            extra_notes.append("from the environment: " + " ".join(
+                f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OLLAMA_")))
+            extra_notes.extend(cmd.notes)
     try:
         snap = _snapshot(snapshot_path)
     except ProbeError as e:
@@ -252,7 +271,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     from .catalog import load_catalog
 
     catalog = load_catalog()
-    choice = app.resolve_model(model, catalog, _revision())
+    choice = app.resolve_model(model, catalog, _revision(), engine=engine)
     devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,

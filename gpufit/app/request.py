@@ -35,11 +35,21 @@ class ModelChoice:
     file_quant: str | None = None  # quant the file is stored in (a .gguf's file type, a checkpoint's)
     notes: tuple[str, ...] = ()  # what reading the file assumed or left out
     warnings: tuple[str, ...] = ()  # what the user must know about the input (missing shards)
+    ollama_tag: str | None = None  # the Ollama name given (`qwen3:4b`), served in `tag_quant`
+    tag_quant: str | None = None
+    tag_quant_spelled: bool = False  # the name itself says the quant (`...-q8_0`): --quant may not differ
+
+    @property
+    def is_gguf(self) -> bool:
+        """A .gguf file: only llama.cpp and Ollama load it, whatever its tensor type (F16 included)."""
+        return bool(self.weights_source and self.weights_source.startswith("gguf"))
 
 
-def resolve_model(arg: str, catalog: Catalog, revision: str | None = None) -> ModelChoice:
+def resolve_model(arg: str, catalog: Catalog, revision: str | None = None, engine: str | None = None) -> ModelChoice:
     """A local model (a path, or a name found in the Hugging Face / Ollama / LM Studio / llama.cpp stores
-    on this disk: it wins over the catalog), else a catalog key / alias / HF repo id."""
+    on this disk: it wins over the catalog), else an Ollama tag as the library serves it (`qwen3:4b`,
+    `llama3.1:8b-instruct-q8_0`; a bare library name under --engine ollama is its `:latest`), else a
+    catalog key / alias / HF repo id."""
     from ..modelfile.resolve import resolve_local
 
     local = resolve_local(arg, catalog.has_model(arg), revision)
@@ -62,7 +72,26 @@ def resolve_model(arg: str, catalog: Catalog, revision: str | None = None) -> Mo
             f"hf download {repo} config.json --local-dir {repo.split('/')[-1]} (or mkdir {repo.split('/')[-1]} && "
             f"curl -L https://huggingface.co/{repo}/resolve/main/config.json -o {repo.split('/')[-1]}/config.json), "
             f"then gpufit plan {repo.split('/')[-1]}/config.json --quant ...{hint}")
-    return ModelChoice(catalog.model(arg))
+    tagged = ollama_choice(arg, catalog, engine)
+    return tagged if tagged is not None else ModelChoice(catalog.model(arg))
+
+
+def ollama_choice(arg: str, catalog: Catalog, engine: str | None = None) -> ModelChoice | None:
+    """The model and format an Ollama name is served as, or None when `arg` is no Ollama name."""
+    name = arg.strip()
+    if ":" not in name and (engine or "").startswith("ollama") and name.lower() in catalog.ollama_names():
+        name += ":latest"
+    found = catalog.resolve_ollama_tag(name)
+    if found is None:
+        return None
+    tag, quant, spelled = found
+    spec = catalog.models[tag.model]
+    if tag.name:
+        spec = dataclasses.replace(spec, name=tag.name)
+    where = tag.source.split(" ", 1)[0]
+    said = (f"Ollama tag {arg}: {spec.name}" + (f" ({tag.key})" if tag.key != arg.strip().lower() else "")
+            + (f", {quant} as the tag names it" if spelled else f", served as {quant} ({where})"))
+    return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled)
 
 
 def choice_from_local(local) -> ModelChoice:
@@ -160,21 +189,32 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     notes: list[str] = []
     notes.extend(model.notes)
     notes.extend(ModelWarning(w) for w in model.warnings)
-    if quant is None:
+    if quant is None and model.tag_quant:
+        q = catalog.quant(model.tag_quant)
+        notes.append(f"quant {q.key}: what Ollama serves for {model.ollama_tag}"
+                     + ("" if model.tag_quant_spelled else " (default; --quant to change)"))
+    elif quant is None:
         qkey = model.file_quant or m.native_dtype
         notes.append(f"quant {qkey}: " + ("the model file's format" if model.file_quant
                                           else "the model's native dtype (default; --quant to change)"))
         q = _file_quant(model, catalog) if model.file_quant else catalog.quant(qkey)
     else:
         q = catalog.quant(quant)
+        if model.tag_quant_spelled and q.key != model.tag_quant:
+            raise UsageError(f"--quant {quant}: the Ollama tag {model.ollama_tag} names {model.tag_quant}")
         if model.file_quant and q.key != model.file_quant:
             raise UsageError(f"--quant {quant}: the model file is stored as {model.file_quant}; "
                              "exact bytes come from the file, so its format is the one that loads")
     version = None
     if engine == "auto":
-        eng = default_engine(q.kind)
-        notes.append(f"engine {eng}: the default for {'GGUF types' if q.kind == 'gguf' else 'non-GGUF formats'}"
-                     " (default; --engine to change)")
+        if model.ollama_tag:  # a library tag is what `ollama run` serves
+            eng, why = "ollama", "the engine that serves Ollama tags"
+        else:
+            kind = "gguf" if model.is_gguf else q.kind
+            eng = default_engine(kind)
+            why = ("the default for a GGUF file" if model.is_gguf else
+                   f"the default for {'GGUF types' if kind == 'gguf' else 'non-GGUF formats'}")
+        notes.append(f"engine {eng}: {why} (default; --engine to change)")
     else:
         eng, version = engine_registry.split_name(engine)
         if eng not in engine_registry.ENGINES:
@@ -182,7 +222,11 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     engine_obj = engine_registry.get(eng, version)  # an unknown version family is a usage error here
     if eng not in q.engines:
         raise UsageError(f"--quant {q.key} does not run on {eng}; engines that run it: {', '.join(q.engines)}")
-    if context is None:
+    engine_default = engine_obj.default_context(m, devices, engine_settings) if context is None else None
+    if engine_default is not None:
+        context, why = engine_default
+        notes.append(f"context {context}: {why} (default; --context to change)")
+    elif context is None:
         context = min(DEFAULT_CONTEXT_CAP, m.max_context)
         notes.append(f"context {context}: min(8192, the model's maximum {m.max_context}) (default; --context to change)")
     if context < 1:
@@ -206,6 +250,12 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         raise UsageError("--reserve cannot be negative")
     if batch > 1:
         notes.append(f"batch {batch}: {batch} concurrent sequences of {context} tokens each")
+    if model.ollama_tag:
+        engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
+    elif eng == "ollama" and not (engine_settings or {}).get("ollama_tag"):
+        tag = next((t.key for t in catalog.ollama_tags.values() if t.model == m.key and t.quant == q.key), None)
+        if tag:
+            engine_settings = {**(engine_settings or {}), "ollama_tag": tag}
     req = FitRequest(
         model=m, quant=q, kv_dtype=kv, context=context, batch=batch, engine=eng, devices=devices,
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,
@@ -291,7 +341,31 @@ def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
                 return resolve_model(base.rsplit("/", 1)[-1], catalog)
             except UsageError:
                 pass
+        named = _gguf_by_name(base, catalog)
+        if named is not None:
+            return named
         raise first
+
+
+# a GGUF file named as the usual converters write it: MODEL-QUANT.gguf (split: -00001-of-00003)
+_GGUF_NAME = re.compile(r"^(?P<stem>.+?)[-._](?P<quant>i?q\d[a-z0-9_]*|f16|bf16|f32|mxfp4)"
+                        r"(?:-\d{5}-of-\d{5})?\.gguf$", re.I)
+
+
+def _gguf_by_name(path: str, catalog: Catalog) -> ModelChoice | None:
+    """A .gguf the server names that is not on this disk: the catalog model and format its file name
+    says (`Qwen3-30B-A3B-Q4_K_M.gguf`), said under "Assumed:"; None when the name says neither."""
+    m = _GGUF_NAME.match(os.path.basename(path))
+    if m is None or not catalog.has_quant(m.group("quant")):
+        return None
+    q = catalog.quant(m.group("quant"))
+    stem = m.group("stem")
+    for name in (stem, re.sub(r"(?i)^meta-", "", stem), re.sub(r"(?i)[-_](instruct|it|chat)$", "", stem)):
+        if catalog.has_model(name):
+            spec = catalog.model(name)
+            return ModelChoice(spec, file_quant=q.key, notes=(
+                f"{path} is not on this disk: {spec.name} in {q.key}, from the file's name",))
+    return None
 
 
 def _by_repo_name(name: str, catalog: Catalog):

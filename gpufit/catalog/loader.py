@@ -16,10 +16,12 @@ import zlib
 from pathlib import Path
 
 from ..errors import CatalogError
-from .types import GpuSpec, ModelSpec, QuantFormat
+from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
+TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag": OllamaTag}
+# an Ollama library name: NAME:TAG, both parts lowercase (ollama.com/library/NAME/tags)
+OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
 CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
 MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
@@ -174,7 +176,11 @@ def _check_invariants(rec, path, where: str) -> None:
     def bad(msg):
         raise CatalogError(path, msg, where)
 
-    if not KEY_RE.match(rec.key):
+    if isinstance(rec, OllamaTag):
+        for name in (rec.key, *rec.aliases):
+            if not (OLLAMA_TAG_RE.match(name) or (name is not rec.key and KEY_RE.match(name))):
+                bad(f"Ollama tag {name!r} must be NAME:TAG in lowercase (a bare NAME only as an alias)")
+    elif not KEY_RE.match(rec.key):
         bad(f"key {rec.key!r} must be lowercase letters, digits, '.', '-' or '_'")
     if not rec.source.strip():
         bad("'source' must say where the facts come from")

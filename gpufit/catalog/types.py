@@ -167,3 +167,20 @@ class QuantFormat:
     @property
     def bytes_per_weight(self) -> float:
         return self.bits_per_weight / 8.0
+
+
+@dataclass(frozen=True)
+class OllamaTag:
+    """What an Ollama library tag serves: `ollama pull qwen3:4b` gets Qwen3 4B in Q4_K_M.
+
+    `key` is NAME:TAG as the library writes it (lowercase); `aliases` are other names of the same
+    blob (`qwen3`, `qwen3:latest` for `qwen3:8b`). `model` is the catalog architecture the blob has
+    (a distill names its base's shape), `quant` the catalog format of the blob's weights, `name` how
+    the model is called where it is not the architecture's name."""
+    key: str
+    model: str  # a catalog model key
+    quant: str  # a catalog quant key
+    source: str
+    aliases: tuple[str, ...] = ()
+    name: str | None = None
+    notes: str | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..estimator import engines
+from . import engines
 from .placement import Plan, Sizer, choose, usable
 from .speed import estimate_speed
 from .types import (

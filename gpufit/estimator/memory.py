@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from ..catalog.types import ModelSpec, QuantFormat
-from ..estimator import engines
+from . import engines
 from .params import ParamCounts, count_params
 
 

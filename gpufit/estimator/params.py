@@ -17,7 +17,10 @@ from ..catalog.types import ModelSpec
 class ParamCounts:
     """Parameter counts of a model, split the way memory and speed need them."""
     total: int  # all parameters
-    active: int  # used per token (== total for dense models)
+    # used per token in matrix products: every layer's active weights plus the output head (the
+    # embedding matrix itself where the head is tied); the input embedding is a row lookup, not a
+    # product, so it is left out (gpt-oss-20b: 3.61 B, the published figure)
+    active: int
     embed: int  # token embedding table (vocab x hidden)
     output: int  # output head (0 when tied to the embeddings)
     per_layer: int  # mean parameters per transformer layer (attention + MLP/MoE + norms)
@@ -31,8 +34,13 @@ class ParamCounts:
         return self.total - self.embed - self.output
 
     @property
+    def head(self) -> int:
+        """Parameters of the output head as used per token: the embedding matrix when tied."""
+        return self.output or self.embed
+
+    @property
     def body_active(self) -> int:
-        return self.active - self.embed - self.output
+        return self.active - self.head
 
 
 def attention_params(m: ModelSpec) -> int:
@@ -130,15 +138,18 @@ def count_params(m: ModelSpec) -> ParamCounts:
     computed_active = embed + output + body_active + final_norm
     total = m.params or computed
     if m.active_params:
-        active = m.active_params
+        # published per-token counts include the input embedding, as model cards give them
+        # (Mixtral 12.9 B, Qwen3-30B-A3B 3.3 B)
+        active_all = m.active_params
     elif m.is_moe:
         # scale the computed active share onto the published total
-        active = round(total * computed_active / computed)
+        active_all = round(total * computed_active / computed)
     else:
-        active = total
+        active_all = total
     body_total = total - embed - output
     per_layer = max(1, round(body_total / m.layers))
-    per_layer_active = max(1, round((active - embed - output) / m.layers))
+    per_layer_active = max(1, round((active_all - embed - output) / m.layers))
+    active = active_all - (0 if m.tie_embeddings else embed)
     return ParamCounts(
         total=total,
         active=active,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
-from ..modelfile import ModelFile
+from . import ModelFile
 from .common import MAX_LAYERS, MAX_SIZE_INT, group_layers, model_key, short
 from .gguf_parse import GgufArray, GgufHeader, read_gguf_header
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
-from ..modelfile import ModelFile
+from . import ModelFile
 from .common import group_layers, model_key
 from .hf_config import build_spec, native_from_config, quant_from_config, read_config
 from .st_header import TensorEntry, read_header

@@ -102,7 +102,7 @@ def load_local_entry(e: LocalModel) -> Resolved:
 
 def resolve_path(p: Path, revision: str | None = None) -> Resolved | None:
     """A path that exists. None when it is no model (the caller says so)."""
-    from ..modelfile import GGUF_SUFFIX, SAFETENSORS_SUFFIX, load_model_file
+    from . import GGUF_SUFFIX, SAFETENSORS_SUFFIX, load_model_file
 
     if p.is_dir():
         if is_hf_repo_folder(p):  # models--ORG--NAME: the repo folder itself, not a snapshot

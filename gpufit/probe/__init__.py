@@ -19,7 +19,7 @@ __all__ = ["take_snapshot", "load_snapshot", "save_snapshot", "Snapshot", "GpuSt
 def take_snapshot(lib=None, timeout_s: float = 10.0) -> Snapshot:
     """Probe this machine now. Raises ProbeError (exit 5) when NVML cannot be used, sees no GPU, or does
     not answer within `timeout_s`. `lib` is the pynvml module (tests pass a fake)."""
-    from ..probe import host as host_mod
+    from . import host as host_mod
     from .nvml import collect
 
     host = host_mod.host_info()
@@ -68,7 +68,7 @@ def _parse_snapshot(raw: bytes, p: str) -> Snapshot:
         from .smi_xml import parse_xml
 
         return parse_xml(raw, p)
-    from ..probe import smi_text
+    from . import smi_text
 
     if smi_text.BUNDLE_MARK in head:
         return smi_text.parse_bundle(text, p)

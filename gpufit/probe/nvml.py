@@ -266,7 +266,7 @@ class NvmlSession:
             return None
 
     def _read_gpu(self, index, ram_total, ram_available, process_name) -> GpuState:
-        from ..probe import nvml_fields as fields
+        from . import nvml_fields as fields
         g: dict = {"index": index}
         errors: dict[str, str] = {}
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .base import Engine, EngineMemory, Refusal, ServerCommand  # noqa: F401
 from .profiles import *  # noqa: F401,F403  (engine profiles and calibrated speed factors)
 from .profiles import PROFILES, EngineProfile  # noqa: F401
-from ..engines import llama_cpp, ollama, transformers, vllm
+from . import llama_cpp, ollama, transformers, vllm
 
 # engine key -> module exposing `for_version(version: str | None) -> Engine`
 REGISTRY = {

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...catalog.types import ModelSpec
-from ...estimator import memory
+from .. import memory
 from ..params import attention_params, count_params
 from .base import Engine, EngineMemory, Refusal, ServerCommand
 from .profiles import VLLM
