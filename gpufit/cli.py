@@ -116,80 +116,14 @@ def _split_server(model, server):
 
 def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve, util,
               ram=None, min_headroom=None, alternatives=True, server=()):
-    from . import app
-    from .catalog import load_catalog
-    from .app.devices import select_devices_noted
+    """`here` / `check`: the options as click parsed them -> app.live.fit_live."""
+    from .app import live
 
-    catalog = load_catalog()
-    settings, extra_notes, batch_given = {}, [], batch is not None
     model, server = _split_server(model, server)
-    if server:
-        eng, cmd = app.server_command(server, os.environ)
-        if engine not in ("auto", eng.key) and not engine.startswith(eng.key + "@"):
-            raise UsageError(f"--engine {engine} contradicts the server command ({eng.key})")
-        opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
-                                        gpu_memory_utilization=util, gpus=gpus)
-        quant, context, kv_dtype, util = (opts["quant"], opts["context"], opts["kv_dtype"],
-                                          opts["gpu_memory_utilization"])
-        if gpus is None and opts["gpus"] != os.environ.get("CUDA_VISIBLE_DEVICES"):
-            gpus = opts["gpus"]  # a GPU choice of the command line itself; the server's CUDA_VISIBLE_DEVICES
-            # is this shell's, applied below by CUDA's rules to the live probe only
-        engine = engine if engine != "auto" else eng.name
-        settings = dict(cmd.settings)
-        model = cmd.model
-        extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
-        if cmd.context is None and context is None and cmd.engine == "vllm":
-            extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
-        extra_notes.extend(cmd.notes)
-        if batch is None and cmd.batch:
-            batch = cmd.batch
-        if cmd.ignored:
-            extra_notes.append("flags that do not change memory: " + " ".join(cmd.ignored))
-        if cmd.unknown:
-            extra_notes.append("flags gpufit does not read (assumed not to change memory): " + " ".join(cmd.unknown))
-        choice = app.resolve_checkpoint(model, catalog)
-        if context is None and cmd.engine == "vllm":
-            context = choice.spec.max_context
-        elif context is None and cmd.default_context is not None:
-            context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
-    else:
-        choice = app.resolve_model(model, catalog, _revision(), engine=engine)  # a bad model name fails before the probe runs
-        if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
-                k.startswith("OLLAMA_") for k in os.environ):
-            # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
-            from .estimator.engines import ollama as ollama_engine
-
-            cmd = ollama_engine.parse_command(["run", choice.ollama_tag or model], os.environ)
-            opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
-                                            gpu_memory_utilization=util, gpus=gpus)
-            context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
-            batch = batch if batch is not None else cmd.batch
-            settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
-            extra_notes.append("from the environment: " + " ".join(
-                f"{k}={os.environ[k]}" for k in sorted(os.environ) if k.startswith("OLLAMA_")))
-            extra_notes.extend(cmd.notes)
-    try:
-        snap = _snapshot(snapshot_path)
-    except ProbeError as e:
-        raise ProbeError(f"{e} To estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
-                         "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
-                         "on that box.") from None
-    # CUDA_VISIBLE_DEVICES is this shell's: it filters the live probe, never a snapshot of another box
-    sel = select_devices_noted(snap, catalog, gpus, os.environ if snapshot_path is None else {})
-    devices = sel.devices
-    req, notes = app.build_request(
-        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
-        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
-        gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else snap.host.ram_available_bytes,
-        engine_settings=settings, model_path=model if server and os.path.exists(os.path.expanduser(model)) else None,
-        batch_given=batch_given,
-    )
-    notes += extra_notes
-    if snapshot_path is not None:
-        notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
-    notes.extend(sel.notes)
-    return app.run_estimate(req, notes, catalog, alternatives=alternatives)
+    opts = live.LiveOptions(model=model, server=server, quant=quant, context=context, batch=batch,
+                            kv_dtype=kv_dtype, engine=engine, reserve=reserve, gpu_memory_utilization=util,
+                            ram=ram, min_headroom_bytes=min_headroom, gpus=gpus, revision=_revision())
+    return live.fit_live(opts, snapshot_path=snapshot_path, env=os.environ, alternatives=alternatives)
 
 
 class GpufitGroup(click.Group):

@@ -288,21 +288,13 @@ def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: 
                     batch: int = 1, kv_dtype: str | None = None, engine: str = "auto",
                     gpus: str | None = None, reserve_bytes: int = 0, catalog: Catalog | None = None,
                     env=None, alternatives: bool = False) -> FitResult:
-    """The verdict for `model` on the box a snapshot describes (used by `here`, `check`, `report`)."""
-    import os
+    """The verdict for `model` on the box a snapshot describes (`report`'s watched models, the API):
+    the path `here --snapshot` takes (app.live.fit_live)."""
+    from .live import LiveOptions, fit_live
 
-    from .devices import select_devices_noted
-
-    catalog = catalog or load_catalog()
-    if env is None:  # CUDA_VISIBLE_DEVICES filters only a live probe of this box
-        env = os.environ if snapshot.source == "nvml" else {}
-    sel = select_devices_noted(snapshot, catalog, gpus, env)
-    choice = resolve_model(model, catalog)
-    req, notes = build_request(choice, sel.devices, catalog, quant=quant, context=context, batch=batch,
-                               kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
-                               host_ram_available_bytes=snapshot.host.ram_available_bytes)
-    notes.extend(sel.notes)
-    return run_estimate(req, notes, catalog, alternatives=alternatives)
+    opts = LiveOptions(model=model, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype, engine=engine,
+                       gpus=gpus, reserve=str(reserve_bytes))
+    return fit_live(opts, snapshot=snapshot, env=env, alternatives=alternatives, catalog=catalog)
 
 
 # ---- a server's own command line (`gpufit check -- vllm serve ...`) --------------------------------
