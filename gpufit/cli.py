@@ -6,7 +6,6 @@ need them, so `gpufit plan` starts fast.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -67,21 +66,27 @@ def _live_options(f):
     return f
 
 
-def _emit_fit(res, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
-    else:
-        from .render.text import fit_text
+def _report_formats() -> list[str]:
+    from .render import formats_for
 
-        click.echo(fit_text(res))
+    return list(formats_for("report"))
+
+
+def _out(kind: str, obj, as_json: bool = False, **kw) -> None:
+    """Render a result through the format registry (render/) and print it on stdout."""
+    from .render import render
+
+    click.echo(render(kind, obj, "json" if as_json else "text", **kw))
+
+
+def _emit_fit(res, as_json: bool) -> None:
+    _out("fit", res, as_json)
 
 
 def _snapshot(snapshot_path):
-    from .probe import load_snapshot, take_snapshot
+    from .app.live import load_or_probe
 
-    if snapshot_path is not None:
-        return load_snapshot(snapshot_path)
-    return take_snapshot()
+    return load_or_probe(snapshot_path)
 
 
 class _ServerArgs(click.Command):
@@ -236,14 +241,15 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
       gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
     """
     from .app.request import parse_size
-    from .render.text import check_line
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False, server=server)
-    click.echo(check_line(res), err=True)
+    from .render import render
+
+    click.echo(render("check", res), err=True)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
+        _out("fit", res, True)
     code = VERDICT_EXIT[res.verdict]
     if res.verdict == "tight" and strict:
         code = ExitCode.DEGRADED
@@ -269,15 +275,13 @@ def probe(as_json, save_path, snapshot_path):
         save_snapshot(snap, save_path)
         click.echo(f"saved snapshot of {len(snap.gpus)} GPU(s) to {save_path}", err=True)
     if as_json:
-        click.echo(snap.to_json())
+        _out("snapshot", snap, True)
     elif not save_path:
-        from .render.probe import snapshot_table
-
-        click.echo(snapshot_table(snap, load_catalog()))
+        _out("snapshot", snap, catalog=load_catalog())
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default=None, help="Output format (default: the config's [report] format, else text).")
+@click.option("--format", "fmt", type=click.Choice(_report_formats()), default=None, help="Output format (default: the config's [report] format, else text).")
 @click.option("--output", "-o", type=click.Path(), help="Write here (atomically) instead of stdout ('-'). A folder, device, FIFO or symlink is refused (exit 2): give the real path.")
 @click.option("--config", "config_path", type=click.Path(), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
 @click.option("--snapshot", "snapshot_path", type=click.Path(), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
@@ -285,7 +289,12 @@ def report(fmt, output, config_path, snapshot_path):
     """Health report for cron / systemd timers (text, JSON or Prometheus textfile)."""
     from .app.report import run_report
 
-    sys.exit(int(run_report(fmt, output, config_path, snapshot_path)))
+    run = run_report(fmt, output, config_path, snapshot_path)
+    if run.stdout is not None:
+        click.echo(run.stdout, nl=False)
+    for line in run.diagnostics:
+        click.echo(line, err=True)
+    sys.exit(int(run.exit_code))
 
 
 @cli.command()
@@ -302,7 +311,7 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     """Which catalog models fit now, each at its best quantization, largest first."""
     from . import app
     from .catalog import load_catalog
-    from .app.recommend import recommend as run, recommend_text
+    from .app.recommend import recommend as run
 
     catalog = load_catalog()
     if top < 1:
@@ -324,21 +333,21 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     rows = run(catalog, devices, context=context, engine=engine, min_tokens_per_s=min_tokens_per_s,
                min_bits=min_bits, host_ram=ram, planning=bool(gpu_opts))[:top]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _out("recommend", rows, True)
     else:
-        click.echo(recommend_text(rows, min_tokens_per_s))
+        _out("recommend", rows, min_tps=min_tokens_per_s)
     sys.exit(ExitCode.OK if rows else ExitCode.NO_FIT)
 
 
-def _listing(items, query, fields, as_json, to_json, to_text, what) -> None:
+def _listing(kind: str, items, query, fields, as_json) -> None:
     """`models` / `gpus`: filter the catalog by a substring of `fields`, print JSON or a table; an
     empty result is a usage error (exit 2)."""
     q = (query or "").lower()
     found = [i for i in items if not q or any(q in str(getattr(i, f) or "").lower() for f in fields)]
-    if as_json:
-        click.echo(json.dumps([to_json(i) for i in found], indent=2))
+    if as_json or found:
+        _out(kind, found, as_json)
     else:
-        click.echo(to_text(found) if found else f"no {what} matches {query!r}")
+        click.echo(f"no {kind[:-1] if kind != 'gpus' else 'GPU'} matches {query!r}")
     sys.exit(ExitCode.OK if found else ExitCode.USAGE)
 
 
@@ -351,27 +360,16 @@ def _listing(items, query, fields, as_json, to_json, to_text, what) -> None:
               help="With --local: say whether each fits on the box a saved snapshot / nvidia-smi capture describes.")
 def models(query, as_json, local, probe_now, snapshot_path):
     """List catalog models (QUERY filters by key, name, family or HF repo), or with --local the models on disk."""
-    import dataclasses
-
     from .catalog import load_catalog
-    from .estimator.params import count_params
-    from .render.text import models_text
 
     if local or probe_now or snapshot_path:
         from . import app
-        from .render.text import local_models_text
 
         snap = _snapshot(snapshot_path) if (probe_now or snapshot_path) else None
         rows = [r for r in app.local_models(snap) if not query or query.lower() in r["name"].lower()]
-        click.echo(json.dumps(rows, indent=2) if as_json else local_models_text(rows))
+        _out("local_models", rows, as_json)
         sys.exit(ExitCode.OK if rows or not query else ExitCode.USAGE)
-
-    def to_json(m):
-        pc = count_params(m)
-        return {**dataclasses.asdict(m), "params": pc.total, "active_params": pc.active}
-
-    _listing(load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"), as_json,
-             to_json, models_text, "model")
+    _listing("models", load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"), as_json)
 
 
 @cli.command()
@@ -379,13 +377,9 @@ def models(query, as_json, local, probe_now, snapshot_path):
 @click.option("--json", "as_json", is_flag=True)
 def gpus(query, as_json):
     """List catalog GPUs (QUERY filters by key, name or architecture)."""
-    import dataclasses
-
     from .catalog import load_catalog
-    from .render.text import gpus_text
 
-    _listing(load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"), as_json,
-             dataclasses.asdict, gpus_text, "GPU")
+    _listing("gpus", load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"), as_json)
 
 
 def main(argv=None) -> None:

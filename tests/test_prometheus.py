@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gpufit.app.config import Config
 from gpufit.errors import WriteError
-from gpufit.render.prometheus import render, write_atomic
+from gpufit.fsutil import write_atomic
+from gpufit.render.prometheus import render
 from gpufit.app.report import build_report, failure_report
 
 from report_helpers import CAPTURES, capture_params, healthy_gpu, load_capture, snapshot, unsupported_gpu

@@ -154,7 +154,9 @@ def load_config(path=None, *, env=None, search=None) -> Config:
 
 _TOP = {"thresholds", "report", "model", "catalog"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelWatch)} - {"path", "line"}
-_REPORT_FORMATS = ("text", "json", "prometheus")
+from ..render import formats_for  # noqa: E402  (the one list of output formats)
+
+_REPORT_FORMATS = formats_for("report")
 
 
 def _read_one(path: Path) -> dict:

@@ -66,15 +66,3 @@ def _cheap_fit(req) -> bool:
 
     free = sum(d.free_bytes - req.reserve_bytes for d in req.devices)
     return weight_bytes(req.model, req.quant) < free
-
-
-def recommend_text(rows: list[dict], min_tps: float) -> str:
-    from ..render.text import table
-
-    if not rows:
-        return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
-    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
-                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
-                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
-              ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
-    return t + "\n\nRanked by: " + rows[0]["rule"]

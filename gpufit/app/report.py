@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import health
 from ..errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
 
 SCHEMA = "gpufit.report/1"
-FORMATS = ("text", "json", "prometheus")
+from ..render import formats_for
+
+FORMATS = formats_for("report")
 STATUS_EXIT = {health.OK: ExitCode.OK, health.WARN: ExitCode.DEGRADED, health.CRIT: ExitCode.NO_PROBE}
 
 
@@ -132,70 +134,45 @@ def failure_report(error: str, *, status: str = health.CRIT, started: float | No
     }
 
 
-# ---- renderers -------------------------------------------------------------------------------------
-
-
-def render_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
-
-
-def render_text(report: dict) -> str:
-    mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
-    host = report.get("host") or {}
-    when = report.get("time") or "time not in the capture"
-    name = host.get("hostname") or "host not in the capture"
-    out = [f"gpufit report  {name}  {when}  status: {report['status'].upper()}"]
-    if report.get("error"):
-        out.append(f"  error: {report['error']}")
-    for c in report.get("host_checks", []):
-        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
-    for g in report.get("gpus", []):
-        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
-        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
-        for c in g["checks"]:
-            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
-    if report.get("models"):
-        out.append("Models (memory in GiB = 2^30 bytes):")
-        for m in report["models"]:
-            q = f" {m['quant']}" if m.get("quant") else ""
-            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
-    return "\n".join(out) + "\n"
-
-
-def render(report: dict, fmt: str) -> str:
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "prometheus":
-        from ..render.prometheus import render as render_prom
-
-        return render_prom(report)
-    return render_text(report)
-
-
 # ---- the command -----------------------------------------------------------------------------------
 
 
-def _emit(report: dict, fmt: str, output) -> None:
-    from ..render.prometheus import write_output
+@dataclass(frozen=True)
+class ReportRun:
+    """What one `gpufit report` run did: its exit code, the diagnostics for stderr, and the rendered
+    report when it goes to standard output (None when it was written to a file)."""
+    exit_code: ExitCode
+    diagnostics: tuple[str, ...] = ()
+    stdout: str | None = None
 
-    write_output(output, render(report, fmt))
+
+def _emit(report: dict, fmt: str, output) -> str | None:
+    """Render `report`; write it atomically to `output`, or return it for standard output."""
+    from ..fsutil import write_atomic
+    from ..render import render
+
+    text = render("report", report, fmt)
+    if output in (None, "-"):
+        return text
+    write_atomic(output, text)
+    return None
 
 
 def run_report(fmt: str | None = "text", output: str | None = None, config_path: str | None = None,
-               snapshot_path: str | None = None) -> ExitCode:
+               snapshot_path: str | None = None) -> ReportRun:
     """Probe (or read `snapshot_path`), check, estimate, render to `output` (None/'-' = stdout).
 
     Exit: 0 healthy, 4 warnings, 5 critical or could not probe, 6 bad config / snapshot / catalog file,
     2 the output cannot be written (an empty path, a folder, device, FIFO or symlink, or the OS refused).
     Whatever fails, a prometheus output still gets a valid file with gpufit_report_success 0.
-    Diagnostics go to stderr.
+    Diagnostics are returned for the caller to print (stderr).
     """
     from .config import check_models, load_config
 
+    said: list[str] = []
     started = time.time()
     if fmt is not None and fmt not in FORMATS:
-        print(f"gpufit report: unknown format {fmt!r}; one of {', '.join(FORMATS)}", file=sys.stderr)
-        return ExitCode.USAGE
+        return ReportRun(ExitCode.USAGE, (f"gpufit report: unknown format {fmt!r}; one of {', '.join(FORMATS)}",))
     config = None
     try:
         config = load_config(config_path)
@@ -211,19 +188,17 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
             snapshot = probe.take_snapshot(timeout_s=config.report.probe_timeout_s)
         report = build_report(snapshot, config, catalog, started=started)
     except (DataFileError, ProbeError) as e:
-        code = e.exit_code
-        print(f"gpufit report: {e}", file=sys.stderr)
+        said.append(f"gpufit report: {e}")
         fmt = fmt or (config.report.format if config else None) or "text"
         if fmt not in FORMATS:
             fmt = "text"
         if output is None and config is not None:
             output = config.report.output
         try:
-            _emit(failure_report(str(e), started=started, live=snapshot_path is None), fmt, output)
+            text = _emit(failure_report(str(e), started=started, live=snapshot_path is None), fmt, output)
         except WriteError as w:  # not even the failure reached monitoring: that is what the unit must see
-            print(f"gpufit report: {w}", file=sys.stderr)
-            return w.exit_code
-        return code
+            return ReportRun(w.exit_code, (*said, f"gpufit report: {w}"))
+        return ReportRun(e.exit_code, tuple(said), text)
     except Exception as e:  # a bug: still tell monitoring the run failed, then let the CLI report it (exit 1)
         if fmt == "prometheus" and output not in (None, "-"):
             try:
@@ -232,15 +207,14 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
                 pass
         raise
     try:
-        _emit(report, fmt, output)
+        text = _emit(report, fmt, output)
     except WriteError as e:  # no report reached monitoring; exit 2 also fails the systemd unit (not 4/5)
-        print(f"gpufit report: {e}", file=sys.stderr)
-        return e.exit_code
+        return ReportRun(e.exit_code, (f"gpufit report: {e}",))
     for g in report["gpus"]:
         for c in g["checks"]:
             if c["status"] in (health.WARN, health.CRIT):
-                print(f"gpufit report: GPU {g['index']} {c['name']} {c['status']}: {c['message']}", file=sys.stderr)
+                said.append(f"gpufit report: GPU {g['index']} {c['name']} {c['status']}: {c['message']}")
     for c in report["host_checks"]:
         if c["status"] in (health.WARN, health.CRIT):
-            print(f"gpufit report: host {c['name']} {c['status']}: {c['message']}", file=sys.stderr)
-    return STATUS_EXIT[report["status"]]
+            said.append(f"gpufit report: host {c['name']} {c['status']}: {c['message']}")
+    return ReportRun(STATUS_EXIT[report["status"]], tuple(said), text)

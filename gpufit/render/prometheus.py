@@ -10,9 +10,7 @@ overlapping.
 
 from __future__ import annotations
 
-import sys
 
-from ..fsutil import write_atomic  # noqa: F401  (the one atomic writer; re-exported for callers)
 from ..app.health import STATUS_VALUE as _STATUS_VALUE
 
 
@@ -173,10 +171,4 @@ def _bool(v):
     return None if v is None else (1 if v else 0)
 
 
-def write_output(output, text: str) -> None:
-    """`output` None or '-' → stdout; else an atomic file write (WriteError, exit 2, if it cannot be)."""
-    if output in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_atomic(output, text)
+RENDERERS = {"report": render}

@@ -247,3 +247,46 @@ def gpus_text(gpus) -> str:
              f"{g.bf16_tflops or g.fp16_tflops or 0:g}" if (g.bf16_tflops or g.fp16_tflops) else "-",
              g.compute_capability, g.architecture] for g in gpus]
     return table(rows, ["key", "name", "GiB", "GB/s", "TFLOP/s 16b", "CC", "arch"])
+
+
+def report_text(report: dict) -> str:
+    mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
+    host = report.get("host") or {}
+    when = report.get("time") or "time not in the capture"
+    name = host.get("hostname") or "host not in the capture"
+    out = [f"gpufit report  {name}  {when}  status: {report['status'].upper()}"]
+    if report.get("error"):
+        out.append(f"  error: {report['error']}")
+    for c in report.get("host_checks", []):
+        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
+    for g in report.get("gpus", []):
+        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
+        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
+        for c in g["checks"]:
+            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
+    if report.get("models"):
+        out.append("Models (memory in GiB = 2^30 bytes):")
+        for m in report["models"]:
+            q = f" {m['quant']}" if m.get("quant") else ""
+            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
+    return "\n".join(out) + "\n"
+
+
+def recommend_text(rows: list[dict], min_tps: float) -> str:
+    if not rows:
+        return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
+    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
+                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
+                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
+              ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
+    return t + "\n\nRanked by: " + rows[0]["rule"]
+
+
+def _snapshot(snap, catalog=None) -> str:
+    from .probe import snapshot_table
+
+    return snapshot_table(snap, catalog)
+
+
+RENDERERS = {"fit": fit_text, "check": check_line, "report": report_text, "recommend": recommend_text,
+             "snapshot": _snapshot, "models": models_text, "gpus": gpus_text, "local_models": local_models_text}
