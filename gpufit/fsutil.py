@@ -21,6 +21,7 @@ import stat
 from pathlib import Path
 
 from .errors import DataFileError, WriteError
+from .units import MIB
 
 DEFAULT_MODE = 0o644  # node_exporter reads the textfile as another user
 
@@ -124,11 +125,11 @@ def read_data_file(path, limit: int, error: type[DataFileError] = DataFileError,
         if not stat.S_ISREG(st.st_mode):
             raise error(p, f"is {_kind(st.st_mode)}, not a regular file")
         if st.st_size > limit:
-            raise error(p, f"is {st.st_size} bytes, more than the {limit // 2**20} MiB any {what} needs "
+            raise error(p, f"is {st.st_size} bytes, more than the {limit // MIB} MiB any {what} needs "
                         "(wrong file?)")
         chunks, left = [], limit + 1
         while left > 0:
-            b = os.read(fd, min(left, 1 << 20))
+            b = os.read(fd, min(left, MIB))
             if not b:
                 break
             chunks.append(b)
@@ -139,5 +140,5 @@ def read_data_file(path, limit: int, error: type[DataFileError] = DataFileError,
         os.close(fd)
     raw = b"".join(chunks)
     if len(raw) > limit:  # grew while being read
-        raise error(p, f"is more than the {limit // 2**20} MiB any {what} needs (wrong file?)")
+        raise error(p, f"is more than the {limit // MIB} MiB any {what} needs (wrong file?)")
     return raw

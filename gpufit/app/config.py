@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CatalogError, ConfigError, UsageError, did_you_mean
+from ..units import MIB
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,7 +51,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
-MAX_CONFIG_BYTES = 16 * 2**20  # a config with inline catalog entries is a few kB
+MAX_CONFIG_BYTES = 16 * MIB  # a config with inline catalog entries is a few kB
 from ..estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
 
 ENGINES = ("auto", *_ENGINE_KEYS)

@@ -15,7 +15,6 @@ from ..catalog import Catalog
 from ..estimator.fit import estimate
 from ..estimator.params import count_params
 
-GIB = 1 << 30
 RULE = ("largest model (parameters) whose best quantization of at least {bits:g} bits per weight fits "
         "with the minimum headroom and keeps >= {min:g} tokens/s decode; ties: better quantization, then faster")
 # below ~4 bits per weight quality falls off fast (llama.cpp perplexity tables in quants.toml):

@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 from ..errors import CatalogError
+from ..units import MIB
 from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -24,7 +25,7 @@ TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag"
 OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
 CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
-MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
+MAX_CATALOG_BYTES = 64 * MIB  # the built-in files are ~160 kB together
 
 
 def _tomllib():

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ...units import GIB, MIB
 from .. import memory
 from .base import EngineMemory, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, compute_bytes, setting
@@ -29,8 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..types import FitRequest, FitResult
 
 PROGRAMS = ("ollama",)
-MIB = 1 << 20
-GIB = 1 << 30
 # discover/gpu.go: CudaMinimumMemory / GpuInfo.MinimumMemory, kept free on every CUDA GPU
 MINIMUM_MEMORY = 457 * MIB
 # api/types.go DefaultOptions: NumBatch 512

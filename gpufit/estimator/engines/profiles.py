@@ -9,8 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-MIB = 1 << 20
-GIB = 1 << 30
+from ...units import MIB
 
 ENGINES = ("vllm", "llama.cpp", "ollama", "transformers")
 
