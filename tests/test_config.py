@@ -90,13 +90,13 @@ def test_unknown_key_names_file_line_and_nearest_key(tmp_path):
     e = error_of(p)
     assert e.path == str(p)
     assert e.where == "line 5: thresholds.temprature_crit_c"
-    assert "did you mean 'temperature_crit_c'" in e.detail
+    assert "did you mean temperature_crit_c" in e.detail
     assert str(e).startswith(f"{p}: line 5: ")
 
 
 def test_unknown_section(tmp_path):
     e = error_of(write(tmp_path, "gpufit.toml", "[treshold]\nx = 1\n"))
-    assert e.where.startswith("line 1") and "did you mean 'thresholds'" in e.detail
+    assert e.where.startswith("line 1") and "did you mean thresholds" in e.detail
 
 
 def test_bad_value_names_the_line_of_its_key(tmp_path):
@@ -137,7 +137,7 @@ def test_model_entries_are_checked_with_their_line(tmp_path):
         engine = "vlm"
     """)
     e = error_of(p)
-    assert e.where == "line 7: [[model]] #2 engine" and "did you mean 'vllm'" in e.detail
+    assert e.where == "line 7: [[model]] #2 engine" and "did you mean vllm" in e.detail
     for body, key in (('context = -1', "context"), ('batch = "2"', "batch"), ('gpu = 1', "gpu")):
         e = error_of(write(tmp_path, "m.toml", f'[[model]]\nname = "x"\n{body}\n'))
         assert e.where == f"line 3: [[model]] #1 {key}", (body, e)

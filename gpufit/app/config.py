@@ -42,7 +42,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CatalogError, ConfigError, UsageError, did_you_mean
+from ..errors import CatalogError, ConfigError, UsageError, unknown_text
 from ..units import MIB
 
 if sys.version_info >= (3, 11):
@@ -279,9 +279,7 @@ def _read_model(t, i, path, lines, bad) -> ModelWatch:
             bad(f"{key} must be a non-empty string, got {v!r}", "model", key, i)
         kw[key] = v
     if kw.get("engine", "auto") not in ENGINES:
-        near = did_you_mean(kw["engine"], ENGINES)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        bad(f"unknown engine {kw['engine']!r}{hint} (one of {', '.join(ENGINES)})", "model", "engine", i)
+        bad(f"{unknown_text('engine', kw['engine'], ENGINES)} (one of {', '.join(ENGINES)})", "model", "engine", i)
     return ModelWatch(**kw, path=str(path), line=lines.find("model", None, i))
 
 
@@ -315,9 +313,7 @@ def _check_fields(cls, table: dict, section: str, bad) -> dict:
 
 
 def _unknown_key(key, choices, what="key") -> str:
-    near = did_you_mean(key, sorted(choices))
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return f"unknown {what} {key!r}{hint}"
+    return unknown_text(what, key, sorted(choices))
 
 
 def _merge(parts: list[dict]) -> Config:

@@ -83,11 +83,10 @@ class Catalog:
         for tag in self.ollama_tags.values():
             where = f"[[ollama_tag]] key={tag.key!r}"
             if tag.model not in self.models:
-                from ..errors import did_you_mean
+                from ..errors import did_you_mean_hint
 
-                near = did_you_mean(tag.model, self.models)
                 raise CatalogError(self._tag_file[tag.key], f"model {tag.model!r} is not in the catalog"
-                                   + (f" (did you mean {near[0]!r}?)" if near else ""), where)
+                                   + did_you_mean_hint(tag.model, self.models), where)
             q = self.quants.get(tag.quant)
             if q is None or "ollama" not in q.engines:
                 raise CatalogError(self._tag_file[tag.key], f"quant {tag.quant!r} is no format Ollama runs", where)
@@ -205,11 +204,10 @@ class Catalog:
             runs = [k for k, q in self.quants.items() if "ollama" in q.engines and not q.tensor_only]
             key = self._quant_alias.get(m.group("quant"))
             if key is None or key not in runs:
-                from ..errors import UsageError, did_you_mean
+                from ..errors import UsageError, did_you_mean_hint
 
-                near = did_you_mean(m.group("quant"), runs)
                 raise UsageError(f"unknown quantization {m.group('quant')!r} in Ollama tag {name!r}"
-                                 + (f"; did you mean {', '.join(near)}?" if near else ""))
+                                 + did_you_mean_hint(m.group("quant"), runs))
             base = m.group("base")
             for cand in (f"{family}:{base}", f"{family}:{base.split('-')[0]}"):
                 hit = self.ollama_tag(cand)

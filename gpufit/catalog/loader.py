@@ -152,11 +152,9 @@ def build_record(cls, table: dict, path, where: str):
     hints, fields = _schema(cls)
     unknown = sorted(set(table) - set(fields))
     if unknown:
-        from ..errors import did_you_mean
+        from ..errors import unknown_text
 
-        near = did_you_mean(unknown[0], fields)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise CatalogError(path, f"unknown key {unknown[0]!r}{hint}", where)
+        raise CatalogError(path, unknown_text("key", unknown[0], fields), where)
     kwargs = {}
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
