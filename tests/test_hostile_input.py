@@ -63,7 +63,8 @@ def test_a_mistyped_gpu_in_gpus_gets_the_nearest_names():
     r = run("here", "llama3-8b", "--snapshot", str(XML), "--gpus", "GPU-12345678-aaab-bbbb-cccc-0123456789ab")
     assert r.exit_code == 2
     assert ("unknown GPU 'GPU-12345678-aaab-bbbb-cccc-0123456789ab' in --gpus; did you mean "
-            "GPU-12345678-aaaa-bbbb-cccc-0123456789ab? (valid: 0, GPU-12345678-aaaa-bbbb-cccc-0123456789ab)") in r.stderr
+            "GPU-12345678-aaaa-bbbb-cccc-0123456789ab? (valid: 0, GPU-12345678-aaaa-bbbb-cccc-0123456789ab)"
+            ) in r.stderr
 
 
 def test_a_repo_id_not_in_the_catalog_says_how_to_fetch_it_and_the_nearest_names():

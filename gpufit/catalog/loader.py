@@ -11,11 +11,11 @@ import functools
 import json
 import os
 import re
-import typing
 import zlib
 from pathlib import Path
 
 from ..errors import CatalogError
+from ..fsutil import read_record
 from ..units import MIB
 from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
@@ -108,67 +108,10 @@ def parse_toml(path: Path, text: str | None = None) -> dict:
         raise CatalogError(path, f"invalid TOML: {e}") from None
 
 
-def _type_ok(value, hint) -> tuple[bool, object]:
-    """Check `value` against a simple type hint; return (ok, converted value)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        non_none = [a for a in args if a is not type(None)]
-        if value is None:
-            return True, None
-        return _type_ok(value, non_none[0])
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return False, value
-        return True, tuple(value)
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if hint is str:
-        return isinstance(value, str), value
-    return False, value
-
-
-def _type_name(hint) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is tuple:
-        return "list of strings"
-    if args:
-        return _type_name(args[0])
-    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(hint, str(hint))
-
-
-@functools.lru_cache(maxsize=None)
-def _schema(cls):
-    """Type hints and fields of a record class, resolved once (get_type_hints is slow)."""
-    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
-
-
 def build_record(cls, table: dict, path, where: str):
-    hints, fields = _schema(cls)
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        from ..errors import unknown_text
-
-        raise CatalogError(path, unknown_text("key", unknown[0], fields), where)
-    kwargs = {}
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in table:
-            if required:
-                raise CatalogError(path, f"missing required key {name!r}", where)
-            continue
-        ok, value = _type_ok(table[name], hints[name])
-        if not ok:
-            raise CatalogError(
-                path, f"key {name!r} must be a {_type_name(hints[name])}, got {table[name]!r}", where
-            )
-        kwargs[name] = value
-    return cls(**kwargs)
+    """One catalog table -> its record, type-checked by the record's hints (fsutil.read_record): an unknown
+    key (with "did you mean"), a missing required key or a value of the wrong type is a CatalogError."""
+    return read_record(cls, table, CatalogError, path, where)
 
 
 def _check_invariants(rec, path, where: str) -> None:
