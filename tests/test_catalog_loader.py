@@ -142,7 +142,7 @@ def test_validated_records_are_cached_and_rebuilt_equal(tmp_path, monkeypatch):
     first = loader.load_file(p)
     assert len(list((tmp_path / "cache").glob("catalog-*.json"))) == 1
     # a hit must not parse or validate again
-    monkeypatch.setattr(loader, "_validate", lambda *a: pytest.fail("validated again"))
+    monkeypatch.setattr(loader, "validate_tables", lambda *a: pytest.fail("validated again"))
     second = loader.load_file(p)
     assert second == first and second["model"][0].aliases == ("tiny-1",)
 

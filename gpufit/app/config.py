@@ -33,7 +33,6 @@ Every error is a ConfigError naming the file, the line and the key.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -386,48 +385,33 @@ class _KeyLines:
 
 
 def _validate_inline(e: InlineCatalogEntry) -> None:
-    from ..catalog.loader import TABLES, _check_invariants, build_record
+    from ..catalog.loader import validate_entry
 
     where = f"[[catalog.{e.kind}]] key={e.table.get('key')!r}"
     try:
-        rec = build_record(TABLES[e.kind], e.table, e.path, where)
-        _check_invariants(rec, e.path, where)
+        validate_entry(e.kind, e.table, e.path, where)
     except CatalogError as err:
         line = f"line {e.line}: " if e.line else ""
         raise ConfigError(e.path, err.detail, f"{line}{err.where or where}") from None
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        import json
-
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")  # pragma: no cover - validated before
-
-
 def build_catalog(config: Config):
-    """Built-in catalog + `[catalog] files` + inline entries. Inline entries are validated by the same
-    loader as the built-in files (they are written back to TOML text and read by Catalog.add_file)."""
+    """Built-in catalog + `[catalog] files` + inline entries. Each config file's inline tables go through
+    the loader's validation (`validate_tables`, as a catalog file's would) and join a copy of the cached
+    catalog the way a file's records do (`Catalog.add_records`), replacing built-in entries of the same key."""
     from ..catalog import load_catalog
+    from ..catalog.loader import validate_tables
 
-    cat = copy.deepcopy(load_catalog(tuple(config.catalog_files)))
-    by_file: dict[str, list[InlineCatalogEntry]] = {}
+    cat = load_catalog(tuple(config.catalog_files))
+    if not config.catalog_inline:
+        return cat
+    cat = cat.copy()
+    by_file: dict[str, dict[str, list[dict]]] = {}
     for e in config.catalog_inline:
-        by_file.setdefault(e.path, []).append(e)
-    for path, entries in by_file.items():
-        lines = []
-        for e in entries:
-            lines.append(f"[[{e.kind}]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in e.table.items()]
-            lines.append("")
+        by_file.setdefault(e.path, {}).setdefault(e.kind, []).append(e.table)
+    for path, tables in by_file.items():
         try:
-            cat.add_file(Path(path), text="\n".join(lines), override=True)
+            cat.add_records(validate_tables(path, tables), Path(path), override=True)
         except CatalogError as err:
             raise ConfigError(path, err.detail, (err.where or "").replace("[[", "[[catalog.") or None) from None
     return cat

@@ -7,7 +7,7 @@ returns a `Catalog` with lookups that raise UsageError with "did you mean" for u
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import CatalogError, unknown
@@ -47,7 +47,11 @@ class Catalog:
     def add_file(self, path: Path, text: str | None = None, override: bool = False) -> None:
         """Add the entries of one catalog file. A key already present is an error unless `override`
         (user additions in a config may replace a built-in entry on purpose)."""
-        loaded = load_file(path, text)
+        self.add_records(load_file(path, text), path, override)
+
+    def add_records(self, loaded: dict[str, list], path: Path, override: bool = False) -> None:
+        """Add validated records ({"gpu": [...], "model": [...], ...}, as `loader.load_file` or
+        `loader.validate_tables` return them) that came from `path`: the one way entries join a catalog."""
         self.files.append(str(path))
         for rec in loaded["gpu"]:
             self._add(self.gpus, rec, path, override, "gpu")
@@ -76,6 +80,13 @@ class Catalog:
             self._tag_file[rec.key] = str(path)
             for alias in (rec.key, *rec.aliases):
                 self._alias(self._tag_alias, alias, rec.key, path, override, "ollama_tag")
+
+    def copy(self) -> Catalog:
+        """A catalog that can take additions without changing this one (the process-cached built-in
+        catalog): the indexes are copied, the frozen records shared."""
+        new = Catalog(**{f.name: type(getattr(self, f.name))(getattr(self, f.name)) for f in fields(self)})
+        new._shared = {ident: list(keys) for ident, keys in self._shared.items()}
+        return new
 
     def check_references(self) -> None:
         """Every Ollama tag names a catalog model and a format Ollama runs (checked once all files are

@@ -224,18 +224,27 @@ def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[s
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise CatalogError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-    out = _validate(path, parse_toml(path, text))
+    out = validate_tables(path, parse_toml(path, text))
     if entry is not None:
         _to_cache(entry, out)
     return out
 
 
-def _validate(path: Path, data: dict) -> dict[str, list]:
+def validate_entry(kind: str, table: dict, path, where: str):
+    """One [[kind]] table -> its record: typed by the record's hints and its invariants checked."""
+    rec = build_record(TABLES[kind], table, path, where)
+    _check_invariants(rec, path, where)
+    return rec
+
+
+def validate_tables(path, data: dict) -> dict[str, list]:
+    """A parsed catalog file ({"gpu": [table, ...], ...}: a TOML file, or a config's inline entries) ->
+    its records, each entry validated, keys unique within the file. CatalogError names the entry."""
     out: dict[str, list] = {name: [] for name in TABLES}
     for top in data:
         if top not in TABLES:
             raise CatalogError(path, f"unknown table [[{top}]]; expected one of {', '.join(TABLES)}")
-    for name, cls in TABLES.items():
+    for name in TABLES:
         entries = data.get(name, [])
         if not isinstance(entries, list):
             raise CatalogError(path, f"[{name}] must be an array of tables: write [[{name}]]")
@@ -244,8 +253,7 @@ def _validate(path: Path, data: dict) -> dict[str, list]:
             where = f"[[{name}]] #{i + 1}" + (f" key={table.get('key')!r}" if isinstance(table, dict) else "")
             if not isinstance(table, dict):
                 raise CatalogError(path, "entry must be a table", where)
-            rec = build_record(cls, table, path, where)
-            _check_invariants(rec, path, where)
+            rec = validate_entry(name, table, path, where)
             if rec.key in seen:
                 raise CatalogError(path, f"duplicate key {rec.key!r}", where)
             seen.add(rec.key)
