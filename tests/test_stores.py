@@ -128,7 +128,7 @@ def test_repo_id_in_the_default_cache_wins_over_the_catalog_and_names_the_files(
     assert ch.spec.hf_repo == "meta-llama/Meta-Llama-3-8B"
     text = " ".join(ch.notes)
     assert "instead of the catalog entry" in text
-    assert f"read config.json, model.safetensors in " in text and text.count(f"snapshots/{COMMIT}") == 1
+    assert "read config.json, model.safetensors in " in text and text.count(f"snapshots/{COMMIT}") == 1
     assert f"revision {COMMIT}" in text
 
 

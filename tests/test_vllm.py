@@ -6,7 +6,6 @@ import dataclasses
 import pytest
 
 from gpufit.catalog import load_catalog
-from gpufit.cli import main as gpufit_main  # noqa: F401  (import check: the CLI wires the parser)
 from gpufit.errors import UsageError
 from gpufit.estimator.engines import get as engine
 from gpufit.estimator.engines import vllm

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from ..catalog import Catalog
 from ..catalog.types import GpuSpec
 from ..errors import ProbeError, UsageError, did_you_mean_hint
-from ..estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
+from ..estimator.types import Device
 from ..probe.snapshot import GpuState, Snapshot
 
 

@@ -8,7 +8,6 @@ could not probe, 6 bad config / data file.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import dataclass

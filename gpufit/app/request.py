@@ -14,7 +14,6 @@ from ..estimator import engines as engine_registry
 from ..estimator.engines import default_engine
 from ..estimator.types import Device, FitRequest, FitResult
 
-from ..units import parse_size  # noqa: F401  (callers read sizes through the app layer)
 DEFAULT_CONTEXT_CAP = 8192  # default context = min(8192, the model's max) (DESIGN.md)
 # cards to count in "N of these would do" besides the selected one
 REFERENCE_GPUS = ("h100-sxm",)
@@ -145,14 +144,6 @@ def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
             n = int(count)
         out.append((catalog.gpu(key), n))
     return out
-
-
-def plan_devices(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
-    """Catalog hardware, nothing running on it: free = total. (Kept out of devices.py's import, which
-    pulls in the probe: `plan` never probes.)"""
-    from ..estimator.types import devices_from_specs
-
-    return devices_from_specs(items)
 
 
 def _file_quant(model: ModelChoice, catalog: Catalog):

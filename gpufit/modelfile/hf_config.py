@@ -180,9 +180,6 @@ class _Keys:
         self.d.update(hc.text)  # an explicit null stays null (e.g. "sliding_window": null)
         self.prefix = "text_config." if hc.text is not hc.top else ""
 
-    def has(self, key: str) -> bool:
-        return key in self.d
-
     def int(self, key: str, default=None, minimum: int = 1):
         v = self.d.get(key)
         if v is None:

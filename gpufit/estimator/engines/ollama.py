@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from ...units import GIB, MIB
 from .. import memory
 from .base import EngineMemory, ServerCommand
-from .llama_cpp import LLAMA_KV, LlamaCpp, compute_bytes, setting
+from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
 
 if TYPE_CHECKING:  # pragma: no cover

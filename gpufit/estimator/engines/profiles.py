@@ -11,9 +11,6 @@ from dataclasses import dataclass
 
 from ...units import MIB
 
-ENGINES = ("vllm", "llama.cpp", "ollama", "transformers")
-
-
 @dataclass(frozen=True)
 class EngineProfile:
     """What one inference engine reserves and how fast it runs, as named constants."""
@@ -115,11 +112,6 @@ TRANSFORMERS = EngineProfile(
     supports_tensor_parallel=False,
     source="transformers/accelerate: device_map='auto' (infer_auto_device_map), DynamicCache",
 )
-
-def default_engine(quant_kind: str) -> str:
-    """`--engine auto`: llama.cpp for GGUF types, vLLM for everything else (DESIGN.md)."""
-    return "llama.cpp" if quant_kind == "gguf" else "vllm"
-
 
 PROFILES = {p.key: p for p in (VLLM, LLAMA_CPP, OLLAMA, TRANSFORMERS)}
 

@@ -39,8 +39,7 @@ from .base import Engine, EngineMemory, Refusal, ServerCommand
 from .profiles import VLLM
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..placement import DevicePlan, Plan
-    from ..types import FitRequest, FitResult
+    from ..types import FitRequest
 
 DEFAULT_FOR_KINDS = ("float", "int")
 PROGRAMS = ("vllm", "vllm.entrypoints.openai.api_server", "vllm.entrypoints.api_server")
