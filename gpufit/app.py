@@ -170,10 +170,12 @@ def candidates_for(req: FitRequest, catalog: Catalog):
     return Candidates(quants=tuple(catalog.quants.values()), family=family, reference_gpus=refs)
 
 
-def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternatives: bool = True) -> FitResult:
+def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternatives: bool = True,
+                 limits: bool = True) -> FitResult:
     from .estimator.fit import estimate
 
-    res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog))
+    res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog),
+                   limits=limits)
     return dataclasses.replace(res, notes=tuple(notes) + res.notes)
 
 

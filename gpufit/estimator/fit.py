@@ -145,10 +145,12 @@ def vllm_kv_capacity(req: FitRequest, plan: Plan) -> dict:
             "vllm_kv_cache_tokens": seqs * req.context}
 
 
-def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> FitResult:
+def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits: bool = True) -> FitResult:
     """Estimate one request. `candidates` (alternatives.Candidates, or a function returning them, called
     only when the verdict is not a clean fit) lets the result say what would fit
-    instead; it is pure data (other quants, models of the family, reference GPUs)."""
+    instead; it is pure data (other quants, models of the family, reference GPUs). `limits=False` skips
+    the largest-context / largest-batch searches (performance.max_context / max_batch stay None): they
+    are most of an estimate's time and `fleet` does not show them."""
     s = Sizer(req)
     plan = choose(req)
     verdict = _verdict(req, plan)
@@ -184,8 +186,8 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
     perf = Performance(
         decode_tokens_per_s=round(decode, 1) if decode else None,
         prefill_tokens_per_s=round(prefill, 1) if prefill else None,
-        max_context=max_context(req) if verdict in ("fits", "tight") else None,
-        max_batch=max_batch(req) if verdict in ("fits", "tight") else None,
+        max_context=max_context(req) if limits and verdict in ("fits", "tight") else None,
+        max_batch=max_batch(req) if limits and verdict in ("fits", "tight") else None,
         basis=basis,
     )
     warnings = []
