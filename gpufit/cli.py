@@ -259,6 +259,47 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     sys.exit(ExitCode.OK if rows else ExitCode.NO_FIT)
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--prometheus", "url", required=True, metavar="URL", help="Prometheus server, e.g. http://prometheus:9090 (credentials: GPUFIT_PROMETHEUS_TOKEN[_FILE], GPUFIT_PROMETHEUS_USER + _PASSWORD[_FILE]).")
+@click.option("--by", metavar="LABEL", help="Label naming a node (default: instance; Hostname for dcgm-exporter).")
+@click.option("--match", metavar="SELECTOR", help="Only these series, e.g. '{job=\"gpu\",cluster=\"a\"}'.")
+@click.option("--max-age", default="2m", show_default=True, help="Older series are left out and their node marked stale.")
+@click.option("--timeout", default="10s", show_default=True, help="Per query.")
+@click.option("--top", type=int, help="List only the best N nodes.")
+@click.option("--ram", help="Host RAM for CPU offload on every node (default: gpufit's host series, else unknown).")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="Bearer token file.")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="Basic-auth password file (user from GPUFIT_PROMETHEUS_USER or the URL).")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for https.")
+@click.option("--insecure", is_flag=True, help="Do not verify the server's TLS certificate.")
+@_estimate_options
+def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, password_file, ca_file, insecure,
+          quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom, as_json):
+    """Which nodes of a fleet can take MODEL now, from GPU series in Prometheus (gpufit, dcgm-exporter,
+    nvidia_gpu_exporter). Exit 0 a node fits, 3 none does, 5 no fresh GPU series or Prometheus unreachable."""
+    from .app import parse_size
+    from .fleet import parse_duration, run_fleet
+
+    ans = run_fleet(model, url, by=by, match=match, max_age_s=parse_duration(max_age, "--max-age"),
+                    timeout_s=parse_duration(timeout, "--timeout"), top=top, quant=quant, context=context,
+                    batch=batch, kv_dtype=kv_dtype, engine=engine, reserve_bytes=parse_size(reserve, "--reserve"),
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    min_headroom_bytes=parse_size(min_headroom, "--min-headroom") if min_headroom else None,
+                    ram_bytes=parse_size(ram, "--ram") if ram else None, token_file=token_file,
+                    password_file=password_file, ca_file=ca_file, insecure=insecure)
+    for line in ans.said:
+        click.echo(f"gpufit fleet: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps(ans.to_dict(), indent=2))
+    else:
+        from .fleet.render import fleet_text
+
+        click.echo(fleet_text(ans))
+    if ans.exit_code == ExitCode.NO_PROBE:
+        click.echo(f"gpufit fleet: no node has fresh GPU series at {ans.endpoint} (all stale or empty)", err=True)
+    sys.exit(int(ans.exit_code))
+
+
 def _listing(items, query, fields, as_json, to_json, to_text, what) -> None:
     """`models` / `gpus`: filter the catalog by a substring of `fields`, print JSON or a table; an
     empty result is a usage error (exit 2)."""

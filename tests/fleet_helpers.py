@@ -1,0 +1,192 @@
+"""Shared by the fleet tests and bench/fleet.py: exporter-named textfiles made from a capture, and a small
+Prometheus HTTP API on 127.0.0.1 that answers the three kinds of instant query `gpufit fleet` sends.
+
+The dcgm-exporter and nvidia_gpu_exporter textfiles carry those exporters' real metric and label names
+(dcgm-exporter: internal/pkg/rendermetrics/render_metrics.go and etc/default-counters.csv, values in MiB;
+nvidia_gpu_exporter: internal/exporter/exporter.go and internal/nvidiasmi/resolve.go, bytes, uuid lower
+case without "GPU-"), so a real node_exporter serves them as those exporters would.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import threading
+import time
+from pathlib import Path
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia-smi"
+MIB = 1 << 20
+
+
+def _esc(v) -> str:
+    return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _line(name: str, labels: dict, value) -> str:
+    inner = ",".join(f'{k}="{_esc(v)}"' for k, v in labels.items())
+    return f"{name}{{{inner}}} {value}"
+
+
+def dcgm_text(snapshot, hostname: str, hostname_label: str = "Hostname") -> str:
+    """dcgm-exporter's framebuffer series for a snapshot (MiB, as DCGM reports them)."""
+    out = []
+    for kind, doc in (("FREE", "Framebuffer memory free (in MiB)."), ("USED", "Framebuffer memory used (in MiB)."),
+                      ("RESERVED", "Framebuffer memory reserved (in MiB).")):
+        name = f"DCGM_FI_DEV_FB_{kind}"
+        out += [f"# HELP {name} {doc}", f"# TYPE {name} gauge"]
+        for g in snapshot.gpus:
+            base = {"gpu": g.index, "UUID": g.uuid, "pci_bus_id": g.pci_bus_id or "", "device": f"nvidia{g.index}",
+                    "modelName": g.name, hostname_label: hostname}
+            if g.mig.enabled and g.mig.devices:
+                for m in g.mig.devices:
+                    v = {"FREE": m.memory.free, "USED": (m.memory.total or 0) - (m.memory.free or 0),
+                         "RESERVED": 0}[kind]
+                    out.append(_line(name, {**base, "GPU_I_PROFILE": m.profile, "GPU_I_ID": m.gpu_instance_id},
+                                     v // MIB))
+                continue
+            v = {"FREE": g.memory.free, "USED": g.memory.used, "RESERVED": g.memory.reserved}[kind]
+            if v is not None:
+                out.append(_line(name, base, v // MIB))
+    return "\n".join(out) + "\n"
+
+
+def nvidia_smi_text(snapshot) -> str:
+    """nvidia_gpu_exporter's identity and memory series for a snapshot (bytes)."""
+    info = ["# HELP nvidia_smi_gpu_info A metric with a constant '1' value labeled by gpu uuid, name, ...",
+            "# TYPE nvidia_smi_gpu_info gauge"]
+    mem = []
+    for kind in ("free", "total", "used", "reserved"):
+        mem += [f"# HELP nvidia_smi_memory_{kind}_bytes memory.{kind} [MiB]",
+                f"# TYPE nvidia_smi_memory_{kind}_bytes gauge"]
+        for g in snapshot.gpus:
+            v = getattr(g.memory, kind)
+            if v is not None:
+                mem.append(_line(f"nvidia_smi_memory_{kind}_bytes", {"uuid": _smi_uuid(g.uuid)}, v))
+    for g in snapshot.gpus:
+        info.append(_line("nvidia_smi_gpu_info", {
+            "uuid": _smi_uuid(g.uuid), "name": g.name or "", "driver_model_current": "", "driver_model_pending": "",
+            "vbios_version": "", "driver_version": snapshot.host.driver_version or "", "pci_bus_id": g.pci_bus_id or "",
+            "serial": g.serial or "", "compute_cap": g.compute_capability or "", "pci_sub_device_id": "",
+            "index": g.index, "cuda_version": snapshot.host.cuda_driver_version or ""}, 1))
+    return "\n".join(info + mem) + "\n"
+
+
+def _smi_uuid(u: str | None) -> str:
+    return (u or "").strip().lower().removeprefix("gpu-")
+
+
+# ---- a Prometheus HTTP API that answers fleet's queries from series held in memory
+
+
+class Series:
+    def __init__(self, labels: dict, value: float, ts: float | None = None):
+        self.labels, self.value, self.ts = labels, value, ts
+
+
+def parse_text(text: str, extra: dict) -> list[Series]:
+    """Exposition text -> series with `extra` labels (instance, job), as a scrape would store them."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = []
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.append(Series({"__name__": s.name, **s.labels, **extra}, s.value))
+    return out
+
+
+_SEL = re.compile(r"^(?P<fn>last_over_time|timestamp)?\(?(?P<metric>[A-Za-z_:][A-Za-z0-9_:]*)?"
+                  r"(?:\{(?P<inner>.*?)\})?(?:\[\d+s\])?\)?$")
+_MATCH = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+
+
+def _matches(labels: dict, inner: str) -> bool:
+    for name, op, val in _MATCH.findall(inner or ""):
+        have = labels.get(name, "")
+        if op == "=" and have != val or op == "!=" and have == val:
+            return False
+        if op == "=~" and not re.fullmatch(val, have) or op == "!~" and re.fullmatch(val, have):
+            return False
+    return True
+
+
+def answer(series: list[Series], promql: str, now: float) -> dict:
+    """The API's JSON for one of fleet's queries (a selector, timestamp(sel), last_over_time(sel[w]))."""
+    m = _SEL.match(promql.strip())
+    if not m:
+        return {"status": "error", "errorType": "bad_data", "error": f"cannot parse {promql!r}"}
+    fn, metric, inner = m.group("fn"), m.group("metric"), m.group("inner") or ""
+    result = []
+    for s in series:
+        if metric and s.labels["__name__"] != metric:
+            continue
+        if not _matches(s.labels, inner):
+            continue
+        ts = now if s.ts is None else s.ts
+        labels = dict(s.labels)
+        if fn:
+            labels.pop("__name__")
+        if fn == "timestamp":
+            if s.ts is not None and now - s.ts > 300:
+                continue
+            value = ts
+        else:
+            value = s.value
+        result.append({"metric": labels, "value": [now, _fmt(value)]})
+    return {"status": "success", "data": {"resultType": "vector", "result": result}}
+
+
+def _fmt(v: float) -> str:
+    if v != v:
+        return "NaN"
+    if v in (float("inf"), float("-inf")):
+        return "+Inf" if v > 0 else "-Inf"
+    return repr(int(v)) if float(v).is_integer() else repr(v)
+
+
+class FakePrometheus:
+    """http://127.0.0.1:PORT answering /api/v1/query from `series`, or with `handler(req)` for bad-server
+    cases. A context manager: the server thread stops on exit."""
+
+    def __init__(self, series: list[Series] | None = None, handler=None):
+        self.series = series or []
+        self.queries: list[str] = []
+        outer = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                import urllib.parse
+
+                u = urllib.parse.urlsplit(self.path)
+                q = urllib.parse.parse_qs(u.query).get("query", [""])[0]
+                outer.queries.append(q)
+                if handler is not None:
+                    return handler(self, u, q)
+                if u.path != "/api/v1/query":
+                    self.send_error(404)
+                    return
+                body = json.dumps(answer(outer.series, q, time.time())).encode()
+                code = 400 if b'"bad_data"' in body else 200
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
