@@ -20,6 +20,15 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "nvidia-smi"
 MIB = 1 << 20
 
 
+def free_by_index(fit: dict) -> list[int]:
+    """Free bytes of a gpufit.fit/1 object's devices in device order (0, 1, ..., 0/0, 0/1): fleet's
+    free_bytes[] order; the fit object lists the devices a placement uses first."""
+    def key(d):
+        head, _, tail = d["index"].partition("/")
+        return (int(head), int(tail) if tail else -1)
+    return [d["free_bytes"] for d in sorted(fit["devices"], key=key)]
+
+
 def _esc(v) -> str:
     return str(v).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
@@ -70,7 +79,22 @@ def nvidia_smi_text(snapshot) -> str:
             "vbios_version": "", "driver_version": snapshot.host.driver_version or "", "pci_bus_id": g.pci_bus_id or "",
             "serial": g.serial or "", "compute_cap": g.compute_capability or "", "pci_sub_device_id": "",
             "index": g.index, "cuda_version": snapshot.host.cuda_driver_version or ""}, 1))
-    return "\n".join(info + mem) + "\n"
+    mig = []
+    for g in snapshot.gpus:
+        if not (g.mig.enabled and g.mig.devices):
+            continue
+        gis = {}
+        for m in g.mig.devices:
+            mig.append(_line("nvidia_smi_mig_info", {
+                "uuid": _smi_uuid(g.uuid), "mig_uuid": m.uuid or "", "gpu_instance_id": m.gpu_instance_id,
+                "compute_instance_id": m.compute_instance_id, "profile": m.profile or ""}, 1))
+            gis.setdefault(m.gpu_instance_id, m.memory)
+        for gi, gi_mem in gis.items():
+            for kind in ("total", "free"):
+                if getattr(gi_mem, kind) is not None:
+                    mig.append(_line(f"nvidia_smi_mig_memory_{kind}_bytes",
+                                     {"uuid": _smi_uuid(g.uuid), "gpu_instance_id": gi}, getattr(gi_mem, kind)))
+    return "\n".join(info + mem + mig) + "\n"
 
 
 def _smi_uuid(u: str | None) -> str:

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 
-from fleet_helpers import FIXTURES, dcgm_text, nvidia_smi_text
+from fleet_helpers import FIXTURES, free_by_index, dcgm_text, nvidia_smi_text
 
 NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
 PROMETHEUS = shutil.which("prometheus")
@@ -184,7 +184,7 @@ def test_each_node_gets_the_verdict_here_gives_on_its_capture(fleet):
                           "decode_tokens_per_s", "engine_args", "reason"}
         assert n["source"] == SOURCE_OF[name] and n["stale"] is False
         assert n["verdict"] == h["verdict"], (name, n["reason"], h["warnings"])
-        assert n["free_bytes"] == [d["free_bytes"] for d in h["devices"]], name
+        assert n["free_bytes"] == free_by_index(h), name
         assert n["placement"] == h["placement"], name
         assert n["engine_args"] == h["engine_args"], name
         if h["verdict"] in ("fits", "tight"):

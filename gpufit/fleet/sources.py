@@ -416,7 +416,8 @@ def merge_sources(views: list[NodeView]) -> tuple[list[NodeView], list[str]]:
             owner.setdefault(u, v)
     out = []
     for v in views:
-        taken = {u for u in v.uuids if owner[u] is not v}
+        # within one source a repeated UUID is not the same GPU (anonymised captures share one)
+        taken = {u for u in v.uuids if owner[u].source != v.source}
         if not taken:
             out.append(v)
             continue
