@@ -105,8 +105,8 @@ def _smi_uuid(u: str | None) -> str:
 
 
 class Series:
-    def __init__(self, labels: dict, value: float, ts: float | None = None):
-        self.labels, self.value, self.ts = labels, value, ts
+    def __init__(self, labels: dict, value: float, ts: float | None = None, gone: bool = False):
+        self.labels, self.value, self.ts, self.gone = labels, value, ts, gone
 
 
 def parse_text(text: str, extra: dict) -> list[Series]:
@@ -120,9 +120,11 @@ def parse_text(text: str, extra: dict) -> list[Series]:
     return out
 
 
-_SEL = re.compile(r"^(?P<fn>last_over_time|timestamp)?\(?(?P<metric>[A-Za-z_:][A-Za-z0-9_:]*)?"
-                  r"(?:\{(?P<inner>.*?)\})?(?:\[\d+s\])?\)?$")
+_SEL = re.compile(r"(?P<metric>[A-Za-z_:][A-Za-z0-9_:]*)?(?:\{(?P<inner>[^}]*)\})?")
+_AGE = re.compile(r"^max by \((?P<by>[^)]*)\) \(time\(\) - timestamp\((?P<sel>.*)\)\)$")
+_GONE = re.compile(r"^last_over_time\((?P<sel>.*)\[\d+s\]\) unless (?P<sel2>.*)$")
 _MATCH = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)"')
+LOOKBACK_S = 300  # Prometheus' default lookback delta
 
 
 def _matches(labels: dict, inner: str) -> bool:
@@ -135,29 +137,42 @@ def _matches(labels: dict, inner: str) -> bool:
     return True
 
 
-def answer(series: list[Series], promql: str, now: float) -> dict:
-    """The API's JSON for one of fleet's queries (a selector, timestamp(sel), last_over_time(sel[w]))."""
-    m = _SEL.match(promql.strip())
+def _select(series, sel: str, now: float, present: bool = True):
+    m = _SEL.fullmatch(sel.strip())
     if not m:
-        return {"status": "error", "errorType": "bad_data", "error": f"cannot parse {promql!r}"}
-    fn, metric, inner = m.group("fn"), m.group("metric"), m.group("inner") or ""
-    result = []
+        raise ValueError(sel)
+    metric, inner = m.group("metric"), m.group("inner") or ""
     for s in series:
-        if metric and s.labels["__name__"] != metric:
+        if metric and s.labels["__name__"] != metric or not _matches(s.labels, inner):
             continue
-        if not _matches(s.labels, inner):
-            continue
-        ts = now if s.ts is None else s.ts
-        labels = dict(s.labels)
-        if fn:
-            labels.pop("__name__")
-        if fn == "timestamp":
-            if s.ts is not None and now - s.ts > 300:
-                continue
-            value = ts
+        here = not getattr(s, "gone", False) and (s.ts is None or now - s.ts <= LOOKBACK_S)
+        if here == present:
+            yield s
+
+
+def answer(series: list[Series], promql: str, now: float) -> dict:
+    """The API's JSON for the three kinds of query fleet sends (sources.queries): a selector,
+    `max by (L) (time() - timestamp(sel))`, `last_over_time(sel[w]) unless sel`. A series with `gone`
+    set stands for one whose target stopped (Prometheus marked it stale); `ts` for its last sample."""
+    q = promql.strip()
+    result = []
+    try:
+        if m := _AGE.match(q):
+            by = [x.strip() for x in m.group("by").split(",")]
+            groups: dict = {}
+            for s in _select(series, m.group("sel"), now):
+                key = tuple((k, s.labels[k]) for k in by if k in s.labels)
+                groups[key] = max(groups.get(key, 0.0), now - (s.ts if s.ts is not None else now))
+            result = [{"metric": dict(k), "value": [now, _fmt(v)]} for k, v in groups.items()]
+        elif m := _GONE.match(q):
+            for s in _select(series, m.group("sel"), now, present=False):
+                labels = {k: v for k, v in s.labels.items() if k != "__name__"}
+                result.append({"metric": labels, "value": [now, _fmt(s.value)]})
         else:
-            value = s.value
-        result.append({"metric": labels, "value": [now, _fmt(value)]})
+            for s in _select(series, q, now):
+                result.append({"metric": dict(s.labels), "value": [now, _fmt(s.value)]})
+    except ValueError:
+        return {"status": "error", "errorType": "bad_data", "error": f"cannot parse {promql!r}"}
     return {"status": "success", "data": {"resultType": "vector", "result": result}}
 
 

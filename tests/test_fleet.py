@@ -180,24 +180,29 @@ def test_old_samples_and_an_old_gpufit_report_mark_the_node_stale():
     fresh = parse_text(nvidia_smi_text(load_snapshot(
         FIXTURES / "utkuozdemir_nvidia_gpu_exporter__linux-x86_64__nvidia-h100-80gb-hbm3__590.48.01.txt")),
         {"instance": "fresh:9835"})
-    with FakePrometheus(old + old_report + fresh) as p:
+    stopped = gpufit_series(FIXTURES / "influxdata_telegraf__a10g.xml", "stopped:9100")
+    for s in stopped:  # its target stopped: Prometheus marked the series stale, only the window has them
+        s.gone = True
+    with FakePrometheus(old + old_report + fresh + stopped) as p:
         rc, got, err = fleet_json(p.url, "--max-age", "30s")
         by = {n["node"]: n for n in got["nodes"]}
         assert rc == 0 and got["fits"] == ["fresh:9835"]
-        assert by["old-sample:9100"]["stale"] and "newest is 100s old" in by["old-sample:9100"]["reason"]
+        assert by["old-sample:9100"]["stale"] and "its samples are 100s old" in by["old-sample:9100"]["reason"]
         assert by["old-report:9100"]["stale"] and "gpufit report is 3600s old" in by["old-report:9100"]["reason"]
-        assert [n["node"] for n in got["nodes"]][-2:] == ["old-report:9100", "old-sample:9100"]
+        assert by["stopped:9100"]["stale"] and "the target stopped answering" in by["stopped:9100"]["reason"]
+        assert [n["node"] for n in got["nodes"]][-3:] == ["old-report:9100", "old-sample:9100", "stopped:9100"]
         rc, got, err = fleet_json(p.url, "--max-age", "30s", "--match", 'job="node"')
         assert rc == 5 and "all stale or empty" in err  # only stale nodes: no fresh GPU series
         rc, got, err = fleet_json(p.url, "--max-age", "1h")
         assert {n["node"] for n in got["nodes"] if not n["stale"]} == {"fresh:9835", "old-sample:9100"}
+        assert p.queries[-1] == "max by (instance) (time() - timestamp(nvidia_smi_memory_free_bytes))"
 
 
 def test_no_gpu_series_names_the_url_and_the_queries():
     with FakePrometheus([Series({"__name__": "up", "instance": "x"}, 1)]) as p:
         r = fleet(p.url)
     assert r.exit_code == 5
-    assert p.url in r.stderr and "last_over_time(DCGM_FI_DEV_FB_FREE[600s])" in r.stderr
+    assert p.url in r.stderr and "last_over_time(DCGM_FI_DEV_FB_FREE[600s]) unless DCGM_FI_DEV_FB_FREE" in r.stderr
     assert "nvidia_smi_memory_free_bytes" in r.stderr
 
 
@@ -325,3 +330,48 @@ def test_parse_match_and_duration():
     assert parse_duration("2m", "--max-age") == 120
     assert parse_duration("500ms", "--timeout") == 0.5
     assert parse_duration("90", "--max-age") == 90
+
+
+def test_fits_nowhere_alert_fires_only_when_no_fresh_host_fits(tmp_path):
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian/Ubuntu: apt-get install prometheus)")
+    rules = Path(__file__).resolve().parents[1] / "docs" / "gpufit-alerts.yml"
+    t = tmp_path / "t.yml"
+    # box1 fits for 20m then not; box2 never fits; box3 fits but its report stopped at 0 (stale)
+    t.write_text(f"""
+rule_files: [{rules}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'gpufit_model_fits{{instance="box1",model="llama3-8b",quant="bf16"}}'
+        values: '1x20 0x40'
+      - series: 'gpufit_report_timestamp_seconds{{instance="box1"}}'
+        values: '0+60x60'
+      - series: 'gpufit_model_fits{{instance="box2",model="llama3-8b",quant="bf16"}}'
+        values: '0x60'
+      - series: 'gpufit_report_timestamp_seconds{{instance="box2"}}'
+        values: '0+60x60'
+      - series: 'gpufit_model_fits{{instance="box3",model="llama3-8b",quant="bf16"}}'
+        values: '1x60'
+      - series: 'gpufit_report_timestamp_seconds{{instance="box3"}}'
+        values: '0x60'
+    alert_rule_test:
+      - eval_time: 25m
+        alertname: WatchedModelFitsNowhere
+        exp_alerts: []
+      - eval_time: 35m
+        alertname: WatchedModelFitsNowhere
+        exp_alerts:
+          - exp_labels: {{severity: critical, model: llama3-8b, quant: bf16}}
+            exp_annotations:
+              summary: "llama3-8b (bf16) fits on no host of the fleet"
+              description: "Run `gpufit fleet llama3-8b --prometheus URL` for what is using the GPUs and which node would take it if emptied."
+""")
+    r = subprocess.run([promtool, "test", "rules", str(t)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr

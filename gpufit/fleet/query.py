@@ -25,6 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import ProbeError, UsageError
 
@@ -36,9 +37,9 @@ class PrometheusError(ProbeError):
     """Prometheus could not be asked or did not answer usably (exit 5)."""
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One series of an instant-vector answer: its labels, its value and the evaluation time."""
+class Sample(NamedTuple):
+    """One series of an instant-vector answer: its labels, its value and the evaluation time. (A named
+    tuple: an answer over 1,000 nodes holds ~50,000 of them, and a frozen dataclass is 3x slower to make.)"""
     labels: dict
     value: float
     at: float  # the evaluation time Prometheus stamped on the answer (Unix seconds)

@@ -11,9 +11,10 @@ Three sources, each recognised by its metric names and freely mixed:
   {uuid,gpu_instance_id} (internal/exporter/exporter.go, internal/nvidiasmi/resolve.go); its uuid label is
   lower case without the "GPU-" prefix (NormalizeUUID in internal/nvidiasmi/computeapps.go).
 
-Three queries per source (see `queries`): the series themselves, the sample timestamps of the free-memory
-series (their age decides staleness) and that series over a window (so a node whose exporter stopped is still
-listed, marked stale, rather than silently missing).
+Three queries per source (see `queries`): the series themselves, each node's sample age (it decides
+staleness) and the free-memory series that went away within a window (so a node whose exporter stopped is
+listed, marked stale, rather than silently missing). `used` is not asked for where `total` is there: nothing
+the estimate reads depends on it, and it is a sixth of the answer.
 """
 
 from __future__ import annotations
@@ -35,12 +36,12 @@ PRIORITY = {s: i for i, s in enumerate(SOURCES)}
 FREE_METRIC = {"gpufit": "gpufit_gpu_memory_free_bytes", "dcgm": "DCGM_FI_DEV_FB_FREE",
                "nvidia_smi": "nvidia_smi_memory_free_bytes"}
 SERIES = {
-    "gpufit": ("gpufit_gpu_info|gpufit_gpu_available|gpufit_gpu_memory_(total|free|used|reserved)_bytes"
+    "gpufit": ("gpufit_gpu_info|gpufit_gpu_available|gpufit_gpu_memory_(total|free|reserved)_bytes"
                "|gpufit_gpu_mig_enabled|gpufit_gpu_nvlink_links_up|gpufit_mig_info"
                "|gpufit_mig_memory_(total|free)_bytes|gpufit_host_memory_(total|available)_bytes"
                "|gpufit_report_timestamp_seconds"),
     "dcgm": "DCGM_FI_DEV_FB_(FREE|USED|RESERVED)",
-    "nvidia_smi": ("nvidia_smi_gpu_info|nvidia_smi_memory_(total|free|used|reserved)_bytes|nvidia_smi_mig_info"
+    "nvidia_smi": ("nvidia_smi_gpu_info|nvidia_smi_memory_(total|free|reserved)_bytes|nvidia_smi_mig_info"
                    "|nvidia_smi_mig_memory_(total|free)_bytes"),
 }
 # the label that names a node when --by is not given, tried in order on each series
@@ -91,15 +92,19 @@ def _sel(matchers: str, extra: str = "") -> str:
     return "{" + inner + "}" if inner else ""
 
 
-def queries(source: str, matchers: str, window_s: float) -> dict[str, str]:
-    """The PromQL `fleet` runs for one source (docs/fleet.md lists them): `window` first (every node
-    seen lately), then `series` and `age` only when the window found any."""
-    free = FREE_METRIC[source]
-    w = f"{int(math.ceil(window_s))}s"
+def queries(source: str, matchers: str, window_s: float, by: str | None = None) -> dict[str, str]:
+    """The PromQL `fleet` runs for one source (docs/fleet.md lists them):
+    - series: the source's series now (Prometheus' 5-minute lookback; a stopped target's are gone at once,
+      Prometheus marks them stale);
+    - age: per node, how old its newest-but-oldest free-memory sample is (seconds);
+    - gone: free-memory series seen in the window that are not there now: nodes whose exporter stopped,
+      listed as stale instead of silently missing (empty while every node answers)."""
+    free = FREE_METRIC[source] + _sel(matchers)
+    group = ", ".join((by,) if by else DEFAULT_BY[source])
     return {
-        "window": f"last_over_time({free}{_sel(matchers)}[{w}])",
         "series": _sel(matchers, f'__name__=~"{SERIES[source]}"'),
-        "age": f"timestamp({free}{_sel(matchers)})",
+        "age": f"max by ({group}) (time() - timestamp({free}))",
+        "gone": f"last_over_time({free}[{int(math.ceil(window_s))}s]) unless {free}",
     }
 
 
@@ -367,38 +372,39 @@ def _snapshot(node: str, source: str, n: _Node, at: float) -> Snapshot:
     return Snapshot(host=host, gpus=tuple(gpus), source=f"prometheus:{source}")
 
 
-def build_views(source: str, series, ages, window, by: str | None, max_age_s: float) -> list[NodeView]:
-    """The nodes of one source. `series` answers the series query, `ages` the timestamp() query and
-    `window` the last_over_time() query (Samples of gpufit.fleet.query)."""
+def build_views(source: str, series, ages, gone, by: str | None, max_age_s: float) -> list[NodeView]:
+    """The nodes of one source from the answers to its `series`, `age` and `gone` queries (Samples of
+    gpufit.fleet.query)."""
     nodes: dict[str, _Node] = {}
     READERS[source](series, by, nodes)
+    at = max((s.at for s in (*series, *ages, *gone)), default=0.0)
     node_age: dict[str, float] = {}
-    at = max((s.at for s in (*series, *ages, *window)), default=0.0)
     for s in ages:
         node = _node_of(s.labels, source, by)
         if node is not None and math.isfinite(s.value):
-            node_age[node] = max(node_age.get(node, 0.0), s.at - s.value)
-    seen: dict[str, set] = {}
-    for s in window:
+            node_age[node] = max(node_age.get(node, 0.0), s.value)
+    went: dict[str, set] = {}
+    for s in gone:
         node = _node_of(s.labels, source, by)
         if node is not None:
             u = norm_uuid(s.labels.get("UUID") or s.labels.get("uuid"))
-            seen.setdefault(node, set()).update({u} if u else set())
+            went.setdefault(node, set()).update({u} if u else set())
     views = []
-    for node in sorted(set(nodes) | set(seen)):
+    for node in sorted(set(nodes) | set(went)):
         n = nodes.get(node)
-        uuids = set(seen.get(node, set()))
+        uuids = set(went.get(node, set()))
         if n is not None:
             uuids |= {x for x in (norm_uuid(g.uuid) for g in n.gpus.values()) if x}
         age = node_age.get(node)
         report_at = n.host.get("report_at") if n else None
-        if report_at is not None:
-            age = max(age if age is not None else 0.0, at - report_at)
-        if n is None or node not in node_age or (age is not None and age > max_age_s):
-            why = (f"no sample of {FREE_METRIC[source]} newer than --max-age {max_age_s:g}s"
-                   + (f" (newest is {age:.0f}s old)" if age is not None else " (the target stopped answering)"))
-            if report_at is not None and at - report_at > max_age_s:
+        report_old = report_at is not None and at - report_at > max_age_s
+        if n is None or node in went or report_old or (age is not None and age > max_age_s):
+            if report_old:
                 why = f"its gpufit report is {at - report_at:.0f}s old, older than --max-age {max_age_s:g}s"
+            else:
+                why = (f"no sample of {FREE_METRIC[source]} newer than --max-age {max_age_s:g}s"
+                       + (f" (its samples are {age:.0f}s old)" if age is not None and node not in went
+                          else " (the target stopped answering)"))
             views.append(NodeView(node, source, None, stale=True, age_s=age, reason=why, uuids=uuids))
             continue
         snap = _snapshot(node, source, n, at)
