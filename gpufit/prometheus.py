@@ -181,6 +181,8 @@ def _fleet_series(gauge, put, g: dict, u: list) -> None:
     if mig.get("enabled") is not None:
         put(gauge("gpufit_gpu_mig_enabled", "1 if MIG mode is enabled (its MIG devices are the units)", ["uuid"]),
             u, 1 if mig["enabled"] else 0)
+    if g.get("unified_memory"):
+        put(gauge("gpufit_gpu_unified_memory", "1 if GPU memory is host memory (GH200 / GB10 class)", ["uuid"]), u, 1)
     links = g.get("nvlink") or []
     if links:
         put(gauge("gpufit_gpu_nvlink_links_up", "NVLink links that are up", ["uuid"]), u,

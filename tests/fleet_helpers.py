@@ -188,7 +188,7 @@ class FakePrometheus:
     """http://127.0.0.1:PORT answering /api/v1/query from `series`, or with `handler(req)` for bad-server
     cases. A context manager: the server thread stops on exit."""
 
-    def __init__(self, series: list[Series] | None = None, handler=None):
+    def __init__(self, series: list[Series] | None = None, handler=None, tls: tuple[str, str] | None = None):
         self.series = series or []
         self.queries: list[str] = []
         outer = self
@@ -218,7 +218,15 @@ class FakePrometheus:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        scheme = "http"
+        if tls is not None:  # (certificate file, key file): serve https
+            import ssl
+
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):

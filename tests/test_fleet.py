@@ -375,3 +375,80 @@ tests:
 """)
     r = subprocess.run([promtool, "test", "rules", str(t)], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _box(tmp_path, name, snap):
+    path = tmp_path / f"{name}.json"
+    path.write_text(snap.to_json())
+    return path
+
+
+def test_offload_nvlink_and_unified_memory_boxes_match_here(tmp_path):
+    """Host RAM (CPU offload), NVLink (tensor-parallel speed) and unified memory come through the series."""
+    import dataclasses
+
+    from gpufit.probe.snapshot import NvLink
+
+    from report_helpers import healthy_gpu, snapshot
+
+    linked = [dataclasses.replace(healthy_gpu(i), nvlink=(NvLink(link=0, up=True), NvLink(link=1, up=True)))
+              for i in (0, 1)]
+    gh200 = dataclasses.replace(healthy_gpu(0), name="NVIDIA GH200 480GB", pci_device_id="0x234210DE",
+                                unified_memory=True)
+    boxes = {
+        "ram": _box(tmp_path, "ram", snapshot(healthy_gpu(0), healthy_gpu(1))),
+        "nvlink": _box(tmp_path, "nvlink", snapshot(*linked)),
+        "unified": _box(tmp_path, "unified", snapshot(gh200, ram_total_bytes=480 * 2**30,
+                                                      ram_available_bytes=400 * 2**30)),
+    }
+    series = []
+    for name, path in boxes.items():
+        series += gpufit_series(path, f"{name}:9100")
+    cases = [("llama3-70b", ["--quant", "q8_0"]), ("llama3-70b", ["--quant", "awq", "--context", "2048"]),
+             ("llama3-8b", ["--batch", "64"])]
+    seen = {}
+    with FakePrometheus(series) as p:
+        for model, opts in cases:
+            rc, got, err = fleet_json(p.url, *opts, model=model)
+            by = {n["node"]: n for n in got["nodes"]}
+            for name, path in boxes.items():
+                r = CliRunner(env={"CUDA_VISIBLE_DEVICES": None}).invoke(
+                    cli, ["here", model, "--snapshot", str(path), "--json", *opts])
+                h = json.loads(r.stdout)
+                n = by[f"{name}:9100"]
+                assert n["verdict"] == h["verdict"], (model, opts, name, n["reason"])
+                assert n["free_bytes"] == free_by_index(h) and n["placement"] == h["placement"], (model, name)
+                if h["verdict"] in ("fits", "tight"):
+                    assert n["decode_tokens_per_s"] == h["performance"]["decode_tokens_per_s"], (model, name)
+            seen[(model, tuple(opts))] = {k: by[f"{k}:9100"] for k in boxes}
+    # the cases reach what they are for: offload with host RAM, tensor parallel over NVLink vs not
+    assert seen[("llama3-70b", ("--quant", "q8_0"))]["ram"]["verdict"] == "offload"
+    tp = seen[("llama3-70b", ("--quant", "awq", "--context", "2048"))]
+    assert tp["nvlink"]["placement"]["strategy"] == "tensor_parallel" == tp["ram"]["placement"]["strategy"]
+    assert tp["nvlink"]["decode_tokens_per_s"] > tp["ram"]["decode_tokens_per_s"]
+
+
+@pytest.fixture
+def self_signed(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                        "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return str(cert), str(key)
+
+
+def test_tls_is_verified_by_default(self_signed):
+    t4 = FIXTURES / "influxdata_telegraf__tesla-t4.xml"
+    with FakePrometheus(gpufit_series(t4, "t4:9100"), tls=self_signed) as p:
+        r = fleet(p.url)
+        assert r.exit_code == 5 and "TLS failed" in r.stderr and "--ca-file" in r.stderr, r.stderr
+        rc, got, err = fleet_json(p.url, "--ca-file", self_signed[0])
+        assert rc == 3 and [n["node"] for n in got["nodes"]] == ["t4:9100"], err
+        rc, got, err = fleet_json(p.url, "--insecure")
+        assert rc == 3 and got["nodes"], err

@@ -37,7 +37,7 @@ FREE_METRIC = {"gpufit": "gpufit_gpu_memory_free_bytes", "dcgm": "DCGM_FI_DEV_FB
                "nvidia_smi": "nvidia_smi_memory_free_bytes"}
 SERIES = {
     "gpufit": ("gpufit_gpu_info|gpufit_gpu_available|gpufit_gpu_memory_(total|free|reserved)_bytes"
-               "|gpufit_gpu_mig_enabled|gpufit_gpu_nvlink_links_up|gpufit_mig_info"
+               "|gpufit_gpu_mig_enabled|gpufit_gpu_nvlink_links_up|gpufit_gpu_unified_memory|gpufit_mig_info"
                "|gpufit_mig_memory_(total|free)_bytes|gpufit_host_memory_(total|available)_bytes"
                "|gpufit_report_timestamp_seconds"),
     "dcgm": "DCGM_FI_DEV_FB_(FREE|USED|RESERVED)",
@@ -170,6 +170,7 @@ class _Gpu:
     available: bool = True
     mig_enabled: bool | None = None
     nvlink_up: int = 0
+    unified: bool = False
     migs: dict = field(default_factory=dict)  # key -> {index, uuid, profile, gi, ci, mem}
 
 
@@ -219,6 +220,8 @@ def _read_gpufit(samples, by, nodes) -> None:
             g.available = s.value == 1
         elif name == "gpufit_gpu_mig_enabled":
             g.mig_enabled = s.value == 1
+        elif name == "gpufit_gpu_unified_memory":
+            g.unified = s.value == 1
         elif name == "gpufit_gpu_nvlink_links_up":
             g.nvlink_up = int(s.value) if math.isfinite(s.value) and s.value > 0 else 0
         elif name.startswith("gpufit_gpu_memory_"):
@@ -362,7 +365,7 @@ def _snapshot(node: str, source: str, n: _Node, at: float) -> Snapshot:
             index=index, name=g.name, uuid=g.uuid, pci_bus_id=g.pci_bus_id, pci_device_id=g.pci_device_id,
             memory=mem, mig=Mig(enabled=g.mig_enabled, devices=migs),
             nvlink=tuple(NvLink(link=i, up=True) for i in range(g.nvlink_up)),
-            available=g.available,
+            unified_memory=g.unified, available=g.available,
             errors={} if g.available else {"gpu": f"GPU {index} is reported lost or erroring (gpufit_gpu_available 0)"},
         ))
     taken = datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
