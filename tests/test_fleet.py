@@ -16,7 +16,7 @@ pytest.importorskip("prometheus_client")
 from gpufit.catalog import load_catalog
 from gpufit.cli import cli
 from gpufit.config import Config
-from gpufit.fleet import parse_duration, run_fleet
+from gpufit.fleet import parse_duration
 from gpufit.fleet.sources import parse_match
 from gpufit.probe import load_snapshot
 from gpufit.prometheus import render
@@ -452,3 +452,33 @@ def test_tls_is_verified_by_default(self_signed):
         assert rc == 3 and [n["node"] for n in got["nodes"]] == ["t4:9100"], err
         rc, got, err = fleet_json(p.url, "--insecure")
         assert rc == 3 and got["nodes"], err
+
+
+def test_a_fresh_source_wins_over_a_stale_one_for_the_same_gpu():
+    """gpufit comes first, but not when its report is old and DCGM's reading is fresh."""
+    t4 = FIXTURES / "influxdata_telegraf__tesla-t4.xml"
+    stale = gpufit_series(t4, "t4:9100")
+    for s in stale:
+        if s.labels["__name__"] == "gpufit_report_timestamp_seconds":
+            s.value = time.time() - 3600
+    dcgm = parse_text(dcgm_text(load_snapshot(t4), "t4"), {"instance": "t4:9400"})
+    with FakePrometheus(stale + dcgm) as p:
+        rc, got, err = fleet_json(p.url)
+    assert [(n["node"], n["source"], n["stale"]) for n in got["nodes"]] == [("t4", "dcgm", False)]
+    assert "using dcgm (gpufit's is stale)" in err
+
+
+def test_prometheus_warnings_are_passed_on():
+    from fleet_helpers import answer
+
+    series = gpufit_series(FIXTURES / "influxdata_telegraf__tesla-t4.xml", "t4:9100")
+
+    def warn(h, u, q):
+        doc = answer(series, q, time.time())
+        doc["warnings"] = ["partial response: store 2 did not answer"]
+        reply(200, json.dumps(doc).encode())(h, u, q)
+
+    with FakePrometheus(handler=warn) as p:
+        rc, got, err = fleet_json(p.url)
+    assert rc == 3 and got["nodes"][0]["node"] == "t4:9100"
+    assert "Prometheus warns on" in err and "partial response: store 2 did not answer" in err

@@ -46,7 +46,10 @@ def free_port() -> int:
 
 
 def gpufit(*args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "gpufit", *args], capture_output=True, text=True, timeout=timeout)
+    # `here` honours CUDA_VISIBLE_DEVICES; a fleet node's verdict is about the whole box
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    return subprocess.run([sys.executable, "-m", "gpufit", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
 
 
 def start(cmd, stderr_path):

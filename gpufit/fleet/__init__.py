@@ -131,6 +131,7 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
             raise UsageError(f"--by {by}: no GPU series carries that label; labels they carry: "
                              + ", ".join(sorted(x for x in labels_seen if x != "__name__")))
         views, said = sources.merge_sources(views)
+        said = list(getattr(client, "warnings", [])) + said
         for v in views:
             said.extend(f"{v.node}: {n}" for n in v.notes)
         est = Estimator(choice, catalog, {**options, "ram_bytes": ram_bytes})

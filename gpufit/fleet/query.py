@@ -135,6 +135,7 @@ class Client:
         handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
         self.queries: list[str] = []  # every query sent, in order (for messages and --json)
+        self.warnings: list[str] = []  # what Prometheus warned of (a partial answer, a dropped shard)
 
     @property
     def endpoint(self) -> str:
@@ -222,6 +223,8 @@ class Client:
         data = doc.get("data")
         if not isinstance(data, dict) or "resultType" not in data:
             raise bad
+        for w in doc.get("warnings") or ():
+            self.warnings.append(f"Prometheus warns on {promql!r}: {w}")
         kind, result = data["resultType"], data.get("result")
         if kind == "scalar" and isinstance(result, list) and len(result) == 2:
             return [Sample({}, _number(result[1]), float(result[0]))]
