@@ -124,6 +124,11 @@ def test_by_label_groups_every_source_and_match_is_passed_through():
     with FakePrometheus(series) as p:
         rc, got, err = fleet_json(p.url, "--by", "rack")
         assert sorted(n["node"] for n in got["nodes"]) == ["r1", "r2", "r3"]
+        rc, got, err = fleet_json(p.url, "--by", "rack", "--match", 'instance!="c:9400"')
+        assert sorted(n["node"] for n in got["nodes"]) == ["r1", "r2"]
+        series.append(Series({"__name__": "DCGM_FI_DEV_FB_FREE", "UUID": "GPU-1234", "gpu": "0"}, 100))
+        rc, got, err = fleet_json(p.url, "--by", "rack")
+        assert "1 dcgm series carry no rack label to name their node: left out" in err
         rc, got, err = fleet_json(p.url, "--match", '{rack=~"r1|r3"}')
         assert sorted(n["node"] for n in got["nodes"]) == ["a:9100", "c"]
         assert all('rack=~"r1|r3"' in q for q in p.queries[-6:] if "DCGM" in q or "gpufit" in q)

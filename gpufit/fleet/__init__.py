@@ -110,7 +110,7 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
     window_s = max(sources.DISCOVERY_WINDOW_S, 5 * max_age_s)
 
     with _no_cyclic_gc():
-        views, labels_seen = [], set()
+        views, labels_seen, unnamed = [], set(), []
         for src in sources.SOURCES:
             q = sources.queries(src, matchers, window_s, by)
             series = client.query(q["series"])
@@ -119,6 +119,10 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
                 continue
             for s in (*series, *gone):
                 labels_seen.update(s.labels)
+            lost = sum(1 for s in series if sources.node_of(s.labels, src, by) is None)
+            if lost:
+                unnamed.append(f"{lost} {src} series carry no {by or ' / '.join(sources.DEFAULT_BY[src])} "
+                               "label to name their node: left out")
             ages = client.query(q["age"]) if series else []
             views.extend(sources.build_views(src, series, ages, gone, by, max_age_s))
         if not labels_seen:
@@ -131,7 +135,7 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
             raise UsageError(f"--by {by}: no GPU series carries that label; labels they carry: "
                              + ", ".join(sorted(x for x in labels_seen if x != "__name__")))
         views, said = sources.merge_sources(views)
-        said = list(getattr(client, "warnings", [])) + said
+        said = list(getattr(client, "warnings", [])) + unnamed + said
         for v in views:
             said.extend(f"{v.node}: {n}" for n in v.notes)
         est = Estimator(choice, catalog, {**options, "ram_bytes": ram_bytes})
