@@ -487,3 +487,21 @@ def test_prometheus_warnings_are_passed_on():
         rc, got, err = fleet_json(p.url)
     assert rc == 3 and got["nodes"][0]["node"] == "t4:9100"
     assert "Prometheus warns on" in err and "partial response: store 2 did not answer" in err
+
+
+def test_a_gpu_lost_since_the_last_report_does_not_make_its_node_stale():
+    """gpufit writes no memory series for a lost GPU: its free series is in the window but not now."""
+    a5000 = FIXTURES / "influxdata_telegraf__dual_a5000-v13.xml"
+    series = gpufit_series(a5000, "box:9100")
+    gpu1 = next(s.labels["uuid"] for s in series if s.labels["__name__"] == "gpufit_gpu_info"
+                and s.labels["index"] == "0")  # the busier one: GPU 1 alone holds the model
+    for s in series:
+        if s.labels.get("uuid") == gpu1 and s.labels["__name__"].startswith("gpufit_gpu_memory_"):
+            s.gone = True  # it was there a minute ago
+        if s.labels.get("uuid") == gpu1 and s.labels["__name__"] == "gpufit_gpu_available":
+            s.value = 0
+    with FakePrometheus(series) as p:
+        rc, got, err = fleet_json(p.url, model="qwen2.5-0.5b")
+    (n,) = got["nodes"]
+    assert n["stale"] is False and n["gpus"] == 2 and len(n["free_bytes"]) == 1
+    assert n["verdict"] == "fits"

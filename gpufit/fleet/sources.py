@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+
 from ..errors import UsageError
 from ..probe.snapshot import Snapshot
 from .readers import DEFAULT_BY, MIB, READERS, node_of, snapshot_of
@@ -157,13 +158,13 @@ def build_views(source: str, series, ages, gone, by: str | None, max_age_s: floa
         age = node_age.get(node)
         report_at = n.host.get("report_at") if n else None
         report_old = report_at is not None and at - report_at > max_age_s
-        if n is None or node in went or report_old or (age is not None and age > max_age_s):
+        # a node with series now is not gone because one GPU's series went (a lost GPU has none)
+        if n is None or report_old or (age is not None and age > max_age_s):
             if report_old:
                 why = f"its gpufit report is {at - report_at:.0f}s old, older than --max-age {max_age_s:g}s"
             else:
                 why = (f"no sample of {FREE_METRIC[source]} newer than --max-age {max_age_s:g}s"
-                       + (f" (its samples are {age:.0f}s old)" if age is not None and node not in went
-                          else " (the target stopped answering)"))
+                       + (" (the target stopped answering)" if n is None else f" (its samples are {age:.0f}s old)"))
             views.append(NodeView(node, source, None, stale=True, age_s=age, reason=why, uuids=uuids))
             continue
         snap = snapshot_of(node, source, n, at)
