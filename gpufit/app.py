@@ -4,12 +4,14 @@ say which defaults were taken. No click here (cli.py renders and exits); no pynv
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 
 from .catalog import Catalog, load_catalog
 from .catalog.types import GpuSpec, ModelSpec
 from .errors import UsageError, unknown
-from .estimator.engines import ENGINES, default_engine
+from .estimator import engines as engine_registry
+from .estimator.engines import default_engine
 from .estimator.types import Device, FitRequest, FitResult
 
 GIB = 1 << 30
@@ -93,17 +95,18 @@ def _file_quant(model: ModelChoice, catalog: Catalog):
         params = count_params(model.spec).total
         bits = model.weights_bytes_exact * 8 / params if model.weights_bytes_exact and params else 16.0
         gguf = model.spec.source.endswith(".gguf")
+        runs = tuple(e.key for e in engine_registry.all_engines() if e.runs_gguf == gguf)
         return QuantFormat(key=key, name=f"{key} (from the model file)", kind="gguf" if gguf else "int",
-                           bits_per_weight=bits, source=model.spec.source,
-                           engines=("llama.cpp", "ollama") if gguf else ("vllm", "transformers"))
+                           bits_per_weight=bits, source=model.spec.source, engines=runs)
 
 
 def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Catalog, *,
                   quant: str | None = None, context: int | None = None, batch: int = 1,
                   kv_dtype: str | None = None, engine: str = "auto", reserve_bytes: int = 0,
                   gpu_memory_utilization: float | None = None, min_headroom_bytes: int | None = None,
-                  host_ram_available_bytes: int | None = None, planning: bool = False
-                  ) -> tuple[FitRequest, list[str]]:
+                  host_ram_available_bytes: int | None = None, planning: bool = False,
+                  engine_settings: dict | None = None, model_path: str | None = None,
+                  batch_given: bool | None = None) -> tuple[FitRequest, list[str]]:
     """Validate options, apply the defaults of DESIGN.md, and say which were taken (notes)."""
     m = model.spec
     notes: list[str] = []
@@ -118,14 +121,16 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         if model.file_quant and q.key != model.file_quant:
             raise UsageError(f"--quant {quant}: the model file is stored as {model.file_quant}; "
                              "exact bytes come from the file, so its format is the one that loads")
+    version = None
     if engine == "auto":
         eng = default_engine(q.kind)
-        notes.append(f"engine {eng}: " + ("llama.cpp for GGUF types" if eng == "llama.cpp" else "vLLM for non-GGUF formats")
-                     + " (default; --engine to change)")
-    elif engine not in ENGINES:
-        raise unknown("engine", engine, ENGINES)
+        notes.append(f"engine {eng}: the default for {'GGUF types' if q.kind == 'gguf' else 'non-GGUF formats'}"
+                     " (default; --engine to change)")
     else:
-        eng = engine
+        eng, version = engine_registry.split_name(engine)
+        if eng not in engine_registry.ENGINES:
+            raise unknown("engine", eng, engine_registry.ENGINES)
+    engine_obj = engine_registry.get(eng, version)  # an unknown version family is a usage error here
     if eng not in q.engines:
         raise UsageError(f"--quant {q.key} does not run on {eng}; engines that run it: {', '.join(q.engines)}")
     if context is None:
@@ -138,7 +143,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     if batch < 1:
         raise UsageError(f"--batch must be at least 1 sequence, got {batch}")
     if kv_dtype is None:
-        kvk = "fp16" if (eng in ("llama.cpp", "ollama") or m.native_dtype == "fp16") else "bf16"
+        kvk = engine_obj.default_kv_dtype(m)
         notes.append(f"kv-dtype {kvk} (default; --kv-dtype to change)")
         kv = catalog.kv_dtype(kvk)
     else:
@@ -157,7 +162,8 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,
         gpu_memory_utilization=gpu_memory_utilization, min_headroom_bytes=min_headroom_bytes,
         weights_bytes_exact=model.weights_bytes_exact, weights_source=model.weights_source,
-        planning=planning,
+        planning=planning, engine_version=engine_obj.version, engine_settings=dict(engine_settings or {}),
+        model_path=model_path, batch_given=batch > 1 if batch_given is None else batch_given,
     )
     return req, notes
 
@@ -195,3 +201,80 @@ def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: 
                                kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
                                host_ram_available_bytes=snapshot.host.ram_available_bytes)
     return run_estimate(req, notes, catalog, alternatives=alternatives)
+
+
+# ---- a server's own command line (`gpufit check -- vllm serve ...`) --------------------------------
+# checkpoint names that carry their storage format: "Qwen/Qwen3-235B-A22B-FP8" is Qwen3-235B-A22B in fp8
+_CHECKPOINT_SUFFIXES = (
+    (re.compile(r"[-_](fp8(?:[-_]dynamic)?|fp8[-_]block)$", re.I), "fp8"),
+    (re.compile(r"[-_]awq$", re.I), "awq"),
+    (re.compile(r"[-_]gptq(?:[-_]int4)?$", re.I), "gptq"),
+    (re.compile(r"[-_](?:w8a8|int8)$", re.I), "int8"),
+    (re.compile(r"[-_](?:bnb[-_]4bit|nf4)$", re.I), "nf4"),
+    (re.compile(r"[-_]mxfp4$", re.I), "mxfp4"),
+)
+
+
+def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
+    """A model name as a server gets it: a catalog name, a local path, or a checkpoint id whose suffix
+    names its format (-FP8, -AWQ, -GPTQ-Int4, -bnb-4bit, ...): then the base model in that format."""
+    try:
+        return resolve_model(arg, catalog)
+    except UsageError as first:
+        base = arg.rstrip("/")
+        for rx, quant in _CHECKPOINT_SUFFIXES:
+            if rx.search(base):
+                stem = rx.sub("", base)
+                for name in (stem, stem.rsplit("/", 1)[-1]):
+                    try:
+                        spec = catalog.model(name)
+                    except UsageError:
+                        continue
+                    return ModelChoice(spec, file_quant=quant,
+                                       notes=(f"{arg}: {spec.name} stored as {quant} (from the checkpoint's name)",))
+        if "/" in base and not os.path.exists(os.path.expanduser(base)):
+            try:
+                return resolve_model(base.rsplit("/", 1)[-1], catalog)
+            except UsageError:
+                pass
+        raise first
+
+
+def server_command(argv, env):
+    """The engine and its parsed flags from a server command line: `vllm serve M ...`,
+    `python -m vllm.entrypoints.openai.api_server --model M ...`, `llama-server -m F ...`, `ollama run T`."""
+    from .estimator import engines as reg
+
+    args = list(argv)
+    if not args:
+        raise UsageError("check --: give the server's command line, e.g. gpufit check -- vllm serve MODEL")
+    prog = os.path.basename(args[0])
+    rest = args[1:]
+    if re.match(r"^python(\d(\.\d+)?)?$", prog):
+        if len(rest) >= 2 and rest[0] == "-m":
+            prog, rest = rest[1], rest[2:]
+        else:
+            raise UsageError(f"check --: {' '.join(args[:3])}: a Python server is read only as `python -m MODULE ...`")
+    eng = reg.engine_for_program(prog)
+    if eng is None:
+        raise reg_unknown_program(prog, reg.programs())
+    return eng, eng.parse_command(rest, env)
+
+
+def reg_unknown_program(prog: str, programs) -> UsageError:
+    return unknown("server program", prog, programs)
+
+
+def merge_server_options(cmd, *, quant, context, kv_dtype, gpu_memory_utilization, gpus) -> dict:
+    """Estimate options from the server's flags; an option that contradicts a flag is a usage error."""
+    out = {}
+    pairs = (("quant", quant, cmd.quant, "--quant"), ("context", context, cmd.context, "--context"),
+             ("kv_dtype", kv_dtype, cmd.kv_dtype, "--kv-dtype"),
+             ("gpu_memory_utilization", gpu_memory_utilization, cmd.gpu_memory_utilization,
+              "--gpu-memory-utilization"))
+    for key, mine, theirs, opt in pairs:
+        if mine is not None and theirs is not None and mine != theirs:
+            raise UsageError(f"{opt} {mine} contradicts the server's own flag ({theirs}); give one of them")
+        out[key] = mine if mine is not None else theirs
+    out["gpus"] = gpus if gpus is not None else cmd.gpus
+    return out

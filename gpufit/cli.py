@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .errors import ExitCode, GpufitError, ProbeError
+from .errors import ExitCode, GpufitError, ProbeError, UsageError
 
 VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
@@ -23,9 +23,9 @@ def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
     opts = [
         click.option("--quant", "-q", help="Weight format: fp32 bf16 fp16 fp8 int8 int4 awq gptq nf4 mxfp4, GGUF types (q4_k_m, q8_0, iq4_xs ...). Default: the model's native dtype."),
         click.option("--context", "-c", type=int, help="Tokens of context per sequence. Default: min(8192, the model's max)."),
-        click.option("--batch", "-b", type=int, default=1, show_default=True, help="Concurrent sequences."),
+        click.option("--batch", "-b", type=int, default=None, help="Concurrent sequences (default 1)."),
         click.option("--kv-dtype", help="KV-cache dtype: fp16 bf16 fp8 q8_0 q4_0 ... Default: fp16/bf16."),
-        click.option("--engine", default="auto", show_default=True, help="vllm | llama.cpp | ollama | transformers | auto (llama.cpp for GGUF types, else vLLM)."),
+        click.option("--engine", default="auto", show_default=True, help="vllm | llama.cpp | ollama | transformers | auto (llama.cpp for GGUF types, else vLLM); ENGINE@VERSION for an older release family (vllm@0.18, vllm@0.7)."),
         click.option("--reserve", default="0", help="Memory to keep free on each GPU, e.g. 2GiB."),
         click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
         click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)); less is 'tight'."),
@@ -61,14 +61,68 @@ def _snapshot(snapshot_path):
     return take_snapshot()
 
 
+class _ServerArgs(click.Command):
+    """A command that may take a server's command line after `--` (click drops the `--` itself, so
+    whether one was given is noted here for _split_server)."""
+
+    def parse_args(self, ctx, args):
+        ctx.meta["gpufit_server_dash"] = "--" in args
+        ctx.meta["gpufit_before_dash"] = args[:args.index("--")] if "--" in args else list(args)
+        return super().parse_args(ctx, args)
+
+
+def _split_server(model, server):
+    """`check -- vllm serve M ...` reaches click as MODEL='vllm' plus the rest: after `--` the first
+    word is the server program."""
+    if not server and model is None:
+        raise UsageError("give MODEL, or the server's command line after --: gpufit check -- vllm serve MODEL")
+    ctx = click.get_current_context(silent=True)
+    dash = bool(ctx and ctx.meta.get("gpufit_server_dash"))
+    if dash and model is not None and model not in (ctx.meta.get("gpufit_before_dash") or []):
+        return None, (model,) + tuple(server)
+    if model is not None:
+        from .estimator import engines
+
+        prog = os.path.basename(model)
+        if engines.engine_for_program(prog) or prog.startswith("python"):
+            return None, (model,) + tuple(server)
+        if server:
+            raise UsageError(f"give MODEL ({model}) or a server command line after --, not both")
+    return model, tuple(server)
+
+
 def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve, util,
-              ram=None, min_headroom=None, alternatives=True):
+              ram=None, min_headroom=None, alternatives=True, server=()):
     from . import app
     from .catalog import load_catalog
     from .devices import select_devices
 
     catalog = load_catalog()
-    choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
+    settings, extra_notes, batch_given = {}, [], batch is not None
+    model, server = _split_server(model, server)
+    if server:
+        eng, cmd = app.server_command(server, os.environ)
+        if engine not in ("auto", eng.key) and not engine.startswith(eng.key + "@"):
+            raise UsageError(f"--engine {engine} contradicts the server command ({eng.key})")
+        opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+                                        gpu_memory_utilization=util, gpus=gpus)
+        quant, context, kv_dtype, util, gpus = (opts["quant"], opts["context"], opts["kv_dtype"],
+                                                opts["gpu_memory_utilization"], opts["gpus"])
+        engine = engine if engine != "auto" else eng.name
+        settings = dict(cmd.settings)
+        model = cmd.model
+        extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
+        if cmd.context is None and context is None:
+            extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
+        if cmd.ignored:
+            extra_notes.append("flags that do not change memory: " + " ".join(cmd.ignored))
+        if cmd.unknown:
+            extra_notes.append("flags gpufit does not read (assumed not to change memory): " + " ".join(cmd.unknown))
+        choice = app.resolve_checkpoint(model, catalog)
+        if context is None and cmd.engine == "vllm":
+            context = choice.spec.max_context
+    else:
+        choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
     try:
         snap = _snapshot(snapshot_path)
     except ProbeError as e:
@@ -77,11 +131,14 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
                          "on that box.") from None
     devices = select_devices(snap, catalog, gpus, os.environ)
     req, notes = app.build_request(
-        choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
+        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
         host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else snap.host.ram_available_bytes,
+        engine_settings=settings, model_path=model if server and os.path.exists(os.path.expanduser(model)) else None,
+        batch_given=batch_given,
     )
+    notes += extra_notes
     if snapshot_path:
         notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
     return app.run_estimate(req, notes, catalog, alternatives=alternatives)
@@ -121,18 +178,24 @@ def cli():
     """
 
 
-@cli.command()
-@click.argument("model")
+@cli.command(cls=_ServerArgs, context_settings={"ignore_unknown_options": True})
+@click.argument("model", required=False)
 @_estimate_options
 @_live_options
+@click.argument("server", nargs=-1, type=click.UNPROCESSED)
 def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
-         as_json, snapshot_path, gpus, ram):
-    """Probe this box now and say whether MODEL fits in the free GPU memory."""
+         as_json, snapshot_path, gpus, ram, server):
+    """Probe this box now and say whether MODEL fits in the free GPU memory.
+
+    \b
+    Or plan from a server's own command line after --:
+      gpufit here -- vllm serve MODEL --max-model-len 32768 --tensor-parallel-size 2
+    """
     from .app import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
-                    gpu_memory_utilization, ram=ram, min_headroom=mh)
+                    gpu_memory_utilization, ram=ram, min_headroom=mh, server=server)
     _emit_fit(res, as_json)
     sys.exit(VERDICT_EXIT[res.verdict])
 
@@ -153,9 +216,9 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     choice = app.resolve_model(model, catalog)
     devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
     req, notes = app.build_request(
-        choice, devices, catalog, quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
+        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
-        gpu_memory_utilization=gpu_memory_utilization,
+        gpu_memory_utilization=gpu_memory_utilization, batch_given=batch is not None,
         min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom else None,
         host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else None, planning=True,
     )
@@ -165,20 +228,27 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     sys.exit(VERDICT_EXIT[res.verdict])
 
 
-@cli.command()
-@click.argument("model")
+@cli.command(cls=_ServerArgs, context_settings={"ignore_unknown_options": True})
+@click.argument("model", required=False)
 @_estimate_options
 @_live_options
 @click.option("--strict", is_flag=True, help="Exit 4 when the fit is tight (below --min-headroom).")
+@click.argument("server", nargs=-1, type=click.UNPROCESSED)
 def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
-          as_json, snapshot_path, gpus, ram, strict):
-    """Pre-flight: one line on stderr; the exit code says whether MODEL fits now."""
+          as_json, snapshot_path, gpus, ram, strict, server):
+    """Pre-flight: one line on stderr; the exit code says whether MODEL fits now.
+
+    \b
+    Or from the server's own command line after --, exactly as it will start:
+      gpufit check -- vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 32768
+      gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
+    """
     from .app import parse_size
     from .render import check_line
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
-                    gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False)
+                    gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False, server=server)
     click.echo(check_line(res), err=True)
     if as_json:
         click.echo(json.dumps(res.to_dict(), indent=2))
@@ -284,7 +354,8 @@ def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, passwor
 
     ans = run_fleet(model, url, by=by, match=match, max_age_s=parse_duration(max_age, "--max-age"),
                     timeout_s=parse_duration(timeout, "--timeout"), top=top, quant=quant, context=context,
-                    batch=batch, kv_dtype=kv_dtype, engine=engine, reserve_bytes=parse_size(reserve, "--reserve"),
+                    batch=batch, kv_dtype=kv_dtype, engine=engine,
+                    reserve_bytes=parse_size(reserve, "--reserve"),
                     gpu_memory_utilization=gpu_memory_utilization,
                     min_headroom_bytes=parse_size(min_headroom, "--min-headroom") if min_headroom else None,
                     ram_bytes=parse_size(ram, "--ram") if ram else None, token_file=token_file,

@@ -49,7 +49,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
-ENGINES = ("auto", "vllm", "llama.cpp", "ollama", "transformers")
+from .estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
+
+ENGINES = ("auto", *_ENGINE_KEYS)
 CATALOG_KINDS = ("gpu", "model", "quant")
 
 

@@ -49,6 +49,7 @@ def _gpu_unit(g: GpuState, snap: Snapshot, spec: GpuSpec | None) -> _Unit | None
         bandwidth_gbps=spec.bandwidth_gbps if spec else None,
         bf16_tflops=spec.bf16_tflops if spec else None,
         nvlink=any(link.up for link in g.nvlink),
+        reserved_bytes=None if g.unified_memory else (int(g.memory.reserved) if g.memory.reserved is not None else None),
     )
     return _Unit(dev, g.index, tuple(n for n in (str(g.index), g.uuid) if n))
 
@@ -73,6 +74,7 @@ def _mig_units(g: GpuState, spec: GpuSpec | None) -> list[_Unit]:
             bf16_tflops=spec.bf16_tflops * share if spec and spec.bf16_tflops and share else None,
             nvlink=False,  # NVLink is not available to MIG devices
             mig_profile=m.profile,
+            parent=g.uuid or str(g.index),
         )
         group = (g.index, m.gpu_instance_id) if m.gpu_instance_id is not None else None
         units.append(_Unit(dev, g.index, tuple(n for n in (index, m.uuid) if n), group, m.compute_instance_id))

@@ -78,7 +78,7 @@ def render(report: dict) -> str:
         put(gauge("gpufit_gpu_info", "GPU identity; always 1",
                   ["uuid", "name", "index", "catalog_key", "driver", "pci_device_id"]),
             [u[0], g.get("name") or "", g.get("index"), g.get("catalog_key") or "", driver,
-             g.get("pci_device_id") or ""], 1)
+             _pci_label(g.get("pci_device_id"))], 1)
         put(gauge("gpufit_gpu_available", "1 if the GPU answers NVML, 0 if it is lost or erroring", ["uuid"]),
             u, 1 if g.get("available") else 0)
         if g.get("status") in _STATUS_VALUE:
@@ -170,6 +170,15 @@ def render(report: dict) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed())
     return generate_latest(registry).decode("utf-8")
+
+
+def _pci_label(pci_device_id) -> str:
+    """The PCI device id as NVML gives it ("0x220410DE"), only where it names an NVIDIA device: a zero
+    or masked id (virtual GPUs, captures without one) says no more than an empty label, and is written
+    as one, so the same box gives the same series whichever way it was read."""
+    from .catalog import pci_device_key
+
+    return str(pci_device_id) if pci_device_key(pci_device_id) else ""
 
 
 def _fleet_series(gauge, put, g: dict, u: list) -> None:

@@ -51,6 +51,9 @@ def verdict_line(res) -> str:
         short = need - free
         if short > 0:
             line += f"; short by {gb(short)}"
+        elif res.refusal is not None:
+            name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+            line += f"; {name} would not start or serve it ({res.refusal.code})"
     elif used:
         worst = min(used, key=lambda d: d.headroom_bytes)
         line += f"; headroom {gb(worst.headroom_bytes)} ({gib(worst.headroom_bytes)} GiB)"
@@ -72,7 +75,7 @@ def fit_text(res) -> str:
     perf = res.performance
     p = res.placement
     lines = [
-        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine}",
+        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine if r.engine_version is None else r.engine + '@' + r.engine_version}",
         verdict_line(res),
         "",
         "Memory needed (GiB = 2^30 bytes)",
@@ -124,10 +127,7 @@ def fit_text(res) -> str:
     if perf.max_context is not None:
         lines.append(f"Largest context at batch {r.batch}: {perf.max_context} tokens; "
                      f"largest batch at context {r.context}: {perf.max_batch} (in the free memory)")
-    if "vllm_max_concurrency" in perf.basis:
-        b = perf.basis
-        lines.append(f"vLLM at --gpu-memory-utilization {b['vllm_gpu_memory_utilization']:.2f}: KV pool of "
-                     f"{b['vllm_kv_cache_tokens']} tokens = {b['vllm_max_concurrency']} concurrent sequences of {r.context}")
+    lines += engine_memory_lines(res)
     if res.alternatives:
         lines += ["", "What would fit instead:"]
         for a in res.alternatives:
@@ -144,10 +144,44 @@ def fit_text(res) -> str:
     return "\n".join(lines)
 
 
-def check_line(res) -> str:
-    """The one line `gpufit check` prints on stderr."""
+def engine_memory_lines(res) -> list[str]:
+    """The engine's own start-up figures, worded as its log words them (vLLM: "Available KV cache
+    memory", "GPU KV cache size", "Maximum concurrency for N tokens per request")."""
+    em = res.engine_memory
+    if em is None:
+        return []
     r = res.request
-    return f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {r.engine}: {verdict_line(res)}"
+    name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+    out = ["", f"{name} at start-up (GPU {em.device}, the rank that bounds the pool):"]
+    if em.budget_bytes is not None:
+        util = em.extra.get("utilization")
+        out.append(f"  budget: {util:g} x CUDA total = {gib(em.budget_bytes, 2)} GiB" if util
+                   else f"  budget: {gib(em.budget_bytes, 2)} GiB")
+    parts = [("model weights", em.weights_bytes), ("activation peak", em.activation_peak_bytes),
+             ("non-torch", em.non_torch_bytes), ("CUDA graphs", em.cuda_graph_bytes)]
+    out.append("  " + "; ".join(f"{k} {gib(v, 2)} GiB" for k, v in parts if v is not None))
+    avail = em.extra.get("available_kv_bytes")
+    if avail is not None:
+        out.append(f"  Available KV cache memory: {gib(avail, 2)} GiB")
+    if em.kv_pool_tokens is not None:
+        out.append(f"  GPU KV cache size: {em.kv_pool_tokens:,} tokens")
+    if em.max_concurrency is not None:
+        out.append(f"  Maximum concurrency for {r.context:,} tokens per request: {em.max_concurrency:.2f}x")
+    if em.max_model_len_fit is not None and (em.refusal is not None or em.max_model_len_fit < r.context):
+        out.append(f"  estimated maximum model length: {em.max_model_len_fit:,}")
+    if em.refusal is not None:
+        out.append(f"  refuses to start ({em.refusal.code}): {em.refusal.message}")
+    return out
+
+
+def check_line(res) -> str:
+    """The one line `gpufit check` prints on stderr: the verdict, and the engine's reason when it refuses."""
+    r = res.request
+    name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+    line = f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {name}: {verdict_line(res)}"
+    if res.refusal is not None:
+        line += f": {res.refusal.message}"
+    return line
 
 
 def models_text(models) -> str:

@@ -218,6 +218,10 @@ class FakePrometheus:
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
+        # a handler still writing after its client gave up (the --timeout test) would print a traceback
+        # into whatever CliRunner is capturing then; keep it here instead
+        self.errors: list = []
+        self.server.handle_error = lambda request, address: self.errors.append(address)
         scheme = "http"
         if tls is not None:  # (certificate file, key file): serve https
             import ssl

@@ -1,7 +1,7 @@
 """Shared by the report / health / prometheus / node_exporter tests: hand-built GPUs and the real captures.
 
-Captures are the `nvidia-smi -q -x` files in ../shared/data/nvidia-smi (read with gpufit.probe.load_snapshot,
-the same reader `gpufit report --snapshot FILE` uses); tests that need them skip when ../shared is absent.
+Captures are the `nvidia-smi -q -x` files in tests/fixtures/nvidia-smi (origins in its SOURCES.md), read with
+gpufit.probe.load_snapshot, the same reader `gpufit report --snapshot FILE` uses.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ from gpufit.probe.snapshot import (
 )
 
 GiB = 2**30
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-CAPTURE_DIR = SHARED / "data" / "nvidia-smi"
-CAPTURES = sorted(CAPTURE_DIR.glob("*.xml")) if CAPTURE_DIR.is_dir() else []
+CAPTURE_DIR = Path(__file__).resolve().parent / "fixtures" / "nvidia-smi"
+CAPTURES = sorted(CAPTURE_DIR.glob("*.xml"))
+assert len(CAPTURES) >= 20, f"the nvidia-smi -q -x captures are missing from {CAPTURE_DIR}"
 
 
 def capture_params():
-    """pytest params over every capture; one skipped param when ../shared is absent."""
-    if not CAPTURES:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no captures at {CAPTURE_DIR}"))]
+    """pytest params over every `nvidia-smi -q -x` capture in tests/fixtures/nvidia-smi."""
     return [pytest.param(p, id=p.stem) for p in CAPTURES]
 
 

@@ -1,7 +1,7 @@
 """The built-in GPU catalog (gpufit/catalog/data/gpus.toml): coverage, uniqueness of what the probe matches on
 (NVML names, PCI device ids), every real capture matching the right card, and figures pinned to datasheets.
 
-Captures live in ../shared/data/nvidia-smi (beside the repository); tests that read them skip when it is absent.
+Captures are the copies in tests/fixtures/nvidia-smi (origins in its SOURCES.md).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import pytest
 from gpufit.catalog import DATA_DIR, Catalog, load_catalog, normalize_name, pci_device_key
 from gpufit.errors import CatalogError, UsageError
 
-SHARED = Path(__file__).parents[2] / "shared"
-CAPTURES = SHARED / "data" / "nvidia-smi"
-needs_captures = pytest.mark.skipif(not CAPTURES.is_dir(), reason="../shared/data/nvidia-smi is not beside the repo")
+CAPTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 
 REQUIRED = {
     "datacenter": """t4 v100-pcie-16gb v100-pcie-32gb v100-sxm2-16gb v100-sxm2-32gb v100s-pcie-32gb p100-pcie-16gb
@@ -203,12 +201,10 @@ def test_a_second_file_cannot_claim_a_builtin_pci_id(tmp_path):
 
 
 # ---- real captures match the right card --------------------------------------------------------------------------
-@needs_captures
 def test_every_xml_capture_is_listed():
     assert sorted(p.name for p in CAPTURES.glob("*.xml")) == sorted(XML_EXPECTED)
 
 
-@needs_captures
 @pytest.mark.parametrize("fname,key", sorted(XML_EXPECTED.items()))
 def test_xml_capture_matches_expected_gpu(cat, fname, key):
     gpus = _xml_gpus(CAPTURES / fname)
@@ -219,23 +215,19 @@ def test_xml_capture_matches_expected_gpu(cat, fname, key):
         assert spec.key == key
 
 
-@needs_captures
 @pytest.mark.parametrize("fname,key", sorted(XML_EXPECTED.items()))
 def test_catalog_memory_is_the_captured_framebuffer_total(cat, fname, key):
-    if fname in MEMORY_NOT_THE_CARDS:
-        pytest.skip("capture's framebuffer is not the card's (see the entry's notes)")
+    # MEMORY_NOT_THE_CARDS: the capture's framebuffer is not the card's (see the entries' notes): it must differ
     for _, _, total in _xml_gpus(CAPTURES / fname):
         mib = int(total.split()[0])
-        assert cat.gpus[key].memory_bytes == mib * 2**20
+        assert (cat.gpus[key].memory_bytes == mib * 2**20) is (fname not in MEMORY_NOT_THE_CARDS), (fname, mib)
 
 
-@needs_captures
 def test_every_text_capture_is_listed():
     listed = set(TEXT_EXPECTED) | {"utkuozdemir_nvidia_gpu_exporter__exporter_testdata_query.txt"}
     assert sorted(p.name for p in CAPTURES.glob("*.txt")) == sorted(listed)
 
 
-@needs_captures
 @pytest.mark.parametrize("fname,key", sorted(TEXT_EXPECTED.items()))
 def test_text_capture_matches_expected_gpu(cat, fname, key):
     for name, device_id in _text_gpus(CAPTURES / fname):
@@ -243,7 +235,6 @@ def test_text_capture_matches_expected_gpu(cat, fname, key):
         assert spec is not None and spec.key == key, (name, device_id)
 
 
-@needs_captures
 def test_query_csv_capture_matches_by_name_and_leaves_the_made_up_gpu_unmatched(cat):
     lines = (CAPTURES / "utkuozdemir_nvidia_gpu_exporter__exporter_testdata_query.txt").read_text().splitlines()
     header = [h.strip() for h in lines[0].split(",")]

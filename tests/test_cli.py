@@ -191,8 +191,12 @@ def test_probe_save_then_plan_from_the_saved_snapshot(tmp_path):
     assert r.exit_code == 0 and out.exists()
     d = json.loads(out.read_text())
     assert d["schema"] == "gpufit.snapshot/1" and len(d["gpus"]) == 2
-    r2, fit = fit_json("here", "llama3.2-1b", "--snapshot", str(out))
+    r2, fit = fit_json("here", "llama3.2-1b", "--snapshot", str(out), "--engine", "llama.cpp", "--quant", "q8_0")
     assert r2.exit_code == 0 and fit["verdict"] in ("fits", "tight")
+    # vLLM's 0.9 claim is more than either card has free: it refuses, with the utilisation that passes
+    r3, fit = fit_json("here", "llama3.2-1b", "--snapshot", str(out))
+    assert r3.exit_code == 3 and fit["refusal"]["code"] == "free_memory_below_utilization"
+    assert fit["engine_memory"]["refusal"]["code"] == "free_memory_below_utilization"
 
 
 def test_models_and_gpus_list_the_catalog_as_json():
@@ -283,3 +287,41 @@ def test_here_on_real_nvml_uses_the_cards_free_memory():
             assert dev["total_bytes"] == g.memory.total
             assert 0 <= dev["free_bytes"] <= g.memory.total
     assert d["devices"] and d["verdict"] in ("fits", "tight", "offload", "no_fit")
+
+
+# ---- `check -- SERVER COMMAND LINE` ------------------------------------------------------------------
+RTX3090 = FIX / "influxdata_telegraf__3090-v13.xml"
+
+
+def test_check_reads_the_vllm_command_line_and_carries_the_refusal():
+    # the 29000-token start of the RTX 3090 thread, on V0 accounting: refused, vLLM's words on the line
+    r = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.6", "--",
+            "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "29000", "--port", "8000")
+    assert r.exit_code == 3
+    assert "(kv_too_small)" in r.stderr and "max seq len (29000)" in r.stderr
+    # the same flags, 20000 tokens: starts
+    ok = run("check", "--snapshot", str(RTX3090), "--engine", "vllm@0.6", "--",
+             "vllm", "serve", "meta-llama/Llama-3.1-8B-Instruct", "--max-model-len", "20000")
+    assert ok.exit_code == 0, ok.stderr
+
+
+def test_check_reads_python_m_vllm_and_the_checkpoint_format():
+    r, fit = fit_json("check", "--snapshot", str(H100), "--json", "--",
+                      "python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "Qwen/Qwen3-8B-FP8",
+                      "--max-model-len", "16384", "--served-model-name", "x")
+    assert r.exit_code == 0, r.stderr
+    assert (fit["model"]["key"], fit["quant"], fit["context"]) == ("qwen3-8b", "fp8", 16384)
+    assert fit["engine_memory"]["kv_pool_tokens"] > 16384
+    assert any("--served-model-name" in n for n in fit["notes"])
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("--", "tgi-launcher", "--model", "x"), "server program"),
+    (("--", "vllm", "serve"), "names no model"),
+    (("--", "vllm", "serve", "llama3-8b", "--max-model-len", "x"), "--max-model-len 'x'"),
+    (("--context", "4096", "--", "vllm", "serve", "llama3-8b", "--max-model-len", "8192"), "contradicts"),
+    ((), "give MODEL"),
+])
+def test_check_server_command_bad_input_is_a_usage_error(argv, words):
+    r = run("check", "--snapshot", str(RTX3090), *argv)
+    assert r.exit_code == 2 and words in r.stderr and "Traceback" not in r.output

@@ -7,10 +7,12 @@ import pytest
 from gpufit.catalog import load_catalog
 from gpufit.catalog.types import GpuSpec
 from gpufit.estimator import memory
-from gpufit.estimator.engines import LLAMA_CPP, VLLM
+from gpufit.estimator.engines import LLAMA_CPP
+from gpufit.estimator.engines import get as _engine
 from gpufit.estimator.fit import estimate
-from gpufit.estimator.placement import tp_valid
 from gpufit.estimator.types import Device, FitRequest
+
+tp_valid = _engine("vllm").tp_valid
 
 CAT = load_catalog()
 GIB = 2**30
@@ -50,14 +52,22 @@ def test_llama3_70b_int8_on_four_3090s_is_tensor_parallel_4_by_hand():
     r = estimate(req("llama3-70b", "int8", [dev(R3090, i) for i in range(4)]))
     assert r.verdict in ("fits", "tight")
     assert (r.placement.strategy, r.placement.tensor_parallel) == ("tensor_parallel", 4)
-    # per rank by hand: weights / 4, KV with 8/4 = 2 KV heads, activation with the MLP split 4 ways
+    # per rank by hand: weights / 4 (the 128256 vocabulary is already a multiple of 64 x 4, no
+    # padding; 8 KV heads / 4 = 2 per rank, so K/V split like the rest), KV with 2 KV heads
     m = CAT.model("llama3-70b")
     embed = 128256 * 8192
     weights = (70_553_706_496 - 2 * embed) * 1 + 2 * embed * 2
-    kv = 2 * 2 * 128 * 2 * 80 * 8192
-    act = 8192 * (4 * 8192 + 3 * 28672 / 4) * 2 + 256 * 128256 * 4 / 4
-    overhead = VLLM.cuda_context_bytes + VLLM.cuda_graph_bytes
-    per_rank = round(weights / 4) + kv + int(act) + overhead
+    # vLLM's pages: 2 x 16 tokens x 2 heads x 128 x 2 bytes per block and layer, 8192/16 blocks, 80 layers
+    kv = (2 * 16 * 2 * 128 * 2) * (8192 // 16) * 80
+    # a 24 GiB card gets vLLM's small scheduler defaults: 2048 batched tokens, 256 sequences. The
+    # profile peak is the larger of the MLP step (3 x 28672 / 4 + 3 x 8192 values x 2 bytes per token)
+    # and the sampler's ten fp32-sized vocabulary copies for each of 256 rows
+    mlp_step = 2048 * (3 * 28672 // 4 + 3 * 8192) * 2
+    sampler = 256 * 128256 * 4 * 10
+    act = max(mlp_step, sampler)
+    assert act == sampler == 1_313_341_440
+    overhead = int(0.25 * GIB) + 512 * 2**20  # non-torch with TP (NCCL) + the CUDA-graph pool
+    per_rank = round(weights / 4) + kv + act + overhead
     assert m.params == 70_553_706_496
     for d in r.devices:
         assert d.needed_bytes == per_rank
@@ -143,8 +153,11 @@ def test_vllm_prefers_pure_tp_inside_a_node_then_tp_times_pp_on_fewest_cards():
     assert p.strategy == "pipeline_parallel" and p.tensor_parallel in (4, 8)
     n = p.tensor_parallel * p.pipeline_parallel
     assert sum(1 for d in r.devices if d.needed_bytes) == n
-    fewer = estimate(req("llama3.1-405b", "int8", [dev(R3090, i) for i in range(n - 1)]))
-    assert fewer.verdict == "no_fit"  # n is the fewest cards that hold it
+    # n is the fewest cards on which a TP x PP layout starts
+    from gpufit.estimator.placement import Sizer, _tp_pp_plan
+
+    fewer = req("llama3.1-405b", "int8", [dev(R3090, i) for i in range(n - 1)])
+    assert _tp_pp_plan(Sizer(fewer), list(fewer.devices)) is None
     assert f"--pipeline-parallel-size {p.pipeline_parallel}" in r.engine_args["vllm"]
 
 
@@ -168,7 +181,8 @@ def test_single_card_fit_is_the_whole_model_plus_engine_costs():
 
 def test_tight_when_headroom_below_minimum_and_fits_otherwise():
     m = CAT.model("llama3-8b")
-    base = req("llama3-8b", "bf16", [dev(R3090, 0)], context=2048)
+    # transformers claims nothing up front, so headroom alone decides (vLLM would refuse at 0.9 x 24 GiB)
+    base = req("llama3-8b", "bf16", [dev(R3090, 0)], context=2048, engine="transformers")
     r = estimate(base)
     need = r.devices[0].needed_bytes
     # free just above the need: fits, but under max(1 GiB, 5 %) headroom -> tight
@@ -217,28 +231,46 @@ def test_decode_speed_is_bandwidth_over_bytes_per_token():
     assert r.performance.decode_tokens_per_s == pytest.approx(expect, abs=0.06)
 
 
-def test_vllm_utilization_claim_is_checked_against_free_memory():
-    # another process holds 8 GiB: 0.9 x 24 GiB cannot be claimed; the model itself still fits
+def test_vllm_refuses_when_free_memory_is_below_its_utilisation_budget():
+    # another process holds 8 GiB: vLLM's 0.9 x 24 GiB claim cannot be met, so it refuses to start
+    # even though the model itself would fit in what is free (vllm/v1/worker/gpu_worker.py init_device)
     busy = dev(R3090, 0, free=16 * GIB)
-    r = estimate(req("llama3-8b", "q4_k_m", [busy], engine="vllm", context=4096).__class__(
-        **{**req("llama3-8b", "awq", [busy], context=4096).__dict__}))
-    assert r.verdict in ("fits", "tight")
-    assert any("refuse to start" in w and "--gpu-memory-utilization 0.66" in w for w in r.warnings)
-    assert "--gpu-memory-utilization 0.66" in r.engine_args["vllm"]
+    r = estimate(req("llama3-8b", "awq", [busy], context=4096), candidates=_cands())
+    assert r.verdict == "no_fit"
+    assert r.refusal.code == "free_memory_below_utilization"
+    assert "Free memory on device (16.00/24.00 GiB) on startup is less than desired GPU memory utilization (0.9, 21.60 GiB)" in r.refusal.message
+    # 16 / 24 = 0.666..: the largest utilisation that passes is 0.66, and at it the model starts
+    alt = [a for a in r.alternatives if a.kind == "engine_setting"]
+    assert alt and alt[0].changes == {"gpu_memory_utilization": 0.66} and alt[0].verdict in ("fits", "tight")
+    ok = estimate(req("llama3-8b", "awq", [busy], context=4096, gpu_memory_utilization=0.66))
+    assert ok.verdict in ("fits", "tight") and "--gpu-memory-utilization 0.66" in ok.engine_args["vllm"]
 
 
-def test_vllm_kv_pool_is_its_utilisation_budget_bounded_by_the_smallest_rank():
+def _cands():
+    from gpufit.estimator.alternatives import Candidates
+
+    return Candidates(quants=tuple(CAT.quants.values()))
+
+
+def test_vllm_kv_pool_in_blocks_by_hand():
+    # Llama 3 8B bf16 on an empty 24 GiB card (no reserved memory known): budget 0.9 x 24 GiB
     r = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192))
-    b = r.performance.basis
-    d = r.devices[0]
-    per_seq = 131072 * 8192  # Llama 3 8B bf16 KV per 8192-token sequence (1 GiB)
-    fixed = d.needed_bytes - per_seq
-    assert b["vllm_max_concurrency"] == int((0.9 * 24 * GIB - fixed) // per_seq)
-    assert b["vllm_kv_cache_tokens"] == b["vllm_max_concurrency"] * 8192
-    # asking for more sequences than the pool holds is said
-    many = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192, batch=b["vllm_max_concurrency"] + 1,
-                        gpu_memory_utilization=0.9))
-    assert any("KV pool holds" in w for w in many.warnings) or many.verdict == "no_fit"
+    em = r.engine_memory
+    budget = int(0.9 * 24 * GIB)
+    weights = 8_030_261_248 * 2  # all bf16; 128256 = 64 x 2004, no vocabulary padding
+    act = 256 * 128256 * 4 * 10  # the sampler's fp32 copies beat 2048 x (3 x 14336 + 3 x 4096) x 2
+    assert 2048 * (3 * 14336 + 3 * 4096) * 2 < act
+    non_torch, graphs = int(0.075 * GIB), 512 * 2**20
+    avail = budget - weights - act - non_torch - graphs
+    page = 2 * 16 * 8 * 128 * 2  # one block of 16 tokens of one layer
+    blocks = avail // (page * 32)
+    assert (em.budget_bytes, em.weights_bytes, em.activation_peak_bytes) == (budget, weights, act)
+    assert em.kv_pool_tokens == blocks * 16 == 39_680
+    assert em.max_concurrency == round(blocks / (8192 // 16), 2) == 4.84
+    assert em.refusal is None and r.verdict in ("fits", "tight")
+    # five sequences of 8192 at once are more than the pool holds: vLLM queues them, no fit
+    many = estimate(req("llama3-8b", "bf16", [dev(R3090, 0)], context=8192, batch=5))
+    assert many.verdict == "no_fit" and many.refusal.code == "batch_exceeds_pool"
 
 
 def test_llama_cpp_split_counts_the_output_layer_as_a_part():

@@ -135,8 +135,7 @@ def _app():
 def test_watched_model_verdict_and_headroom(tmp_path):
     _app()
     big = [p for p in CAPTURES if "a100" in p.name]
-    if not big:
-        pytest.skip("needs the A100 capture in ../shared/data/nvidia-smi")
+    assert big, "the A100 capture is in tests/fixtures/nvidia-smi"
     cfg = tmp_path / "gpufit.toml"
     cfg.write_text('[[model]]\nname = "llama3-8b"\nquant = "int8"\ncontext = 4096\n\n'
                    '[[model]]\nname = "llama3-70b"\nquant = "bf16"\n')

@@ -105,4 +105,5 @@ def test_report_unit_shape():
 def test_preflight_runs_gpufit_check_before_the_server():
     d = _directives("vllm-preflight.conf")
     pre = d["ExecStartPre"][0]
-    assert pre.startswith(GPUFIT + " check ") and "--engine vllm" in pre
+    # the server's own command line after `--`, so its flags are written once
+    assert pre.startswith(GPUFIT + " check ") and " -- vllm serve " in pre

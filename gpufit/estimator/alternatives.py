@@ -67,6 +67,21 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
     out: list[Alternative] = []
     if result.verdict == "fits":
         return out
+    # 0. the engine's own settings that would make its refused start work (vLLM: a utilisation the
+    #    free memory allows, its estimated maximum model length, an fp8 KV cache)
+    from .engines import get as get_engine
+
+    kv_by_key = {q.key: q for q in c.quants if q.kv_cache}
+    for words, changes in get_engine(req.engine, req.engine_version).alternatives(result):
+        if "kv_dtype" in changes:
+            if changes["kv_dtype"] not in kv_by_key:
+                continue
+            changes = {**changes, "kv_dtype": kv_by_key[changes["kv_dtype"]]}
+        r = _fits(dataclasses.replace(req, **changes))
+        if r:
+            shown = {k: (v.key if hasattr(v, "key") else v) for k, v in changes.items()}
+            out.append(Alternative("engine_setting", f"{words}: {r.verdict}", r.verdict, shown,
+                                   r.memory.total_bytes, r.performance.decode_tokens_per_s))
     # 1. the lowest-loss quantization that fits on this engine; failing that, on another engine
     #    (GGUF on llama.cpp splits and offloads differently from vLLM); and whether 4-bit fits at all
     lower = sorted((q for q in c.quants if q.bits_per_weight < req.quant.bits_per_weight and not q.tensor_only),

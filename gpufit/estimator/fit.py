@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from . import engines, memory
-from .engine_args import engine_args, passing_utilization
+from . import engines
 from .placement import Plan, Sizer, choose, usable
 from .speed import estimate_speed
 from .types import (
@@ -41,8 +40,10 @@ def _verdict(req: FitRequest, plan: Plan) -> str:
 
 
 def _fits(req: FitRequest) -> bool:
+    from .placement import starts
+
     p = choose(req)
-    return p.fits and not p.cpu_layers
+    return not p.cpu_layers and starts(Sizer(req), p)
 
 
 def _largest(req: FitRequest, field: str, hi: int) -> int | None:
@@ -87,62 +88,28 @@ def _breakdown(s: Sizer, plan: Plan) -> MemoryBreakdown:
     weights = s.ws.total(s.m.layers)
     if req.weights_bytes_exact is not None:
         weights = req.weights_bytes_exact
-    kv = sum(dp.kv for dp in plan.used) if plan.tp > 1 else memory.kv_cache_bytes(
-        s.m, req.kv_dtype, req.context, req.batch)
+    kv = sum(dp.kv for dp in plan.used) if plan.tp > 1 else s.kv(s.m.layers)
     act = sum(dp.activation for dp in plan.used) if plan.used else s.activation()
-    over = s.overhead * n_used
+    over = sum(dp.overhead for dp in plan.used) if plan.used else s.overhead * n_used
     return MemoryBreakdown(weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=act, overhead_bytes=over)
 
 
-def _vllm_reservation_warnings(req: FitRequest, plan: Plan) -> list[str]:
-    """vLLM claims gpu_memory_utilization x total on every rank at start and refuses to start when
-    less is free (vllm/v1/worker/gpu_worker.py). Checked and reported apart from the need."""
-    out = []
-    if req.engine != "vllm" or req.planning:
-        return out
-    util = req.gpu_memory_utilization or engines.VLLM.default_utilization
-    for dp in plan.used:
-        d = dp.device
-        claim = int(util * d.total_bytes)
-        if claim > d.free_bytes:
-            would = passing_utilization(d.free_bytes, d.total_bytes, req.reserve_bytes)
-            if dp.needed <= d.free_bytes - req.reserve_bytes:
-                out.append(
-                    f"vLLM --gpu-memory-utilization {util:.2f} claims {claim / GIB:.1f} GiB on GPU {d.index} "
-                    f"but only {d.free_bytes / GIB:.1f} GiB is free now: it would refuse to start; "
-                    f"--gpu-memory-utilization {would:.2f} would pass and still holds the model"
-                )
-            else:
-                out.append(
-                    f"vLLM --gpu-memory-utilization {util:.2f} claims {claim / GIB:.1f} GiB on GPU {d.index} "
-                    f"but only {d.free_bytes / GIB:.1f} GiB is free now"
-                )
-        elif dp.needed > claim:
-            out.append(
-                f"the model needs {dp.needed / GIB:.1f} GiB on GPU {d.index}, more than vLLM's "
-                f"{util:.2f} x {d.total_bytes / GIB:.1f} GiB budget: raise --gpu-memory-utilization"
-            )
-    return out
-
-
-def vllm_kv_capacity(req: FitRequest, plan: Plan) -> dict:
-    """What vLLM itself would allocate: per rank, utilisation x total minus weights, activation peak and
-    overhead becomes KV blocks; the smallest rank bounds the pool (vllm/v1/worker/gpu_worker.py
-    determine_available_memory; vllm/v1/core/kv_cache_utils.py). Returns the pool in tokens and the
-    sequences of `context` tokens it holds at once (vLLM's "maximum concurrency")."""
-    util = req.gpu_memory_utilization or engines.VLLM.default_utilization
-    seqs = None
-    for dp in plan.used:
-        budget = util * dp.device.total_bytes - (dp.weights + dp.activation + dp.overhead)
-        per_seq = dp.kv / req.batch if dp.kv else 0
-        if per_seq <= 0:
-            continue
-        n = max(0, int(budget // per_seq))
-        seqs = n if seqs is None else min(seqs, n)
-    if seqs is None:
+def engine_args(result: FitResult) -> dict:
+    """The command line that realises the plan on its engine, and on every other engine that runs the
+    format where the placement means the same there (one GPU); a multi-GPU plan is one engine's own
+    (vLLM's tensor parallelism is no llama.cpp split), so only that engine's line is printed."""
+    if result.verdict == "no_fit":
         return {}
-    return {"vllm_gpu_memory_utilization": util, "vllm_max_concurrency": seqs,
-            "vllm_kv_cache_tokens": seqs * req.context}
+    r = result.request
+    one_gpu = sum(1 for d in result.devices if d.needed_bytes) <= 1 and result.placement.strategy != "cpu_offload"
+    out = {}
+    for eng in engines.all_engines():
+        if eng.key != r.engine and not one_gpu:
+            continue
+        line = eng.flags(result)
+        if line:
+            out[eng.key] = line
+    return out
 
 
 def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits: bool = True) -> FitResult:
@@ -161,7 +128,7 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits
             index=dp.device.index, uuid=dp.device.uuid, name=dp.device.name,
             catalog_key=dp.device.catalog_key, total_bytes=dp.device.total_bytes,
             free_bytes=dp.device.free_bytes, needed_bytes=dp.needed,
-            headroom_bytes=u - dp.needed, layers=dp.layers,
+            headroom_bytes=u - dp.needed, layers=dp.layers, reserved_bytes=dp.device.reserved_bytes,
         ))
     # devices not in the plan are listed too (unused), so the JSON shows the whole selection
     planned = {dp.device.index for dp in plan.devices}
@@ -169,36 +136,42 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits
         if d.index not in planned:
             uses.append(DeviceUse(index=d.index, uuid=d.uuid, name=d.name, catalog_key=d.catalog_key,
                                   total_bytes=d.total_bytes, free_bytes=d.free_bytes, needed_bytes=0,
-                                  headroom_bytes=usable(d, req), layers=0))
+                                  headroom_bytes=usable(d, req), layers=0, reserved_bytes=d.reserved_bytes))
     placement = Placement(
         strategy=plan.strategy, tensor_parallel=plan.tp, pipeline_parallel=plan.pp,
         layers_per_device=tuple(dp.layers for dp in plan.devices),
         gpu_layers=plan.gpu_layers, cpu_bytes=plan.cpu_bytes + plan.host_bytes,
     )
+    em = s.engine.startup(req, plan) if plan.used else None
+    refusal = em.refusal if em is not None else plan.refusal
+    if refusal is not None:
+        verdict = "no_fit"
     decode, prefill, basis = estimate_speed(s, plan, req.batch, req.host_bandwidth_gbps)
     if verdict == "no_fit":
         decode = prefill = None
         basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
-    vllm_cap = {}
-    if req.engine == "vllm" and verdict in ("fits", "tight") and not plan.cpu_layers:
-        vllm_cap = vllm_kv_capacity(req, plan)
-        basis = {**basis, **vllm_cap}
+    ok = verdict in ("fits", "tight")
+    if not limits:
+        largest_ctx = largest_batch = None
+    elif ok and em is not None and em.max_model_len_fit is not None:
+        # the engine's own figures: vLLM's estimated maximum model length and maximum concurrency
+        largest_ctx = min(req.model.max_context, em.max_model_len_fit)
+        largest_batch = max(1, int(em.max_concurrency)) if em.max_concurrency is not None else max_batch(req)
+    else:
+        largest_ctx = max_context(req) if ok else None
+        largest_batch = max_batch(req) if ok else None
     perf = Performance(
         decode_tokens_per_s=round(decode, 1) if decode else None,
         prefill_tokens_per_s=round(prefill, 1) if prefill else None,
-        max_context=max_context(req) if limits and verdict in ("fits", "tight") else None,
-        max_batch=max_batch(req) if limits and verdict in ("fits", "tight") else None,
+        max_context=largest_ctx,
+        max_batch=largest_batch,
         basis=basis,
     )
     warnings = []
-    if plan.reason and verdict == "no_fit":
+    if refusal is not None:
+        warnings.append(f"{s.engine.name} would refuse: {refusal.message}")
+    elif plan.reason and verdict == "no_fit":
         warnings.append(plan.reason)
-    warnings += _vllm_reservation_warnings(req, plan)
-    if vllm_cap and vllm_cap["vllm_max_concurrency"] < req.batch:
-        warnings.append(
-            f"at --gpu-memory-utilization {vllm_cap['vllm_gpu_memory_utilization']:.2f} vLLM's KV pool holds "
-            f"{vllm_cap['vllm_max_concurrency']} sequence(s) of {req.context} tokens, fewer than --batch {req.batch}"
-            + (": it would refuse to start (max_model_len does not fit the KV cache)" if vllm_cap["vllm_max_concurrency"] == 0 else ""))
     cc_need = req.quant.min_compute_capability
     if cc_need:
         old = sorted({d.device.spec.compute_capability for d in plan.used if d.device.spec
@@ -207,13 +180,13 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits
             warnings.append(f"{req.quant.key} wants compute capability {cc_need}+ for native kernels; on "
                             f"{', '.join(old)} the weights run through a slower fallback path "
                             f"(same memory, no {req.quant.key} tensor-core speed-up)")
-    mig = [d for d in req.devices if d.mig_profile]
+    mig = [d for d in req.devices if d.mig_profile or d.parent is not None]
     if verdict == "no_fit" and len(mig) > 1:
         big = max(mig, key=lambda d: d.free_bytes)
         warnings.append(f"MIG devices are used one at a time (a CUDA process sees one MIG device and NCCL "
                         f"does not span them); the largest here, {big.index} ({big.mig_profile}), has "
                         f"{big.free_bytes / GIB:.1f} GiB free")
-    if req.quant.key not in ("fp32",) and req.engine not in req.quant.engines:
+    if refusal is None and req.quant.key not in ("fp32",) and req.engine not in req.quant.engines:
         warnings.append(f"{req.engine} does not run {req.quant.key} weights; engines that do: {', '.join(req.quant.engines)}")
     if req.context > req.model.max_context:
         warnings.append(f"context {req.context} exceeds {req.model.name}'s maximum of {req.model.max_context}")
@@ -223,6 +196,7 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits
     result = FitResult(
         request=req, verdict=verdict, memory=_breakdown(s, plan), devices=tuple(uses),
         placement=placement, performance=perf, warnings=tuple(warnings),
+        notes=tuple(s.engine.notes(req)), engine_memory=em, refusal=refusal,
     )
     result = dataclasses.replace(result, engine_args=engine_args(result))
     if alternatives and candidates is not None and verdict != "fits":

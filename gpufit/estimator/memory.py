@@ -99,12 +99,12 @@ def kv_cache_bytes(m: ModelSpec, kv: QuantFormat, context: int, batch: int = 1, 
     return int(math.ceil(total))
 
 
-def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int = engines.LLAMA_CPP.step_tokens,
+def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int | None = None,
                             multi_gpu: bool = False) -> int:
     """llama.cpp per-device compute buffer (no flash attention): the largest of the attention peak
     (KQ scores n_ctx x n_head + mask n_ctx + 4 hidden-wide), the MLP peak (mask + 2 x n_ff + 2
     hidden-wide) and the output peak (logits n_vocab + hidden), f32 per ubatch token (engines.py)."""
-    n_ub = min(ubatch, context)
+    n_ub = min(ubatch or engines.LLAMA_CPP.step_tokens, context)
     ff = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
     mask = context
     attention = context * m.heads + mask + engines.LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS * m.hidden
@@ -114,17 +114,6 @@ def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int = engines.LL
     if multi_gpu:
         total *= engines.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
     return int(total)
-
-
-def vllm_activation_bytes(m: ModelSpec, context: int, batch: int, tp: int = 1,
-                          dtype_bytes: int = 2) -> int:
-    """vLLM profile-run activation peak for one scheduler step: step tokens x (4 hidden + 3 MLP
-    widths) in the model dtype, MLP split across TP ranks, plus fp32 logits of the sampled rows."""
-    tokens = min(engines.VLLM.step_tokens, max(context, 1) * batch)
-    width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
-    per_token = (engines.VLLM_HIDDEN_TENSORS * m.hidden + engines.VLLM_MLP_TENSORS * width / tp) * dtype_bytes
-    logits = min(engines.VLLM_MAX_NUM_SEQS, tokens) * m.vocab * 4 / tp
-    return int(tokens * per_token + logits)
 
 
 def transformers_activation_bytes(m: ModelSpec, context: int, batch: int, dtype_bytes: int = 2) -> int:
@@ -137,19 +126,3 @@ def transformers_activation_bytes(m: ModelSpec, context: int, batch: int, dtype_
     mlp = tokens * (2 * m.hidden + 3 * width) * dtype_bytes
     logit_rows = batch if engines.TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY else tokens
     return int(mlp + logit_rows * m.vocab * 4)
-
-
-def activation_bytes(engine: str, m: ModelSpec, context: int, batch: int, tp: int = 1,
-                     multi_gpu: bool = False) -> int:
-    """Activation peak / compute buffer per device for `engine`."""
-    if engine in ("llama.cpp", "ollama"):
-        return llama_cpp_compute_bytes(m, context, multi_gpu=multi_gpu)
-    if engine == "vllm":
-        return vllm_activation_bytes(m, context, batch, tp)
-    return transformers_activation_bytes(m, context, batch)
-
-
-def overhead_bytes(engine: str) -> int:
-    """Per-GPU runtime overhead: CUDA context, workspaces, CUDA graphs."""
-    p = engines.PROFILES[engine]
-    return p.cuda_context_bytes + p.cuda_graph_bytes

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..catalog.types import ModelSpec
-from . import engines, memory
+from . import engines
 from .types import Device, FitRequest
 
 
@@ -53,6 +52,7 @@ class Plan:
     cpu_bytes: int = 0
     host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
     reason: str = ""  # why it does not fit, for a person
+    refusal: object | None = None  # the engine's own refusal of this layout (engines.base.Refusal)
 
     @property
     def used(self) -> list[DevicePlan]:
@@ -67,32 +67,30 @@ def _power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
 
 
-def tp_valid(m: ModelSpec, k: int) -> bool:
-    """vLLM needs attention heads divisible by tp, and kv heads divisible by tp or tp by kv heads."""
-    if k == 1:
-        return True
-    if not _power_of_two(k) or m.heads % k:
-        return False
-    return m.kv_heads % k == 0 or k % m.kv_heads == 0
-
-
 class Sizer:
-    """Bytes of each part for one request, computed once."""
+    """Bytes of each part for one request, as its engine holds them, computed once."""
 
     def __init__(self, req: FitRequest):
         self.req = req
         self.m = req.model
-        self.profile = engines.PROFILES[req.engine]
-        self.ws = memory.weight_split(self.m, req.quant, exact_total=req.weights_bytes_exact)
-        self.overhead = memory.overhead_bytes(req.engine)
+        self.engine = engines.get(req.engine, req.engine_version)
+        self.profile = self.engine.profile
+        self.ws = self.engine.weight_split(self.m, req.quant, req.weights_bytes_exact)
+        self.overhead = self.engine.overhead_bytes(req)
 
     def kv(self, layers: int, tp: int = 1) -> int:
-        r = self.req
-        return memory.kv_cache_bytes(self.m, r.kv_dtype, r.context, r.batch, tp=tp, layers=layers)
+        return self.engine.kv_bytes(self.req, layers=layers, tp=tp)
 
     def activation(self, tp: int = 1, multi_gpu: bool = False) -> int:
-        r = self.req
-        return memory.activation_bytes(r.engine, self.m, r.context, r.batch, tp=tp, multi_gpu=multi_gpu)
+        return self.engine.activation_bytes(self.req, tp=tp, multi_gpu=multi_gpu)
+
+    def weights(self, layers: int, tp: int = 1, first: bool = True, last: bool = True) -> int:
+        """Weight bytes on one rank holding `layers` layers (the embeddings with the first stage,
+        the output head with the last), as the engine loads them."""
+        e, r = self.engine, self.req
+        on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first + e.rank_vocab_bytes(r, self.ws.output, tp) * last
+                  + e.rank_layer_bytes(r, self.ws, layers, tp))
+        return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
 
     @property
     def embed_on_gpu(self) -> int:
@@ -104,13 +102,13 @@ class Sizer:
 
     def layer_cost(self) -> float:
         """Bytes one more layer costs on a device: its weights and its KV."""
-        return self.ws.per_layer + self.kv(1)
+        return self.engine.rank_layer_bytes(self.req, self.ws, 1, 1) + self.kv(1)
 
 
 def plan_single(s: Sizer, dev: Device) -> Plan:
     m = s.m
     dp = DevicePlan(dev, layers=m.layers, is_last=True)
-    dp.weights = int(round(s.embed_on_gpu + s.ws.output + s.ws.per_layer * m.layers))
+    dp.weights = s.weights(m.layers)
     dp.kv = s.kv(m.layers)
     dp.activation = s.activation()
     dp.overhead = s.overhead
@@ -133,10 +131,10 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
         for d in devs[st * k:(st + 1) * k]:
             dp = DevicePlan(d, layers=n, is_last=last)
             # vocab-parallel embeddings / head and column/row-parallel layers: weights split k ways
-            dp.weights = int(round((s.embed_on_gpu * first + s.ws.output * last + s.ws.per_layer * n) / k))
+            dp.weights = s.weights(n, k, first, last)
             dp.kv = s.kv(n, tp=k)
             dp.activation = s.activation(tp=k)
-            dp.overhead = s.overhead
+            dp.overhead = s.engine.overhead_bytes(s.req, tp=k)
             plans.append(dp)
     ok = all(p.needed <= usable(p.device, s.req) for p in plans)
     strategy = "tensor_parallel" if pp == 1 else "pipeline_parallel"
@@ -159,7 +157,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         fixed = s.overhead + act + (s.ws.output if i == len(devs) - 1 else 0) + (s.embed_on_gpu if i == 0 else 0)
         caps.append(max(0, int((usable(d, s.req) - fixed) // cost)))
     out_dev = None
-    if by_free or (force and s.req.engine in ("llama.cpp", "ollama")):
+    if by_free or (force and s.engine.splits_like_llama_cpp):
         # llama.cpp's own split: in proportion to free memory, over n_layer + 1 parts (the output
         # layer is the last part), so the last device holds one layer fewer plus the head
         layers, out_dev = llama_cpp_split(m.layers, [max(1, usable(d, s.req)) for d in devs])
@@ -174,8 +172,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     for i, d in enumerate(devs):
         dp = DevicePlan(d, layers=layers[i], is_last=(i == last and n_gpu == m.layers))
         if layers[i] or dp.is_last:
-            dp.weights = int(round(s.ws.per_layer * layers[i] + (s.embed_on_gpu if i == 0 else 0)
-                                   + (s.ws.output if dp.is_last else 0)))
+            dp.weights = s.weights(layers[i], 1, i == 0, dp.is_last)
             dp.kv = s.kv(layers[i])
             dp.activation = act
             dp.overhead = s.overhead
@@ -187,8 +184,8 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         cpu_bytes = int(round(s.ws.per_layer * cpu_layers + s.ws.output)) + s.kv(cpu_layers)
     used = [p for p in plans if p.layers]
     strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
-    if s.req.engine == "vllm" and len(used) > 1 and not cpu_layers:
-        strategy = "pipeline_parallel"
+    if len(used) > 1 and not cpu_layers:
+        strategy = s.engine.split_strategy
     reason = ""
     if force:
         short = [p for p in plans if p.needed > usable(p.device, s.req)]
@@ -276,24 +273,33 @@ def _index_order(devs: list[Device]) -> list[Device]:
 NODE_GPUS = 8
 
 
+def starts(s: Sizer, p: Plan) -> bool:
+    """The plan holds its parts and the engine's own start-up checks pass (vLLM: free memory covers
+    the utilisation budget, the KV pool serves `batch` requests of `context`)."""
+    if not p.fits:
+        return False
+    em = s.engine.startup(s.req, p) if p.used else None
+    return em is None or em.refusal is None
+
+
 def _tp_pp_plan(s: Sizer, group: list[Device]) -> Plan | None:
-    """vLLM on identical cards: pure tensor parallelism with the smallest power of two that holds the
-    model (what people run: every rank reads its share at once, the fastest layout); only when no TP
-    size up to a node fits, TP x PP on the fewest cards, the larger TP first at equal count."""
+    """Tensor parallelism on identical cards: the smallest power of two that holds the model and
+    starts (every rank reads its share at once, the fastest layout); only when no TP size up to a
+    node does, TP x PP on the fewest cards, the larger TP first at equal count."""
     m = s.req.model
     k = 2
     while k <= min(len(group), NODE_GPUS):
-        if tp_valid(m, k):
+        if s.engine.tp_valid(m, k):
             p = plan_tensor_parallel(s, group[:k])
-            if p.fits:
+            if starts(s, p):
                 return p
         k *= 2
     for n in range(2, len(group) + 1):
         for k in (8, 4, 2, 1):
-            if n % k or not tp_valid(m, k) or n // k > m.layers or n // k == 1:
+            if n % k or not s.engine.tp_valid(m, k) or n // k > m.layers or n // k == 1:
                 continue
             p = plan_tensor_parallel(s, group[:n], pp=n // k)
-            if p.fits:
+            if starts(s, p):
                 return p
     return None
 
@@ -305,25 +311,51 @@ def _identical_groups(devs: list[Device]) -> list[list[Device]]:
     return list(groups.values())
 
 
+def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
+    """The placement the server's own flags pin (--tensor-parallel-size / --pipeline-parallel-size)."""
+    m = s.req.model
+    n = tp * pp
+    from .engines.base import Refusal
+
+    if n > len(devs):
+        why = f"the flags ask for {tp} x {pp} = {n} GPUs, {len(devs)} selected"
+        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp, reason=why,
+                    refusal=Refusal("not_enough_gpus", why, {"needed": n, "selected": len(devs)}))
+    if not s.engine.tp_valid(m, tp):
+        # vllm/config/model.py verify_with_parallel_config
+        why = (f"Total number of attention heads ({m.heads}) must be divisible by tensor parallel size ({tp})"
+               if m.heads % tp else f"{m.kv_heads} KV heads and tensor parallel size {tp}: neither divides the other")
+        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reason=why,
+                    refusal=Refusal("tensor_parallel_invalid", why, {"tensor_parallel": tp, "heads": m.heads,
+                                                                    "kv_heads": m.kv_heads}))
+    group = _index_order(devs)[:n]
+    if n == 1:
+        return plan_single(s, group[0])
+    return plan_tensor_parallel(s, group, pp=pp)
+
+
 def choose(req: FitRequest) -> Plan:
-    """The placement an engine would use on these devices: single if it fits, else the smallest
+    """The placement the engine would use on these devices: single if it fits, else the smallest
     multi-GPU arrangement that fits, else CPU offload, else the best failing plan (for the report)."""
     s = Sizer(req)
     devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
     if not devs:
         return Plan("single", False, [], reason="no GPU selected")
-    if any(d.mig_profile for d in devs):
+    if any(d.parent is not None or d.mig_profile for d in devs):
         # a CUDA process sees one MIG device, and NCCL does not run across MIG devices: each MIG
         # device is a unit of its own (NVIDIA MIG user guide, "CUDA device enumeration")
         devs = devs[:1]
-    if len(devs) > 1 and req.engine == "llama.cpp":
+    fixed = s.engine.fixed_placement(req)
+    if fixed is not None:
+        return _fixed(s, devs, *fixed)
+    if len(devs) > 1 and s.engine.uses_all_gpus:
         # llama.cpp uses every visible GPU by default, split in proportion to free memory
         p = split_layers(s, _index_order(devs), allow_cpu=False, by_free=True)
         if p.fits:
             p.strategy = "layer_split"
             return p
     single = plan_single(s, devs[0])
-    if single.fits:
+    if starts(s, single):
         return single
     candidates: list[Plan] = []
     if len(devs) > 1:
@@ -336,11 +368,14 @@ def choose(req: FitRequest) -> Plan:
             # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
             for k in range(2, len(devs) + 1):
                 p = split_layers(s, _index_order(devs[:k]), allow_cpu=False)
-                if p.fits:
+                if starts(s, p):
                     candidates.append(p)
                     break
     if candidates:
         return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
+    if single.fits:
+        # it holds, but the engine refuses it: report that plan (the refusal says why)
+        return single
     offload_reason = ""
     if s.profile.supports_offload:
         off = split_layers(s, _index_order(devs), allow_cpu=True)

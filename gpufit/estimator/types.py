@@ -28,6 +28,11 @@ class Device:
     bf16_tflops: float | None = None
     nvlink: bool = False  # linked to its peers by NVLink (affects tensor-parallel speed)
     mig_profile: str | None = None
+    # memory the driver keeps for itself (NVML v2 `reserved`): CUDA's total is total - reserved
+    reserved_bytes: int | None = None
+    # the physical GPU this unit is part of (MIG devices of one card share it): units with the same
+    # parent are never combined by tensor / pipeline parallelism
+    parent: str | None = None
 
     @property
     def catalog_key(self) -> str | None:
@@ -67,7 +72,7 @@ class FitRequest:
     kv_dtype: QuantFormat
     context: int
     batch: int
-    engine: str  # "vllm" | "llama.cpp" | "ollama" | "transformers"
+    engine: str  # an engine key of engines.REGISTRY: "vllm" | "llama.cpp" | "ollama" | "transformers"
     devices: tuple[Device, ...]
     host_ram_available_bytes: int | None = None  # for CPU offload; None = unknown
     host_bandwidth_gbps: float | None = None  # host memory bandwidth for offloaded layers
@@ -77,6 +82,14 @@ class FitRequest:
     weights_bytes_exact: int | None = None  # from a model file: exact tensor bytes
     weights_source: str | None = None  # "safetensors headers", "gguf tensor table", None = computed
     planning: bool = False  # True for `plan` (catalog hardware, nothing probed)
+    # the engine's version family ("0.18" for --engine vllm@0.18); None = the current release
+    engine_version: str | None = None
+    # engine-specific settings from the server's own flags (`check -- vllm serve ...`); each engine
+    # module documents the keys it reads (vLLM: max_num_batched_tokens, enforce_eager, ...)
+    engine_settings: dict = field(default_factory=dict)
+    # the model as the user named a local file / folder (printed in the engine's command line)
+    model_path: str | None = None
+    batch_given: bool = False  # --batch was given (vLLM's --max-num-seqs is printed only then)
 
 
 @dataclass(frozen=True)
@@ -104,6 +117,7 @@ class DeviceUse:
     needed_bytes: int  # what this device must hold under the chosen placement (0 = unused)
     headroom_bytes: int  # free_bytes - reserve - needed_bytes (negative = short)
     layers: int = 0
+    reserved_bytes: int | None = None  # what the driver keeps (NVML v2 reserved), None = unknown
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,10 @@ class FitResult:
     engine_args: dict = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # defaults and assumptions shown to the user
+    # the engine's own start-up accounting (engines.base.EngineMemory), None where it has none
+    engine_memory: object | None = None
+    # the engine's refusal when it would not start or serve the request (engines.base.Refusal)
+    refusal: object | None = None
 
     def to_dict(self) -> dict:
         r = self.request
@@ -174,7 +192,7 @@ class FitResult:
             "kv_dtype": r.kv_dtype.key,
             "context": r.context,
             "batch": r.batch,
-            "engine": r.engine,
+            "engine": r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}",
             "verdict": self.verdict,
             "memory": mem,
             "devices": [dataclasses.asdict(d) for d in self.devices],
@@ -183,6 +201,8 @@ class FitResult:
             "performance": dataclasses.asdict(self.performance),
             "alternatives": [dataclasses.asdict(a) for a in self.alternatives],
             "engine_args": dict(self.engine_args),
+            "engine_memory": self.engine_memory.to_dict() if self.engine_memory is not None else None,
+            "refusal": None if self.refusal is None else {"code": self.refusal.code, "message": self.refusal.message},
             "warnings": list(self.warnings),
             "notes": list(self.notes),
         }

@@ -79,7 +79,8 @@ class FleetAnswer:
 
 def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None = None,
               max_age_s: float = DEFAULT_MAX_AGE_S, timeout_s: float = 10.0, top: int | None = None,
-              quant: str | None = None, context: int | None = None, batch: int = 1, kv_dtype: str | None = None,
+              quant: str | None = None, context: int | None = None, batch: int | None = None,
+              kv_dtype: str | None = None,
               engine: str = "auto", reserve_bytes: int = 0, gpu_memory_utilization: float | None = None,
               min_headroom_bytes: int | None = None, ram_bytes: int | None = None,
               token_file: str | None = None, password_file: str | None = None, ca_file: str | None = None,
@@ -93,9 +94,10 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
     env = os.environ if env is None else env
     catalog = catalog or load_catalog()
     choice = app.resolve_model(model, catalog)
-    options = dict(quant=quant, context=context, batch=batch, kv_dtype=kv_dtype, engine=engine,
-                   reserve_bytes=reserve_bytes, gpu_memory_utilization=gpu_memory_utilization,
-                   min_headroom_bytes=min_headroom_bytes)
+    # --batch not given is 1, and said so in the engine flags as `here` says it (batch_given)
+    options = dict(quant=quant, context=context, batch=1 if batch is None else batch, batch_given=batch is not None,
+                   kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
+                   gpu_memory_utilization=gpu_memory_utilization, min_headroom_bytes=min_headroom_bytes)
     probe_req, notes = app.build_request(choice, (), catalog, **options)  # checks every option once
     by = sources.check_label(by)
     matchers = sources.parse_match(match)

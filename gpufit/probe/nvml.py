@@ -41,6 +41,8 @@ SOFT_ERRORS = (
     "NVMLError_ArgumentVersionMismatch",
     "NVMLError_CorruptedInforom",
 )
+# What `_field_versions` says when a function is missing from the loaded library.
+MISSING_FUNCTION = "FunctionNotFound"
 # Errors on which the v2 memory call is retried with v1 (old driver / old pynvml without `version=`).
 MEMORY_V2_FALLBACK = ("NVMLError_NotSupported", "NVMLError_FunctionNotFound", "NVMLError_ArgumentVersionMismatch")
 
@@ -208,15 +210,32 @@ class NvmlSession:
 
     def _field(self, errors: dict, field: str, fn: str, *args, **kwargs):
         """Call `fn`; a soft error -> None with errors[field]; a device error -> GpuFailed."""
-        try:
-            return decode(self._call(fn, *args, **kwargs))
-        except MissingBinding as e:
-            errors[field] = f"{e} is not in this pynvml"
-        except self._exc("NVMLError") as e:
-            if self._soft(e):
-                errors[field] = reason(e)
-            else:
-                raise GpuFailed(f"{fn}: {reason(e)}") from None
+        return self._field_versions(errors, field, (fn,), *args, **kwargs)
+
+    def _field_versions(self, errors: dict, field: str, fns, *args, **kwargs):
+        """`_field` over the versions of one call, newest first: the next is asked only when the one before
+        is not in this pynvml or this NVML library (an older driver), so the newest the driver has answers.
+
+        pynvml's unversioned process-list wrappers call the `_v3` symbol and raise
+        `NVMLLibraryMismatchError` (not an NVMLError) where the driver predates it (R510); that counts as
+        "not in this library" like FunctionNotFound.
+        """
+        for fn in fns:
+            errors.pop(field, None)
+            try:
+                return decode(self._call(fn, *args, **kwargs))
+            except MissingBinding as e:
+                errors[field] = f"{e} is not in this pynvml"
+            except self._exc("NVMLLibraryMismatchError"):
+                errors[field] = f"{fn}: the NVML library (driver) is older than this nvidia-ml-py ({MISSING_FUNCTION})"
+            except self._exc("NVMLError") as e:
+                if isinstance(e, self._exc("NVMLError_FunctionNotFound")):
+                    errors[field] = f"{fn}: {reason(e)}"
+                elif self._soft(e):
+                    errors[field] = reason(e)
+                    return None
+                else:
+                    raise GpuFailed(f"{fn}: {reason(e)}") from None
         return None
 
     # ---- reading -----------------------------------------------------------------------------------

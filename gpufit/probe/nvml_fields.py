@@ -45,19 +45,24 @@ def read_identity(s, h, g, errors):
     else:
         errors["pci_device_id"] = errors["pci_bus_id"]
 
-def read_memory(s, h, g, errors, ram_total, ram_available):
-    mem = None
-    reserved_known = True
+def memory_v2(s, h):
+    """nvmlMemory_v2_t (with `reserved`) for a GPU or MIG handle, or None where the driver or pynvml has no
+    v2 (the caller then asks v1). A device-level error -> GpuFailed."""
     try:
-        mem = s._call("nvmlDeviceGetMemoryInfo", h, version=getattr(s._lib, "nvmlMemory_v2", 0x02000028))
+        return s._call("nvmlDeviceGetMemoryInfo", h, version=getattr(s._lib, "nvmlMemory_v2", 0x02000028))
     except (MissingBinding, TypeError):
-        pass  # an old pynvml without `version=`: use v1
+        return None  # an old pynvml without `version=`: use v1
     except s._exc("NVMLError") as e:
         if not any(isinstance(e, s._exc(n)) for n in MEMORY_V2_FALLBACK):
             if not s._soft(e):
                 raise GpuFailed(f"nvmlDeviceGetMemoryInfo: {reason(e)}") from None
+    return None
+
+
+def read_memory(s, h, g, errors, ram_total, ram_available):
+    mem = memory_v2(s, h)
+    reserved_known = mem is not None
     if mem is None:
-        reserved_known = False
         mem = s._field(errors, "memory", "nvmlDeviceGetMemoryInfo", h)
     total = getattr(mem, "total", None) if mem is not None else None
     if not total:
@@ -134,7 +139,10 @@ def read_mig_device(s, i, mh, errors) -> MigDevice:
     e: dict[str, str] = {}
     f = s._field
     name = f(e, "name", "nvmlDeviceGetName", mh)
-    mem = f(e, "memory", "nvmlDeviceGetMemoryInfo", mh)
+    mem = memory_v2(s, mh)  # v2 answers on MIG handles too, with the slice's reserved memory
+    reserved = getattr(mem, "reserved", None) if mem is not None else None
+    if mem is None:
+        mem = f(e, "memory", "nvmlDeviceGetMemoryInfo", mh)
     attrs = f(e, "multiprocessor_count", "nvmlDeviceGetAttributes", mh)
     dev = MigDevice(
         index=i,
@@ -143,7 +151,7 @@ def read_mig_device(s, i, mh, errors) -> MigDevice:
         gpu_instance_id=f(e, "gpu_instance_id", "nvmlDeviceGetGpuInstanceId", mh),
         compute_instance_id=f(e, "compute_instance_id", "nvmlDeviceGetComputeInstanceId", mh),
         multiprocessor_count=getattr(attrs, "multiprocessorCount", None) if attrs is not None else None,
-        memory=Memory(total=mem.total, free=mem.free, used=mem.used) if mem is not None else Memory(),
+        memory=Memory(total=mem.total, free=mem.free, used=mem.used, reserved=reserved) if mem is not None else Memory(),
     )
     for k, v in e.items():
         errors[f"mig.devices[{i}].{k}"] = v
@@ -170,7 +178,8 @@ def read_processes(s, h, g, errors, process_name):
     procs = []
     for fn, kind in (("nvmlDeviceGetComputeRunningProcesses", "compute"),
                      ("nvmlDeviceGetGraphicsRunningProcesses", "graphics")):
-        got = s._field(errors, f"processes.{kind}", fn, h)
+        # pynvml's unversioned name calls the _v3 symbol (R510+); older drivers have _v2 only
+        got = s._field_versions(errors, f"processes.{kind}", (fn, fn + "_v2"), h)
         for p in got or ():
             used = getattr(p, "usedGpuMemory", None)
             if used is None or used == NVML_VALUE_NOT_AVAILABLE or used < 0:

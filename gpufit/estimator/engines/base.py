@@ -1,0 +1,181 @@
+"""The engine protocol: what the core asks every inference engine, and nothing else.
+
+An engine module (vllm.py, llama_cpp.py, ollama.py, transformers.py) subclasses `Engine` and overrides
+what its engine does differently; the core (sizing, placement, verdict, flags) calls these methods
+and never branches on an engine's name. Adding an engine is one module and one line in
+`engines/__init__.py` (REGISTRY).
+
+Everything here is pure: numbers and catalog records in, bytes or records out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ...catalog.types import ModelSpec, QuantFormat
+from .. import memory
+from .profiles import EngineProfile
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..placement import DevicePlan, Plan
+    from ..types import FitRequest, FitResult
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An engine's own refusal to start (or to serve what was asked), with its words."""
+    code: str  # stable: free_memory_below_utilization | no_cache_blocks | kv_too_small | ...
+    message: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EngineMemory:
+    """The engine's own accounting, for the bottleneck rank; None where the engine has no such figure."""
+    budget_bytes: int | None = None
+    weights_bytes: int | None = None
+    activation_peak_bytes: int | None = None
+    non_torch_bytes: int | None = None
+    cuda_graph_bytes: int | None = None
+    kv_pool_bytes: int | None = None
+    kv_pool_tokens: int | None = None
+    max_concurrency: float | None = None
+    max_model_len_fit: int | None = None
+    refusal: Refusal | None = None
+    # which device the figures are for (the rank that bounds the pool)
+    device: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "budget_bytes": self.budget_bytes,
+            "weights_bytes": self.weights_bytes,
+            "activation_peak_bytes": self.activation_peak_bytes,
+            "non_torch_bytes": self.non_torch_bytes,
+            "cuda_graph_bytes": self.cuda_graph_bytes,
+            "kv_pool_bytes": self.kv_pool_bytes,
+            "kv_pool_tokens": self.kv_pool_tokens,
+            "max_concurrency": self.max_concurrency,
+            "max_model_len_fit": self.max_model_len_fit,
+            "refusal": None if self.refusal is None else {
+                "code": self.refusal.code, "message": self.refusal.message, **({"data": dict(self.refusal.data)}
+                                                                               if self.refusal.data else {})},
+            "device": self.device,
+            **dict(self.extra),
+        }
+
+
+@dataclass(frozen=True)
+class ServerCommand:
+    """What an engine's own command line asks for, as estimate options (None = not given).
+
+    `settings` are engine-specific values the engine module reads back from FitRequest.engine_settings
+    (vLLM: max_num_batched_tokens, enforce_eager, ...). `ignored` lists flags that do not change memory;
+    `unknown` flags this parser does not know (both said under "Assumed:")."""
+    engine: str
+    model: str | None = None
+    version: str | None = None
+    context: int | None = None
+    batch: int | None = None
+    quant: str | None = None
+    kv_dtype: str | None = None
+    gpu_memory_utilization: float | None = None
+    gpus: str | None = None  # CUDA_VISIBLE_DEVICES of the server's environment
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    ignored: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+
+
+class Engine:
+    """Default behaviour of an engine; each engine module overrides what differs. Stateless: one
+    instance per (engine, version family) lives in the registry."""
+
+    key: str = ""
+    #: the version family this instance models ("0.18"), None = the current release
+    version: str | None = None
+    profile: EngineProfile
+    #: words for "Assumed:" when no version was asked for
+    default_version_note: str | None = None
+    #: the name a multi-GPU contiguous layer split has on this engine
+    split_strategy: str = "layer_split"
+    #: llama.cpp spreads over every visible GPU by default, in proportion to free memory
+    uses_all_gpus: bool = False
+    #: llama.cpp's n_layer + 1 split (output layer last) instead of a capacity-proportional one
+    splits_like_llama_cpp: bool = False
+    #: GGUF files and ggml types run here
+    runs_gguf: bool = False
+
+    # ---- what the engine holds ------------------------------------------------------------------
+    def weight_split(self, m: ModelSpec, q: QuantFormat, exact_total: int | None) -> memory.WeightSplit:
+        """Weights as this engine loads them (whole model, not per rank)."""
+        return memory.weight_split(m, q, exact_total=exact_total)
+
+    def rank_layer_bytes(self, req: "FitRequest", ws: memory.WeightSplit, layers: int, tp: int) -> float:
+        """Bytes of `layers` transformer layers one tensor-parallel rank holds."""
+        return ws.per_layer * layers / tp
+
+    def rank_vocab_bytes(self, req: "FitRequest", nbytes: int, tp: int) -> float:
+        """Bytes of a vocabulary-sized tensor (embeddings, output head) on one rank."""
+        return nbytes / tp
+
+    def weights_off_gpu(self, req: "FitRequest") -> int:
+        """Weight bytes per GPU the engine's own flags keep in host memory (vLLM --cpu-offload-gb)."""
+        return 0
+
+    def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
+        """KV cache (and fixed per-sequence state) for `req.batch` sequences of `req.context` tokens
+        on one rank holding `layers` of the model's layers (None = all)."""
+        return memory.kv_cache_bytes(req.model, req.kv_dtype, req.context, req.batch, tp=tp, layers=layers)
+
+    def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
+        return memory.transformers_activation_bytes(req.model, req.context, req.batch)
+
+    def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
+        """Per-GPU runtime overhead outside the model's tensors (CUDA context, workspaces, graphs)."""
+        return self.profile.cuda_context_bytes + self.profile.cuda_graph_bytes
+
+    # ---- placement ------------------------------------------------------------------------------
+    def tp_valid(self, m: ModelSpec, k: int) -> bool:
+        return k == 1
+
+    def fixed_placement(self, req: "FitRequest") -> tuple[int, int] | None:
+        """(tensor parallel, pipeline parallel) the server's own flags pin, or None to choose."""
+        return None
+
+    # ---- start-up -------------------------------------------------------------------------------
+    def startup(self, req: "FitRequest", plan: "Plan") -> EngineMemory | None:
+        """The engine's own accounting for a plan, with its refusal when it would not start or not
+        serve `batch` sequences of `context`. None: the engine reserves nothing up front."""
+        return None
+
+    def capability_refusal(self, req: "FitRequest", devices: Sequence["DevicePlan"]) -> Refusal | None:
+        """A dtype or format the cards cannot run on this engine."""
+        return None
+
+    def alternatives(self, result: "FitResult") -> list[tuple[str, dict]]:
+        """Settings of this engine that would make a refused start work: (words, FitRequest field
+        changes; a "kv_dtype" value is a format key). The core checks each with the estimator."""
+        return []
+
+    def notes(self, req: "FitRequest") -> list[str]:
+        """Defaults this engine took for the request (said under "Assumed:")."""
+        return [self.default_version_note] if self.default_version_note and self.version is None else []
+
+    # ---- the command line -----------------------------------------------------------------------
+    def flags(self, result: "FitResult") -> str | None:
+        """A pasteable command line that realises the plan, or None where this engine cannot run it."""
+        return None
+
+    def parse_command(self, argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
+        from ...errors import UsageError
+
+        raise UsageError(f"gpufit does not read {self.key} command lines")
+
+    def default_kv_dtype(self, m: ModelSpec) -> str:
+        return "fp16" if m.native_dtype == "fp16" else "bf16"
+
+    @property
+    def name(self) -> str:
+        return self.key if self.version is None else f"{self.key}@{self.version}"
