@@ -154,6 +154,8 @@ def fit_node(est: Estimator, view: NodeView) -> NodeFit:
         nf.group = FITS_IF_EMPTY
         nf.reason = (f"would fit if its GPUs were empty ({_in_use(res)} in use now); now: "
                      f"{nf.reason or res.verdict}")
+    else:  # why it cannot is what stops it on empty GPUs, not what is running now
+        nf.reason = f"not even with its GPUs empty: {_reason_now(empty) or empty.verdict}"
     return nf
 
 
