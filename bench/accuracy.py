@@ -15,6 +15,7 @@ GPU; the numbers come from the estimator's own functions, the same ones `gpufit 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import math
 import re
@@ -167,8 +168,10 @@ _EST: dict[Config, Estimate] = {}
 
 def request(cat: Catalog, c: Config):
     devices = plan_devices([(cat.gpus[c.gpu], c.count)])
+    # the measured builds (2023, May 2024) ran without flash attention, llama.cpp's default then
     req, _ = build_request(ModelChoice(cat.models[c.model]), devices, cat, quant=c.quant,
-                           context=c.context, engine=c.engine, kv_dtype="fp16", planning=True)
+                           context=c.context, engine=c.engine, kv_dtype="fp16", planning=True,
+                           engine_settings={"flash_attn": False})
     return req
 
 
@@ -189,9 +192,19 @@ def device_parts(e: Estimate) -> list[dict]:
              "layers": d.layers} for d in order]
 
 
-def speeds(cat: Catalog, c: Config, decode_context: int) -> tuple[float | None, float | None, dict]:
+# llama-bench / main defaults of the measured builds: prompts in batches of 2048 (512 before the
+# pipeline-parallel rework of March 2024), flash attention off
+N_BATCH_2024, N_BATCH_2023 = 2048, 512
+
+
+def speeds(cat: Catalog, c: Config, decode_context: int, prompt_tokens: int | None = None,
+           build_2023: bool = False) -> tuple[float | None, float | None, dict]:
     e = estimate(cat, c)
-    return speed.estimate_speed(e.sizer, e.plan, 1, decode_context=decode_context)
+    s = e.sizer
+    if prompt_tokens and prompt_tokens > c.context:
+        s = placement.Sizer(dataclasses.replace(s.req, context=prompt_tokens))
+    return speed.estimate_speed(s, e.plan, 1, decode_context=decode_context, prefill_tokens=prompt_tokens,
+                                flash_attn=False, n_batch=N_BATCH_2023 if build_2023 else N_BATCH_2024)
 
 
 # ---- reading the data ---------------------------------------------------------------------------
@@ -232,8 +245,10 @@ def label(row: dict, extra: str = "") -> str:
 # ---- the tables ---------------------------------------------------------------------------------
 
 def speed_tables(cat: Catalog, rows: list[dict]):
-    decode = Table("decode tokens/s", "tok/s", "median <= 15 %")
-    prompt = Table("prompt tokens/s", "tok/s", "no target")
+    decode = Table("decode tokens/s", "tok/s", "median <= 4 %, p90 <= 12 %")
+    prompt = Table("prompt tokens/s, May 2024 builds (1-8 GPUs)", "tok/s", "median <= 12 %, p90 <= 30 %")
+    prompt_2023 = Table("prompt tokens/s, 2023 llama.cpp builds on one GPU (n_batch 512, older kernels; "
+                        "informational)", "tok/s")
     old_decode = Table("decode tokens/s, 2023 llama.cpp row split over several GPUs (informational)", "tok/s")
     old_prompt = Table("prompt tokens/s, 2023 llama.cpp row split over several GPUs (informational)", "tok/s")
     oom, ran = [], []
@@ -277,17 +292,21 @@ def speed_tables(cat: Catalog, rows: list[dict]):
             table.skipped["2023 llama.cpp row split over several GPUs (gpufit models the layer split); "
                           "shown in the informational table"] += 1
             table = old_decode if kind == "decode" else old_prompt
+        if kind == "prompt" and build_2023(row) and not multi_2023:
+            prompt.skipped["2023 llama.cpp build (shown in its informational table)"] += 1
+            table = prompt_2023
         e = estimate(cat, c)
         if not e.fits_on_gpus:
             table.skipped["gpufit predicts no fit on the GPUs (counted in the OOM table)"] += 1
             continue
-        d, p, _ = speeds(cat, c, decode_ctx)
+        n_prompt = n if (tg or pp) else int(row["n_prompt"] or 0)
+        d, p, _ = speeds(cat, c, decode_ctx, n_prompt if kind == "prompt" else None, build_2023(row))
         pred = d if kind == "decode" else p
         if pred is None:
             table.skipped["no speed from gpufit (spec lacks bandwidth / FLOP/s)"] += 1
             continue
         table.add(measured, pred, label(row), row["source"])
-    return decode, prompt, old_decode, old_prompt, oom, ran
+    return decode, prompt, prompt_2023, old_decode, old_prompt, oom, ran
 
 
 def memory_tables(cat: Catalog, rows: list[dict]):
@@ -437,12 +456,12 @@ def vllm_spot_table(cat: Catalog) -> Table:
 
 def run(worst: int = 5, show_skipped: bool = False) -> dict:
     cat = load_catalog()
-    decode, prompt, old_decode, old_prompt, oom1, ran1 = speed_tables(cat, read("tokens_per_s.csv"))
+    decode, prompt, prompt_2023, old_decode, old_prompt, oom1, ran1 = speed_tables(cat, read("tokens_per_s.csv"))
     mem, oom2, ran2 = memory_tables(cat, read("memory.csv"))
     print("gpufit accuracy against bench/data (public measurements; sources in bench/data/SOURCES.md)")
     print("error = (gpufit - measured) / measured; median / p90 of |error|")
     out = {}
-    for t in (decode, prompt, *mem, old_decode, old_prompt, vllm_spot_table(cat)):
+    for t in (decode, prompt, *mem, prompt_2023, old_decode, old_prompt, vllm_spot_table(cat)):
         print_table(t, worst, show_skipped)
         out[t.name] = summary(t)
     out["oom"] = oom_table(cat, oom1 + oom2, ran1 + ran2, worst)

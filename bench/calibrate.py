@@ -15,7 +15,7 @@ Prefill (2 x active params FLOPs per token / (datasheet dense FLOP/s x efficienc
 measured / modelled rate over single-GPU prompts of at most 512 tokens (the regime the model
 describes: no attention growth, no pipeline overlap), per kind of datasheet figure (GeForce lists FP16
 tensor FLOP/s with FP32 accumulate, workstation/datacenter cards the full rate).
-Prints the factors to put in gpufit/estimator/engines.py. It never looks at one row alone.
+Prints the factors to put in gpufit/estimator/engines/ (profiles.py for decode, llama_cpp.py PREFILL_FIT). It never looks at one row alone.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as A  # noqa: E402
 
 from gpufit.estimator import engines  # noqa: E402
+from gpufit.estimator.engines import llama_cpp  # noqa: E402
 
 
 def decode_rows(cat):
@@ -111,34 +113,145 @@ def cross_validate(rows) -> tuple[int, float, float]:
     return len(errs), statistics.median(errs), errs[int(0.9 * (len(errs) - 1))]
 
 
-def prefill_rows(cat):
-    out = defaultdict(list)
+# ---- prefill ------------------------------------------------------------------------------------
+# llama-bench / main of May 2024: n_batch 2048, n_ubatch 512, flash attention off (its default then);
+# the 2023 builds processed prompts in batches of 512 with older kernels: not fitted (accuracy.py
+# shows them apart)
+BENCH_N_BATCH = 2048
+BENCH_FLASH_ATTN = False
+PREFILL_KEYS = ("gemm_efficiency", "tflops_per_watt", "attn_bytes_per_head_cell", "dequant_bytes_per_weight")
+
+
+@dataclass
+class PrefillRow:
+    measured: float
+    n: int
+    stages: list  # per stage: dict of the terms speed.prefill_rate adds, at unit constants
+    config: object
+    gpu: str
+
+
+def prefill_rows(cat) -> list[PrefillRow]:
+    """Every mapped May 2024 prompt row, split into the terms of speed.prefill_rate so the constants
+    can be varied without asking the estimator again."""
+    from gpufit.estimator import speed
+    from gpufit.estimator.params import count_params
+
+    out = []
     for row in A.read("tokens_per_s.csv"):
         test = row["test"].strip()
         pp = A.PP_RE.match(test)
         if not (pp or test.startswith("main prompt eval")):
             continue
         measured = A.number(row["tokens_per_s"])
-        if measured is None:
+        if measured is None or A.build_2023(row):
             continue
         try:
-            ctx = int(pp.group(1)) if pp else int(row["context"])
-            n_prompt = int(pp.group(1)) if pp else int(row["n_prompt"] or 0)
-            c = A.config_for(cat, row, ctx)
+            n = int(pp.group(1)) if pp else int(row["n_prompt"] or 0)
+            c = A.config_for(cat, row, int(pp.group(1)) if pp else int(row["context"]))
         except (A.Skip, ValueError):
-            continue
-        if c.count != 1 or n_prompt > 512:
             continue
         e = A.estimate(cat, c)
         if not e.fits_on_gpus:
             continue
-        _, prefill, basis = A.speeds(cat, c, 0)
-        if not prefill:
-            continue
-        # measured / modelled rate at efficiency 1 = the efficiency this row implies
-        implied = measured * basis["flops_per_token"] / (basis["tflops"] * 1e12)
-        out[engines.prefill_class(cat.gpus[c.gpu])].append(implied)
+        s, m = e.sizer, e.sizer.m
+        pc = count_params(m)
+        quantized = s.req.quant.kind == "gguf" and s.req.quant.bits_per_weight < 16
+        stages = []
+        for dp in e.plan.used:
+            dev = dp.device
+            tf, kind = speed.tflops_for(dev, s.req.quant)
+            peak = tf * 1e12 * (2 if kind == "fp16" and dev.spec.vendor_class == "geforce" else 1)
+            share = dp.layers / m.layers
+            bw = dev.spec.bandwidth_gbps * 1e9
+            stages.append({"peak": peak, "watts": dev.spec.tdp_w, "flops": share * 2 * pc.body_active,
+                           "weights_s": share * s.ws.per_layer * m.layers / bw,
+                           "dequant_s": share * pc.body / bw if quantized else 0.0,
+                           "cell_flops": share * m.layers * 4 * m.heads * m.head_dim,
+                           "cell_bytes_s": share * m.layers * m.heads / bw})
+        out.append(PrefillRow(measured, n, stages, c, c.gpu))
     return out
+
+
+def prefill_model(r: PrefillRow, p: dict) -> float:
+    """speed.prefill_rate's arithmetic on a row's precomputed terms (checked against it in main)."""
+    per = []
+    for st in r.stages:
+        rate = st["peak"] * p["gemm_efficiency"]
+        if p["tflops_per_watt"] and st["watts"]:
+            rate = min(rate, p["tflops_per_watt"] * 1e12 * st["watts"])
+        cell = st["cell_flops"] / rate + (st["cell_bytes_s"] * p["attn_bytes_per_head_cell"]
+                                          if not BENCH_FLASH_ATTN else 0.0)
+        per.append((st["flops"] / rate, st["weights_s"] + st["dequant_s"] * p["dequant_bytes_per_weight"], cell))
+    ub, seconds, done = 512, 0.0, 0
+    while done < r.n:
+        b = min(BENCH_N_BATCH, r.n - done)
+        k = -(-b // ub)
+        u = b / k
+        cells = done + b / 2 + u / 2
+        times = [u * a + w + u * cells * c for a, w, c in per]
+        times = [t + (engines.STAGE_HOP_LATENCY_S if i else 0.0) for i, t in enumerate(times)]
+        seconds += sum(times) + (k - 1) * max(times)
+        done += b
+    return r.n / seconds
+
+
+def prefill_loss(rows, p) -> float:
+    return sum(abs(math.log(prefill_model(r, p) / r.measured)) for r in rows) / len(rows)
+
+
+def nelder_mead(f, x0, steps, iters=600):
+    """Minimise f over a few positive constants (the textbook simplex; no dependency)."""
+    n = len(x0)
+    pts = [list(x0)] + [[x0[j] + (steps[j] if j == i else 0) for j in range(n)] for i in range(n)]
+    vals = [f(x) for x in pts]
+    for _ in range(iters):
+        order = sorted(range(n + 1), key=lambda i: vals[i])
+        pts, vals = [pts[i] for i in order], [vals[i] for i in order]
+        centre = [sum(p[j] for p in pts[:-1]) / n for j in range(n)]
+        refl = [centre[j] + (centre[j] - pts[-1][j]) for j in range(n)]
+        fr = f(refl)
+        if fr < vals[0]:
+            exp = [centre[j] + 2 * (centre[j] - pts[-1][j]) for j in range(n)]
+            fe = f(exp)
+            pts[-1], vals[-1] = (exp, fe) if fe < fr else (refl, fr)
+        elif fr < vals[-2]:
+            pts[-1], vals[-1] = refl, fr
+        else:
+            con = [centre[j] + 0.5 * (pts[-1][j] - centre[j]) for j in range(n)]
+            fc = f(con)
+            if fc < vals[-1]:
+                pts[-1], vals[-1] = con, fc
+            else:
+                pts = [pts[0]] + [[pts[0][j] + 0.5 * (p[j] - pts[0][j]) for j in range(n)] for p in pts[1:]]
+                vals = [vals[0]] + [f(p) for p in pts[1:]]
+    i = min(range(n + 1), key=lambda i: vals[i])
+    return pts[i]
+
+
+def fit_prefill(rows) -> dict:
+    """The four prefill constants minimising the mean |log(gpufit / measured)| over `rows`."""
+    def f(x):
+        if min(x) <= 0:
+            return 1e9
+        return prefill_loss(rows, dict(zip(PREFILL_KEYS, x)))
+
+    x = nelder_mead(f, [0.5, 0.4, 25.0, 2.0], [0.1, 0.1, 10.0, 1.0])
+    return dict(zip(PREFILL_KEYS, x))
+
+
+def pct_abs(errs, q):
+    v = sorted(abs(e) for e in errs)
+    return v[max(0, math.ceil(q * len(v)) - 1)]
+
+
+def prefill_cross_validate(rows) -> tuple[int, float, float]:
+    """Leave one GPU out, as for decode: the prefill error a card the fit never saw can expect."""
+    errs = []
+    for gpu in sorted({r.gpu for r in rows}):
+        p = fit_prefill([r for r in rows if r.gpu != gpu])
+        errs += [(prefill_model(r, p) / r.measured - 1) * 100 for r in rows if r.gpu == gpu]
+    return len(errs), pct_abs(errs, 0.5), pct_abs(errs, 0.9)
 
 
 def main() -> int:
@@ -156,13 +269,39 @@ def main() -> int:
         print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "
               f"median |error| {med:.1f} %, p90 {p90:.1f} %")
     pre = prefill_rows(cat)
-    table = {k: round(statistics.median(v), 2) for k, v in sorted(pre.items())}
-    every = [x for v in pre.values() for x in v]
-    print(f"prefill: {sum(len(v) for v in pre.values())} rows "
-          + ", ".join(f"{k} {len(v)}" for k, v in sorted(pre.items())))
-    print(f"  PREFILL_EFFICIENCY_BY_CLASS['llama.cpp'] = {table}")
-    print(f"  engine default prefill_efficiency = {round(statistics.median(every), 2)}")
+    p = fit_prefill(pre)
+    errs = [(prefill_model(r, p) / r.measured - 1) * 100 for r in pre]
+    print(f"prefill: {len(pre)} May 2024 rows on {len({r.gpu for r in pre})} cards, 1-8 GPUs")
+    print("  llama_cpp.PREFILL_FIT = {" + ", ".join(f"{k!r}: {v:.3g}" for k, v in p.items()) + "}")
+    print(f"  at the fit: median |error| {pct_abs(errs, 0.5):.1f} %, p90 {pct_abs(errs, 0.9):.1f} %")
+    # the fit's arithmetic must be the estimator's: check one row against speed.prefill_rate
+    _check_against_estimator(cat, pre[0], p)
+    if "--cv" in sys.argv:
+        n, med, p90 = prefill_cross_validate(pre)
+        print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "
+              f"median |error| {med:.1f} %, p90 {p90:.1f} %")
     return 0
+
+
+def _check_against_estimator(cat, r: PrefillRow, p: dict) -> None:
+    import dataclasses as dc
+
+    from gpufit.estimator import speed
+
+    saved = dict(llama_cpp.PREFILL_FIT)
+    try:
+        llama_cpp.PREFILL_FIT.update(p)
+        e = A.estimate(cat, r.config)
+        req = dc.replace(e.sizer.req, context=max(e.sizer.req.context, r.n))
+        from gpufit.estimator.placement import Sizer
+
+        got, _ = speed.prefill_rate(Sizer(req), e.plan, r.n, BENCH_FLASH_ATTN, BENCH_N_BATCH)
+    finally:
+        llama_cpp.PREFILL_FIT.clear()
+        llama_cpp.PREFILL_FIT.update(saved)
+    mine = prefill_model(r, p)
+    if abs(got / mine - 1) > 1e-6:
+        raise SystemExit(f"calibrate.py's prefill arithmetic drifted from speed.prefill_rate: {mine} vs {got}")
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def recommend_in_process(runs: int) -> tuple[float, int]:
     sys.path.insert(0, str(ROOT))
     from gpufit.app import plan_devices
     from gpufit.catalog import load_catalog
-    from gpufit.recommend import recommend
+    from gpufit.app.recommend import recommend
 
     cat = load_catalog()
     devices = plan_devices([(cat.gpu("rtx-4090"), 1)])

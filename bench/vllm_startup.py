@@ -38,7 +38,7 @@ GPUS = {
     "RTX 4090": "rtx-4090", "RTX 4090 24GB": "rtx-4090", "H100": "h100-sxm", "H100 80GB HBM3": "h100-sxm",
     "H20": "h20", "L40": "l40", "A100": "a100-sxm4-80gb", "A100 40GB": "a100-sxm4-40gb",
     "A100 80GB": "a100-sxm4-80gb", "RTX 3080 10GB": "rtx-3080", "RTX 5090": "rtx-5090",
-    "V100 32GB": "v100-sxm2-32gb", "Tesla T4 16GB": "t4", "A800": "a800",
+    "V100 32GB": "v100-sxm2-32gb", "Tesla T4 16GB": "t4", "A800": "a800-sxm4-80gb",
     "H200 (inferred from 139.72 GiB total; not named in excerpt)": "h200",
     "NVIDIA DGX Spark (GB10, unified memory)": "dgx-spark",
 }
@@ -46,6 +46,12 @@ GPUS = {
 CO_TENANT_FREE_GIB = {
     "RedHatAI/Mixtral-8x7B-Instruct-v0.1-FP8": (7.34, "the log: Free memory on device (7.34/139.72 GiB)"),
     "Qwen/Qwen2.5-14B-Instruct-GPTQ-Int4": (79.15 * 0.25, "a 72B instance at util 0.75 held 3/4 of the card"),
+}
+# threads whose card size is stated nowhere and implied by no log figure
+SIZE_NOT_STATED = {
+    "https://github.com/vllm-project/vllm/issues/17431":
+        "the A800's memory size is not stated (40 or 80 GB) and no figure was posted: at 80 GB both engines "
+        "start, at 40 GB both fail; the thread's V0-starts / V1-fails split is not reproducible without it",
 }
 QUANT = {"fp8": "fp8", "gptq": "gptq", "awq": "awq", "mxfp4": "mxfp4"}
 DTYPE = {"float16": "fp16", "half": "fp16", "bfloat16": "bf16"}
@@ -58,6 +64,8 @@ def num(v):
 
 def family(row) -> str | None:
     v = row["vllm_version"]
+    if v and row["vllm_engine"] == "V0":
+        return v if v.startswith(("0.5", "0.6.")) and v <= "0.6.4" else "0.7"  # VLLM_USE_V1=0 on a V1 release
     if v:
         return v
     if row["vllm_engine"] == "V0":
@@ -73,8 +81,8 @@ def build(row, cat):
         return None, f"GPU {row['gpu']!r} not in the catalog"
     if row["outcome"] not in OUTCOMES:
         return None, f"outcome {row['outcome']!r} (truncated log / OOM after start-up: not a start-up check)"
-    if "memory size not stated" in row["notes"] and "implies" not in row["notes"]:
-        return None, "the card's memory size is not stated (A800 comes in 40 and 80 GB) and no log figure implies it"
+    if row["source_url"] in SIZE_NOT_STATED:
+        return None, SIZE_NOT_STATED[row["source_url"]]
     if "no log numbers" in row["notes"] and "presumably" in row["notes"]:
         return None, "flags not known (a comment's outcome; its utilisation is presumed, and the same thread's default start fails before any max_model_len check)"
     if "-dp=" in row["notes"]:

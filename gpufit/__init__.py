@@ -77,7 +77,7 @@ def fit(model: str, snap: "Snapshot | None" = None, *, gpus: str | None = None, 
         alternatives: bool = True) -> "FitResult":
     """The verdict for `model` on the GPUs of `snap` (default: probe this box now), as `gpufit here` gives
     it. `gpus` selects GPUs ("0,2" or UUIDs) as `--gpus` does."""
-    from .devices import select_devices
+    from .app.devices import select_devices
 
     catalog = load_catalog()
     snap = snapshot() if snap is None else snap
@@ -108,9 +108,9 @@ def recommend(snap: "Snapshot | None" = None, *, gpus: list[str] | None = None, 
     """Which catalog models fit (on `snap`, or on catalog cards `gpus`), each at its best quantization,
     largest first, as `gpufit recommend` ranks them."""
     from . import app
-    from .devices import select_devices
+    from .app.devices import select_devices
     from .estimator.types import devices_from_specs
-    from .recommend import recommend as _recommend
+    from .app.recommend import recommend as _recommend
 
     catalog = load_catalog()
     if gpus:

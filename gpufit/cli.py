@@ -6,7 +6,6 @@ need them, so `gpufit plan` starts fast.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -14,7 +13,30 @@ import click
 
 from .errors import ExitCode, GpufitError, ProbeError, UsageError
 
+# 128 + signal number, as a shell reports a process a signal ended (POSIX: SIGINT 2, SIGTERM 15)
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread on SIGTERM, so it unwinds like Ctrl-C: `finally` blocks and the atomic
+    writer's cleanup run, `except Exception` handlers do not swallow it."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
+
+
+def _keep_revision(ctx, _param, value):
+    ctx.meta["gpufit.revision"] = value
+    return value
+
+
+def _revision():
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("gpufit.revision") if ctx else None
 
 
 def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
@@ -30,6 +52,8 @@ def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
         click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
         click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)); less is 'tight'."),
         click.option("--json", "as_json", is_flag=True, help=f"Print the {schema} JSON object."),
+        click.option("--revision", expose_value=False, callback=_keep_revision, metavar="REV",
+                     help="Hugging Face cache: the branch, tag or commit of a cached repo (default refs/main)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -37,28 +61,34 @@ def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
 
 
 def _live_options(f):
-    f = click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
+    f = click.option("--snapshot", "snapshot_path", type=click.Path(),
                      help="Use a saved gpufit snapshot or an `nvidia-smi -q -x` capture instead of probing.")(f)
     f = click.option("--gpus", help="GPUs to use: indexes or UUIDs, comma separated. Default: CUDA_VISIBLE_DEVICES, else all.")(f)
     f = click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: what the probe or snapshot says).")(f)
     return f
 
 
-def _emit_fit(res, as_json: bool) -> None:
-    if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
-    else:
-        from .render import fit_text
+def _report_formats() -> list[str]:
+    from .render import formats_for
 
-        click.echo(fit_text(res))
+    return list(formats_for("report"))
+
+
+def _out(kind: str, obj, as_json: bool = False, **kw) -> None:
+    """Render a result through the format registry (render/) and print it on stdout."""
+    from .render import render
+
+    click.echo(render(kind, obj, "json" if as_json else "text", **kw))
+
+
+def _emit_fit(res, as_json: bool) -> None:
+    _out("fit", res, as_json)
 
 
 def _snapshot(snapshot_path):
-    from .probe import load_snapshot, take_snapshot
+    from .app.live import load_or_probe
 
-    if snapshot_path:
-        return load_snapshot(snapshot_path)
-    return take_snapshot()
+    return load_or_probe(snapshot_path)
 
 
 class _ServerArgs(click.Command):
@@ -93,55 +123,14 @@ def _split_server(model, server):
 
 def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve, util,
               ram=None, min_headroom=None, alternatives=True, server=()):
-    from . import app
-    from .catalog import load_catalog
-    from .devices import select_devices
+    """`here` / `check`: the options as click parsed them -> app.live.fit_live."""
+    from .app import live
 
-    catalog = load_catalog()
-    settings, extra_notes, batch_given = {}, [], batch is not None
     model, server = _split_server(model, server)
-    if server:
-        eng, cmd = app.server_command(server, os.environ)
-        if engine not in ("auto", eng.key) and not engine.startswith(eng.key + "@"):
-            raise UsageError(f"--engine {engine} contradicts the server command ({eng.key})")
-        opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
-                                        gpu_memory_utilization=util, gpus=gpus)
-        quant, context, kv_dtype, util, gpus = (opts["quant"], opts["context"], opts["kv_dtype"],
-                                                opts["gpu_memory_utilization"], opts["gpus"])
-        engine = engine if engine != "auto" else eng.name
-        settings = dict(cmd.settings)
-        model = cmd.model
-        extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
-        if cmd.context is None and context is None:
-            extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
-        if cmd.ignored:
-            extra_notes.append("flags that do not change memory: " + " ".join(cmd.ignored))
-        if cmd.unknown:
-            extra_notes.append("flags gpufit does not read (assumed not to change memory): " + " ".join(cmd.unknown))
-        choice = app.resolve_checkpoint(model, catalog)
-        if context is None and cmd.engine == "vllm":
-            context = choice.spec.max_context
-    else:
-        choice = app.resolve_model(model, catalog)  # a bad model name fails before the probe runs
-    try:
-        snap = _snapshot(snapshot_path)
-    except ProbeError as e:
-        raise ProbeError(f"{e} To estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
-                         "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
-                         "on that box.") from None
-    devices = select_devices(snap, catalog, gpus, os.environ)
-    req, notes = app.build_request(
-        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
-        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
-        gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else snap.host.ram_available_bytes,
-        engine_settings=settings, model_path=model if server and os.path.exists(os.path.expanduser(model)) else None,
-        batch_given=batch_given,
-    )
-    notes += extra_notes
-    if snapshot_path:
-        notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
-    return app.run_estimate(req, notes, catalog, alternatives=alternatives)
+    opts = live.LiveOptions(model=model, server=server, quant=quant, context=context, batch=batch,
+                            kv_dtype=kv_dtype, engine=engine, reserve=reserve, gpu_memory_utilization=util,
+                            ram=ram, min_headroom_bytes=min_headroom, gpus=gpus, revision=_revision())
+    return live.fit_live(opts, snapshot_path=snapshot_path, env=os.environ, alternatives=alternatives)
 
 
 class GpufitGroup(click.Group):
@@ -151,6 +140,11 @@ class GpufitGroup(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt as e:  # Ctrl-C (SIGINT) or SIGTERM: the write in flight removed its temp
+            # file on the way out (fsutil), so nothing partial is left; exit as a shell reports the signal
+            term = isinstance(e, Terminated)
+            click.echo(f"gpufit: {'terminated' if term else 'interrupted'}", err=True)
+            ctx.exit(EXIT_SIGTERM if term else EXIT_SIGINT)
         except GpufitError as e:
             click.echo(f"gpufit: {e}", err=True)
             ctx.exit(int(e.exit_code))
@@ -172,9 +166,14 @@ def cli():
     """Does this model fit on the GPUs in this box right now, and if not, what would?
 
     \b
-    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error, 3 does not fit,
+    Exit codes: 0 fits / healthy, 1 internal error, 2 usage error (also: an
+    --output / --save path that cannot be written), 3 does not fit,
     4 fits only with CPU offload or below headroom (--strict) / report warnings,
-    5 could not probe (no driver, no GPU), 6 invalid data file.
+    5 could not probe (no driver, no GPU), 6 a data file that is missing,
+    unreadable or invalid, 130 / 143 interrupted (SIGINT / SIGTERM).
+
+    Writes are atomic and replace only regular files: a folder, device, FIFO or
+    any symlink (even to a regular file) is refused; give the real path.
     """
 
 
@@ -191,9 +190,9 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     Or plan from a server's own command line after --:
       gpufit here -- vllm serve MODEL --max-model-len 32768 --tensor-parallel-size 2
     """
-    from .app import parse_size
+    from .app.request import parse_size
 
-    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, server=server)
     _emit_fit(res, as_json)
@@ -213,14 +212,14 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     from .catalog import load_catalog
 
     catalog = load_catalog()
-    choice = app.resolve_model(model, catalog)
+    choice = app.resolve_model(model, catalog, _revision(), engine=engine)
     devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
         gpu_memory_utilization=gpu_memory_utilization, batch_given=batch is not None,
-        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom else None,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram else None, planning=True,
+        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else None, planning=True,
     )
     notes.append("planning on catalog hardware: each card's whole memory counted as free")
     res = app.run_estimate(req, notes, catalog)
@@ -243,15 +242,16 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
       gpufit check -- vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 32768
       gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
     """
-    from .app import parse_size
-    from .render import check_line
+    from .app.request import parse_size
 
-    mh = parse_size(min_headroom, "--min-headroom") if min_headroom else None
+    mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, alternatives=False, server=server)
-    click.echo(check_line(res), err=True)
+    from .render import render
+
+    click.echo(render("check", res), err=True)
     if as_json:
-        click.echo(json.dumps(res.to_dict(), indent=2))
+        _out("fit", res, True)
     code = VERDICT_EXIT[res.verdict]
     if res.verdict == "tight" and strict:
         code = ExitCode.DEGRADED
@@ -260,41 +260,48 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the gpufit.snapshot/1 JSON object.")
-@click.option("--save", "save_path", type=click.Path(dir_okay=False), help="Write the snapshot to FILE (atomically).")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Read a saved snapshot or nvidia-smi -q -x capture.")
+@click.option("--save", "save_path", type=click.Path(), help="Write the snapshot to FILE (atomically; a folder, device, FIFO or symlink is refused, exit 2).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="Read a saved snapshot or nvidia-smi -q -x capture.")
 def probe(as_json, save_path, snapshot_path):
     """What the probe sees: every GPU and the host."""
     from .catalog import load_catalog
 
+    if save_path is not None:  # refuse a folder / device / symlink before a probe that may take seconds
+        from .fsutil import check_writable_target
+
+        check_writable_target(save_path)
     snap = _snapshot(snapshot_path)
-    if save_path:
+    if save_path is not None:
         from .probe import save_snapshot
 
         save_snapshot(snap, save_path)
         click.echo(f"saved snapshot of {len(snap.gpus)} GPU(s) to {save_path}", err=True)
     if as_json:
-        click.echo(snap.to_json())
+        _out("snapshot", snap, True)
     elif not save_path:
-        from .render_probe import snapshot_table
-
-        click.echo(snapshot_table(snap, load_catalog()))
+        _out("snapshot", snap, catalog=load_catalog())
 
 
 @cli.command()
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "prometheus"]), default=None, help="Output format (default: the config's [report] format, else text).")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write here (atomically) instead of stdout.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
+@click.option("--format", "fmt", type=click.Choice(_report_formats()), default=None, help="Output format (default: the config's [report] format, else text).")
+@click.option("--output", "-o", type=click.Path(), help="Write here (atomically) instead of stdout ('-'). A folder, device, FIFO or symlink is refused (exit 2): give the real path.")
+@click.option("--config", "config_path", type=click.Path(), help="Config file (default: /etc/gpufit/gpufit.toml, then $XDG_CONFIG_HOME/gpufit/gpufit.toml).")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="Report on a saved snapshot or nvidia-smi -q -x capture.")
 def report(fmt, output, config_path, snapshot_path):
     """Health report for cron / systemd timers (text, JSON or Prometheus textfile)."""
-    from .report import run_report
+    from .app.report import run_report
 
-    sys.exit(int(run_report(fmt, output, config_path, snapshot_path)))
+    run = run_report(fmt, output, config_path, snapshot_path)
+    if run.stdout is not None:
+        click.echo(run.stdout, nl=False)
+    for line in run.diagnostics:
+        click.echo(line, err=True)
+    sys.exit(int(run.exit_code))
 
 
 @cli.command()
 @click.option("--gpu", "gpu_opts", multiple=True, metavar="KEY[:COUNT]", help="Catalog GPUs instead of probing.")
-@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False), help="A saved snapshot or nvidia-smi capture.")
+@click.option("--snapshot", "snapshot_path", type=click.Path(), help="A saved snapshot or nvidia-smi capture.")
 @click.option("--gpus", help="GPUs of this box to use (indexes or UUIDs).")
 @click.option("--context", "-c", type=int, default=8192, show_default=True)
 @click.option("--engine", default="auto", show_default=True)
@@ -306,28 +313,31 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     """Which catalog models fit now, each at its best quantization, largest first."""
     from . import app
     from .catalog import load_catalog
-    from .recommend import recommend as run, recommend_text
+    from .app.recommend import recommend as run
 
     catalog = load_catalog()
     if top < 1:
-        from .errors import UsageError
-
         raise UsageError("--top must be at least 1")
+    import math
+
+    for name, value in (("--min-tokens-per-s", min_tokens_per_s), ("--min-bits", min_bits)):
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"{name} must be a finite number >= 0, got {value}")
     if gpu_opts:
         devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
         ram = None
     else:
-        from .devices import select_devices
+        from .app.devices import select_devices
 
         snap = _snapshot(snapshot_path)
-        devices = select_devices(snap, catalog, gpus, os.environ)
+        devices = select_devices(snap, catalog, gpus, os.environ if snapshot_path is None else {})
         ram = snap.host.ram_available_bytes
     rows = run(catalog, devices, context=context, engine=engine, min_tokens_per_s=min_tokens_per_s,
                min_bits=min_bits, host_ram=ram, planning=bool(gpu_opts))[:top]
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        _out("recommend", rows, True)
     else:
-        click.echo(recommend_text(rows, min_tokens_per_s))
+        _out("recommend", rows, min_tps=min_tokens_per_s)
     sys.exit(ExitCode.OK if rows else ExitCode.NO_FIT)
 
 
@@ -349,6 +359,8 @@ def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, passwor
           quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom, as_json):
     """Which nodes of a fleet can take MODEL now, from GPU series in Prometheus (gpufit, dcgm-exporter,
     nvidia_gpu_exporter). Exit 0 a node fits, 3 none does, 5 no fresh GPU series or Prometheus unreachable."""
+    import json
+
     from .app import parse_size
     from .fleet import parse_duration, run_fleet
 
@@ -359,7 +371,7 @@ def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, passwor
                     gpu_memory_utilization=gpu_memory_utilization,
                     min_headroom_bytes=parse_size(min_headroom, "--min-headroom") if min_headroom else None,
                     ram_bytes=parse_size(ram, "--ram") if ram else None, token_file=token_file,
-                    password_file=password_file, ca_file=ca_file, insecure=insecure)
+                    password_file=password_file, ca_file=ca_file, insecure=insecure, revision=_revision())
     for line in ans.said:
         click.echo(f"gpufit fleet: {line}", err=True)
     if as_json:
@@ -373,35 +385,37 @@ def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, passwor
     sys.exit(int(ans.exit_code))
 
 
-def _listing(items, query, fields, as_json, to_json, to_text, what) -> None:
+def _listing(kind: str, items, query, fields, as_json) -> None:
     """`models` / `gpus`: filter the catalog by a substring of `fields`, print JSON or a table; an
     empty result is a usage error (exit 2)."""
     q = (query or "").lower()
     found = [i for i in items if not q or any(q in str(getattr(i, f) or "").lower() for f in fields)]
-    if as_json:
-        click.echo(json.dumps([to_json(i) for i in found], indent=2))
+    if as_json or found:
+        _out(kind, found, as_json)
     else:
-        click.echo(to_text(found) if found else f"no {what} matches {query!r}")
+        click.echo(f"no {kind[:-1] if kind != 'gpus' else 'GPU'} matches {query!r}")
     sys.exit(ExitCode.OK if found else ExitCode.USAGE)
 
 
 @cli.command()
 @click.argument("query", required=False)
 @click.option("--json", "as_json", is_flag=True)
-def models(query, as_json):
-    """List catalog models (QUERY filters by key, name, family or HF repo)."""
-    import dataclasses
-
+@click.option("--local", is_flag=True, help="List the models on this disk (Hugging Face cache, Ollama, LM Studio, llama.cpp) instead of the catalog.")
+@click.option("--probe", "probe_now", is_flag=True, help="With --local: probe this box and say whether each fits now.")
+@click.option("--snapshot", "snapshot_path", type=click.Path(dir_okay=False),
+              help="With --local: say whether each fits on the box a saved snapshot / nvidia-smi capture describes.")
+def models(query, as_json, local, probe_now, snapshot_path):
+    """List catalog models (QUERY filters by key, name, family or HF repo), or with --local the models on disk."""
     from .catalog import load_catalog
-    from .estimator.params import count_params
-    from .render import models_text
 
-    def to_json(m):
-        pc = count_params(m)
-        return {**dataclasses.asdict(m), "params": pc.total, "active_params": pc.active}
+    if local or probe_now or snapshot_path:
+        from . import app
 
-    _listing(load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"), as_json,
-             to_json, models_text, "model")
+        snap = _snapshot(snapshot_path) if (probe_now or snapshot_path) else None
+        rows = [r for r in app.local_models(snap) if not query or query.lower() in r["name"].lower()]
+        _out("local_models", rows, as_json)
+        sys.exit(ExitCode.OK if rows or not query else ExitCode.USAGE)
+    _listing("models", load_catalog().models.values(), query, ("key", "name", "family", "hf_repo"), as_json)
 
 
 @cli.command()
@@ -409,18 +423,21 @@ def models(query, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def gpus(query, as_json):
     """List catalog GPUs (QUERY filters by key, name or architecture)."""
-    import dataclasses
-
     from .catalog import load_catalog
-    from .render import gpus_text
 
-    _listing(load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"), as_json,
-             dataclasses.asdict, gpus_text, "GPU")
+    _listing("gpus", load_catalog().gpus.values(), query, ("key", "name", "architecture", "vendor_class"), as_json)
 
 
 def main(argv=None) -> None:
-    """Console entry point (`gpufit`)."""
-    cli.main(args=argv, prog_name="gpufit")
+    """Console entry point (`gpufit`). SIGTERM (systemd stopping a unit, `timeout`) unwinds like Ctrl-C:
+    exit 143 (130 for SIGINT), no traceback, no partial file."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.main(args=argv, prog_name="gpufit")
+    except KeyboardInterrupt as e:  # before a command runs (click's own parsing)
+        sys.exit(EXIT_SIGTERM if isinstance(e, Terminated) else EXIT_SIGINT)
 
 
 if __name__ == "__main__":  # pragma: no cover

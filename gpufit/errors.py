@@ -80,3 +80,16 @@ def unknown(kind: str, word: str, choices) -> UsageError:
     near = did_you_mean(word, choices)
     hint = f"; did you mean {', '.join(near)}?" if near else ""
     return UsageError(f"unknown {kind} {word!r}{hint}")
+
+
+class WriteError(GpufitError):
+    """An output file (--output, --save) cannot be written: the path is empty, a folder, a device, a FIFO,
+    a symlink, or the OS refused the write. Exit 2: the path is an option value the user can change; the
+    old file, if any, is left as it was."""
+
+    exit_code = ExitCode.USAGE
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        self.detail = message
+        super().__init__(f"{self.path}: {message}")

@@ -91,7 +91,7 @@ ARCH_CC = {
     "Ampere": {"8.0", "8.6", "8.7"},
     "Ada Lovelace": {"8.9"},
     "Hopper": {"9.0"},
-    "Blackwell": {"10.0", "12.0", "12.1"},
+    "Blackwell": {"10.0", "10.3", "11.0", "12.0", "12.1"},
 }
 OPTIONAL_NUMBERS = ("fp32_tflops", "fp16_tflops", "bf16_tflops", "fp8_tflops", "int8_tops", "int4_tops", "fp4_tflops",
                     "cuda_cores", "tensor_cores", "tdp_w", "memory_bus_bits", "nvlink_gbps", "pcie_gen")
@@ -339,7 +339,8 @@ def test_tensor_ratios_are_consistent(cat):
             assert 1.9 <= g.fp8_tflops / g.fp16_tflops <= 2.1, g.key
         if g.fp8_tflops and g.fp4_tflops:
             # GeForce fp8 is the FP32-accumulate rate, half the FP16-accumulate one; FP4 always accumulates in FP32
-            ratio = 4 if g.vendor_class == "geforce" else 2
+            # Blackwell Ultra (B300, CC 10.3) runs dense FP4 at 3x its FP8 rate (HGX B300 datasheet)
+            ratio = 4 if g.vendor_class == "geforce" else 3 if g.compute_capability == "10.3" else 2
             assert 0.95 * ratio <= g.fp4_tflops / g.fp8_tflops <= 1.05 * ratio, g.key
         if g.fp32_tflops and g.fp16_tflops and g.tensor_cores:
             assert g.fp16_tflops > g.fp32_tflops, g.key
@@ -376,3 +377,56 @@ def test_gpu_lookup_forms(cat, typed):
 def test_unknown_gpu_is_a_usage_error_with_suggestions(cat):
     with pytest.raises(UsageError, match="did you mean"):
         cat.gpu("rtx-3095")
+
+
+# ---- issue 12: reported totals, datasheet sizes apart, cards told apart by memory ----------------------------------
+def test_rtx_5060_ti_8gb_and_16gb_are_told_apart_by_the_reported_memory_total(cat):
+    # same NVML name and PCI id 2D04; the 16 GB card reports ~15.5 GiB, the 8 GB card ~7.5 GiB
+    name = "NVIDIA GeForce RTX 5060 Ti"
+    assert cat.match_gpu(name, "0x2D0410DE", 16311 * 2**20).key == "rtx-5060-ti-16gb"
+    assert cat.match_gpu(name, "0x2D0410DE", 8151 * 2**20).key == "rtx-5060-ti-8gb"
+    assert cat.match_gpu(None, "2D04", 8151 * 2**20).key == "rtx-5060-ti-8gb"
+    assert cat.match_gpu(name, "2D04") is None  # no memory total: never guess between the two
+    assert cat.match_gpu(name, "2D04", 4 * 2**30) is None  # nowhere near either card
+
+
+def test_ambiguous_gpu_name_lists_both_cards(cat):
+    with pytest.raises(UsageError) as e:
+        cat.gpu("rtx-5060-ti")
+    assert "rtx-5060-ti-8gb" in str(e.value) and "rtx-5060-ti-16gb" in str(e.value)
+
+
+@pytest.mark.parametrize("key,reported_mib,datasheet", [
+    ("a10", 23028, 24 * 2**30),  # 22.49 GiB
+    ("l4", 23034, 24 * 2**30),  # 22.49 GiB
+    ("l40", 46068, 48 * 2**30),
+    ("b200", 183359, 180 * 2**30),  # 179.06 GiB
+    ("dgx-spark", 122548, 128 * 2**30),  # 119.68 GiB
+])
+def test_memory_is_the_reported_total_and_the_datasheet_size_is_kept_apart(cat, key, reported_mib, datasheet):
+    g = cat.gpus[key]
+    assert g.memory_bytes == reported_mib * 2**20 and g.datasheet_memory_bytes == datasheet
+
+
+def test_plan_counts_the_reported_total_as_free(cat):
+    from gpufit.app import plan_devices
+
+    (d,) = plan_devices([(cat.gpu("a10"), 1)])
+    assert d.total_bytes == d.free_bytes == 23028 * 2**20
+
+
+def test_jetson_agx_orin_and_dgx_spark_have_tensor_throughput(cat):
+    assert cat.gpus["jetson-agx-orin-64gb"].fp16_tflops == 42.5
+    assert cat.gpus["jetson-agx-orin-32gb"].fp16_tflops == 27
+    assert cat.gpus["dgx-spark"].bf16_tflops == 125
+
+
+def test_loader_rejects_a_reported_total_above_the_datasheet_size(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text(GPU_TOML.format(key="x", name="X", nvml="X", pci="FFF0").replace(
+        "memory_bytes = 25769803776", "memory_bytes = 25769803776\ndatasheet_memory_bytes = 17179869184"))
+    from gpufit.catalog.loader import load_file
+
+    with pytest.raises(CatalogError) as e:
+        load_file(p, cache=False)
+    assert "exceeds datasheet_memory_bytes" in str(e.value)

@@ -143,12 +143,29 @@ def test_moe_shapes(cat):
     mx = cat.model("mixtral-8x7b")
     assert (mx.experts, mx.experts_active, mx.moe_intermediate, mx.intermediate, mx.dense_layers) == (
         8, 2, 14336, 14336, 0)
-    # Mistral: 12.9B used per token
-    assert abs(count_params(mx).active - 12.9e9) / 12.9e9 < 0.01
+    # Mistral: 12.9B used per token, Qwen: 3.3B / 22B activated -- both count the input embedding,
+    # which gpufit's `active` leaves out (a row lookup, no matrix product)
+    pc = count_params(mx)
+    assert abs(pc.active + pc.embed - 12.9e9) / 12.9e9 < 0.01
     q = cat.model("qwen3-30b-a3b")
-    assert abs(count_params(q).active - 3.3e9) / 3.3e9 < 0.03
+    pc = count_params(q)
+    assert abs(pc.active + pc.embed - 3.3e9) / 3.3e9 < 0.03
     q = cat.model("qwen3-235b-a22b")
-    assert abs(count_params(q).active - 22e9) / 22e9 < 0.02
+    pc = count_params(q)
+    assert abs(pc.active + pc.embed - 22e9) / 22e9 < 0.02
+
+
+def test_active_params_leave_out_the_input_embedding(cat):
+    """gpt-oss-20b: OpenAI's model card gives 3.61 B active (unembedding counted, embedding not):
+    24 layers of attention + 4 of 32 experts + router, plus the 201,088 x 2,880 head."""
+    pc = count_params(cat.model("gpt-oss-20b"))
+    assert abs(pc.active - 3.61e9) / 3.61e9 < 0.01
+    # dense, untied: everything but the 128,256 x 4,096 input table
+    pc = count_params(cat.model("llama3-8b"))
+    assert pc.active == 8030261248 - 128256 * 4096
+    # tied: the one embedding matrix is also the head, so it stays in
+    m = cat.model("llama3.2-1b")
+    assert m.tie_embeddings and count_params(m).active == count_params(m).total
 
 
 def test_deepseek_v3_and_r1_are_mla_moe(cat):

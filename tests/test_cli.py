@@ -125,9 +125,10 @@ def test_here_from_a_capture_uses_free_memory_not_total():
 def test_here_honours_gpus_and_cuda_visible_devices():
     _, d = fit_json("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(V100S_8), "--gpus", "2,5")
     assert [x["index"] for x in d["devices"]] == ["2", "5"]
+    # this shell's CUDA_VISIBLE_DEVICES says nothing about the box a snapshot describes (tests/test_captures.py)
     _, d = fit_json("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(V100S_8),
                     env={"CUDA_VISIBLE_DEVICES": "7"})
-    assert [x["index"] for x in d["devices"]] == ["7"]
+    assert len(d["devices"]) == 8
 
 
 def test_check_prints_one_line_on_stderr_and_nothing_on_stdout():

@@ -6,9 +6,9 @@ import textwrap
 
 import pytest
 
-from gpufit.config import Config, Thresholds, check_models, default_paths, load_config
+from gpufit.app.config import Config, Thresholds, check_models, default_paths, load_config
 from gpufit.errors import ConfigError, ExitCode
-from gpufit.report import run_report
+from gpufit.app.report import run_report
 
 GPU_ENTRY = """
 [[catalog.gpu]]
@@ -176,9 +176,9 @@ def test_catalog_files_are_relative_to_the_config(tmp_path):
 def test_invalid_config_makes_report_exit_6_naming_file_line_and_key(tmp_path, capsys):
     p = write(tmp_path, "gpufit.toml", "[thresholds]\ntemperature_warn_c = 80\nmax_temp = 9\n")
     out = tmp_path / "gpufit.prom"
-    code = run_report("prometheus", str(out), str(p), snapshot_path=str(tmp_path / "unused.json"))
-    assert code == ExitCode.BAD_DATA == 6
-    err = capsys.readouterr().err
+    run = run_report("prometheus", str(out), str(p), snapshot_path=str(tmp_path / "unused.json"))
+    assert run.exit_code == ExitCode.BAD_DATA == 6
+    err = "\n".join(run.diagnostics)
     assert str(p) in err and "line 3" in err and "max_temp" in err
     # monitoring still learns that the report failed
     from prometheus_client.parser import text_string_to_metric_families

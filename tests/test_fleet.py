@@ -15,12 +15,12 @@ pytest.importorskip("prometheus_client")
 
 from gpufit.catalog import load_catalog
 from gpufit.cli import cli
-from gpufit.config import Config
+from gpufit.app.config import Config
 from gpufit.fleet import parse_duration
 from gpufit.fleet.sources import parse_match
 from gpufit.probe import load_snapshot
-from gpufit.prometheus import render
-from gpufit.report import build_report
+from gpufit.render.prometheus import render
+from gpufit.app.report import build_report
 
 from fleet_helpers import FIXTURES, FakePrometheus, Series, dcgm_text, free_by_index, nvidia_smi_text, parse_text
 

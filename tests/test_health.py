@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from gpufit import health
-from gpufit.config import Thresholds
+from gpufit.app import health
+from gpufit.app.config import Thresholds
 from gpufit.probe.snapshot import Clocks, Ecc, EccCounts, Memory, Pcie, Process, Utilization
 
 from report_helpers import GiB, capture_params, healthy_gpu, host, load_capture, snapshot, unsupported_gpu
@@ -42,13 +42,42 @@ def test_thresholds_come_from_config():
     (("gpu_idle",), "ok", "ok"),
     (("sw_thermal_slowdown",), "warn", "ok"),
     (("hw_thermal_slowdown", "hw_slowdown"), "crit", "crit"),
-    (("sw_power_cap",), "ok", "warn"),
+    (("sw_power_cap",), "ok", "ok"),  # healthy_gpu is idle: see the test below
     (("hw_power_brake_slowdown",), "ok", "crit"),
 ])
 def test_throttle_reasons(reasons, thermal, power):
     g = healthy_gpu(throttle_reasons=reasons)
     assert health.check_thermal_throttling(g, T).status == thermal
     assert health.check_power_throttling(g, T).status == power
+
+
+def test_sw_power_cap_is_judged_only_on_busy_gpus():
+    busy = healthy_gpu(throttle_reasons=("sw_power_cap",), utilization=Utilization(gpu=97, memory=60))
+    idle = healthy_gpu(throttle_reasons=("sw_power_cap",), utilization=Utilization(gpu=0, memory=0))
+    unknown = healthy_gpu(throttle_reasons=("sw_power_cap",), utilization=Utilization())
+    assert health.check_power_throttling(busy, T).status == "warn"
+    c = health.check_power_throttling(idle, T)
+    assert c.status == "ok" and c.value == [] and "not flagged" in c.message and "0 %" in c.message
+    assert health.check_power_throttling(unknown, T).status == "ok"
+    # a hardware brake is flagged whatever the load
+    braked = healthy_gpu(throttle_reasons=("sw_power_cap", "hw_power_brake_slowdown"), utilization=Utilization(gpu=0))
+    assert health.check_power_throttling(braked, T).status == "crit"
+
+
+def test_sw_power_cap_on_the_idle_3090_capture_is_not_a_warning():
+    from pathlib import Path
+
+    from gpufit.probe import load_snapshot
+
+    s = load_snapshot(Path(__file__).parent / "fixtures/nvidia-smi/influxdata_telegraf__3090-v13.xml")
+    g = s.gpus[0]
+    assert "sw_power_cap" in g.throttle_reasons and g.utilization.gpu == 0
+    assert health.check_power_throttling(g, T).status == "ok"
+
+
+def test_health_text_does_not_say_nvml_for_captures():
+    assert health.check_available(healthy_gpu(), T).message == "GPU answers NVML"
+    assert "NVML" not in health.check_available(healthy_gpu(), T, live=False).message
 
 
 def test_throttle_reasons_unreadable_are_unknown_not_ok():

@@ -491,7 +491,8 @@ def q8(rows: int, cols: int) -> np.ndarray:
     return gguf.quants.quantize(np.ones((rows, cols), np.float32), gguf.GGMLQuantizationType.Q8_0)
 
 
-def write_gguf(path: Path, arch: str = "llama", layers: int = L, extra=None, split_max_tensors: int = 0) -> Path:
+def write_gguf(path: Path, arch: str = "llama", layers: int = L, extra=None, split_max_tensors: int = 0,
+               file_type=gguf.LlamaFileType.MOSTLY_Q8_0) -> Path:
     w = gguf.GGUFWriter(str(path), arch, split_max_tensors=split_max_tensors)
     w.add_name("Tiny Llama")
     w.add_block_count(layers)
@@ -500,7 +501,7 @@ def write_gguf(path: Path, arch: str = "llama", layers: int = L, extra=None, spl
     w.add_feed_forward_length(FF)
     w.add_head_count(HEADS)
     w.add_head_count_kv(KV)
-    w.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
+    w.add_file_type(file_type)
     w.add_token_list([f"t{i}" for i in range(V)])
     if extra:
         extra(w)
@@ -541,6 +542,20 @@ def test_gguf_weights_bytes_from_the_tensor_table(tmp_path):
     assert mf.quant == "q8_0"
     assert mf.weights_source == "gguf tensor table"
     assert mf.tensor_count == 3 + 9 * L
+
+
+def test_an_f16_gguf_file_defaults_to_llama_cpp_not_vllm(tmp_path):
+    """The engine follows the file format: only llama.cpp / Ollama load a .gguf, F16 or not."""
+    from gpufit.app import build_request, plan_devices, resolve_model
+    from gpufit.catalog import load_catalog
+
+    cat = load_catalog()
+    path = write_gguf(tmp_path / "tiny-f16.gguf", file_type=gguf.LlamaFileType.MOSTLY_F16)
+    choice = resolve_model(str(path), cat)
+    assert choice.file_quant == "fp16" and choice.is_gguf
+    req, notes = build_request(choice, plan_devices([(cat.gpu("rtx-4090"), 1)]), cat, planning=True)
+    assert req.engine == "llama.cpp"
+    assert any("engine llama.cpp: the default for a GGUF file" in n for n in notes)
 
 
 def test_gguf_bytes_agree_with_gguf_reader(tmp_path):

@@ -17,7 +17,7 @@ pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpufit.errors import ProbeError
-from gpufit.report import run_report
+from gpufit.app.report import run_report
 
 from report_helpers import CAPTURES, healthy_gpu, load_capture, snapshot
 
@@ -79,7 +79,7 @@ def test_every_capture_through_node_exporter(exporter, tmp_path):
     folder, url = exporter
     out = folder / "gpufit.prom"
     for path in CAPTURES:
-        run_report("prometheus", str(out), str(config(tmp_path)), str(path))
+        run_report("prometheus", str(out), str(config(tmp_path)), str(path)).exit_code
         got = scrape(url)
         assert got["node_textfile_scrape_error"].samples[0].value == 0, path.name
         assert families(out) <= set(got), (path.name, families(out) - set(got))
@@ -93,7 +93,7 @@ def test_hand_built_report_with_models_and_failure(exporter, tmp_path, monkeypat
     out = folder / "gpufit.prom"
     snap = tmp_path / "box.json"
     snap.write_text(snapshot(healthy_gpu(0), healthy_gpu(1, temperature_c=86)).to_json())
-    assert run_report("prometheus", str(out), str(config(tmp_path)), str(snap)) == 4
+    assert run_report("prometheus", str(out), str(config(tmp_path)), str(snap)).exit_code == 4
     got = scrape(url)
     assert got["node_textfile_scrape_error"].samples[0].value == 0
     status = {(s.labels["uuid"][-1], s.labels["check"]): s.value for s in got["gpufit_gpu_health_status"].samples}
@@ -105,7 +105,7 @@ def test_hand_built_report_with_models_and_failure(exporter, tmp_path, monkeypat
         raise ProbeError("NVML: driver/library version mismatch")
 
     monkeypatch.setattr(gpufit.probe, "take_snapshot", no_driver)
-    assert run_report("prometheus", str(out), str(config(tmp_path))) == 5
+    assert run_report("prometheus", str(out), str(config(tmp_path))).exit_code == 5
     got = scrape(url)
     assert got["node_textfile_scrape_error"].samples[0].value == 0
     assert got["gpufit_report_success"].samples[0].value == 0

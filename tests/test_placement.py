@@ -174,9 +174,15 @@ def test_single_card_fit_is_the_whole_model_plus_engine_costs():
     # llama.cpp keeps token_embd on the host
     gpu_weights = round(ws.output + ws.per_layer * 32)
     kv = 131072 * 8192
-    need = gpu_weights + kv + 560 * 2**20 + LLAMA_CPP.cuda_context_bytes
+    # current llama.cpp runs flash attention (-fa auto): the largest peak of the compute buffer is the
+    # logits of one ubatch, 512 x 4 x (128,256 + 4,096) bytes
+    need = gpu_weights + kv + 512 * 4 * (128256 + 4096) + LLAMA_CPP.cuda_context_bytes
     assert r.devices[0].needed_bytes == need
     assert r.verdict == "fits"
+    # without it, the 8192 x 32 f32 attention scores of a ubatch: 560 MiB, the May 2024 logs' buffer
+    r = estimate(req("llama3-8b", "q4_k_m", [dev(R3090, 0)], engine="llama.cpp", kv="fp16",
+                     engine_settings={"flash_attn": False}))
+    assert r.devices[0].needed_bytes == need - 512 * 4 * (128256 + 4096) + 560 * 2**20
 
 
 def test_tight_when_headroom_below_minimum_and_fits_otherwise():

@@ -14,9 +14,11 @@ import pytest
 pytest.importorskip("prometheus_client")
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpufit.config import Config
-from gpufit.prometheus import render, write_atomic
-from gpufit.report import build_report, failure_report
+from gpufit.app.config import Config
+from gpufit.errors import WriteError
+from gpufit.fsutil import write_atomic
+from gpufit.render.prometheus import render
+from gpufit.app.report import build_report, failure_report
 
 from report_helpers import CAPTURES, capture_params, healthy_gpu, load_capture, snapshot, unsupported_gpu
 
@@ -137,8 +139,9 @@ def test_write_atomic_failure_keeps_the_old_file_and_cleans_up(tmp_path, monkeyp
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(WriteError, match="No space left on device") as e:
         write_atomic(out, "new 1\n")
+    assert e.value.exit_code == 2
     assert out.read_text() == "old 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["gpufit.prom"]
 
@@ -190,7 +193,7 @@ def test_concurrent_report_processes(tmp_path):
     snaps = CAPTURES[:4]
     cfg = tmp_path / "gpufit.toml"
     cfg.write_text("")
-    code = ("import sys; from gpufit.report import run_report\n"
+    code = ("import sys; from gpufit.app.report import run_report\n"
             "for _ in range(15): run_report('prometheus', sys.argv[1], sys.argv[2], sys.argv[3])\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     procs = [subprocess.Popen([sys.executable, "-c", code, str(out), str(cfg), str(s)], env=env,

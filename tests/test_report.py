@@ -7,10 +7,15 @@ import json
 
 import pytest
 
-from gpufit import report as report_mod
-from gpufit.config import Config, ModelWatch
+from gpufit.app import report as report_mod
+from gpufit.app.config import Config, ModelWatch
 from gpufit.errors import ExitCode, ProbeError
-from gpufit.report import build_report, render, run_report
+from gpufit.app.report import build_report, run_report
+from gpufit.render import render as render_kind
+
+
+def render(report, fmt):
+    return render_kind("report", report, fmt)
 
 from report_helpers import CAPTURES, capture_params, healthy_gpu, snapshot, unsupported_gpu
 
@@ -57,7 +62,7 @@ def test_text_render_says_what_is_wrong():
 @pytest.mark.parametrize("path", capture_params()[:1] + capture_params()[-1:])
 def test_run_report_from_a_capture(tmp_path, path, fmt):
     out = tmp_path / "out"
-    code = run_report(fmt, str(out), str(empty_config(tmp_path)), str(path))
+    code = run_report(fmt, str(out), str(empty_config(tmp_path)), str(path)).exit_code
     assert code in (ExitCode.OK, ExitCode.DEGRADED, ExitCode.NO_PROBE)
     text = out.read_text()
     if fmt == "json":
@@ -74,7 +79,7 @@ def test_run_report_from_a_capture(tmp_path, path, fmt):
 ])
 def test_exit_codes(tmp_path, gpu, code):
     snap = save(tmp_path, snapshot(gpu))
-    assert run_report("json", str(tmp_path / "r.json"), str(empty_config(tmp_path)), str(snap)) == code
+    assert run_report("json", str(tmp_path / "r.json"), str(empty_config(tmp_path)), str(snap)).exit_code == code
 
 
 def test_failed_probe_exits_5_and_writes_success_0(tmp_path, monkeypatch, capsys):
@@ -85,15 +90,16 @@ def test_failed_probe_exits_5_and_writes_success_0(tmp_path, monkeypatch, capsys
 
     monkeypatch.setattr(gpufit.probe, "take_snapshot", no_driver)
     out = tmp_path / "gpufit.prom"
-    assert run_report("prometheus", str(out), str(empty_config(tmp_path))) == ExitCode.NO_PROBE == 5
-    assert "NVML Shared Library Not Found" in capsys.readouterr().err
+    run = run_report("prometheus", str(out), str(empty_config(tmp_path)))
+    assert run.exit_code == ExitCode.NO_PROBE == 5
+    assert any("NVML Shared Library Not Found" in d for d in run.diagnostics)
     from prometheus_client.parser import text_string_to_metric_families
 
     fams = {f.name: f for f in text_string_to_metric_families(out.read_text())}
     assert fams["gpufit_report_success"].samples[0].value == 0
     assert fams["gpufit_report_timestamp_seconds"].samples[0].value > 1.6e9
     # JSON says the same
-    assert run_report("json", str(tmp_path / "r.json"), str(empty_config(tmp_path))) == 5
+    assert run_report("json", str(tmp_path / "r.json"), str(empty_config(tmp_path))).exit_code == 5
     r = json.loads((tmp_path / "r.json").read_text())
     assert r["success"] is False and r["status"] == "crit" and "NVML" in r["error"]
 
@@ -101,35 +107,34 @@ def test_failed_probe_exits_5_and_writes_success_0(tmp_path, monkeypatch, capsys
 def test_bad_snapshot_file_exits_6(tmp_path, capsys):
     bad = tmp_path / "box.json"
     bad.write_text('{"schema": "gpufit.snapshot/1", "host": 3}')
-    assert run_report("text", str(tmp_path / "r.txt"), str(empty_config(tmp_path)), str(bad)) == 6
-    assert "box.json" in capsys.readouterr().err
+    run = run_report("text", str(tmp_path / "r.txt"), str(empty_config(tmp_path)), str(bad))
+    assert run.exit_code == 6 and any("box.json" in d for d in run.diagnostics)
 
 
 def test_unknown_format_is_usage(tmp_path):
-    assert run_report("yaml", None, str(empty_config(tmp_path))) == ExitCode.USAGE
+    assert run_report("yaml", None, str(empty_config(tmp_path))).exit_code == ExitCode.USAGE
 
 
 def test_config_thresholds_change_the_verdict(tmp_path):
     snap = save(tmp_path, snapshot(healthy_gpu(temperature_c=60)))
     cfg = tmp_path / "hot.toml"
     cfg.write_text("[thresholds]\ntemperature_warn_c = 55\ntemperature_crit_c = 58\n")
-    assert run_report("json", str(tmp_path / "r.json"), str(cfg), str(snap)) == 5
+    assert run_report("json", str(tmp_path / "r.json"), str(cfg), str(snap)).exit_code == 5
 
 
 def test_output_defaults_to_stdout(tmp_path, capsys):
     snap = save(tmp_path, snapshot(healthy_gpu()))
-    assert run_report("json", None, str(empty_config(tmp_path)), str(snap)) == 0
-    assert json.loads(capsys.readouterr().out)["status"] == "ok"
+    run = run_report("json", None, str(empty_config(tmp_path)), str(snap))
+    assert run.exit_code == 0 and json.loads(run.stdout)["status"] == "ok"
 
 
 # ---- watched models: the real app layer and estimator ------------------------------------------------
 
 
 def _app():
-    app = pytest.importorskip("gpufit.app", reason="the app layer (fit_on_snapshot) is not in this tree yet")
-    if not hasattr(app, "fit_on_snapshot"):
-        pytest.skip("gpufit.app has no fit_on_snapshot yet")
-    return app
+    from gpufit.app import request  # where report looks fit_on_snapshot up
+
+    return request
 
 
 def test_watched_model_verdict_and_headroom(tmp_path):
@@ -140,14 +145,14 @@ def test_watched_model_verdict_and_headroom(tmp_path):
     cfg.write_text('[[model]]\nname = "llama3-8b"\nquant = "int8"\ncontext = 4096\n\n'
                    '[[model]]\nname = "llama3-70b"\nquant = "bf16"\n')
     out = tmp_path / "r.json"
-    run_report("json", str(out), str(cfg), str(big[0]))
+    run_report("json", str(out), str(cfg), str(big[0])).exit_code
     models = {m["name"]: m for m in json.loads(out.read_text())["models"]}
     small, huge = models["llama3-8b"], models["llama3-70b"]
     assert small["error"] is None and small["verdict"] in ("fits", "tight") and small["quant"] == "int8"
     assert small["needed_bytes"] > 8e9 and small["headroom_bytes"] is not None
     assert huge["verdict"] in ("offload", "no_fit") and huge["status"] == "warn"
     # and the metrics say so
-    run_report("prometheus", str(tmp_path / "r.prom"), str(cfg), str(big[0]))
+    run_report("prometheus", str(tmp_path / "r.prom"), str(cfg), str(big[0])).exit_code
     from prometheus_client.parser import text_string_to_metric_families
 
     fits = {s.labels["model"]: s.value for f in text_string_to_metric_families((tmp_path / "r.prom").read_text())
@@ -162,13 +167,13 @@ def test_model_that_no_longer_fits_is_a_warning(tmp_path):
     cfg = tmp_path / "gpufit.toml"
     cfg.write_text('[thresholds]\nmemory_held_warn_ratio = 1.0\n[[model]]\nname = "llama3-8b"\nquant = "bf16"\n')
     out = tmp_path / "r.json"
-    assert run_report("json", str(out), str(cfg), str(snap)) == ExitCode.DEGRADED
+    assert run_report("json", str(out), str(cfg), str(snap)).exit_code == ExitCode.DEGRADED
     m = json.loads(out.read_text())["models"][0]
     assert m["verdict"] in ("offload", "no_fit") and m["status"] == "warn"
 
 
-def test_estimator_error_is_reported_not_raised(monkeypatch):
-    from gpufit.errors import UsageError
+def test_a_model_entry_no_run_can_satisfy_is_a_config_error_not_a_warning(monkeypatch):
+    from gpufit.errors import ConfigError, UsageError
 
     app = _app()
 
@@ -176,8 +181,31 @@ def test_estimator_error_is_reported_not_raised(monkeypatch):
         raise UsageError("context 999999 exceeds the model's max 8192")
 
     monkeypatch.setattr(app, "fit_on_snapshot", broken)
+    watch = ModelWatch(name="llama3-8b", path="/etc/gpufit/gpufit.toml", line=7)
+    with pytest.raises(ConfigError) as e:
+        build_report(snapshot(healthy_gpu()), Config(models=(watch,)))
+    assert e.value.exit_code == 6 and "gpufit.toml: line 7: [[model]] name='llama3-8b'" in str(e.value)
+
+
+def test_no_usable_gpu_for_a_watched_model_is_the_entrys_error(monkeypatch):
+    app = _app()
+
+    def no_gpu(*a, **k):
+        raise ProbeError("no usable GPU in this snapshot")
+
+    monkeypatch.setattr(app, "fit_on_snapshot", no_gpu)
     r = build_report(snapshot(healthy_gpu()), Config(models=(ModelWatch(name="llama3-8b"),)))
-    assert r["models"][0]["error"].startswith("context 999999") and r["models"][0]["status"] == "warn"
+    assert r["models"][0]["error"].startswith("no usable GPU") and r["models"][0]["status"] == "warn"
+
+
+def test_broken_model_entry_exits_6_not_4(tmp_path):
+    snap = save(tmp_path, snapshot(healthy_gpu()))
+    cfg = tmp_path / "gpufit.toml"
+    cfg.write_text('[[model]]\nname = "llama3-8b"\ncontext = 999999\n')
+    out = tmp_path / "gpufit.prom"
+    assert run_report("prometheus", str(out), str(cfg), str(snap)).exit_code == ExitCode.BAD_DATA == 6
+    text = out.read_text()
+    assert "gpufit_report_success 0.0" in text
 
 
 def test_a_bug_still_marks_the_prometheus_file_failed(tmp_path, monkeypatch):
@@ -189,7 +217,7 @@ def test_a_bug_still_marks_the_prometheus_file_failed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(report_mod, "build_report", broken)
     with pytest.raises(ZeroDivisionError):
-        run_report("prometheus", str(out), str(empty_config(tmp_path)), str(snap))
+        run_report("prometheus", str(out), str(empty_config(tmp_path)), str(snap)).exit_code
     from prometheus_client.parser import text_string_to_metric_families
 
     fams = {f.name: f for f in text_string_to_metric_families(out.read_text())}

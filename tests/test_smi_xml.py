@@ -10,7 +10,7 @@ import pytest
 from gpufit.catalog import load_catalog
 from gpufit.errors import ExitCode, SnapshotError
 from gpufit.probe import load_snapshot, save_snapshot
-from gpufit.render_probe import snapshot_table
+from gpufit.render.probe import snapshot_table
 
 CAPTURES = Path(__file__).parent / "fixtures" / "nvidia-smi"
 ALL = sorted(p for p in CAPTURES.iterdir() if p.suffix in (".xml", ".txt"))

@@ -107,3 +107,32 @@ def test_preflight_runs_gpufit_check_before_the_server():
     pre = d["ExecStartPre"][0]
     # the server's own command line after `--`, so its flags are written once
     assert pre.startswith(GPUFIT + " check ") and " -- vllm serve " in pre
+
+
+def test_the_units_exact_command_works_after_a_plain_install(tmp_path):
+    """ExecStart= of gpufit-report.service, run as written (only the binary's and the textfile's paths
+    point into this test): prometheus_client comes with the base install, so the command writes a valid
+    textfile and exits with a code the unit accepts (0, or 4/5 of SuccessExitStatus=) — never 1 for a
+    missing module. Without a GPU here that is exit 5 and gpufit_report_success 0."""
+    import os
+    import shlex
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    unit = (UNITS / "gpufit-report.service").read_text()
+    line = next(ln for ln in unit.splitlines() if ln.startswith("ExecStart="))
+    argv = shlex.split(line.removeprefix("ExecStart="))
+    assert argv[0] == GPUFIT
+    exe = Path(sys.executable).with_name("gpufit")
+    assert exe.is_file(), "the console script pip installs beside this interpreter"
+    out_at = argv.index("--output") + 1
+    textfile = tmp_path / Path(argv[out_at]).name
+    argv = [str(exe), *argv[1:out_at], str(textfile), *argv[out_at + 1:]]
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "cfg"), "GPUFIT_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    ok = {0} | {int(c) for c in re.search(r"^SuccessExitStatus=(.*)$", unit, re.M).group(1).split()}
+    assert r.returncode in ok, r.stderr
+    assert "internal error" not in r.stderr and "No module named" not in r.stderr
+    names = {f.name for f in text_string_to_metric_families(textfile.read_text())}
+    assert "gpufit_report_success" in names

@@ -233,3 +233,33 @@ def test_a_tensor_parallel_size_that_does_not_divide_the_heads_is_refused():
     assert "Total number of attention heads (32) must be divisible by tensor parallel size (3)" in r.refusal.message
     more = estimate(req("llama3-8b", "bf16", devs[:1], 8192, tensor_parallel_size=2))
     assert more.refusal.code == "not_enough_gpus"
+
+
+def test_qwen3_next_hybrid_pages_hold_a_deltanet_state():
+    # 12 full-attention layers (2 KV heads x 256) and 36 gated-DeltaNet layers with a fixed state
+    m = CAT.model("qwen3-next-80b-a3b")
+    r = req("qwen3-next-80b-a3b", "bf16", [card("h100-sxm")], 32768)
+    lay = vllm.kv_layout(r, 1)
+    state = m.linear_state_elems * 2  # one sequence's state of one layer, bf16
+    per_token = 2 * 2 * 256 * 2  # attention bytes per token and layer
+    # vLLM raises the attention block to a multiple of 16 tokens whose page holds one state
+    block = 16 * -(-state // (16 * per_token))
+    assert (m.linear_layers, lay.block_size) == (36, block) and block == 544
+    page = block * per_token
+    attn_blocks = -(-32768 // block)
+    assert lay.request_bytes(32768, 8192) == 12 * attn_blocks * page + 36 * page == 855_638_016
+
+
+def test_deepseek_v32_mla_pages_carry_the_indexer_keys():
+    m = CAT.model("deepseek-v3.2")
+    r = req("deepseek-v3.2", "fp8", [card("h200")], 32768)
+    lay = vllm.kv_layout(r, 1)
+    per_token = (512 + 64) * 2 + m.indexer_head_dim + m.indexer_head_dim // 128 * 4  # latent bf16 + fp8 key + scale
+    assert lay.request_bytes(32768, 8192) == 61 * 32768 * per_token == 2_566_520_832
+
+
+def test_nemotron_h_mlp_only_layers_cache_nothing():
+    m = CAT.model("nemotron-nano-9b-v2")
+    kinds = {k.kind: k.count for k in vllm.layer_kinds(req("nemotron-nano-9b-v2", "bf16", [card("h100-sxm")], 32768), 1)}
+    assert kinds == {"full": m.layers - m.linear_layers - m.mlp_only_layers, "linear": m.linear_layers}
+    assert m.mlp_only_layers == 25 and kinds["full"] == 4

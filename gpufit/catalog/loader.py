@@ -16,12 +16,15 @@ import zlib
 from pathlib import Path
 
 from ..errors import CatalogError
-from .types import GpuSpec, ModelSpec, QuantFormat
+from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat}
+TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag": OllamaTag}
+# an Ollama library name: NAME:TAG, both parts lowercase (ollama.com/library/NAME/tags)
+OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 1
+CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
+MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
 
 
 def _tomllib():
@@ -57,33 +60,36 @@ def _cache_entry(raw: bytes) -> Path:
 
 
 def _from_cache(entry: Path) -> dict[str, list] | None:
-    """Records validated on an earlier run, rebuilt without re-validating (tomllib and the checks cost
-    more than the rest of a `plan`). Anything odd about the entry: None, and the file is parsed anew."""
+    """Records validated on an earlier run, rebuilt without parsing and validating the TOML again (tomllib
+    and the checks cost more than the rest of a `plan`). The entry's first line is the CRC-32 of the JSON
+    after it, as `_to_cache` wrote it: an entry changed on disk since (a hand edit, a value of the wrong
+    type, a truncated file) does not match, is discarded — None, and the TOML is parsed anew and the entry
+    rewritten — instead of failing every later run. The checksum costs ~0.1 ms; checking every value's
+    type would cost more than the cache saves."""
     try:
-        with open(entry, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(entry, "rb") as f:
+            head, _, payload = f.read().partition(b"\n")
+        if head != f"{zlib.crc32(payload):08x}".encode():
+            return None
+        data = json.loads(payload)
         return {name: [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
                        for d in data[name]] for name, cls in TABLES.items()}
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 
 def _to_cache(entry: Path, out: dict[str, list]) -> None:
-    tmp = None
-    try:
-        import tempfile
+    """Keep the validated records for the next run; a cache that cannot be written is no harm (a read-only
+    home under a hardened unit): the file is just validated again next time."""
+    from ..errors import WriteError
+    from ..fsutil import write_atomic
 
+    try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=".catalog-", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}, f)
-        os.replace(tmp, entry)
-    except (OSError, TypeError, ValueError):  # read-only home (a hardened unit): no cache, no harm
-        if tmp:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+        payload = json.dumps({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}).encode()
+        write_atomic(entry, f"{zlib.crc32(payload):08x}\n".encode() + payload)
+    except (OSError, WriteError, TypeError, ValueError):
+        pass
 
 
 def parse_toml(path: Path, text: str | None = None) -> dict:
@@ -170,7 +176,11 @@ def _check_invariants(rec, path, where: str) -> None:
     def bad(msg):
         raise CatalogError(path, msg, where)
 
-    if not KEY_RE.match(rec.key):
+    if isinstance(rec, OllamaTag):
+        for name in (rec.key, *rec.aliases):
+            if not (OLLAMA_TAG_RE.match(name) or (name is not rec.key and KEY_RE.match(name))):
+                bad(f"Ollama tag {name!r} must be NAME:TAG in lowercase (a bare NAME only as an alias)")
+    elif not KEY_RE.match(rec.key):
         bad(f"key {rec.key!r} must be lowercase letters, digits, '.', '-' or '_'")
     if not rec.source.strip():
         bad("'source' must say where the facts come from")
@@ -184,6 +194,14 @@ def _check_invariants(rec, path, where: str) -> None:
         for pci in rec.pci_device_ids:
             if not re.match(r"^[0-9A-F]{4}$", pci):
                 bad(f"pci_device_ids entries are 4 upper-case hex digits, got {pci!r}")
+        if rec.datasheet_memory_bytes is not None and rec.datasheet_memory_bytes <= 0:
+            bad(f"datasheet_memory_bytes must be positive, got {rec.datasheet_memory_bytes}")
+        if rec.datasheet_memory_bytes and rec.memory_bytes > rec.datasheet_memory_bytes * 1.01:
+            bad(f"memory_bytes {rec.memory_bytes} (as reported) exceeds datasheet_memory_bytes "
+                f"{rec.datasheet_memory_bytes}: a driver reports at most the board's memory")
+        for sid in rec.shared_ids:
+            if sid in rec.nvml_names or sid.upper() in rec.pci_device_ids:
+                bad(f"shared_ids entry {sid!r} is also claimed outright in nvml_names / pci_device_ids")
         if rec.vendor_class not in ("datacenter", "workstation", "geforce", "embedded"):
             bad(f"vendor_class must be datacenter|workstation|geforce|embedded, got {rec.vendor_class!r}")
     elif isinstance(rec, ModelSpec):
@@ -200,7 +218,30 @@ def _check_invariants(rec, path, where: str) -> None:
             bad("chunked_layers set without attention_chunk")
         if rec.linear_layers and not rec.linear_state_elems:
             bad("linear_layers set without linear_state_elems")
-        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers > rec.layers:
+        lin_shape = (rec.linear_key_heads, rec.linear_value_heads, rec.linear_key_head_dim,
+                     rec.linear_value_head_dim)
+        if any(v is not None for v in lin_shape) and not (all(v and v > 0 for v in lin_shape)
+                                                          and rec.linear_conv_kernel):
+            bad("linear_key_heads, linear_value_heads, linear_key_head_dim, linear_value_head_dim and "
+                "linear_conv_kernel go together, each positive")
+        if rec.linear_key_heads and not rec.linear_layers:
+            bad("linear-attention shape given but linear_layers is 0")
+        mamba = (rec.mamba_heads, rec.mamba_head_dim, rec.mamba_state, rec.mamba_groups)
+        if any(v is not None for v in mamba):
+            if not all(v and v > 0 for v in mamba) or not rec.linear_conv_kernel:
+                bad("mamba_heads, mamba_head_dim, mamba_state, mamba_groups and linear_conv_kernel go together, "
+                    "each positive")
+            if not rec.linear_layers or rec.linear_key_heads:
+                bad("a Mamba2 shape needs linear_layers and excludes the DeltaNet linear_key_heads shape")
+        idx = (rec.indexer_heads, rec.indexer_head_dim, rec.indexer_topk)
+        if any(v is not None for v in idx) and not (all(v and v > 0 for v in idx) and rec.q_lora_rank):
+            bad("indexer_heads, indexer_head_dim and indexer_topk go together, each positive, on an MLA model "
+                "with q_lora_rank (the indexer's queries come from the q latent)")
+        if rec.linear_conv_kernel and not (rec.linear_key_heads or rec.mamba_heads):
+            bad("linear_conv_kernel given without a DeltaNet or Mamba2 shape")
+        if rec.mlp_only_layers and not rec.single_sublayer:
+            bad("mlp_only_layers needs single_sublayer (layers that are one sublayer each, as in Nemotron-H)")
+        if rec.sliding_layers + rec.chunked_layers + rec.linear_layers + rec.mlp_only_layers > rec.layers:
             bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):
             bad("a MoE model needs 0 < experts_active <= experts and moe_intermediate")
@@ -230,10 +271,9 @@ def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[s
     `_cache_entry`) and rebuilt from there on later runs."""
     entry = None
     if text is None and cache:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as e:
-            raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
+        from ..fsutil import read_data_file
+
+        raw = read_data_file(path, MAX_CATALOG_BYTES, CatalogError, "catalog file")
         entry = _cache_entry(raw)
         hit = _from_cache(entry)
         if hit is not None:

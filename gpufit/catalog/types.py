@@ -18,7 +18,7 @@ class GpuSpec:
     vendor_class: str  # "datacenter" | "workstation" | "geforce" | "embedded"
     architecture: str  # "Ampere", "Hopper", ...
     compute_capability: str  # "8.6"
-    memory_bytes: int  # total as NVML reports it where known (fb total), else datasheet GiB * 2**30
+    memory_bytes: int  # total as the driver reports it (NVML fb total) where known, else datasheet GiB * 2**30
     memory_type: str  # "GDDR6X", "HBM3", "LPDDR5", ...
     bandwidth_gbps: float  # GB/s, 10**9 bytes per second, datasheet
     source: str
@@ -40,6 +40,12 @@ class GpuSpec:
     nvlink_gbps: float | None = None  # total NVLink bandwidth per GPU, GB/s (both directions)
     pcie_gen: int | None = None
     unified_memory: bool = False  # GH200 / Jetson class: GPU memory is host (LPDDR) memory
+    # the board's memory as the datasheet states it (GiB * 2**30 or GB * 10**9 as printed), kept apart from
+    # memory_bytes, which is what the driver reports and what plans count as free
+    datasheet_memory_bytes: int | None = None
+    # NVML names / PCI device ids this card shares with a card of another memory size (RTX 5060 Ti 8 GB
+    # and 16 GB): a probe matches the entry whose memory_bytes is nearest the reported total
+    shared_ids: tuple[str, ...] = ()
     mig: bool = False  # supports MIG
     notes: str | None = None
 
@@ -81,6 +87,27 @@ class ModelSpec:
     # state, element counts from the model's config.json), stored in the model dtype
     linear_layers: int = 0
     linear_state_elems: int | None = None
+    # the linear-attention layers' shape (Qwen3-Next / Qwen3.5 gated DeltaNet: linear_num_key_heads,
+    # linear_num_value_heads, linear_key_head_dim, linear_value_head_dim, linear_conv_kernel_dim of
+    # config.json), for their parameter count; None where the model has no such layers
+    linear_key_heads: int | None = None
+    linear_value_heads: int | None = None
+    linear_key_head_dim: int | None = None
+    linear_value_head_dim: int | None = None
+    linear_conv_kernel: int | None = None
+    attn_output_gate: bool = False  # q_proj also emits a per-head output gate (Qwen3-Next): 2x q width
+    # Mamba2 mixer layers (Granite 4.0-H, Nemotron-H; config.json mamba_n_heads, mamba_d_head,
+    # mamba_d_state, mamba_n_groups, mamba_d_conv -> linear_conv_kernel) for their parameter count
+    mamba_heads: int | None = None
+    mamba_head_dim: int | None = None
+    mamba_state: int | None = None
+    mamba_groups: int | None = None
+    mamba_conv_bias: bool = True
+    # Nemotron-H: every layer is ONE sublayer (hybrid_override_pattern 'M' Mamba2, '*' attention, '-' MLP)
+    # instead of a mixer plus an MLP; `mlp_only_layers` of `layers` hold just an MLP (no KV cache, no state),
+    # the `linear_layers` just a Mamba2 mixer, the rest just attention
+    single_sublayer: bool = False
+    mlp_only_layers: int = 0
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token
@@ -93,6 +120,12 @@ class ModelSpec:
     qk_rope_head_dim: int | None = None
     qk_nope_head_dim: int | None = None
     v_head_dim: int | None = None
+    # DeepSeek sparse attention (V3.2): a lightning indexer scores past tokens and each query attends to
+    # the indexer_topk best; it caches one indexer_head_dim key per token per layer (fp8 + a scale per
+    # 128 elements in vLLM) beside the MLA latent
+    indexer_heads: int | None = None
+    indexer_head_dim: int | None = None
+    indexer_topk: int | None = None
     release: str | None = None  # "2024-07"
     notes: str | None = None
 
@@ -134,3 +167,20 @@ class QuantFormat:
     @property
     def bytes_per_weight(self) -> float:
         return self.bits_per_weight / 8.0
+
+
+@dataclass(frozen=True)
+class OllamaTag:
+    """What an Ollama library tag serves: `ollama pull qwen3:4b` gets Qwen3 4B in Q4_K_M.
+
+    `key` is NAME:TAG as the library writes it (lowercase); `aliases` are other names of the same
+    blob (`qwen3`, `qwen3:latest` for `qwen3:8b`). `model` is the catalog architecture the blob has
+    (a distill names its base's shape), `quant` the catalog format of the blob's weights, `name` how
+    the model is called where it is not the architecture's name."""
+    key: str
+    model: str  # a catalog model key
+    quant: str  # a catalog quant key
+    source: str
+    aliases: tuple[str, ...] = ()
+    name: str | None = None
+    notes: str | None = None

@@ -82,18 +82,26 @@ def kv_bytes_per_token_layer(m: ModelSpec, kv: QuantFormat, tp: int = 1) -> floa
 
 
 def kv_tokens_per_layer_sum(m: ModelSpec, context: int) -> int:
-    """Sum over layers of cached tokens: full layers hold `context`, sliding layers min(context, window)."""
-    full = m.layers - m.sliding_layers
+    """Sum over layers of cached tokens: full layers hold `context`, sliding layers min(context,
+    window), chunked local layers min(context, chunk); linear / SSM and MLP-only layers hold no tokens."""
+    full = m.layers - m.sliding_layers - m.chunked_layers - m.linear_layers - m.mlp_only_layers
     sliding = m.sliding_layers * min(context, m.sliding_window or context)
-    return full * context + sliding
+    chunked = m.chunked_layers * min(context, m.attention_chunk or context)
+    return full * context + sliding + chunked
+
+
+def state_bytes(m: ModelSpec, tp: int = 1, dtype_bytes: int = 2) -> int:
+    """Fixed state of the linear-attention / SSM layers for one sequence (model dtype), per rank."""
+    return int(m.linear_layers * (m.linear_state_elems or 0) * dtype_bytes / tp)
 
 
 def kv_cache_bytes(m: ModelSpec, kv: QuantFormat, context: int, batch: int = 1, tp: int = 1,
                    layers: int | None = None) -> int:
-    """KV cache for `batch` sequences of `context` tokens (per TP rank). `layers` restricts to a
-    share of the layers (a device holding n of the model's layers holds n/layers of it)."""
+    """KV cache (and linear-layer state) for `batch` sequences of `context` tokens (per TP rank).
+    `layers` restricts to a share of the layers (a device holding n of the model's layers holds
+    n/layers of it)."""
     per = kv_bytes_per_token_layer(m, kv, tp)
-    total = per * kv_tokens_per_layer_sum(m, context) * batch
+    total = (per * kv_tokens_per_layer_sum(m, context) + state_bytes(m, tp)) * batch
     if layers is not None:
         total = total * layers / m.layers
     return int(math.ceil(total))

@@ -17,7 +17,10 @@ from ..catalog.types import ModelSpec
 class ParamCounts:
     """Parameter counts of a model, split the way memory and speed need them."""
     total: int  # all parameters
-    active: int  # used per token (== total for dense models)
+    # used per token in matrix products: every layer's active weights plus the output head (the
+    # embedding matrix itself where the head is tied); the input embedding is a row lookup, not a
+    # product, so it is left out (gpt-oss-20b: 3.61 B, the published figure)
+    active: int
     embed: int  # token embedding table (vocab x hidden)
     output: int  # output head (0 when tied to the embeddings)
     per_layer: int  # mean parameters per transformer layer (attention + MLP/MoE + norms)
@@ -31,8 +34,13 @@ class ParamCounts:
         return self.total - self.embed - self.output
 
     @property
+    def head(self) -> int:
+        """Parameters of the output head as used per token: the embedding matrix when tied."""
+        return self.output or self.embed
+
+    @property
     def body_active(self) -> int:
-        return self.active - self.embed - self.output
+        return self.active - self.head
 
 
 def attention_params(m: ModelSpec) -> int:
@@ -48,12 +56,49 @@ def attention_params(m: ModelSpec) -> int:
             q = h * qk
         kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * m.heads * (nope + v)
         o = m.heads * v * h
-        return q + kv + o
+        return q + kv + o + indexer_params(m)
     q = h * m.heads * m.head_dim
+    if m.attn_output_gate:  # Qwen3-Next: q_proj emits query and gate, heads x head_dim each
+        q *= 2
     kv = 2 * h * m.kv_heads * m.head_dim
     o = m.heads * m.head_dim * h
     bias = (m.heads + 2 * m.kv_heads) * m.head_dim if m.attn_bias else 0
     return q + kv + o + bias
+
+
+def indexer_params(m: ModelSpec) -> int:
+    """DeepSeek-V3.2's lightning indexer per layer (inference/model.py Indexer): wq_b from the q latent to
+    heads x head_dim, wk from the hidden state to one head_dim key, its LayerNorm (weight + bias), and
+    weights_proj to one weight per head. 0 without an indexer."""
+    if not m.indexer_heads:
+        return 0
+    d = m.indexer_head_dim
+    return m.q_lora_rank * m.indexer_heads * d + m.hidden * d + 2 * d + m.hidden * m.indexer_heads
+
+
+def linear_attention_params(m: ModelSpec) -> int:
+    """One gated-DeltaNet layer (transformers Qwen3NextGatedDeltaNet): in_proj_qkvz (q, k, v and the
+    z gate), in_proj_ba (beta and alpha per value head), the causal conv1d over q|k|v (no bias), dt_bias
+    and A_log per value head, the gated RMSNorm over a value head, out_proj. 0 without the shape."""
+    if not m.linear_key_heads:
+        return 0
+    kd = m.linear_key_heads * m.linear_key_head_dim
+    vd = m.linear_value_heads * m.linear_value_head_dim
+    conv_dim = 2 * kd + vd
+    return (m.hidden * (2 * kd + 2 * vd) + m.hidden * 2 * m.linear_value_heads + conv_dim * m.linear_conv_kernel
+            + 2 * m.linear_value_heads + m.linear_value_head_dim + vd * m.hidden)
+
+
+def mamba2_params(m: ModelSpec) -> int:
+    """One Mamba2 mixer (transformers Mamba2Mixer / GraniteMoeHybridMambaLayer): in_proj to z|x|B|C|dt,
+    the depthwise conv1d over x|B|C (+ bias where mamba_conv_bias), dt_bias, A_log and D per head, the
+    gated RMSNorm over the inner width, out_proj. 0 without the shape."""
+    if not m.mamba_heads:
+        return 0
+    inner = m.mamba_heads * m.mamba_head_dim
+    conv_dim = inner + 2 * m.mamba_groups * m.mamba_state
+    conv = conv_dim * m.linear_conv_kernel + (conv_dim if m.mamba_conv_bias else 0)
+    return m.hidden * (inner + conv_dim + m.mamba_heads) + conv + 3 * m.mamba_heads + inner + inner * m.hidden
 
 
 def mlp_params(hidden: int, inter: int, mlp: str) -> int:
@@ -77,20 +122,34 @@ def count_params(m: ModelSpec) -> ParamCounts:
         body_active = m.dense_layers * dense_layer + moe_layers * moe_layer_active
     else:
         body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
+    if m.single_sublayer:
+        # Nemotron-H: each layer is one sublayer with its own norm: attention, a Mamba2 mixer or an MLP
+        attn_layers = m.layers - m.linear_layers - m.mlp_only_layers
+        mlp = mlp_params(m.hidden, m.intermediate, m.mlp)
+        body = body_active = (attn_layers * (attn + m.hidden) + m.linear_layers * (mamba2_params(m) + m.hidden)
+                              + m.mlp_only_layers * (mlp + m.hidden))
+    elif m.linear_layers and (m.linear_key_heads or m.mamba_heads):
+        # those layers hold a DeltaNet / Mamba2 mixer instead of attention
+        swap = m.linear_layers * (linear_attention_params(m) + mamba2_params(m) - attn)
+        body += swap
+        body_active += swap
     final_norm = m.hidden
     computed = embed + output + body + final_norm
     computed_active = embed + output + body_active + final_norm
     total = m.params or computed
     if m.active_params:
-        active = m.active_params
+        # published per-token counts include the input embedding, as model cards give them
+        # (Mixtral 12.9 B, Qwen3-30B-A3B 3.3 B)
+        active_all = m.active_params
     elif m.is_moe:
         # scale the computed active share onto the published total
-        active = round(total * computed_active / computed)
+        active_all = round(total * computed_active / computed)
     else:
-        active = total
+        active_all = total
     body_total = total - embed - output
     per_layer = max(1, round(body_total / m.layers))
-    per_layer_active = max(1, round((active - embed - output) / m.layers))
+    per_layer_active = max(1, round((active_all - embed - output) / m.layers))
+    active = active_all - (0 if m.tie_embeddings else embed)
     return ParamCounts(
         total=total,
         active=active,

@@ -98,7 +98,9 @@ class Sizer:
 
     @property
     def host_embed(self) -> int:
-        return self.ws.embed if self.profile.embeddings_on_host else 0
+        """What the engine keeps in host RAM whatever the layer placement: embeddings where it keeps
+        them there, and what its own settings put there (engine.host_resident_bytes)."""
+        return (self.ws.embed if self.profile.embeddings_on_host else 0) + self.engine.host_resident_bytes(self.req)
 
     def layer_cost(self) -> float:
         """Bytes one more layer costs on a device: its weights and its KV."""
@@ -143,7 +145,7 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
 
 
 def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
-                 by_free: bool = False) -> Plan:
+                 by_free: bool = False, max_layers: int | None = None) -> Plan:
     """Contiguous layer ranges in proportion to what each device can hold after its fixed costs.
     The last device also holds the output head. With `allow_cpu`, layers that fit nowhere go to host RAM.
     With `force`, every layer is placed in proportion to usable memory even where it does not fit, so
@@ -160,10 +162,15 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     if by_free or (force and s.engine.splits_like_llama_cpp):
         # llama.cpp's own split: in proportion to free memory, over n_layer + 1 parts (the output
         # layer is the last part), so the last device holds one layer fewer plus the head
-        layers, out_dev = llama_cpp_split(m.layers, [max(1, usable(d, s.req)) for d in devs])
+        shares = s.engine.split_weights(s.req, len(devs)) or [max(1, usable(d, s.req)) for d in devs]
+        layers, out_dev = llama_cpp_split(m.layers, shares)
         force = True
     elif force:
         layers = _apportion(m.layers, [max(1, usable(d, s.req)) for d in devs])
+    elif max_layers is not None:
+        # the engine pins how many layers go to the GPUs (-ngl, Ollama's own estimate): place exactly
+        # that many, in proportion to room, and let the per-device check below say if they fit
+        layers = _apportion(min(m.layers, max_layers), [max(1, c) for c in caps])
     else:
         layers = _apportion(min(m.layers, sum(caps)), caps, caps)
     n_gpu = sum(layers)
@@ -196,7 +203,14 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
-        if not n_gpu:
+        short = [p for p in plans if p.needed > usable(p.device, s.req)] if max_layers is not None else []
+        if short:
+            ok = False
+            reason = "short on " + ", ".join(
+                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
+        if short:
+            pass
+        elif not n_gpu:
             reason = "not even one layer fits on the GPUs"
         elif host is None:
             reason = (f"CPU offload would put {cpu_layers} of {m.layers} layers "
@@ -348,6 +362,10 @@ def choose(req: FitRequest) -> Plan:
     fixed = s.engine.fixed_placement(req)
     if fixed is not None:
         return _fixed(s, devs, *fixed)
+    limit = s.engine.gpu_layer_limit(req)
+    if limit is not None and limit < req.model.layers:
+        # the server's own flags keep layers on the CPU: plan exactly that offload
+        return split_layers(s, _index_order(devs), allow_cpu=True, max_layers=max(0, limit))
     if len(devs) > 1 and s.engine.uses_all_gpus:
         # llama.cpp uses every visible GPU by default, split in proportion to free memory
         p = split_layers(s, _index_order(devs), allow_cpu=False, by_free=True)

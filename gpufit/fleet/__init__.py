@@ -84,7 +84,8 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
               engine: str = "auto", reserve_bytes: int = 0, gpu_memory_utilization: float | None = None,
               min_headroom_bytes: int | None = None, ram_bytes: int | None = None,
               token_file: str | None = None, password_file: str | None = None, ca_file: str | None = None,
-              insecure: bool = False, env=None, catalog=None, client=None) -> FleetAnswer:
+              insecure: bool = False, revision: str | None = None, env=None, catalog=None,
+              client=None) -> FleetAnswer:
     """Ask Prometheus, build a snapshot per node, estimate, rank. Bad options fail before any query."""
     from .. import app
     from ..catalog import load_catalog
@@ -93,7 +94,7 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
 
     env = os.environ if env is None else env
     catalog = catalog or load_catalog()
-    choice = app.resolve_model(model, catalog)
+    choice = app.resolve_model(model, catalog, revision, engine=engine)
     # --batch not given is 1, and said so in the engine flags as `here` says it (batch_given)
     options = dict(quant=quant, context=context, batch=1 if batch is None else batch, batch_given=batch is not None,
                    kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,

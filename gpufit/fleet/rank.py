@@ -69,7 +69,7 @@ class Estimator:
 
     def request(self, snapshot):
         from .. import app
-        from ..devices import select_devices
+        from ..app.devices import select_devices
 
         # the whole box: this process's CUDA_VISIBLE_DEVICES is not the node's
         devices = select_devices(snapshot, self.catalog, None, {})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..render import gib, table
+from ..render.text import gib, table
 from .rank import CANNOT, FITS_IF_EMPTY, FITS_NOW, NO_DATA
 
 GROUP_TITLE = {FITS_NOW: "fits now", FITS_IF_EMPTY: "fits if empty", CANNOT: "cannot", NO_DATA: "no data"}

@@ -35,7 +35,9 @@ class ModelFile:
     tensor_count: int
     layer_bytes: tuple[int, ...] = ()  # exact bytes of transformer block i (model.layers.i / blk.i)
     non_layer_bytes: int = 0  # embeddings, output head, final norm, vision tower, MTP layers
-    notes: tuple[str, ...] = ()  # what was assumed or left out, for the output's warnings
+    notes: tuple[str, ...] = ()  # what was assumed or left out, for the output's notes
+    warnings: tuple[str, ...] = ()  # what the user must know (a partly downloaded repo), for the warnings
+    files: tuple[str, ...] = ()  # the files whose metadata was read
 
 
 def is_model_path(arg: str) -> bool:

@@ -5,6 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+# Bounds on what model metadata may claim. Past them a file is corrupt or hostile: the largest published
+# models have 126 layers (Llama 3.1 405B) and a 262,208-token vocabulary (Gemma 3, see hf_config.py), and
+# engines keep shapes in 32-bit ints. Per-layer tables are built, so layers get a smaller bound.
+MAX_LAYERS = 10_000
+MAX_SIZE_INT = 2**31 - 1
+
+
+def short(v) -> str:
+    """A value for a message: a 400-digit number or a long list is not repeated whole."""
+    if isinstance(v, int) and not isinstance(v, bool) and abs(v) >= 10**30:
+        return f"a {len(str(abs(v)))}-digit number"
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
 
 def model_key(name: str) -> str:
     """A catalog-style key from a folder or file name: lowercase, whitespace/underscores/slashes to '-'."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
 from . import ModelFile
-from .common import group_layers, model_key
+from .common import MAX_LAYERS, MAX_SIZE_INT, group_layers, model_key, short
 from .gguf_parse import GgufArray, GgufHeader, read_gguf_header
 
 # general.architecture -> family. Mistral and Mixtral GGUFs use the llama arch (Mixtral with expert_count).
@@ -31,8 +31,21 @@ GGUF_ARCHS = {
     "deepseek2": "deepseek",
     "gpt-oss": "gpt-oss",
     "starcoder2": "starcoder2",
+    # standard layer kinds (llama.cpp src/llama-arch.cpp names); their MoE / bias keys are the generic ones
+    "glm4moe": "glm4.5",
+    "minimax-m2": "minimax-m2",
+    "qwen3vl": "qwen3-vl",
+    "qwen3vlmoe": "qwen3-vl-moe",
+    "smollm3": "smollm3",
+    "granite": "granite3",
+    "olmo2": "olmo2",
+    # hybrids with a fixed state per sequence (llama.cpp hparams: ssm.* keys; per-layer head_count_kv /
+    # feed_forward_length arrays with 0 where a layer has no attention / no MLP)
+    "qwen3next": "qwen3-next",
+    "granitehybrid": "granite4-h",
+    "nemotron_h": "nemotron-h",
 }
-PLAIN_MLP_ARCHS = {"starcoder2"}  # up/down only, no gate
+PLAIN_MLP_ARCHS = {"starcoder2", "nemotron_h"}  # up/down only, no gate (Nemotron-H: squared ReLU)
 # llama.cpp set_swa_pattern(n): layer il uses the sliding window iff il % n < n - 1
 SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2}
 
@@ -43,6 +56,7 @@ _NATIVE = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "mxfp4": "mxfp4"}
 
 SPLIT_RE = re.compile(r"^(?P<prefix>.*)-(?P<no>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
 BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
+VISION_PREFIXES = ("v.", "mm.", "resampler.", "a.")  # gguf-py TENSOR_NAMES: V_* vision, V_MMPROJ* projector, A_* audio
 
 
 def _import_gguf(path: Path):
@@ -50,7 +64,7 @@ def _import_gguf(path: Path):
         import gguf
     except ImportError:
         raise ModelFileError(
-            path, "reading .gguf files needs the 'gguf' package: pip install 'gpufit[files]'"
+            path, "reading .gguf files needs the 'gguf' package, a dependency of gpufit: reinstall gpufit (pip install --force-reinstall gpufit) or pip install gguf"
         ) from None
     return gguf
 
@@ -88,7 +102,10 @@ class _Meta:
                 notes.append(f"{key} varies per layer ({min(vals)}..{max(vals)}); the largest is used")
             v = max(vals)
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise ModelFileError(self.path, f"expected a non-negative integer, got {v!r}", key)
+            raise ModelFileError(self.path, f"expected a non-negative integer, got {short(v)}", key)
+        top = MAX_LAYERS if key.endswith(".block_count") else MAX_SIZE_INT
+        if v > top:
+            raise ModelFileError(self.path, f"{short(v)} is larger than any model has (at most {top})", key)
         return v
 
 
@@ -96,6 +113,9 @@ def _split_files(path: Path, count: int) -> list[Path]:
     m = SPLIT_RE.match(path.name)
     if count <= 1:
         return [path]
+    if count > 99999:  # split names carry five digits: NAME-00001-of-NNNNN.gguf
+        raise ModelFileError(path, f"split.count is {count}, more than a split name can number (99999)",
+                             "split.count")
     if m is None or int(m["no"]) != 1:
         raise ModelFileError(path, f"split.count is {count}: pass the first split file "
                              "(NAME-00001-of-NNNNN.gguf)", "split.count")
@@ -104,6 +124,53 @@ def _split_files(path: Path, count: int) -> list[Path]:
         if not f.is_file():
             raise ModelFileError(path, f"split file {f.name} is missing from {path.parent}", "split.count")
     return files
+
+
+def _per_layer(header: GgufHeader, name: str, layers: int) -> list[int] | None:
+    v = header.metadata.get(name)
+    if isinstance(v, GgufArray) and len(v.values) == layers and all(isinstance(x, int) for x in v.values):
+        return list(v.values)
+    return None
+
+
+def _hybrid(path: Path, arch: str, header: GgufHeader, meta, key, layers: int, notes: list[str]) -> dict:
+    """Linear-attention / Mamba2 layers of a hybrid GGUF. llama.cpp keys: ssm.conv_kernel, ssm.inner_size,
+    ssm.state_size, ssm.group_count, ssm.time_step_rank. qwen3next (gated DeltaNet): state_size = key head
+    dim, group_count = key heads, time_step_rank = value heads, inner_size = value heads x value dim, every
+    full_attention_interval-th layer attention. granitehybrid / nemotron_h (Mamba2): time_step_rank = heads,
+    inner_size = heads x head dim; a layer whose head_count_kv entry is 0 has no attention (and, for
+    nemotron_h, one whose feed_forward_length entry is also 0 is the Mamba2 mixer, else an MLP)."""
+    if arch not in ("qwen3next", "granitehybrid", "nemotron_h"):
+        return {}
+    conv = meta.int(key("ssm.conv_kernel"), required=True)
+    inner = meta.int(key("ssm.inner_size"), required=True)
+    state = meta.int(key("ssm.state_size"), required=True)
+    groups = meta.int(key("ssm.group_count"), required=True)
+    rank = meta.int(key("ssm.time_step_rank"), required=True)
+    if not (conv and inner and state and groups and rank) or inner % rank:
+        raise ModelFileError(path, f"ssm.inner_size {inner} must be a positive multiple of ssm.time_step_rank "
+                             f"{rank}, and the ssm.* sizes positive", key("ssm.inner_size"))
+    if arch == "qwen3next":
+        interval = meta.int(key("full_attention_interval")) or 4
+        n = sum(1 for i in range(layers) if (i + 1) % interval != 0)
+        vd = inner // rank
+        return dict(linear_layers=n, linear_state_elems=(2 * groups * state + inner) * (conv - 1) + rank * state * vd,
+                    linear_key_heads=groups, linear_value_heads=rank, linear_key_head_dim=state,
+                    linear_value_head_dim=vd, linear_conv_kernel=conv, attn_output_gate=True)
+    kv = _per_layer(header, key("attention.head_count_kv"), layers)
+    if kv is None:
+        raise ModelFileError(path, f"expected a per-layer array of {layers} entries (0 on Mamba2 layers)",
+                             key("attention.head_count_kv"))
+    out = dict(mamba_heads=rank, mamba_head_dim=inner // rank, mamba_state=state, mamba_groups=groups,
+               linear_conv_kernel=conv, linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + inner * state)
+    if arch == "granitehybrid":
+        return dict(out, linear_layers=sum(1 for x in kv if x == 0))
+    ff = _per_layer(header, key("feed_forward_length"), layers)
+    if ff is None:
+        raise ModelFileError(path, f"expected a per-layer array of {layers} entries (0 off the MLP layers)",
+                             key("feed_forward_length"))
+    return dict(out, single_sublayer=True, linear_layers=sum(1 for a, f in zip(kv, ff) if a == 0 and f == 0),
+                mlp_only_layers=sum(1 for a, f in zip(kv, ff) if a == 0 and f > 0))
 
 
 def _quant(gguf, ft: int | None) -> tuple[str | None, list[str]]:
@@ -198,6 +265,8 @@ def load_gguf(path: Path) -> ModelFile:
         raise ModelFileError(path, f"head_count {heads} is not a multiple of head_count_kv {kv_heads}",
                              key("attention.head_count_kv"))
 
+    hybrid = _hybrid(path, arch, header, meta, key, layers, notes)
+
     window = meta.int(key("attention.sliding_window")) or None
     n_sliding = 0
     if window:
@@ -243,6 +312,7 @@ def load_gguf(path: Path) -> ModelFile:
         params_source="element count of the GGUF tensor table",
         tie_embeddings="output.weight" not in name_set,
         mlp="plain" if arch in PLAIN_MLP_ARCHS else "gated",
+        **hybrid,
         attn_bias=any(n.endswith(("attn_q.bias", "attn_qkv.bias")) for n in name_set),
         sliding_window=window,
         sliding_layers=n_sliding,
@@ -251,6 +321,10 @@ def load_gguf(path: Path) -> ModelFile:
     )
     layer_bytes, rest, lnotes = group_layers(((t[0], t[1]) for t in tensors), BLOCK_RE, layers)
     notes += lnotes
+    vision = sum(t[1] for t in tensors if t[0].startswith(VISION_PREFIXES))
+    if vision:  # Ollama's Gemma 3 / Mistral 3 GGUFs carry the vision tower in the model file itself
+        notes.append(f"{vision} bytes of vision-tower / projector tensors (v.*, mm.*, resampler.*, a.*) are in this file and "
+                     "counted in the weights: the engine loads them with the text model")
     source = "gguf tensor table" + (f" ({len(files)} split files)" if len(files) > 1 else "")
     return ModelFile(
         spec=spec,
@@ -262,4 +336,5 @@ def load_gguf(path: Path) -> ModelFile:
         layer_bytes=layer_bytes,
         non_layer_bytes=rest,
         notes=tuple(notes),
+        files=tuple(str(f) for f in files),
     )

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
+from .common import MAX_LAYERS, MAX_SIZE_INT, short as _short
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class HfArch:
     sliding: str = "none"
     mlp: str = "gated"
     defaults: tuple[tuple[str, object], ...] = ()  # class defaults configs are known to rely on
+    # for a config.json without weights: the class defaults of tie_word_embeddings / attention_bias
+    tie_default: bool = False
+    bias_default: bool = False
 
 
 # transformers Gemma3TextConfig.__init__ defaults: multimodal gemma-3-4b/12b text_configs omit these.
@@ -43,25 +47,59 @@ MODEL_TYPES: dict[str, HfArch] = {
     "llama": HfArch("llama"),
     "mistral": HfArch("mistral", "all"),
     "mixtral": HfArch("mixtral", "all"),
-    "qwen2": HfArch("qwen2", "qwen"),
-    "qwen2_moe": HfArch("qwen2-moe", "qwen"),
+    # Mistral3ForConditionalGeneration (Mistral Small 3.1/3.2, Magistral, Devstral, Ministral 3): the text
+    # model sits in text_config, model_type mistral or ministral3 (MistralConfig keys; sliding_window null)
+    "mistral3": HfArch("mistral", "all"),
+    "ministral3": HfArch("ministral3", "all"),
+    # Qwen2Attention: q/k/v projections always carry a bias
+    "qwen2": HfArch("qwen2", "qwen", bias_default=True),
+    "qwen2_moe": HfArch("qwen2-moe", "qwen", bias_default=True),
     "qwen3": HfArch("qwen3", "qwen"),
     "qwen3_moe": HfArch("qwen3-moe", "qwen"),
-    "gemma": HfArch("gemma"),
-    "gemma2": HfArch("gemma2", "every2"),
-    "gemma3": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS),  # multimodal: text_config
-    "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS),
+    "gemma": HfArch("gemma", tie_default=True),
+    "gemma2": HfArch("gemma2", "every2", tie_default=True),
+    "gemma3": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),  # multimodal: text_config
+    "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),
     # Phi-3 configs carry sliding_window (2047 on mini-4k) but llama.cpp disables Phi SWA and vLLM's
     # Phi3 kernels attend to the full context: counting the full KV cache is the safe side.
     "phi3": HfArch("phi3"),
     "deepseek_v2": HfArch("deepseek-v2"),
     "deepseek_v3": HfArch("deepseek-v3"),
-    "gpt_oss": HfArch("gpt-oss", "every2"),
-    "starcoder2": HfArch("starcoder2", "all", mlp="plain"),
+    "kimi_k2": HfArch("kimi-k2"),
+    "deepseek_v32": HfArch("deepseek-v3.2"),  # V3 + the DSA lightning indexer  # DeepseekV3ForCausalLM with Kimi's sizes
+    "glm4_moe": HfArch("glm4.5", bias_default=True),  # Glm4MoeConfig attention_bias=True
+    "minimax_m2": HfArch("minimax-m2"),
+    "gpt_oss": HfArch("gpt-oss", "every2", bias_default=True),  # GptOssConfig attention_bias=True
+    "starcoder2": HfArch("starcoder2", "all", mlp="plain", tie_default=True, bias_default=True),
+    # hybrids of gated full attention and gated DeltaNet linear attention (transformers qwen3_next;
+    # Qwen3.5 / 3.6 keep the layer kinds, multimodal configs nest them in text_config)
+    # Llama 4: chunked local attention on RoPE layers, NoPE global layers (transformers llama4)
+    "llama4": HfArch("llama4"),
+    "llama4_text": HfArch("llama4"),
+    # Granite 4.0-H: Mamba2 and attention mixers, every layer with a (MoE or shared) MLP
+    "granitemoehybrid": HfArch("granite4-h", tie_default=True),
+    # Nemotron-H: one sublayer per layer, hybrid_override_pattern M / * / -; squared-ReLU MLP (up, down)
+    "nemotron_h": HfArch("nemotron-h", mlp="plain"),
+    "qwen3_vl": HfArch("qwen3-vl"),  # multimodal: text_config
+    "qwen3_vl_text": HfArch("qwen3-vl"),
+    "qwen3_vl_moe": HfArch("qwen3-vl-moe"),
+    "qwen3_vl_moe_text": HfArch("qwen3-vl-moe"),
+    "smollm3": HfArch("smollm3", tie_default=True),
+    "granite": HfArch("granite3", tie_default=True),
+    "olmo2": HfArch("olmo2"),
+    "qwen3_next": HfArch("qwen3-next"),
+    "qwen3_5": HfArch("qwen3.5"),
+    "qwen3_5_text": HfArch("qwen3.5"),
+    "qwen3_5_moe": HfArch("qwen3.5-moe"),
+    "qwen3_5_moe_text": HfArch("qwen3.5-moe"),
 }
+# model types whose full-attention q_proj also emits an output gate (Qwen3NextAttention)
+GATED_ATTENTION_TYPES = {"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"}
 
 # the heads gpufit estimates: text generation (Gemma 3 multimodal is *ForConditionalGeneration)
 ARCH_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration")
+
+MAX_CONFIG_BYTES = 16 * 2**20  # real config.json files are a few kB
 
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
@@ -85,19 +123,22 @@ class HfConfig:
 def read_config(path: Path) -> HfConfig:
     import json
 
+    from ..fsutil import read_data_file
+
+    raw = read_data_file(path, MAX_CONFIG_BYTES, ModelFileError, "config.json")
     try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise ModelFileError(path, f"cannot read: {e.strerror or e}") from None
+        cfg = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelFileError(path, f"not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelFileError(path, "not valid JSON: nested too deep for a config.json") from None
     if not isinstance(cfg, dict):
         raise ModelFileError(path, "expected a JSON object")
     model_type = cfg.get("model_type")
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:
         raise ModelFileError(
             path,
-            f"model_type {model_type!r} is not supported; supported: {supported_types()}",
+            f"model_type {_short(model_type)} is not supported; supported: {supported_types()}",
             "model_type",
         )
     archs = cfg.get("architectures") or []
@@ -115,7 +156,7 @@ def read_config(path: Path) -> HfConfig:
     if isinstance(cfg.get("text_config"), dict):
         text = cfg["text_config"]
         inner = text.get("model_type")
-        if inner is not None and inner not in MODEL_TYPES:
+        if inner is not None and (not isinstance(inner, str) or inner not in MODEL_TYPES):
             raise ModelFileError(
                 path,
                 f"text_config.model_type {inner!r} is not supported; supported: {supported_types()}",
@@ -148,7 +189,11 @@ class _Keys:
         if v is None:
             raise ModelFileError(self.path, f"required key {key!r} is missing", self.prefix + key)
         if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-            raise ModelFileError(self.path, f"{key} = {v!r}, expected an integer >= {minimum}", self.prefix + key)
+            raise ModelFileError(self.path, f"{key} = {_short(v)}, expected an integer >= {minimum}", self.prefix + key)
+        top = MAX_LAYERS if key == "num_hidden_layers" else MAX_SIZE_INT
+        if v > top:
+            raise ModelFileError(self.path, f"{key} = {_short(v)} is larger than any model has (at most {top})",
+                                 self.prefix + key)
         return v
 
     def opt_int(self, key: str, minimum: int = 0) -> int | None:
@@ -209,25 +254,129 @@ def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> di
         shared = max(1, round(shared_width / moe_inter))
     dense = k.first("first_k_dense_replace") or 0
     mlp_only = k.d.get("mlp_only_layers") or []
+    if not isinstance(mlp_only, list):
+        raise ModelFileError(k.path, f"mlp_only_layers = {_short(mlp_only)}, expected a list of layer indexes",
+                             k.prefix + "mlp_only_layers")
     step = k.first("decoder_sparse_step") or 1
-    if model_type in ("qwen2_moe", "qwen3_moe"):
+    if model_type in ("qwen2_moe", "qwen3_moe", "qwen3_next", "qwen3_5_moe", "qwen3_5_moe_text", "qwen3_vl_moe"):
         # Qwen2MoeDecoderLayer: dense MLP where i in mlp_only_layers or (i + 1) % decoder_sparse_step != 0
         dense = sum(1 for i in range(layers) if i in mlp_only or (i + 1) % step != 0)
     return dict(experts=experts, experts_active=active, shared_experts=shared,
                 moe_intermediate=moe_inter, dense_layers=dense)
 
 
+def _linear(k: _Keys, layers: int, model_type: str) -> dict:
+    """Gated-DeltaNet layers: which layers (`layer_types`, else every `full_attention_interval`-th layer is
+    full attention, Qwen3NextConfig's default), their shape and the state each keeps per sequence:
+    conv state (2 x key heads x key dim + value heads x value dim) x (kernel - 1) plus the recurrent
+    state value heads x key dim x value dim (vLLM / transformers Qwen3Next cache shapes)."""
+    if k.d.get("linear_num_value_heads") is None:
+        return {}
+    types = k.d.get("layer_types")
+    if isinstance(types, list):
+        if len(types) != layers:
+            raise ModelFileError(k.path, f"layer_types lists {len(types)} layers, num_hidden_layers is {layers}",
+                                 k.prefix + "layer_types")
+        n = sum(1 for t in types if t == "linear_attention")
+    else:
+        interval = k.int("full_attention_interval", 4)
+        n = sum(1 for i in range(layers) if (i + 1) % interval != 0)
+    kh, vh = k.int("linear_num_key_heads"), k.int("linear_num_value_heads")
+    kd, vd, ker = k.int("linear_key_head_dim"), k.int("linear_value_head_dim"), k.int("linear_conv_kernel_dim", 4)
+    state = (2 * kh * kd + vh * vd) * (ker - 1) + vh * kd * vd
+    return dict(linear_layers=n, linear_state_elems=state, linear_key_heads=kh, linear_value_heads=vh,
+                linear_key_head_dim=kd, linear_value_head_dim=vd, linear_conv_kernel=ker,
+                attn_output_gate=bool(k.d.get("attn_output_gate", model_type in GATED_ATTENTION_TYPES)))
+
+
+def _llama4(k: _Keys, layers: int, moe: dict) -> dict:
+    """Llama4TextConfig: layer i is MoE iff i is in moe_layers (default: (i + 1) % interleave_moe_layer_step
+    == 0), every MoE block has one shared expert, dense layers are intermediate_size_mlp wide; layers with
+    RoPE (no_rope_layers[i] == 1, default (i + 1) % 4 != 0) attend within chunks of attention_chunk_size."""
+    out: dict = {}
+    if moe:
+        step = k.int("interleave_moe_layer_step", 1)
+        moe_layers = k.d.get("moe_layers")
+        if not isinstance(moe_layers, list) or not moe_layers:
+            moe_layers = [i for i in range(layers) if (i + 1) % step == 0]
+        out.update(shared_experts=1, dense_layers=layers - len(moe_layers))
+    if k.d.get("intermediate_size_mlp") is not None:
+        out["intermediate"] = k.int("intermediate_size_mlp")
+    chunk = k.opt_int("attention_chunk_size", minimum=1)
+    if chunk:
+        rope = k.d.get("no_rope_layers")
+        if not isinstance(rope, list) or not rope:
+            rope = [int((i + 1) % 4 != 0) for i in range(layers)]
+        if len(rope) != layers:
+            raise ModelFileError(k.path, f"no_rope_layers lists {len(rope)} layers, num_hidden_layers is {layers}",
+                                 k.prefix + "no_rope_layers")
+        n = sum(1 for r in rope if r)
+        if n:
+            out.update(attention_chunk=chunk, chunked_layers=n)
+    return out
+
+
+def _granite_hybrid(k: _Keys, layers: int, moe: dict) -> dict:
+    """GraniteMoeHybridConfig: layer_types 'mamba' / 'attention'; every layer also has a shared MLP of
+    shared_intermediate_size (the only MLP when num_local_experts is 0) beside its routed experts. Mamba2
+    state per layer per sequence: conv (inner + 2 x groups x state) x (d_conv - 1) + heads x head_dim x
+    state (vLLM MambaStateShapeCalculator.mamba2_state_shape)."""
+    out: dict = {}
+    shared = k.opt_int("shared_intermediate_size", minimum=1)
+    if moe and shared:
+        out["shared_experts"] = max(1, round(shared / moe["moe_intermediate"]))
+    elif shared:
+        out["intermediate"] = shared
+    types = k.d.get("layer_types")
+    if not isinstance(types, list) or len(types) != layers:
+        raise ModelFileError(k.path, f"expected layer_types with one 'mamba' / 'attention' entry per layer "
+                             f"({layers})", k.prefix + "layer_types")
+    n = sum(1 for t in types if t == "mamba")
+    if n:
+        heads, hd = k.int("mamba_n_heads"), k.int("mamba_d_head")
+        state, groups, conv = k.int("mamba_d_state"), k.int("mamba_n_groups", 1), k.int("mamba_d_conv", 4)
+        inner = heads * hd
+        out.update(linear_layers=n, linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + heads * hd * state,
+                   mamba_heads=heads, mamba_head_dim=hd, mamba_state=state, mamba_groups=groups,
+                   linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("mamba_conv_bias", True)))
+    return out
+
+
+def _nemotron_h(k: _Keys, layers: int) -> dict:
+    """NemotronHConfig: hybrid_override_pattern has one character per layer, 'M' a Mamba2 mixer, '*'
+    attention, '-' an MLP; each layer is just that sublayer. Mamba2 state per layer per sequence as for
+    Granite 4.0-H: conv (inner + 2 x groups x state) x (kernel - 1) + heads x head_dim x state."""
+    pattern = k.d.get("hybrid_override_pattern")
+    if not isinstance(pattern, str) or len(pattern) != layers or set(pattern) - set("M*-E"):
+        raise ModelFileError(k.path, f"expected hybrid_override_pattern of {layers} characters from M * -",
+                             k.prefix + "hybrid_override_pattern")
+    if "E" in pattern:
+        raise ModelFileError(k.path, "MoE layers ('E') in hybrid_override_pattern are not supported yet "
+                             "(Nemotron 3 Nano MoE)", k.prefix + "hybrid_override_pattern")
+    heads, hd = k.int("mamba_num_heads"), k.int("mamba_head_dim")
+    state, groups, conv = k.int("ssm_state_size"), k.int("n_groups", 8), k.int("conv_kernel", 4)
+    inner = heads * hd
+    return dict(single_sublayer=True, mlp_only_layers=pattern.count("-"), linear_layers=pattern.count("M"),
+                linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + heads * hd * state,
+                mamba_heads=heads, mamba_head_dim=hd, mamba_state=state, mamba_groups=groups,
+                linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)))
+
+
 def _mla(k: _Keys) -> dict:
     rank = k.opt_int("kv_lora_rank", minimum=1)
     if rank is None:
         return {}
-    return dict(
+    out = dict(
         kv_lora_rank=rank,
         q_lora_rank=k.opt_int("q_lora_rank", minimum=1),
         qk_rope_head_dim=k.int("qk_rope_head_dim"),
         qk_nope_head_dim=k.int("qk_nope_head_dim"),
         v_head_dim=k.int("v_head_dim"),
     )
+    if k.d.get("index_n_heads") is not None:  # DeepSeek-V3.2 sparse attention
+        out.update(indexer_heads=k.int("index_n_heads"), indexer_head_dim=k.int("index_head_dim"),
+                   indexer_topk=k.int("index_topk"))
+    return out
 
 
 def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, tie: bool, attn_bias: bool,
@@ -254,8 +403,25 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
     if mla:
         head_dim = mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"]
     window, n_sliding = _sliding(k, hc.arch, layers)
+    inner_type = hc.text.get("model_type") or hc.model_type
+    linear = _linear(k, layers, inner_type)
+    if inner_type in ("llama4", "llama4_text"):
+        linear.update(_llama4(k, layers, moe))
+    elif inner_type == "granitemoehybrid":
+        linear.update(_granite_hybrid(k, layers, moe))
+    elif inner_type == "nemotron_h":
+        linear.update(_nemotron_h(k, layers))
+    for f in ("intermediate", "shared_experts", "dense_layers"):
+        if f in linear:
+            v = linear.pop(f)
+            if f == "intermediate":
+                intermediate = v
+            else:
+                moe[f] = v
     w = k.d.get("sliding_window")
-    if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < k.d.get("max_position_embeddings", w + 1):
+    mpe = k.d.get("max_position_embeddings")
+    limit = mpe if isinstance(mpe, int) else w + 1 if isinstance(w, int) else 0
+    if hc.arch.sliding == "none" and isinstance(w, int) and 0 < w < limit:
         notes.append(f"config sliding_window={w} not applied for {hc.model_type}: KV cache counted at full context")
     spec = ModelSpec(
         key=key,
@@ -281,6 +447,7 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
         sliding_layers=n_sliding,
         **moe,
         **mla,
+        **linear,
     )
     return spec, notes
 
@@ -307,7 +474,8 @@ def quant_from_config(path: Path, qc) -> tuple[str | None, list[str]]:
         if qc.get("load_in_8bit"):
             return "int8", []
     if method == "compressed-tensors":
-        for group in (qc.get("config_groups") or {}).values():
+        groups = qc.get("config_groups") or {}
+        for group in (groups.values() if isinstance(groups, dict) else ()):
             w = group.get("weights") if isinstance(group, dict) else None
             if isinstance(w, dict):
                 kind, nb = w.get("type"), w.get("num_bits")

@@ -92,6 +92,8 @@ def read_header(path: Path) -> list[TensorEntry]:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:
         raise ModelFileError(path, f"header is not valid JSON: {e}", "header") from None
+    except RecursionError:
+        raise ModelFileError(path, "header is not valid JSON: nested too deep", "header") from None
     if not isinstance(header, dict):
         raise ModelFileError(path, f"header is a JSON {type(header).__name__}, expected an object", "header")
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
-from pathlib import Path
 
 from ..errors import SnapshotError
 from .snapshot import SCHEMA, GpuState, HostInfo, Snapshot
@@ -36,13 +33,24 @@ def take_snapshot(lib=None, timeout_s: float = 10.0) -> Snapshot:
     return Snapshot(host=host, gpus=read.gpus, source="nvml")
 
 
+# the largest real capture we know (8 x V100, nvidia-smi -q -x) is 228 kB; a bundle with load phases ~180 kB
+MAX_SNAPSHOT_BYTES = 64 * 2**20
+
+
 def load_snapshot(path) -> Snapshot:
-    """Read a snapshot file, detecting its kind by content. Anything else -> SnapshotError (exit 6)."""
+    """Read a snapshot file, detecting its kind by content. Anything else -> SnapshotError (exit 6): a
+    missing, unreadable or oversized file, a folder, a device, a FIFO, malformed content, or impossible
+    memory figures (negative, free above total)."""
+    from ..fsutil import read_data_file
+
     p = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise SnapshotError(p, f"cannot read: {e.strerror or e}") from None
+    raw = read_data_file(path, MAX_SNAPSHOT_BYTES, SnapshotError, "snapshot")
+    snap = _parse_snapshot(raw, p)
+    check_memory(snap, p)
+    return snap
+
+
+def _parse_snapshot(raw: bytes, p: str) -> Snapshot:
     text = raw.decode("utf-8", "replace").lstrip("\ufeff")
     head = text.lstrip()[:4096]
     if head.startswith("{"):
@@ -50,6 +58,10 @@ def load_snapshot(path) -> Snapshot:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SnapshotError(p, f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        except RecursionError:
+            raise SnapshotError(p, "invalid JSON: nested too deep for a snapshot") from None
+        except ValueError as e:  # e.g. an integer of more than 4300 digits
+            raise SnapshotError(p, f"invalid JSON: {e}") from None
         snap = Snapshot.from_dict(data, p)
         return dataclasses.replace(snap, source=f"snapshot:{p}")
     if head.startswith("<") and "nvidia_smi_log" in head:
@@ -69,34 +81,26 @@ def load_snapshot(path) -> Snapshot:
     raise SnapshotError(p, "is neither a gpufit snapshot nor nvidia-smi -q -x output")
 
 
+def check_memory(snap: Snapshot, path: str) -> None:
+    """Memory figures a GPU cannot have mean a corrupt or hand-edited file: say which GPU and field."""
+    for i, g in enumerate(snap.gpus):
+        mems = [(f"gpus[{i}].memory", g.memory)]
+        mems += [(f"gpus[{i}].mig.devices[{j}].memory", m.memory) for j, m in enumerate(g.mig.devices)]
+        for where, m in mems:
+            for name in ("total", "free", "used", "reserved"):
+                v = getattr(m, name)
+                if v is not None and v < 0:
+                    raise SnapshotError(path, f"negative memory ({v} bytes)", f"{where}.{name}")
+            if m.total and m.free is not None and m.free > m.total:
+                raise SnapshotError(path, f"free memory ({m.free} bytes) exceeds total ({m.total} bytes)",
+                                    f"{where}.free")
+            if m.total and m.used is not None and m.used > m.total:
+                raise SnapshotError(path, f"used memory ({m.used} bytes) exceeds total ({m.total} bytes)",
+                                    f"{where}.used")
+
+
 def save_snapshot(snapshot: Snapshot, path) -> None:
-    """Write the snapshot JSON atomically: a temp file in the same folder, fsync, os.replace."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    data = (snapshot.to_json() + "\n").encode("utf-8")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise SnapshotError(str(path), f"cannot write: {e.strerror or e}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise SnapshotError(str(path), f"cannot write: {e.strerror or e}") from None
-        raise
-    try:  # make the rename itself durable where the platform allows opening a folder
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    """Write the snapshot JSON atomically (fsutil.write_atomic: WriteError, exit 2, if it cannot be)."""
+    from ..fsutil import write_atomic
+
+    write_atomic(path, snapshot.to_json() + "\n")

@@ -70,23 +70,27 @@ def _section(secs, *needles) -> str | None:
     return None
 
 
-def _rows(body: str) -> list[dict[str, str]]:
+def _rows(body: str, path: str = "<csv>") -> list[dict[str, str]]:
     """CSV with a header line; header names lose their ' [unit]'; values keep their units."""
     lines = [ln for ln in body.strip().splitlines() if ln.strip() and not ln.startswith("#")]
     if not lines:
         return []
     reader = csv.reader(io.StringIO("\n".join(lines)), skipinitialspace=True)
-    rows = list(reader)
+    try:
+        rows = list(reader)
+    except csv.Error as e:  # a field past csv's size limit, a NUL byte
+        raise SnapshotError(path, f"not a readable nvidia-smi CSV table: {e}") from None
     header = [h.strip().split(" [")[0] for h in rows[0]]
     return [dict(zip(header, (v.strip() for v in row))) for row in rows[1:] if len(row) == len(header)]
 
 
 def parse_query_csv(text: str, path: str) -> Snapshot:
-    rows = _rows(text)
+    rows = _rows(text, path)
     if not rows:
         raise SnapshotError(path, "nvidia-smi --query-gpu CSV has a header but no GPU rows")
     gpus = tuple(_gpu_from_row(i, row) for i, row in enumerate(rows))
-    host = HostInfo(driver_version=_opt(rows[0].get("driver_version")))
+    host = HostInfo(driver_version=_opt(rows[0].get("driver_version")),
+                    taken_at=csv_timestamp(rows[0].get("timestamp")))
     return Snapshot(host=host, gpus=gpus, source=f"nvidia-smi-csv:{path}")
 
 
@@ -95,12 +99,12 @@ def parse_bundle(text: str, path: str) -> Snapshot:
     body = _section(secs, "idle ::", "query-gpu") or _section(secs, "query-gpu (csv")
     if body is None:
         raise SnapshotError(path, "capture bundle has no `nvidia-smi --query-gpu --format=csv` section")
-    rows = _rows(body)
+    rows = _rows(body, path)
     if not rows:
         raise SnapshotError(path, "the --query-gpu section of the capture bundle holds no GPU row")
     mig_names = _mig_list(_section(secs, "list (-L)") or "")
     mig_blocks = _mig_blocks(_section(secs, "idle ::", "query (-q)") or _section(secs, "query (-q)") or "")
-    procs = _rows(_section(secs, "idle ::", "query-compute-apps") or "")
+    procs = _rows(_section(secs, "idle ::", "query-compute-apps") or "", path)
     gpus = []
     for i, row in enumerate(rows):
         g = _gpu_from_row(i, row)
@@ -115,7 +119,7 @@ def parse_bundle(text: str, path: str) -> Snapshot:
         driver_version=_opt(rows[0].get("driver_version")),
         cuda_driver_version=_kv(version, "CUDA UMD version") or _kv(version, "CUDA Version"),
         nvml_version=_kv(version, "NVML version"),
-        taken_at=_kv(text[:2000], "collected_at"),
+        taken_at=_kv(text[:2000], "collected_at") or csv_timestamp(rows[0].get("timestamp")),
     )
     return Snapshot(host=host, gpus=tuple(gpus), source=f"nvidia-smi-bundle:{path}")
 
@@ -130,6 +134,16 @@ def _kv(text: str, key: str) -> str | None:
     m = re.search(rf"^\s*{re.escape(key)}\s*:\s*(\S.*?)\s*$", text, re.M | re.I)
     value = m.group(1).split(" [")[0] if m else None
     return None if value is None or value.lower().startswith("deprecated") else value
+
+
+def csv_timestamp(raw) -> str | None:
+    """nvidia-smi's `timestamp` query field, '2024/05/14 10:21:33.123' -> '2024-05-14T10:21:33.123' (the
+    captured box's local time: no zone). Anything else is kept as written; absent or N/A -> None."""
+    v = _opt(raw)
+    if v is None:
+        return None
+    m = re.fullmatch(r"(\d{4})/(\d{2})/(\d{2}) (\d{2}:\d{2}:\d{2}(?:\.\d+)?)", v)
+    return f"{m[1]}-{m[2]}-{m[3]}T{m[4]}" if m else v
 
 
 def _opt(v):
@@ -147,6 +161,16 @@ def _gpu_from_row(i: int, row: dict[str, str]) -> GpuState:
         m = int(mask, 16)
         throttle = tuple(n for bit, n in THROTTLE_REASON_BITS if m & bit)
     mem_total = r.bytes("memory.total", get("memory.total"))
+    mem_free = r.bytes("memory.free", get("memory.free"))
+    mem_used = r.bytes("memory.used", get("memory.used"))
+    reserved = get("memory.reserved")
+    mem_reserved = r.bytes("memory.reserved", reserved)
+    if mem_total is None and None not in (mem_free, mem_used, mem_reserved):
+        # NVML's v2 memory info splits total into free + used + reserved (nvmlMemory_v2_t); each is printed
+        # rounded to MiB, so the sum is within 2 MiB of the total (checked on every XML capture in
+        # tests/fixtures/nvidia-smi that prints all four, e.g. A100-SXM4 81920 vs 81918, RTX 3090 24576 vs 24577)
+        mem_total = mem_free + mem_used + mem_reserved
+        r.errors.pop("memory.total", None)
     draw = get("power.draw.average") or get("power.draw")
     if draw is None or "N/A" in draw:
         draw = get("power.draw") or get("power.draw.instant")
@@ -171,7 +195,6 @@ def _gpu_from_row(i: int, row: dict[str, str]) -> GpuState:
         remapped_rows_failure=e.flag("x", get("remapped_rows.failure")),
     )
     mig = get("mig.mode.current")
-    reserved = get("memory.reserved")
     return GpuState(
         index=idx if idx is not None else i,
         name=r.text("name", get("name")),
@@ -179,12 +202,7 @@ def _gpu_from_row(i: int, row: dict[str, str]) -> GpuState:
         serial=r.text("serial", get("serial")),
         pci_bus_id=r.text("pci_bus_id", get("pci.bus_id")),
         pci_device_id=pci_device_id(r, get("pci.device_id")),
-        memory=Memory(
-            total=mem_total,
-            free=r.bytes("memory.free", get("memory.free")),
-            used=r.bytes("memory.used", get("memory.used")),
-            reserved=r.bytes("memory.reserved", reserved),
-        ),
+        memory=Memory(total=mem_total, free=mem_free, used=mem_used, reserved=mem_reserved),
         clocks_mhz=Clocks(
             sm=r.number("clocks_mhz.sm", get("clocks.current.sm") or get("clocks.sm"), int),
             mem=r.number("clocks_mhz.mem", get("clocks.current.memory") or get("clocks.mem"), int),

@@ -33,8 +33,16 @@ from .snapshot import (
 
 MIB = 2**20
 _UNITS = {"b": 1, "kib": 2**10, "mib": MIB, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
-_NUM_RE = re.compile(r"^\s*([-+]?\d+(?:\.\d+)?)\s*([A-Za-z%]*)\s*$")
+_NUM_RE = re.compile(r"^\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*([A-Za-z%]*)\s*$", re.ASCII)
 _IMPORTANT_ABSENT = "not in this nvidia-smi capture"
+
+
+_MAX_VALUE = 2.0**64  # NVML reports at most unsigned 64-bit values
+
+
+def _shown(raw: str) -> str:
+    v = raw.strip()
+    return repr(v) if len(v) <= 40 else repr(v[:37] + "...")
 
 
 class Reader:
@@ -56,6 +64,9 @@ class Reader:
             self._missing(field, raw)
             return None
         value = float(m.group(1))
+        if not abs(value) < _MAX_VALUE:  # a 400-digit "number" is no reading (and float() made it inf)
+            self.errors[field] = f"nvidia-smi value {_shown(raw)} is out of range"
+            return None
         return int(value) if kind is int else value
 
     def bytes(self, field, raw):
@@ -65,7 +76,11 @@ class Reader:
         if raw is None or not m or unit not in _UNITS:
             self._missing(field, raw)
             return None
-        return int(round(float(m.group(1)) * _UNITS[unit]))
+        value = float(m.group(1)) * _UNITS[unit]
+        if not abs(value) < _MAX_VALUE:
+            self.errors[field] = f"nvidia-smi value {_shown(raw)} is out of range"
+            return None
+        return int(round(value))
 
     def text(self, field, raw):
         v = (raw or "").strip()
@@ -85,10 +100,28 @@ class Reader:
         return None
 
 
+# nvidia-smi's words for "no value" (nvidia-smi(1) and its -q output: "N/A", "[Not Supported]",
+# "[Unknown Error]", "[Insufficient Permissions]", "[GPU is lost]", "Not Found", "Requested functionality has
+# been deprecated"); it brackets every placeholder, so anything in square brackets is one too.
+_NA_WORDS = ("n/a", "na", "not supported", "unknown error", "unknown", "none", "redacted", "insufficient permissions",
+             "not found", "not available", "not applicable", "gpu is lost", "error", "unavailable")
+_NA_PREFIXES = ("requested functionality has been deprecated", "gpu requires reset", "gpu is lost",
+                "unable to determine")
+# the device is gone: nvidia-smi prints these in place of values of a GPU that fell off the bus (Xid 79)
+LOST_WORDS = ("gpu is lost", "gpu requires reset")
+
+
 def _is_na(v: str) -> bool:
-    v = v.strip().strip("[]").lower()
-    return v in ("n/a", "na", "not supported", "unknown error", "unknown", "none", "redacted", "insufficient permissions") \
-        or v.startswith("requested functionality has been deprecated") or v.startswith("gpu requires reset")
+    s = v.strip()
+    if len(s) >= 2 and s[0] == "[" and s[-1] == "]":
+        return True
+    s = s.lower()
+    return s in _NA_WORDS or s.startswith(_NA_PREFIXES)
+
+
+def lost_text(v: str | None) -> bool:
+    """True if an nvidia-smi value says the GPU is lost (needs a reset or reboot)."""
+    return v is not None and any(w in v.lower() for w in LOST_WORDS)
 
 
 def pci_device_id(r: Reader, raw) -> str | None:
@@ -121,6 +154,7 @@ def parse_xml(text: str | bytes, path: str = "<xml>") -> Snapshot:
         raise SnapshotError(path, f"root element is <{root.tag}>, expected <nvidia_smi_log> (nvidia-smi -q -x)")
     gpus = tuple(_gpu(i, el, path) for i, el in enumerate(root.findall("gpu")))
     host = HostInfo(
+        hostname=None,  # nvidia-smi -q -x does not name the host
         driver_version=_clean(root.findtext("driver_version")),
         cuda_driver_version=_clean(root.findtext("cuda_version")),
         taken_at=smi_timestamp(root.findtext("timestamp")),
@@ -132,7 +166,30 @@ def _clean(v):
     return None if v is None or _is_na(v) else v.strip()
 
 
+def _lost_gpu(index: int, g: ET.Element, lost: str) -> GpuState:
+    """A GPU whose values read "GPU is lost": reported, never used; only what still identifies it is kept."""
+    r = Reader()
+    t = g.findtext
+    why = (f"nvidia-smi reported {lost.strip()!r} for this GPU: it fell off the bus or needs a reset "
+           "(check dmesg for Xid 79; reset it or reboot)")
+    return GpuState(
+        index=index,
+        name=r.text("name", t("product_name")),
+        uuid=r.text("uuid", t("uuid")),
+        serial=r.text("serial", t("serial")),
+        # the <gpu id="..."> attribute still names the bus slot when every value is gone
+        pci_bus_id=r.text("pci_bus_id", t("pci/pci_bus_id")) or g.get("id"),
+        pci_device_id=pci_device_id(r, t("pci/pci_device_id")),
+        available=False,
+        errors={**r.errors, "gpu": why},
+    )
+
+
 def _gpu(index: int, g: ET.Element, path: str) -> GpuState:
+    # a value that says the device is lost: the whole GPU is unavailable, not a GPU with odd fields
+    lost = next((el.text for el in g.iter() if lost_text(el.text)), None)
+    if lost is not None:
+        return _lost_gpu(index, g, lost)
     r = Reader()
     t = g.findtext
     link = "pci/pci_gpu_link_info/"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 
@@ -179,6 +180,15 @@ class Snapshot:
         return _from_jsonable(cls, data, path, "")
 
 
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # NVML reports at most unsigned 64-bit values
+
+
+def _short(value) -> str:
+    """A value for a message: JSON numbers can be 400 digits and lists a megabyte."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"of {len(str(abs(value)))} digits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _to_jsonable(obj):
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
@@ -219,18 +229,22 @@ def _from_jsonable(hint, value, path, where):
         return {str(k): str(v) for k, v in value.items()}
     if hint is bool:
         if not isinstance(value, bool):
-            raise SnapshotError(path, f"expected true/false, got {value!r}", where)
+            raise SnapshotError(path, f"expected true/false, got {_short(value)}", where)
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SnapshotError(path, f"expected an integer, got {value!r}", where)
+            raise SnapshotError(path, f"expected an integer, got {_short(value)}", where)
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise SnapshotError(path, f"integer {_short(value)} is out of range (NVML values are 64-bit)", where)
         return value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SnapshotError(path, f"expected a number, got {value!r}", where)
+            raise SnapshotError(path, f"expected a number, got {_short(value)}", where)
+        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX or not math.isfinite(value):
+            raise SnapshotError(path, f"number {_short(value)} is out of range", where)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
-            raise SnapshotError(path, f"expected a string, got {value!r}", where)
+            raise SnapshotError(path, f"expected a string, got {_short(value)}", where)
         return value
     raise SnapshotError(path, f"cannot read a value of type {hint}", where)  # pragma: no cover

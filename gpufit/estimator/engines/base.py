@@ -86,6 +86,11 @@ class ServerCommand:
     settings: Mapping[str, Any] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()
     unknown: tuple[str, ...] = ()
+    #: the context the server runs when its flags name none (0: the model's maximum, None: the
+    #: caller's default)
+    default_context: int | None = None
+    #: what the parser assumed, in words for "Assumed:"
+    notes: tuple[str, ...] = ()
 
 
 class Engine:
@@ -132,6 +137,31 @@ class Engine:
     def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
         return memory.transformers_activation_bytes(req.model, req.context, req.batch)
 
+    def host_resident_bytes(self, req: "FitRequest") -> int:
+        """Bytes the engine keeps in host RAM by its own settings, besides offloaded layers and host
+        embeddings (llama.cpp: expert tensors under --n-cpu-moe, the KV cache under --no-kv-offload)."""
+        return 0
+
+    def host_read_bytes_per_token(self, req: "FitRequest") -> float:
+        """Weight bytes a decoded token reads from host RAM by those settings (computed on the CPU)."""
+        return 0.0
+
+    # ---- speed ----------------------------------------------------------------------------------
+    def prefill_fit(self) -> dict:
+        """Prefill factors (speed.prefill_rate): gemm_efficiency (achieved / datasheet tensor rate),
+        tflops_per_watt (sustained rate per board watt, None = no cap), attn_bytes_per_head_cell (the
+        scores' traffic without flash attention), dequant_bytes_per_weight (an FP16 copy per ubatch),
+        fp16_accumulate (GEMMs at twice a GeForce datasheet's FP32-accumulate figure), source. The
+        default: the profile's uncalibrated efficiency and nothing else, said in `source`."""
+        return {"gemm_efficiency": self.profile.prefill_efficiency, "tflops_per_watt": None,
+                "attn_bytes_per_head_cell": 0.0, "dequant_bytes_per_weight": 0.0, "fp16_accumulate": False,
+                "source": f"{self.key} default (not calibrated: bench/data has no {self.key} rows)"}
+
+    def prefill_batching(self, req: "FitRequest") -> dict:
+        """How the engine runs a prompt: n_batch, n_ubatch tokens, flash_attn. The default: one
+        step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
+        return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
+
     def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
         """Per-GPU runtime overhead outside the model's tensors (CUDA context, workspaces, graphs)."""
         return self.profile.cuda_context_bytes + self.profile.cuda_graph_bytes
@@ -142,6 +172,14 @@ class Engine:
 
     def fixed_placement(self, req: "FitRequest") -> tuple[int, int] | None:
         """(tensor parallel, pipeline parallel) the server's own flags pin, or None to choose."""
+        return None
+
+    def gpu_layer_limit(self, req: "FitRequest") -> int | None:
+        """At most this many transformer layers on the GPUs (llama.cpp -ngl), None = as many as fit."""
+        return None
+
+    def split_weights(self, req: "FitRequest", n_devices: int) -> list[float] | None:
+        """Proportions of a layer split the server's flags pin (llama.cpp -ts), None = by free memory."""
         return None
 
     # ---- start-up -------------------------------------------------------------------------------
@@ -172,6 +210,11 @@ class Engine:
         from ...errors import UsageError
 
         raise UsageError(f"gpufit does not read {self.key} command lines")
+
+    def default_context(self, m: ModelSpec, devices, settings=None) -> tuple[int, str] | None:
+        """(context, why) the engine runs when none is asked for (Ollama's default num_ctx), or None
+        for gpufit's own default."""
+        return None
 
     def default_kv_dtype(self, m: ModelSpec) -> str:
         return "fp16" if m.native_dtype == "fp16" else "bf16"

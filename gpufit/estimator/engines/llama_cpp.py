@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .. import memory
-from .base import Engine
+from . import profiles
+from .base import Engine, ServerCommand
 from .profiles import LLAMA_CPP
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -23,6 +24,136 @@ PROGRAMS = ("llama-server", "llama-cli")
 # --cache-type-k / --cache-type-v names (common/arg.cpp kv_cache_types)
 LLAMA_KV = {"fp16": "f16", "bf16": "bf16", "fp32": "f32", "q8_0": "q8_0", "q4_0": "q4_0", "q4_1": "q4_1",
             "q5_0": "q5_0", "q5_1": "q5_1", "iq4_nl": "iq4_nl"}
+# bits per KV element of each ggml cache type (ggml type sizes: q8_0 34 bytes / 32, q4_0 18 / 32, ...)
+KV_TYPE_BITS = {"f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5,
+                "q5_1": 6.0, "iq4_nl": 4.5}
+
+# defaults of common/common.h (common_params): n_batch 2048, n_ubatch 512; -fa auto (common/arg.cpp)
+# turns flash attention on where the backend supports it, which CUDA does
+N_BATCH = 2048
+N_UBATCH = 512
+FLASH_ATTN_DEFAULT = True
+# model families whose sliding window llama.cpp applies: src/llama-model.cpp sets hparams.swa_type for
+# LLM_ARCH_GEMMA2, GEMMA3, GEMMA3N, COHERE2, OPENAI_MOE (gpt-oss) and LLAMA4 (chunked). Mistral 7B
+# v0.1 has `sliding_window` in its config.json, but it converts to the llama architecture, which has
+# none: its KV cache holds every token on every layer (4 GiB at 32k).
+SWA_FAMILIES = ("gemma2", "gemma3", "gemma3n", "gpt-oss", "command-r7b", "llama4")
+# src/llama-kv-cache-iswa.cpp: the sliding layers' cache holds
+#   min(n_ctx, pad(n_swa x n_seq + n_ubatch, 256))  cells (unified),  n_ctx with --swa-full
+# the ubatch being written sees its window back from its first token, hence + n_ubatch
+KV_PAD = 256
+
+
+def setting(req: "FitRequest", key: str, default=None):
+    v = (req.engine_settings or {}).get(key)
+    return default if v is None else v
+
+
+def _pad(n: int, to: int) -> int:
+    return -(-n // to) * to
+
+
+def kv_cells(req: "FitRequest", swa_applied: bool = True) -> tuple[int, int | None]:
+    """(cells of a full-attention layer, cells of a sliding/chunked layer or None when the model has
+    none llama.cpp applies). All `batch` slots share one cache of -c = context x batch cells."""
+    m = req.model
+    full = req.context * req.batch
+    window = m.sliding_window if m.sliding_layers else (m.attention_chunk if m.chunked_layers else None)
+    if not window or not swa_applied or m.family not in SWA_FAMILIES:
+        return full, None
+    if setting(req, "swa_full", False):
+        return full, full
+    ub = min(setting(req, "n_ubatch", N_UBATCH), setting(req, "n_batch", N_BATCH))
+    return full, min(full, _pad(window * req.batch + ub, KV_PAD))
+
+
+def kv_element_bits(req: "FitRequest") -> tuple[float, float]:
+    """Bits per K and per V element: -ctk / -ctv (settings `cache_type_k` / `cache_type_v`, ggml
+    names), else the request's KV dtype for both."""
+    base = LLAMA_KV.get(req.kv_dtype.key)
+    default = KV_TYPE_BITS.get(base, memory.kv_bits(req.kv_dtype))
+    k = setting(req, "cache_type_k")
+    v = setting(req, "cache_type_v")
+    return (KV_TYPE_BITS[k] if k else default), (KV_TYPE_BITS[v] if v else default)
+
+
+def kv_widths(m) -> tuple[int, int]:
+    """Elements per token and layer in the K and the V cache. MLA (DeepSeek V2/V3) as llama.cpp
+    stores it: one head of kv_lora_rank + rope dims for K and kv_lora_rank for V (n_head_kv = 1,
+    src/llama-model.cpp LLM_ARCH_DEEPSEEK2); else KV heads x head_dim each."""
+    if m.is_mla:
+        return m.kv_lora_rank + (m.qk_rope_head_dim or 0), m.kv_lora_rank
+    return m.kv_heads * m.head_dim, m.kv_heads * m.head_dim
+
+
+def llama_cpp_kv_bytes(req: "FitRequest", layers: int | None = None, swa_applied: bool = True) -> int:
+    m = req.model
+    full, swa = kv_cells(req, swa_applied)
+    n_swa = (m.sliding_layers or m.chunked_layers) if swa is not None else 0
+    cells = (m.layers - n_swa) * full + n_swa * (swa or 0)
+    kw, vw = kv_widths(m)
+    kb, vb = kv_element_bits(req)
+    total = cells * (kw * kb + vw * vb) / 8
+    if layers is not None:
+        total = total * layers / m.layers
+    return int(-(-total // 1))
+
+
+def compute_bytes(m, n_ctx: int, n_ubatch: int, flash_attn: bool, multi_gpu: bool) -> int:
+    """Per-device compute buffer for one ubatch (memory.llama_cpp_compute_bytes's three peaks). With
+    flash attention the n_ctx x n_head f32 scores are never materialised: the attention peak is the
+    mask and the hidden-wide tensors, and the output peak (logits) usually bounds the buffer (Llama 3
+    8B: 512 x 4 x (128,256 + 4,096) = 258 MiB, the buffer llama.cpp logs with -fa on)."""
+    n_ub = min(n_ubatch, n_ctx)
+    ff = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+    mask = n_ctx
+    attention = (0 if flash_attn else n_ctx * m.heads) + mask + profiles.LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS * m.hidden
+    mlp = mask + profiles.LLAMA_CPP_MLP_FF_F32_TENSORS * ff + profiles.LLAMA_CPP_MLP_HIDDEN_F32_TENSORS * m.hidden
+    output = m.vocab + m.hidden
+    total = n_ub * 4 * max(attention, mlp, output)
+    if multi_gpu:
+        total *= profiles.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
+    return int(total)
+
+
+# Prefill (speed.prefill_rate), fitted by `bench/calibrate.py` on the May 2024 llama-bench / main
+# rows (283 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, see bench/accuracy.py):
+#   gemm_efficiency     achieved / datasheet tensor rate of the GEMMs' kind (llama.cpp: FP16 accumulate)
+#   tflops_per_watt     sustained tensor TFLOP/s per board watt: a 300 W RTX 6000 Ada or 350 W H100 PCIe
+#                       cannot hold the clocks its datasheet peak assumes under a long GEMM stream
+#   attn_bytes_per_head_cell   without flash attention: f32 KQ scores written, masked, soft-maxed and
+#                       read back, per head and cached cell
+#   dequant_bytes_per_weight   quantized GGUF weights are dequantized to an FP16 copy per ubatch
+#                       before cuBLAS (ggml-cuda's mul_mat path at batch > MMVQ sizes in that build)
+PREFILL_FIT = {
+    "gemm_efficiency": 0.504,
+    "tflops_per_watt": 0.496,
+    "attn_bytes_per_head_cell": 18.6,
+    "dequant_bytes_per_weight": 5.1,
+    "fp16_accumulate": True,
+    "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
+}
+# ---- MoE expert tensors kept in host memory (--n-cpu-moe N, --cpu-moe, -ot PATTERN=CPU) ---------------
+# common/common.h LLM_FFN_EXPS_REGEX: the expert tensors of block i are blk.i.ffn_{up,down,gate}_exps
+EXPERT_TENSORS = ("ffn_up_exps", "ffn_down_exps", "ffn_gate_exps")
+
+
+def host_expert_layers(req: "FitRequest") -> int:
+    """How many MoE layers keep their expert tensors in host RAM."""
+    m = req.model
+    if not m.is_moe:
+        return 0
+    layers = set(setting(req, "cpu_moe_layers", ()) or ())
+    moe = range(m.dense_layers, m.layers)
+    return sum(1 for i in moe if i in layers)
+
+
+def expert_layer_bytes(req: "FitRequest", active: bool = False) -> float:
+    """Bytes of one MoE layer's routed experts (all of them, or the ones a token uses)."""
+    m = req.model
+    n = m.experts_active if active else m.experts
+    per = (3 if m.mlp == "gated" else 2) * m.hidden * m.moe_intermediate
+    return n * per * req.quant.bits_per_weight / 8
 
 
 def cuda_visible(result: "FitResult") -> str:
@@ -40,29 +171,139 @@ class LlamaCpp(Engine):
     splits_like_llama_cpp = True
     runs_gguf = True
 
+    #: llama.cpp applies the sliding windows of SWA_FAMILIES (Ollama's runner, for its part, does not
+    #: apply gemma2's)
+    swa_families = SWA_FAMILIES
+
+    def weight_split(self, m, q, exact_total):
+        """A tied head is loaded twice: token_embd stays in host memory for the input lookup and a
+        duplicate goes to the output layer's device (src/llama-model.cpp: output falls back to
+        token_embd with TENSOR_DUPLICATED)."""
+        ws = memory.weight_split(m, q, exact_total=exact_total)
+        if m.tie_embeddings and not ws.output:
+            import dataclasses
+
+            ws = dataclasses.replace(ws, output=ws.embed)
+        return ws
+
+    def rank_layer_bytes(self, req, ws, layers, tp):
+        """Layer weights on the GPUs, less the expert tensors kept in host RAM (spread over the
+        layers in proportion: exact on one GPU, approximate per card on a split)."""
+        n = host_expert_layers(req)
+        host = n * expert_layer_bytes(req) if n else 0.0
+        return (ws.per_layer * req.model.layers - host) * layers / req.model.layers / tp
+
+    def host_resident_bytes(self, req) -> int:
+        """Expert tensors kept in host memory, and the KV cache under --no-kv-offload."""
+        n = host_expert_layers(req)
+        out = n * expert_layer_bytes(req) if n else 0
+        if setting(req, "no_kv_offload", False):
+            out += llama_cpp_kv_bytes(req)
+        return int(out)
+
+    def host_read_bytes_per_token(self, req) -> float:
+        """Weights read from host memory per decoded token: the routed experts a token uses in the
+        layers whose experts stay on the CPU (the CPU computes them; llama.cpp's expert offload)."""
+        n = host_expert_layers(req)
+        return n * expert_layer_bytes(req, active=True) if n else 0.0
+
+    def kv_bytes(self, req, layers=None, tp=1):
+        if setting(req, "no_kv_offload", False):
+            return 0
+        return llama_cpp_kv_bytes(req, layers, swa_applied=req.model.family in self.swa_families)
+
     def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
-        return memory.llama_cpp_compute_bytes(req.model, req.context, multi_gpu=multi_gpu)
+        fa = setting(req, "flash_attn", FLASH_ATTN_DEFAULT)
+        ub = min(setting(req, "n_ubatch", N_UBATCH), setting(req, "n_batch", N_BATCH))
+        return compute_bytes(req.model, req.context * req.batch, ub, fa, multi_gpu)
+
+    def prefill_fit(self):
+        return PREFILL_FIT
+
+    def prefill_batching(self, req):
+        """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on)."""
+        return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
+                "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
+
+    def gpu_layer_limit(self, req):
+        """-ngl N: the last N transformer layers on the GPUs (N > n_layer also takes the output
+        layer: everything), src/llama-model.cpp i_gpu_start = n_layer + 1 - n_gpu_layers."""
+        ngl = setting(req, "n_gpu_layers")
+        return ngl if ngl is not None and ngl <= req.model.layers else None
+
+    def split_weights(self, req, n_devices):
+        ts = setting(req, "tensor_split")
+        if not ts:
+            return None
+        ts = list(ts)[:n_devices] + [0.0] * max(0, n_devices - len(ts))
+        return ts if sum(ts) else None
+
+    def parse_command(self, argv, env):
+        return parse_command(argv, env)
+
+    def notes(self, req) -> list[str]:
+        out = super().notes(req)
+        m = req.model
+        if (m.sliding_layers or m.chunked_layers) and m.family not in self.swa_families:
+            out.append(f"{self.key} does not apply {m.name}'s sliding window: every layer caches all "
+                       f"{req.context * req.batch} tokens")
+        return out
 
     def default_kv_dtype(self, m) -> str:
         return "fp16"
 
     def flags(self, result: "FitResult") -> str | None:
+        """`llama-server` realising the plan: the real file (a placeholder only when llama.cpp itself
+        was asked for a catalog model), -c for all slots, the layer split as -ts counts that reproduce
+        it (the output layer is a part of its own: the last GPU's count includes it), the GPUs it uses,
+        and the settings the plan assumed."""
         r = result.request
         if "llama.cpp" not in r.quant.engines:
             return None
+        path = (r.model_path or setting(r, "model_file")
+                or (r.model.source if (r.weights_source or "").startswith("gguf") else None))
+        if path is None and r.engine != self.key:
+            return None  # no file to name: the line would not paste
         p = result.placement
         ngl = p.gpu_layers if p.strategy == "cpu_offload" else 999
-        parts = ["llama-server -m MODEL.gguf", f"-c {r.context * r.batch}"]
+        parts = [f"llama-server -m {path or 'MODEL.gguf'}", f"-c {r.context * r.batch}"]
         if r.batch > 1:
             parts.append(f"-np {r.batch}")
         parts.append(f"-ngl {ngl}")
-        layers = [n for n in p.layers_per_device if n]
-        if len(layers) > 1:
-            parts.append("--split-mode layer")
-            parts.append("-ts " + ",".join(str(n) for n in p.layers_per_device))
+        probed = not r.planning
+        devs = [d for d in result.devices if d.needed_bytes] if probed else list(result.devices)
+        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != "cpu_offload":
+            counts = [d.layers for d in devs]
+            last = max(i for i, n in enumerate(counts) if n)
+            counts[last] += 1  # the output layer
+            parts.append("--split-mode layer -ts " + ",".join(str(n) for n in counts))
+        k, v = setting(r, "cache_type_k"), setting(r, "cache_type_v")
         kv = LLAMA_KV.get(r.kv_dtype.key)
-        if kv and kv not in ("f16", "bf16"):
-            parts.append(f"--cache-type-k {kv} --cache-type-v {kv} -fa on")
+        if not (k or v) and kv and kv not in ("f16", "bf16"):
+            k = v = kv
+        if k and k != "f16":
+            parts.append(f"-ctk {k}")
+        if v and v != "f16":
+            parts.append(f"-ctv {v}")
+        fa = setting(r, "flash_attn")
+        if fa is False:
+            parts.append("-fa off")
+        elif fa or (v and v not in ("f16", "bf16", "f32")):
+            parts.append("-fa on")  # a quantized V cache needs flash attention
+        for key, flag in (("n_batch", "-b"), ("n_ubatch", "-ub")):
+            if setting(r, key) is not None:
+                parts.append(f"{flag} {setting(r, key)}")
+        host = sorted(set(setting(r, "cpu_moe_layers", ()) or ()) & set(range(r.model.layers)))
+        if host:
+            if len(host) == r.model.layers:
+                parts.append("--cpu-moe")
+            elif host == list(range(len(host))):
+                parts.append(f"--n-cpu-moe {len(host)}")
+            else:
+                parts.append("-ot 'blk\\.(" + "|".join(str(i) for i in host) + ")\\.ffn_.*_exps=CPU'")
+        for key, flag in (("swa_full", "--swa-full"), ("no_kv_offload", "--no-kv-offload")):
+            if setting(r, key):
+                parts.append(flag)
         return cuda_visible(result) + " ".join(parts)
 
 
@@ -77,5 +318,246 @@ def for_version(version: str | None) -> Engine:
     return _ENGINE
 
 
-def parse(argv: Sequence[str], env: Mapping[str, str]):  # pragma: no cover - replaced by issue 10
-    return _ENGINE.parse_command(argv, env)
+# ---- the server's own command line (common/arg.cpp) -------------------------------------------------
+# flags that change memory, by every spelling arg.cpp accepts, -> (setting, kind)
+_FLAGS = {
+    "-m": ("model", "str"), "--model": ("model", "str"),
+    "-c": ("ctx_size", "int0"), "--ctx-size": ("ctx_size", "int0"),
+    "-b": ("n_batch", "int"), "--batch-size": ("n_batch", "int"),
+    "-ub": ("n_ubatch", "int"), "--ubatch-size": ("n_ubatch", "int"),
+    "-np": ("n_parallel", "int"), "--parallel": ("n_parallel", "int"),
+    "-ngl": ("n_gpu_layers", "ngl"), "--gpu-layers": ("n_gpu_layers", "ngl"), "--n-gpu-layers": ("n_gpu_layers", "ngl"),
+    "-ts": ("tensor_split", "split"), "--tensor-split": ("tensor_split", "split"),
+    "-sm": ("split_mode", "split_mode"), "--split-mode": ("split_mode", "split_mode"),
+    "-mg": ("main_gpu", "int0"), "--main-gpu": ("main_gpu", "int0"),
+    "-ctk": ("cache_type_k", "kv"), "--cache-type-k": ("cache_type_k", "kv"),
+    "-ctv": ("cache_type_v", "kv"), "--cache-type-v": ("cache_type_v", "kv"),
+    "-ncmoe": ("n_cpu_moe", "int0"), "--n-cpu-moe": ("n_cpu_moe", "int0"),
+    "-ot": ("override_tensor", "ot"), "--override-tensor": ("override_tensor", "ot"),
+    "-dev": ("device", "str"), "--device": ("device", "str"),
+}
+# switches (no value)
+_SWITCHES = {"-nkvo": "no_kv_offload", "--no-kv-offload": "no_kv_offload", "-cmoe": "cpu_moe", "--cpu-moe": "cpu_moe",
+             "--swa-full": "swa_full", "-kvu": "kv_unified", "--kv-unified": "kv_unified"}
+# -fa takes on|off|auto in current builds; older builds had a bare switch
+_FA_FLAGS = ("-fa", "--flash-attn")
+_FA_VALUES = {"on": True, "off": False, "auto": True, "1": True, "0": False, "true": True, "false": False,
+              "enabled": True, "disabled": False}
+# flags with a value that do not change GPU memory (read past, listed as ignored)
+_IGNORED_VALUE = {"--host", "--port", "-t", "--threads", "-tb", "--threads-batch", "-a", "--alias", "--api-key",
+                  "--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "-s", "--seed", "-n", "--predict",
+                  "--n-predict", "--chat-template", "--chat-template-file", "--log-file", "--slot-save-path",
+                  "--timeout", "-to", "--threads-http", "--reasoning-format", "--reasoning-budget", "-hf", "--hf-repo",
+                  "-hff", "--hf-file", "--mmproj", "-mm", "--lora", "--grammar", "--system-prompt-file", "-sys",
+                  "--cache-reuse", "--keep", "--numa", "--rope-scaling", "--rope-freq-base", "--rope-freq-scale",
+                  "--yarn-orig-ctx", "-cb", "--metrics-port", "--fit-target", "-fitt", "--fit-ctx", "-fitc",
+                  "--cache-ram", "-cram", "--ctx-checkpoints", "--spec-type"}
+_IGNORED_SWITCH = {"--jinja", "--no-mmap", "--mlock", "--metrics", "--verbose", "-v", "--no-webui", "--embedding",
+                   "--embeddings", "--cont-batching", "-cb", "--no-warmup", "--flash-attn-auto", "--log-disable",
+                   "--check-tensors", "-cnv", "--conversation", "-no-cnv", "--no-conversation", "-i", "--interactive",
+                   "--no-context-shift", "--context-shift"}
+# LLAMA_ARG_* environment variables arg.cpp reads (set_env), as the flag they stand for
+_ENV = {"LLAMA_ARG_MODEL": "--model", "LLAMA_ARG_CTX_SIZE": "--ctx-size", "LLAMA_ARG_BATCH": "--batch-size",
+        "LLAMA_ARG_UBATCH": "--ubatch-size", "LLAMA_ARG_N_PARALLEL": "--parallel",
+        "LLAMA_ARG_N_GPU_LAYERS": "--n-gpu-layers", "LLAMA_ARG_TENSOR_SPLIT": "--tensor-split",
+        "LLAMA_ARG_SPLIT_MODE": "--split-mode", "LLAMA_ARG_CACHE_TYPE_K": "--cache-type-k",
+        "LLAMA_ARG_CACHE_TYPE_V": "--cache-type-v", "LLAMA_ARG_FLASH_ATTN": "--flash-attn",
+        "LLAMA_ARG_N_CPU_MOE": "--n-cpu-moe", "LLAMA_ARG_CPU_MOE": "--cpu-moe",
+        "LLAMA_ARG_NO_KV_OFFLOAD": "--no-kv-offload", "LLAMA_ARG_SWA_FULL": "--swa-full"}
+# common/common.h: n_ctx 4096 when -c is not given (0 = the model's training context)
+DEFAULT_CTX = 4096
+# catalog KV-dtype keys of the ggml cache types
+KV_CATALOG = {"f16": "fp16", "bf16": "bf16", "f32": "fp32", "q8_0": "q8_0", "q4_0": "q4_0", "q4_1": "q4_1",
+              "q5_0": "q5_0", "q5_1": "q5_1", "iq4_nl": "iq4_nl"}
+# --cpu-moe: every layer's experts (common/common.h llm_ffn_exps_cpu_override)
+ALL_LAYERS = 4096
+_EXPERT_NAME = "blk.{i}.{t}.weight"
+
+
+def _read(flag: str, raw: str, kind: str):
+    import re
+
+    from ...errors import UsageError
+
+    def bad(what: str):
+        return UsageError(f"llama.cpp {flag} {raw!r}: {what}")
+
+    if kind == "str":
+        return raw
+    if kind in ("int", "int0"):
+        try:
+            v = int(raw)
+        except ValueError:
+            raise bad("expected a whole number") from None
+        if v < (0 if kind == "int0" else 1):
+            raise bad("must be at least " + ("0" if kind == "int0" else "1"))
+        return v
+    if kind == "ngl":
+        if raw in ("auto", "all", "-1"):
+            return None
+        return _read(flag, raw, "int0")
+    if kind == "split":
+        try:
+            parts = [float(x) for x in re.split(r"[,/]", raw) if x.strip()]
+        except ValueError:
+            raise bad("expected proportions like 3,1") from None
+        if not parts or any(x < 0 for x in parts) or not sum(parts):
+            raise bad("expected proportions like 3,1")
+        return tuple(parts)
+    if kind == "split_mode":
+        if raw not in ("none", "layer", "row"):
+            from ...errors import unknown
+
+            raise unknown(f"llama.cpp {flag} mode", raw, ("none", "layer", "row"))
+        return raw
+    if kind == "kv":
+        if raw not in KV_TYPE_BITS:
+            from ...errors import unknown
+
+            raise unknown(f"llama.cpp {flag} cache type", raw, KV_TYPE_BITS)
+        return raw
+    if kind == "ot":
+        out = []
+        for item in raw.split(","):
+            pattern, eq, buft = item.partition("=")
+            if not eq or not pattern or not buft:
+                raise bad("expected <tensor name pattern>=<buffer type>, e.g. exps=CPU")
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                raise bad(f"not a regular expression ({e})") from None
+            out.append((pattern, buft))
+        return tuple(out)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _expert_layers_on_host(overrides) -> tuple[set[int], list[str]]:
+    """Layers whose expert tensors an -ot pattern sends to a CPU buffer (std::regex_search on the
+    tensor name, as llama.cpp matches them), and the patterns that move something else."""
+    import re
+
+    layers: set[int] = set()
+    other = []
+    for pattern, buft in overrides:
+        rx = re.compile(pattern)
+        hit = {i for i in range(ALL_LAYERS) for t in EXPERT_TENSORS if rx.search(_EXPERT_NAME.format(i=i, t=t))}
+        if buft.upper().startswith("CPU"):
+            layers |= hit
+        if not hit or not buft.upper().startswith("CPU"):
+            other.append(f"{pattern}={buft}")
+    return layers, other
+
+
+def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
+    """`llama-server -m F.gguf -c N -ngl K ...` / `llama-cli ...` (argv without the program) and its
+    LLAMA_ARG_* environment -> the estimate options the server will run with. Unknown flags are
+    collected (said under "Assumed:"); a bad value of a known flag is a UsageError naming it."""
+    from ...errors import UsageError
+
+    env_args: list[str] = []
+    for var, flag in _ENV.items():
+        if env.get(var) not in (None, ""):
+            env_args += [flag] if flag in _SWITCHES else [flag, env[var]]
+    args = env_args + list(argv)  # flags on the command line come last and win
+    got: dict = {}
+    ignored: list[str] = []
+    unknown_flags: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        flag, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+
+        def take() -> str:
+            nonlocal i
+            if eq:
+                return inline
+            if i + 1 >= len(args):
+                raise UsageError(f"llama.cpp {flag}: needs a value")
+            i += 1
+            return args[i]
+
+        if flag in _FLAGS:
+            key, kind = _FLAGS[flag]
+            v = _read(flag, take(), kind)
+            if key == "override_tensor":
+                got[key] = got.get(key, ()) + v
+            else:
+                got[key] = v
+        elif flag in _SWITCHES:
+            got[_SWITCHES[flag]] = True
+        elif flag in _FA_FLAGS:
+            nxt = inline if eq else (args[i + 1] if i + 1 < len(args) else "")
+            if nxt.lower() in _FA_VALUES:
+                got["flash_attn"] = _FA_VALUES[nxt.lower()]
+                if not eq:
+                    i += 1
+            elif eq:
+                raise UsageError(f"llama.cpp {flag} {inline!r}: expected on, off or auto")
+            else:
+                got["flash_attn"] = True
+        elif flag in _IGNORED_VALUE:
+            take()
+            ignored.append(flag)
+        elif flag in _IGNORED_SWITCH:
+            ignored.append(flag)
+        elif a.startswith("-"):
+            unknown_flags.append(a)
+            # an unknown flag's value, if it has one, is not a flag itself
+            if not eq and i + 1 < len(args) and not args[i + 1].startswith("-"):
+                i += 1
+                unknown_flags[-1] += " " + args[i]
+        else:
+            unknown_flags.append(a)
+        i += 1
+    model = got.pop("model", None)
+    if not model:
+        raise UsageError("llama.cpp command line names no model: give -m FILE.gguf")
+    settings: dict = {"model_file": model}
+    for k in ("n_batch", "n_ubatch", "n_gpu_layers", "tensor_split", "split_mode", "main_gpu", "cache_type_k",
+              "cache_type_v", "no_kv_offload", "swa_full", "kv_unified", "flash_attn"):
+        if got.get(k) is not None:
+            settings[k] = got[k]
+    host_layers: set[int] = set()
+    if got.get("cpu_moe"):
+        host_layers |= set(range(ALL_LAYERS))
+    if got.get("n_cpu_moe"):
+        host_layers |= set(range(got["n_cpu_moe"]))
+    other_ot: list[str] = []
+    if got.get("override_tensor"):
+        layers, other_ot = _expert_layers_on_host(got["override_tensor"])
+        host_layers |= layers
+    if host_layers:
+        settings["cpu_moe_layers"] = tuple(sorted(host_layers))
+    if other_ot:
+        unknown_flags.append("-ot " + ",".join(other_ot) + " (only expert tensors sent to CPU are modelled)")
+    if settings.get("split_mode") == "row":
+        unknown_flags.append("--split-mode row (planned as the layer split; row split spreads each matrix)")
+    n_par = got.get("n_parallel") or 1
+    ctx = got.get("ctx_size")
+    context = None
+    if ctx:
+        if ctx < n_par:
+            raise UsageError(f"llama.cpp -c {ctx} -np {n_par}: fewer cells than slots")
+        context = ctx // n_par
+    notes = []
+    default_context = None
+    if ctx is None:
+        default_context = DEFAULT_CTX // n_par
+        notes.append(f"no -c: llama.cpp's default context of {DEFAULT_CTX} cells"
+                     + (f", {default_context} per slot of {n_par}" if n_par > 1 else ""))
+    elif ctx == 0:
+        default_context = 0
+        notes.append("-c 0: the model's training context")
+    k, v = settings.get("cache_type_k"), settings.get("cache_type_v")
+    kv_dtype = KV_CATALOG.get(k or v) if (k or v) else None
+    gpus = env.get("CUDA_VISIBLE_DEVICES")
+    if got.get("device"):
+        import re
+
+        ids = re.findall(r"CUDA(\d+)", got["device"])
+        if ids:
+            gpus = ",".join(ids) if gpus is None else ",".join(gpus.split(",")[int(x)] for x in ids
+                                                              if int(x) < len(gpus.split(",")))
+    return ServerCommand(engine="llama.cpp", model=model, context=context, batch=n_par if n_par > 1 else None,
+                         kv_dtype=kv_dtype, gpus=gpus, settings=settings, ignored=tuple(ignored),
+                         unknown=tuple(unknown_flags), default_context=default_context, notes=tuple(notes))

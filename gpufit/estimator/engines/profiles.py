@@ -188,15 +188,6 @@ DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
 }
-# Prefill: achieved / datasheet dense FP16 tensor FLOP/s, the median over 119 single-GPU prompts of at
-# most 512 tokens (GeForce 27 rows, workstation/datacenter 92); see prefill_class for why two kinds.
-_LLAMA_CPP_PREFILL = {"geforce": 0.59, "pro": 0.22}
-PREFILL_EFFICIENCY_BY_CLASS: dict[str, dict[str, float]] = {
-    "llama.cpp": _LLAMA_CPP_PREFILL,
-    "ollama": _LLAMA_CPP_PREFILL,
-}
-
-
 def decode_efficiency(engine: str, spec) -> tuple[float, str]:
     """(achieved / peak bandwidth at batch 1, what chose it) for `engine` on a card (GpuSpec or None):
     the engine's per-memory-class factor where one was fitted, else the engine default."""
@@ -207,22 +198,3 @@ def decode_efficiency(engine: str, spec) -> tuple[float, str]:
     if table:
         return PROFILES[engine].decode_efficiency, f"{engine} default (no measured rows for this memory class)"
     return PROFILES[engine].decode_efficiency, f"{engine} default (not calibrated: bench/data has no {engine} rows)"
-
-
-def prefill_class(spec) -> str | None:
-    """GeForce datasheets list FP16 tensor FLOP/s with FP32 accumulate, half the FP16-accumulate rate;
-    workstation and datacenter datasheets list the full rate. llama.cpp's cuBLAS GEMMs accumulate in
-    FP16, so the same efficiency cannot serve both kinds of figure."""
-    if spec is None:
-        return None
-    return "geforce" if spec.vendor_class == "geforce" else "pro"
-
-
-def prefill_efficiency(engine: str, spec) -> tuple[float, str]:
-    cls = prefill_class(spec)
-    table = PREFILL_EFFICIENCY_BY_CLASS.get(engine, {})
-    if cls in table:
-        return table[cls], f"{engine} on {cls} datasheet FLOP/s (calibrated)"
-    if table:
-        return PROFILES[engine].prefill_efficiency, f"{engine} default (no measured rows for this kind of card)"
-    return PROFILES[engine].prefill_efficiency, f"{engine} default (not calibrated: bench/data has no {engine} rows)"

@@ -240,8 +240,13 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
     b = _dtype_bytes(req)
     share = 1.0 if layers is None else layers / m.layers
     if m.is_mla:
-        # MLAAttentionSpec: one latent of kv_lora_rank + rope dims per token, the same on every rank
-        page = int(BLOCK_SIZE * (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * b)
+        # MLAAttentionSpec: one latent of kv_lora_rank + rope dims per token, the same on every rank;
+        # DeepSeek V3.2's lightning indexer keeps one fp8 key per token and layer with an fp32 scale
+        # per 128 elements beside it (vllm/model_executor/models/deepseek_v2.py, DeepseekV32IndexerCache)
+        per_token = (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * b
+        if m.indexer_head_dim:
+            per_token += m.indexer_head_dim + m.indexer_head_dim // 128 * 4
+        page = int(BLOCK_SIZE * per_token)
     else:
         page = int(2 * BLOCK_SIZE * max(1, m.kv_heads // tp) * m.head_dim * b)
 
@@ -249,7 +254,8 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
         return int(round(k * share))
 
     kinds = []
-    full = m.layers - m.sliding_layers - m.chunked_layers - m.linear_layers
+    # MLP-only layers (Nemotron-H '-') cache nothing
+    full = m.layers - m.sliding_layers - m.chunked_layers - m.linear_layers - m.mlp_only_layers
     if full:
         kinds.append(LayerKind("mla" if m.is_mla else "full", n(full), page))
     if m.sliding_layers and not setting(req, "disable_hybrid_kv_cache_manager", False):

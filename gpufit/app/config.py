@@ -35,13 +35,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CatalogError, ConfigError, UsageError, did_you_mean
+from ..errors import CatalogError, ConfigError, UsageError, did_you_mean
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,7 +50,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
-from .estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
+MAX_CONFIG_BYTES = 16 * 2**20  # a config with inline catalog entries is a few kB
+from ..estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
 
 ENGINES = ("auto", *_ENGINE_KEYS)
 CATALOG_KINDS = ("gpu", "model", "quant")
@@ -152,14 +154,16 @@ def load_config(path=None, *, env=None, search=None) -> Config:
 
 _TOP = {"thresholds", "report", "model", "catalog"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelWatch)} - {"path", "line"}
-_REPORT_FORMATS = ("text", "json", "prometheus")
+from ..render import formats_for  # noqa: E402  (the one list of output formats)
+
+_REPORT_FORMATS = formats_for("report")
 
 
 def _read_one(path: Path) -> dict:
+    from ..fsutil import read_data_file
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(path, f"cannot read: {e.strerror or e}") from None
+        text = read_data_file(path, MAX_CONFIG_BYTES, ConfigError, "config file").decode("utf-8")
     except UnicodeDecodeError as e:
         raise ConfigError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
     try:
@@ -210,6 +214,17 @@ def _read_one(path: Path) -> dict:
         if not isinstance(models, list):
             bad("models are an array of tables: write [[model]]", "model")
         out["models"] = [_read_model(t, i, path, lines, bad) for i, t in enumerate(models)]
+        seen: dict[tuple, int] = {}
+        for i, m in enumerate(out["models"]):
+            # Prometheus series of a watched model are labelled {model, quant}: two entries with one pair
+            # would write duplicate series, and node_exporter drops the whole textfile for that
+            pair = (m.name, m.quant or "")
+            if pair in seen:
+                first = out["models"][seen[pair]].line
+                bad(f"duplicate [[model]] name={m.name!r} quant={m.quant!r} (first at line {first}): its "
+                    "Prometheus series are labelled by model and quant, so each pair may appear once",
+                    "model", "name", i)
+            seen[pair] = i
 
     cat = data.get("catalog", {})
     if not isinstance(cat, dict):
@@ -257,8 +272,8 @@ def _read_model(t, i, path, lines, bad) -> ModelWatch:
         if key not in t:
             continue
         v = t[key]
-        if kind is int and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            bad(f"{key} must be a positive integer, got {v!r}", "model", key, i)
+        if kind is int and (isinstance(v, bool) or not isinstance(v, int) or not 0 < v < 2**31):
+            bad(f"{key} must be a positive integer below 2**31, got {v!r}", "model", key, i)
         if kind is str and (not isinstance(v, str) or not v.strip()):
             bad(f"{key} must be a non-empty string, got {v!r}", "model", key, i)
         kw[key] = v
@@ -280,6 +295,11 @@ def _check_fields(cls, table: dict, section: str, bad) -> dict:
         if isinstance(default, (int, float)) and not isinstance(default, bool):
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 bad(f"{key} must be a number, got {value!r}", section, key)
+            if isinstance(value, int) and abs(value) >= 2**63:  # TOML integers are 64-bit (toml.io spec)
+                bad(f"{key} is out of range, got {value!r}", section, key)
+            if isinstance(value, float) and not math.isfinite(value):  # TOML has nan and inf; no
+                # threshold or timeout can be either
+                bad(f"{key} must be a finite number, got {value!r}", section, key)
             if value < 0:
                 bad(f"{key} must not be negative, got {value!r}", section, key)
             if key.endswith("_ratio") and value > 1.5:
@@ -369,7 +389,7 @@ class _KeyLines:
 
 
 def _validate_inline(e: InlineCatalogEntry) -> None:
-    from .catalog.loader import TABLES, _check_invariants, build_record
+    from ..catalog.loader import TABLES, _check_invariants, build_record
 
     where = f"[[catalog.{e.kind}]] key={e.table.get('key')!r}"
     try:
@@ -397,7 +417,7 @@ def _toml_value(v) -> str:
 def build_catalog(config: Config):
     """Built-in catalog + `[catalog] files` + inline entries. Inline entries are validated by the same
     loader as the built-in files (they are written back to TOML text and read by Catalog.add_file)."""
-    from .catalog import load_catalog
+    from ..catalog import load_catalog
 
     cat = copy.deepcopy(load_catalog(tuple(config.catalog_files)))
     by_file: dict[str, list[InlineCatalogEntry]] = {}

@@ -2,19 +2,16 @@
 
 Metric names are `gpufit_*` in base units. Per-GPU series carry the label `uuid` only (plus the dimension
 that names the series, e.g. `check`); `gpufit_gpu_info` carries name, index, catalog_key and driver. A value
-NVML does not support is left out, never written as 0. prometheus_client does the formatting (imported
-lazily: it is an optional dependency). `write_atomic` writes a temp file in the target folder, fsyncs it and
-renames it over the target, so a scrape never sees half a file even with two runs overlapping.
+NVML does not support is left out, never written as 0. prometheus_client (a base dependency) does the
+formatting, imported lazily so `gpufit plan` does not pay for it. Files are written by `fsutil.write_atomic`
+(temp file in the target folder, fsync, rename), so a scrape never sees half a file even with two runs
+overlapping.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
-from pathlib import Path
 
-from .health import STATUS_VALUE as _STATUS_VALUE
+from ..app.health import STATUS_VALUE as _STATUS_VALUE
 
 
 def _uuid_labels(gpus: list) -> list[str]:
@@ -176,7 +173,7 @@ def _pci_label(pci_device_id) -> str:
     """The PCI device id as NVML gives it ("0x220410DE"), only where it names an NVIDIA device: a zero
     or masked id (virtual GPUs, captures without one) says no more than an empty label, and is written
     as one, so the same box gives the same series whichever way it was read."""
-    from .catalog import pci_device_key
+    from ..catalog import pci_device_key
 
     return str(pci_device_id) if pci_device_key(pci_device_id) else ""
 
@@ -216,46 +213,4 @@ def _bool(v):
     return None if v is None else (1 if v else 0)
 
 
-def write_atomic(path, text: str, mode: int = 0o644) -> None:
-    """Replace `path` with `text` so a reader sees the old file or the new one, never a mix.
-
-    The temp file lives in the same folder (os.replace is atomic only within one filesystem) and its name
-    does not end in `.prom`, so node_exporter never reads it. It is fsynced before the rename, and the
-    folder after it, so a crash leaves either file whole. mkstemp creates 0600: chmod to `mode` so
-    node_exporter (another user) can read it.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dfd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # pragma: no cover - some filesystems refuse to open folders
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(dfd)
-
-
-def write_output(output, text: str) -> None:
-    """`output` None or '-' → stdout; else an atomic file write."""
-    if output in (None, "-"):
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    else:
-        write_atomic(output, text)
+RENDERERS = {"report": render}

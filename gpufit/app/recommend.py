@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .app import build_request, default_engine, ModelChoice
-from .catalog import Catalog
-from .estimator.fit import estimate
-from .estimator.params import count_params
+from .request import build_request, default_engine, ModelChoice
+from ..catalog import Catalog
+from ..estimator.fit import estimate
+from ..estimator.params import count_params
 
 GIB = 1 << 30
 RULE = ("largest model (parameters) whose best quantization of at least {bits:g} bits per weight fits "
@@ -62,19 +62,7 @@ def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "
 
 def _cheap_fit(req) -> bool:
     """Skip the full estimate when the weights alone exceed all the selected memory."""
-    from .estimator.memory import weight_bytes
+    from ..estimator.memory import weight_bytes
 
     free = sum(d.free_bytes - req.reserve_bytes for d in req.devices)
     return weight_bytes(req.model, req.quant) < free
-
-
-def recommend_text(rows: list[dict], min_tps: float) -> str:
-    from .render import table
-
-    if not rows:
-        return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
-    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
-                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
-                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
-              ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
-    return t + "\n\nRanked by: " + rows[0]["rule"]

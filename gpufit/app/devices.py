@@ -16,11 +16,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from .catalog import Catalog
-from .catalog.types import GpuSpec
-from .errors import ProbeError, UsageError, did_you_mean
-from .estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
-from .probe.snapshot import GpuState, Snapshot
+from ..catalog import Catalog
+from ..catalog.types import GpuSpec
+from ..errors import ProbeError, UsageError, did_you_mean
+from ..estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
+from ..probe.snapshot import GpuState, Snapshot
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ def _gpu_unit(g: GpuState, snap: Snapshot, spec: GpuSpec | None) -> _Unit | None
     if g.unified_memory and snap.host.ram_available_bytes is not None:
         total = snap.host.ram_total_bytes or total
         free = snap.host.ram_available_bytes
-    if total is None or free is None:
+    if not total or free is None:  # unknown, or 0 bytes: nothing can be placed on it
         return None
     dev = Device(
         index=str(g.index),
@@ -59,7 +59,7 @@ def _mig_units(g: GpuState, spec: GpuSpec | None) -> list[_Unit]:
     card_total = g.memory.total
     for m in g.mig.devices:
         total, free = m.memory.total, m.memory.free
-        if total is None or free is None:
+        if not total or free is None:
             continue
         share = total / card_total if card_total else None
         index = f"{g.index}/{m.index}"
@@ -81,21 +81,46 @@ def _mig_units(g: GpuState, spec: GpuSpec | None) -> list[_Unit]:
     return units
 
 
-def _all_units(snapshot: Snapshot, catalog: Catalog) -> tuple[list[_Unit], dict[int, GpuState]]:
+def _label(g: GpuState) -> str:
+    return f"GPU {g.index} ({g.name})" if g.name else f"GPU {g.index}"
+
+
+def _why_unusable(g: GpuState) -> str:
+    """Why a GPU the snapshot lists yields no unit: the memory figure that is missing, and why it is."""
+    if g.mig.enabled:
+        return "MIG is on but no MIG device has known memory" + (
+            f" ({g.errors['mig.devices']})" if "mig.devices" in g.errors else "")
+    for key, what in (("total", "total memory"), ("free", "free memory")):
+        if getattr(g.memory, key) is None:
+            why = g.errors.get(f"memory.{key}") or g.errors.get("memory")
+            return f"{what} unknown" + (f" ({why})" if why else "")
+    if not g.memory.total:
+        return "reports 0 bytes of memory"
+    return "memory unknown"  # pragma: no cover - unified memory without host RAM is caught above
+
+
+def _all_units(snapshot: Snapshot, catalog: Catalog) -> tuple[list[_Unit], dict[int, str]]:
+    """The schedulable units, and {gpu index: why it gives none} for every GPU left out."""
     units: list[_Unit] = []
-    lost: dict[int, GpuState] = {}
+    left_out: dict[int, str] = {}
     for g in snapshot.gpus:
         if not g.available:
-            lost[g.index] = g
+            left_out[g.index] = g.errors.get("gpu", "lost or erroring")
             continue
-        spec = catalog.match_gpu(g.name, g.pci_device_id)
-        if g.mig.enabled:
-            units.extend(_mig_units(g, spec))
-        else:
-            u = _gpu_unit(g, snapshot, spec)
-            if u is not None:
-                units.append(u)
-    return units, lost
+        spec = catalog.match_gpu(g.name, g.pci_device_id, g.memory.total)
+        found = _mig_units(g, spec) if g.mig.enabled else [u for u in (_gpu_unit(g, snapshot, spec),) if u]
+        if not found:
+            if g.unified_memory and snapshot.host.ram_available_bytes is None:
+                left_out[g.index] = "unified-memory GPU and the snapshot does not say how much host RAM is free"
+            else:
+                left_out[g.index] = _why_unusable(g)
+        units.extend(found)
+    return units, left_out
+
+
+def _index(token: str) -> int | None:
+    """A GPU index as CUDA and nvidia-smi write it: ASCII digits only ('²' is no index)."""
+    return int(token) if re.fullmatch(r"[0-9]{1,9}", token) else None
 
 
 def _lookup(token: str, units: list[_Unit], gpu_uuids: dict[str, int]) -> list[_Unit] | None:
@@ -105,7 +130,7 @@ def _lookup(token: str, units: list[_Unit], gpu_uuids: dict[str, int]) -> list[_
     hit = [u for u in units if any(n.lower() == low for n in u.names)]
     if hit:
         return hit
-    gi = int(t) if t.isdigit() else gpu_uuids.get(low)
+    gi = _index(t) if _index(t) is not None else gpu_uuids.get(low)
     if gi is not None:
         hit = [u for u in units if u.gpu_index == gi]
         return hit or None
@@ -143,20 +168,39 @@ def _split_shared_instances(units: list[_Unit]) -> tuple[Device, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The units chosen and what chose them: `notes` say which filter applied and which GPU was left
+    out and why, for the result's "Assumed:" list."""
+    devices: tuple[Device, ...]
+    notes: tuple[str, ...] = ()
+
+
 def select_devices(snapshot: Snapshot, catalog: Catalog, gpus: str | None = None,
                    env: Mapping[str, str] = os.environ) -> tuple[Device, ...]:
-    """The units to place a model on. `gpus` is the --gpus value; without it CUDA_VISIBLE_DEVICES applies
-    (CUDA's rules: indexes or UUID (prefixes), MIG UUIDs, entries after an unknown one ignored; indexes are
-    taken in PCI bus order, as nvidia-smi and NVML number GPUs — set CUDA_DEVICE_ORDER=PCI_BUS_ID so CUDA
-    agrees). A lost GPU is never used; naming it explicitly is a ProbeError."""
-    units, lost = _all_units(snapshot, catalog)
+    """The units to place a model on (see `select_devices_noted`)."""
+    return select_devices_noted(snapshot, catalog, gpus, env).devices
+
+
+def select_devices_noted(snapshot: Snapshot, catalog: Catalog, gpus: str | None = None,
+                         env: Mapping[str, str] = os.environ) -> Selection:
+    """The units to place a model on. `gpus` is the --gpus value; without it CUDA_VISIBLE_DEVICES in `env`
+    applies (CUDA's rules: indexes or UUID (prefixes), MIG UUIDs, entries after an unknown one ignored;
+    indexes are taken in PCI bus order, as nvidia-smi and NVML number GPUs — set CUDA_DEVICE_ORDER=PCI_BUS_ID
+    so CUDA agrees). Callers pass an empty `env` for a snapshot of another box: this shell's
+    CUDA_VISIBLE_DEVICES says nothing about it. A lost or unusable GPU is never used; naming it explicitly
+    is a ProbeError saying why; `--gpus` naming nothing (',,,') is a UsageError."""
+    units, left_out = _all_units(snapshot, catalog)
+    by_index = {g.index: g for g in snapshot.gpus}
     gpu_uuids = {g.uuid.lower(): g.index for g in snapshot.gpus if g.uuid}
-    if gpus is not None and gpus.strip():
+    notes: list[str] = []
+    if gpus is not None:
+        tokens = [t.strip() for t in gpus.split(",") if t.strip()]
+        if not tokens:
+            raise UsageError(f"--gpus {gpus!r} names no GPU; give indexes or UUIDs, e.g. --gpus 0,1")
         chosen: list[_Unit] = []
-        for token in (t.strip() for t in gpus.split(",")):
-            if not token:
-                continue
-            _refuse_lost(token, lost, gpu_uuids)
+        for token in tokens:
+            _refuse_unusable(token, left_out, by_index, gpu_uuids)
             hit = _lookup(token, units, gpu_uuids)
             if hit is None:
                 valid = [n for u in units for n in u.names]
@@ -164,6 +208,8 @@ def select_devices(snapshot: Snapshot, catalog: Catalog, gpus: str | None = None
                 hint = f"; did you mean {', '.join(near)}?" if near else ""
                 raise UsageError(f"unknown GPU {token!r} in --gpus{hint} (valid: {', '.join(valid) or 'none'})")
             chosen.extend(u for u in hit if u not in chosen)
+        notes.append(f"GPUs {', '.join(u.device.index for u in chosen)} of this box's "
+                     f"{len(snapshot.gpus)}: --gpus {gpus}")
     elif "CUDA_VISIBLE_DEVICES" in env:
         value = env["CUDA_VISIBLE_DEVICES"].strip()
         chosen = []
@@ -176,16 +222,25 @@ def select_devices(snapshot: Snapshot, catalog: Catalog, gpus: str | None = None
             raise ProbeError(
                 f"CUDA_VISIBLE_DEVICES hides every GPU (it is {value!r}); unset it or name a GPU index or UUID"
             )
+        notes.append(f"GPUs {', '.join(u.device.index for u in chosen)} of {len(snapshot.gpus)}: "
+                     f"CUDA_VISIBLE_DEVICES={value} (this shell's; --gpus overrides it)")
     else:
         chosen = units
+    for i, why in left_out.items():
+        notes.append(f"{_label(by_index[i])} left out: {why}")
+    for g in snapshot.gpus:  # single MIG devices without memory figures, on a GPU that has others
+        if g.available and g.mig.enabled and g.index not in left_out:
+            for m in g.mig.devices:
+                if not m.memory.total or m.memory.free is None:
+                    notes.append(f"MIG device {g.index}/{m.index} of {_label(g)} left out: its memory is unknown")
     if not chosen:
-        why = "; ".join(g.errors.get("gpu", f"GPU {i} is not usable") for i, g in lost.items())
+        why = "; ".join(f"{_label(by_index[i])}: {w}" for i, w in left_out.items())
         raise ProbeError("no usable GPU in this snapshot" + (f": {why}" if why else ""))
-    return _split_shared_instances(chosen)
+    return Selection(_split_shared_instances(chosen), tuple(notes))
 
 
-def _refuse_lost(token, lost, gpu_uuids):
+def _refuse_unusable(token, left_out, by_index, gpu_uuids):
     low = token.strip().lower()
-    gi = int(low) if low.isdigit() else gpu_uuids.get(low)
-    if gi in lost:
-        raise ProbeError(lost[gi].errors.get("gpu", f"GPU {gi} is not usable (lost or erroring)"))
+    gi = _index(low) if _index(low) is not None else gpu_uuids.get(low)
+    if gi in left_out:
+        raise ProbeError(f"GPU {token!r} in --gpus cannot be used: {_label(by_index[gi])}: {left_out[gi]}")

@@ -8,18 +8,19 @@ could not probe, 6 bad config / data file.
 
 from __future__ import annotations
 
-import inspect
 import json
 import socket
-import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import health
-from .errors import DataFileError, ExitCode, GpufitError, ProbeError
+from ..errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
 
 SCHEMA = "gpufit.report/1"
-FORMATS = ("text", "json", "prometheus")
+from ..render import formats_for
+
+FORMATS = formats_for("report")
 STATUS_EXIT = {health.OK: ExitCode.OK, health.WARN: ExitCode.DEGRADED, health.CRIT: ExitCode.NO_PROBE}
 
 
@@ -31,7 +32,7 @@ def _catalog_key(catalog, g) -> str | None:
     if catalog is None:
         return None
     try:
-        spec = catalog.match_gpu(g.name, g.pci_device_id)
+        spec = catalog.match_gpu(g.name, g.pci_device_id, g.memory.total)
     except Exception:  # a catalog lookup must never sink the health report
         return None
     return spec.key if spec else None
@@ -45,21 +46,20 @@ def check_model(watch, snapshot, catalog) -> dict:
         "status": health.WARN, "verdict": None, "needed_bytes": None, "headroom_bytes": None,
         "devices": [], "message": "", "error": None,
     }
-    try:
-        from .app import fit_on_snapshot  # lazy: the app layer imports the estimator and catalog
-    except ImportError as e:
-        entry["error"] = entry["message"] = f"model checks unavailable: {e}"
-        entry["status"] = health.UNKNOWN
-        return entry
+    from . import request  # lazy: the estimator and catalog load only when a model is watched
+
     kwargs = dict(quant=watch.quant, context=watch.context, batch=watch.batch, kv_dtype=watch.kv_dtype,
-                  engine=watch.engine, catalog=catalog)
-    if "env" in inspect.signature(fit_on_snapshot).parameters:
-        kwargs["env"] = {}  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
+                  engine=watch.engine, catalog=catalog,
+                  env={})  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     try:
-        result = fit_on_snapshot(watch.name, snapshot, **kwargs)
-    except GpufitError as e:
+        result = request.fit_on_snapshot(watch.name, snapshot, **kwargs)
+    except ProbeError as e:  # the box has no usable GPU now: a finding about the box, not the config
         entry["error"] = entry["message"] = str(e)
         return entry
+    except GpufitError as e:  # a [[model]] entry no run can satisfy (context past the model's max, a quant
+        # its engine cannot run, a broken model file): the config is at fault, exit 6 naming its line
+        where = f"line {watch.line}: [[model]] name={watch.name!r}" if watch.line else f"[[model]] name={watch.name!r}"
+        raise ConfigError(watch.path, str(e), where) from None
     d = result.to_dict()
     used = [x for x in d["devices"] if x.get("needed_bytes")]
     headroom = min((x["headroom_bytes"] for x in used), default=None)
@@ -82,8 +82,9 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
     t = config.thresholds
     snap = snapshot.to_dict()
     gpus = []
+    live = snapshot.source == "nvml"
     for g, d in zip(snapshot.gpus, snap["gpus"]):
-        checks = health.gpu_checks(g, t)
+        checks = health.gpu_checks(g, t, live=live)
         d["catalog_key"] = _catalog_key(catalog, g)
         d["status"] = health.worst(c.status for c in checks)
         d["checks"] = [c.to_dict() for c in checks]
@@ -92,10 +93,12 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
     models = [check_model(m, snapshot, catalog) for m in config.models]
     status = health.worst([*(g["status"] for g in gpus), *(c["status"] for c in host_checks),
                            *(m["status"] for m in models)])
+    # a capture describes another box at another time: its own host name and time, or null, never ours
+    hostname = snapshot.host.hostname or (socket.gethostname() if live else None)
     return {
         "schema": SCHEMA,
-        "host": {**snap["host"], "hostname": snapshot.host.hostname or socket.gethostname()},
-        "time": _iso(now),
+        "host": {**snap["host"], "hostname": hostname},
+        "time": _iso(now) if live else snapshot.host.taken_at,
         "timestamp": now,
         "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
         "success": True,
@@ -110,13 +113,14 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
 
 
 def failure_report(error: str, *, status: str = health.CRIT, started: float | None = None,
-                   now: float | None = None) -> dict:
-    """What is written when there is nothing to check: success false, the error, a timestamp."""
+                   now: float | None = None, live: bool = True) -> dict:
+    """What is written when there is nothing to check: success false, the error, a timestamp. `live`
+    False: the report was about a snapshot of another box, so neither this host's name nor now is its."""
     now = time.time() if now is None else now
     return {
         "schema": SCHEMA,
-        "host": {"hostname": socket.gethostname()},
-        "time": _iso(now),
+        "host": {"hostname": socket.gethostname() if live else None},
+        "time": _iso(now) if live else None,
         "timestamp": now,
         "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
         "success": False,
@@ -130,67 +134,45 @@ def failure_report(error: str, *, status: str = health.CRIT, started: float | No
     }
 
 
-# ---- renderers -------------------------------------------------------------------------------------
-
-
-def render_json(report: dict) -> str:
-    return json.dumps(report, indent=2) + "\n"
-
-
-def render_text(report: dict) -> str:
-    mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
-    host = report.get("host") or {}
-    out = [f"gpufit report  {host.get('hostname') or '?'}  {report['time']}  status: {report['status'].upper()}"]
-    if report.get("error"):
-        out.append(f"  error: {report['error']}")
-    for c in report.get("host_checks", []):
-        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
-    for g in report.get("gpus", []):
-        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
-        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
-        for c in g["checks"]:
-            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
-    if report.get("models"):
-        out.append("Models (memory in GiB = 2^30 bytes):")
-        for m in report["models"]:
-            q = f" {m['quant']}" if m.get("quant") else ""
-            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
-    return "\n".join(out) + "\n"
-
-
-def render(report: dict, fmt: str) -> str:
-    if fmt == "json":
-        return render_json(report)
-    if fmt == "prometheus":
-        from .prometheus import render as render_prom
-
-        return render_prom(report)
-    return render_text(report)
-
-
 # ---- the command -----------------------------------------------------------------------------------
 
 
-def _emit(report: dict, fmt: str, output) -> None:
-    from .prometheus import write_output
+@dataclass(frozen=True)
+class ReportRun:
+    """What one `gpufit report` run did: its exit code, the diagnostics for stderr, and the rendered
+    report when it goes to standard output (None when it was written to a file)."""
+    exit_code: ExitCode
+    diagnostics: tuple[str, ...] = ()
+    stdout: str | None = None
 
-    write_output(output, render(report, fmt))
+
+def _emit(report: dict, fmt: str, output) -> str | None:
+    """Render `report`; write it atomically to `output`, or return it for standard output."""
+    from ..fsutil import write_atomic
+    from ..render import render
+
+    text = render("report", report, fmt)
+    if output in (None, "-"):
+        return text
+    write_atomic(output, text)
+    return None
 
 
 def run_report(fmt: str | None = "text", output: str | None = None, config_path: str | None = None,
-               snapshot_path: str | None = None) -> ExitCode:
+               snapshot_path: str | None = None) -> ReportRun:
     """Probe (or read `snapshot_path`), check, estimate, render to `output` (None/'-' = stdout).
 
-    Exit: 0 healthy, 4 warnings, 5 critical or could not probe, 6 bad config / snapshot / catalog file.
+    Exit: 0 healthy, 4 warnings, 5 critical or could not probe, 6 bad config / snapshot / catalog file,
+    2 the output cannot be written (an empty path, a folder, device, FIFO or symlink, or the OS refused).
     Whatever fails, a prometheus output still gets a valid file with gpufit_report_success 0.
-    Diagnostics go to stderr.
+    Diagnostics are returned for the caller to print (stderr).
     """
     from .config import check_models, load_config
 
+    said: list[str] = []
     started = time.time()
     if fmt is not None and fmt not in FORMATS:
-        print(f"gpufit report: unknown format {fmt!r}; one of {', '.join(FORMATS)}", file=sys.stderr)
-        return ExitCode.USAGE
+        return ReportRun(ExitCode.USAGE, (f"gpufit report: unknown format {fmt!r}; one of {', '.join(FORMATS)}",))
     config = None
     try:
         config = load_config(config_path)
@@ -198,7 +180,7 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         output = output if output is not None else config.report.output
         catalog = config.catalog()
         check_models(config, catalog)
-        from . import probe
+        from .. import probe
 
         if snapshot_path is not None:
             snapshot = probe.load_snapshot(snapshot_path)
@@ -206,18 +188,17 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
             snapshot = probe.take_snapshot(timeout_s=config.report.probe_timeout_s)
         report = build_report(snapshot, config, catalog, started=started)
     except (DataFileError, ProbeError) as e:
-        code = e.exit_code
-        print(f"gpufit report: {e}", file=sys.stderr)
+        said.append(f"gpufit report: {e}")
         fmt = fmt or (config.report.format if config else None) or "text"
         if fmt not in FORMATS:
             fmt = "text"
         if output is None and config is not None:
             output = config.report.output
         try:
-            _emit(failure_report(str(e), started=started), fmt, output)
-        except OSError as w:
-            print(f"gpufit report: cannot write {output}: {w}", file=sys.stderr)
-        return code
+            text = _emit(failure_report(str(e), started=started, live=snapshot_path is None), fmt, output)
+        except WriteError as w:  # not even the failure reached monitoring: that is what the unit must see
+            return ReportRun(w.exit_code, (*said, f"gpufit report: {w}"))
+        return ReportRun(e.exit_code, tuple(said), text)
     except Exception as e:  # a bug: still tell monitoring the run failed, then let the CLI report it (exit 1)
         if fmt == "prometheus" and output not in (None, "-"):
             try:
@@ -226,15 +207,14 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
                 pass
         raise
     try:
-        _emit(report, fmt, output)
-    except OSError as e:
-        print(f"gpufit report: cannot write {output}: {e}", file=sys.stderr)
-        return ExitCode.NO_PROBE  # no report reached monitoring: as bad as no probe
+        text = _emit(report, fmt, output)
+    except WriteError as e:  # no report reached monitoring; exit 2 also fails the systemd unit (not 4/5)
+        return ReportRun(e.exit_code, (f"gpufit report: {e}",))
     for g in report["gpus"]:
         for c in g["checks"]:
             if c["status"] in (health.WARN, health.CRIT):
-                print(f"gpufit report: GPU {g['index']} {c['name']} {c['status']}: {c['message']}", file=sys.stderr)
+                said.append(f"gpufit report: GPU {g['index']} {c['name']} {c['status']}: {c['message']}")
     for c in report["host_checks"]:
         if c["status"] in (health.WARN, health.CRIT):
-            print(f"gpufit report: host {c['name']} {c['status']}: {c['message']}", file=sys.stderr)
-    return STATUS_EXIT[report["status"]]
+            said.append(f"gpufit report: host {c['name']} {c['status']}: {c['message']}")
+    return ReportRun(STATUS_EXIT[report["status"]], tuple(said), text)

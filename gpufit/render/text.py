@@ -17,6 +17,20 @@ def gib(n: int | float | None, digits: int = 1) -> str:
     return "-" if n is None else f"{n / GIB:.{digits}f}"
 
 
+def sig(x: float | None, digits: int = 2) -> str:
+    """A measured-error-sized figure: `digits` significant figures, no exponent, no trailing '.0'
+    (speeds are within ~5-15 % of measurement: 1234.5 -> '1200', 56.7 -> '57', 5.67 -> '5.7')."""
+    if x is None:
+        return "-"
+    if x == 0:
+        return "0"
+    import math
+
+    v = float(f"{x:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(v))))
+    return f"{v:.{decimals}f}"
+
+
 def gb(n: int | float | None) -> str:
     return "-" if n is None else f"{n / 1e9:.1f} GB"
 
@@ -110,17 +124,21 @@ def fit_text(res) -> str:
         b = perf.basis
         bw = b.get("bandwidth_gbps")
         lines.append(
-            f"Speed: ~{perf.decode_tokens_per_s:g} tokens/s decode"
+            f"Speed: ~{sig(perf.decode_tokens_per_s)} tokens/s decode"
             + (f" (batch {r.batch}, all sequences)" if r.batch > 1 else "")
-            + (f", ~{perf.prefill_tokens_per_s:g} tokens/s prefill" if perf.prefill_tokens_per_s else "")
+            + (f", ~{sig(perf.prefill_tokens_per_s)} tokens/s prefill ({b.get('prefill_prompt_tokens')}-token "
+               f"prompt)" if perf.prefill_tokens_per_s else "")
         )
         lat = b.get("layer_latency_s")
         read = (f"{gb(b.get('bytes_per_token') / p.tensor_parallel)} read per token on each of "
                 f"{p.tensor_parallel} ranks" if p.tensor_parallel > 1 else f"{gb(b.get('bytes_per_token'))} read per token")
+        bw_text = "/".join(f"{x:.0f}" for x in bw) if isinstance(bw, list) else f"{bw:.0f}"
         lines.append(
-            f"  basis: {read} / ({bw} GB/s x {b.get('efficiency')} efficiency)"
+            f"  basis: {read} / ({bw_text} GB/s x {b.get('efficiency'):.2f} efficiency)"
             + (f" + {m.layers} layers x {lat * 1e6:.0f} us" if lat else "")
-            + (f"; prefill {b.get('tflops')} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency')}" if b.get("tflops") else "")
+            + (f"; prefill {b.get('tflops'):.0f} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency'):.2f}"
+               + (", flash attention" if b.get("flash_attn") else ", no flash attention")
+               if b.get("tflops") else "")
         )
         if "not calibrated" in str(b.get("efficiency_from", "")):
             lines.append(f"  ({b['efficiency_from']}: a datasheet-based figure, likely optimistic for MoE models at batch 1)")
@@ -131,7 +149,7 @@ def fit_text(res) -> str:
     if res.alternatives:
         lines += ["", "What would fit instead:"]
         for a in res.alternatives:
-            speed = f", ~{a.decode_tokens_per_s:g} tokens/s" if a.decode_tokens_per_s else ""
+            speed = f", ~{sig(a.decode_tokens_per_s)} tokens/s" if a.decode_tokens_per_s else ""
             lines.append(f"  - {a.summary}{speed}")
     if res.engine_args:
         lines += ["", "Engine flags:"]
@@ -152,6 +170,18 @@ def engine_memory_lines(res) -> list[str]:
         return []
     r = res.request
     name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+    req_ = em.extra.get("required")
+    if req_ is not None:
+        # Ollama's scheduler estimate, in the words of its "offload to cuda" log line
+        lay, graph = em.extra.get("layers", {}), em.extra.get("graph", {})
+        allocs = ", ".join(f"{gib(a)}" for a in req_.get("allocations_bytes", []))
+        return ["", f"{name} scheduler estimate (GPUs {em.device}, as its server log prints it):",
+                f"  layers.model={lay.get('model')} layers.offload={lay.get('offload')} "
+                f"layers.split={','.join(str(n) for n in lay.get('split', []))}",
+                f"  memory.required.full={gib(req_['full_bytes'])} GiB partial={gib(req_['partial_bytes'])} GiB "
+                f"kv={gib(req_['kv_bytes'], 2)} GiB allocations=[{allocs}] GiB",
+                f"  memory.graph.full={gib(graph.get('full_bytes'), 2)} GiB partial={gib(graph.get('partial_bytes'), 2)} GiB"
+                f" (num_ctx {em.extra.get('num_ctx')} x {em.extra.get('num_parallel')} slots)"]
     out = ["", f"{name} at start-up (GPU {em.device}, the rank that bounds the pool):"]
     if em.budget_bytes is not None:
         util = em.extra.get("utilization")
@@ -185,15 +215,31 @@ def check_line(res) -> str:
 
 
 def models_text(models) -> str:
-    from .estimator.params import count_params
+    from ..estimator.params import count_params
 
     rows = []
     for m in models:
         pc = count_params(m)
-        act = f"{pc.active / 1e9:.1f}B" if pc.active != pc.total else ""
+        act = f"{pc.active / 1e9:.1f}B" if m.is_moe else ""
         rows.append([m.key, m.name, f"{pc.total / 1e9:.2f}B", act, str(m.layers), f"{m.heads}/{m.kv_heads}",
                      str(m.max_context), m.native_dtype])
     return table(rows, ["key", "name", "params", "active", "layers", "heads/kv", "max ctx", "dtype"])
+
+
+def local_models_text(rows) -> str:
+    """`gpufit models --local`: name, store, format, size, verdict (with a snapshot), path."""
+    if not rows:
+        return "no models found in the Hugging Face cache, Ollama, LM Studio or llama.cpp stores"
+    show_fit = any(r["verdict"] or r["reason"] for r in rows)
+    out = []
+    for r in rows:
+        size = gb(r["bytes"]) + (f" ({len(r['missing_shards'])} shards missing)" if r["missing_shards"] else "")
+        row = [r["name"], r["store"], r["format"], size]
+        if show_fit:
+            row.append(r["verdict"] or ("? " + (r["reason"] or "")[:60]))
+        out.append(row + [r["path"]])
+    head = ["name", "store", "format", "size"] + (["fits now"] if show_fit else []) + ["path"]
+    return table(out, head)
 
 
 def gpus_text(gpus) -> str:
@@ -201,3 +247,46 @@ def gpus_text(gpus) -> str:
              f"{g.bf16_tflops or g.fp16_tflops or 0:g}" if (g.bf16_tflops or g.fp16_tflops) else "-",
              g.compute_capability, g.architecture] for g in gpus]
     return table(rows, ["key", "name", "GiB", "GB/s", "TFLOP/s 16b", "CC", "arch"])
+
+
+def report_text(report: dict) -> str:
+    mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
+    host = report.get("host") or {}
+    when = report.get("time") or "time not in the capture"
+    name = host.get("hostname") or "host not in the capture"
+    out = [f"gpufit report  {name}  {when}  status: {report['status'].upper()}"]
+    if report.get("error"):
+        out.append(f"  error: {report['error']}")
+    for c in report.get("host_checks", []):
+        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
+    for g in report.get("gpus", []):
+        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
+        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
+        for c in g["checks"]:
+            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
+    if report.get("models"):
+        out.append("Models (memory in GiB = 2^30 bytes):")
+        for m in report["models"]:
+            q = f" {m['quant']}" if m.get("quant") else ""
+            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
+    return "\n".join(out) + "\n"
+
+
+def recommend_text(rows: list[dict], min_tps: float) -> str:
+    if not rows:
+        return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
+    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
+                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
+                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
+              ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
+    return t + "\n\nRanked by: " + rows[0]["rule"]
+
+
+def _snapshot(snap, catalog=None) -> str:
+    from .probe import snapshot_table
+
+    return snapshot_table(snap, catalog)
+
+
+RENDERERS = {"fit": fit_text, "check": check_line, "report": report_text, "recommend": recommend_text,
+             "snapshot": _snapshot, "models": models_text, "gpus": gpus_text, "local_models": local_models_text}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from .config import Thresholds
-from .probe.snapshot import GpuState, HostInfo, Snapshot
+from ..probe.snapshot import GpuState, HostInfo, Snapshot
 
 OK, WARN, CRIT, UNKNOWN = "ok", "warn", "crit", "unknown"
 STATUSES = (OK, WARN, CRIT, UNKNOWN)
@@ -66,9 +66,10 @@ def _level(value, warn, crit) -> str:
 # ---- per-GPU checks --------------------------------------------------------------------------------
 
 
-def check_available(g: GpuState, t: Thresholds) -> Check:
+def check_available(g: GpuState, t: Thresholds, live: bool = True) -> Check:
     if g.available:
-        return Check("available", OK, True, _th(crit=False), None, "GPU answers NVML")
+        return Check("available", OK, True, _th(crit=False), None,
+                     "GPU answers NVML" if live else "GPU was answering when the capture was taken")
     errs = "; ".join(f"{k}: {v}" for k, v in sorted(g.errors.items())) or "no detail"
     return Check("available", CRIT, False, _th(crit=False), None, f"GPU lost or erroring ({errs})")
 
@@ -82,22 +83,35 @@ def check_temperature(g: GpuState, t: Thresholds) -> Check:
                  f"{g.temperature_c} C (warn at {t.temperature_warn_c:g}, crit at {t.temperature_crit_c:g})")
 
 
-def _throttle(name: str, what: str, table: dict, g: GpuState) -> Check:
+# reasons that only mean something under load: an idle GPU sits below its power cap's clocks on purpose
+# (NVML nvmlClocksEventReasonSwPowerCap is set on idle boards whose clocks are parked; nvidia-smi shows
+# sw_power_cap Active at P8 and 0 % utilisation in tests/fixtures/nvidia-smi/influxdata_telegraf__3090-v13.xml)
+BUSY_ONLY_REASONS = {"sw_power_cap"}
+
+
+def _throttle(name: str, what: str, table: dict, g: GpuState, t: Thresholds) -> Check:
     if "throttle_reasons" in g.errors:
         return _unknown(name, "clock throttle reasons", g, "throttle_reasons")
     active = [r for r in g.throttle_reasons if r in table]
-    s = worst(table[r] for r in active)
+    busy = _busy(g, t)
+    idle_only = [r for r in active if r in BUSY_ONLY_REASONS and not busy]
+    judged = [r for r in active if r not in idle_only]
+    s = worst(table[r] for r in judged)
     th = _th([r for r, v in table.items() if v == WARN], [r for r, v in table.items() if v == CRIT])
-    msg = f"{what} throttling: {', '.join(active)}" if active else f"no {what} throttling"
-    return Check(name, s, active, th, None, msg)
+    msg = f"{what} throttling: {', '.join(judged)}" if judged else f"no {what} throttling"
+    if idle_only:
+        util = "unknown" if g.utilization.gpu is None else f"{g.utilization.gpu} %"
+        msg += (f"; {', '.join(idle_only)} while not busy (utilization {util}, busy from "
+                f"{t.busy_utilization_percent:g} %): not flagged")
+    return Check(name, s, judged, th, None, msg)
 
 
 def check_thermal_throttling(g: GpuState, t: Thresholds) -> Check:
-    return _throttle("thermal_throttling", "thermal", THERMAL_REASONS, g)
+    return _throttle("thermal_throttling", "thermal", THERMAL_REASONS, g, t)
 
 
 def check_power_throttling(g: GpuState, t: Thresholds) -> Check:
-    return _throttle("power_throttling", "power", POWER_REASONS, g)
+    return _throttle("power_throttling", "power", POWER_REASONS, g, t)
 
 
 def check_power_near_limit(g: GpuState, t: Thresholds) -> Check:
@@ -236,9 +250,10 @@ GPU_CHECKS = (
 )
 
 
-def gpu_checks(g: GpuState, t: Thresholds) -> list[Check]:
-    """All checks for one GPU. A lost GPU gets only `available` (crit): its other values are stale."""
-    out = [check_available(g, t)]
+def gpu_checks(g: GpuState, t: Thresholds, live: bool = True) -> list[Check]:
+    """All checks for one GPU. A lost GPU gets only `available` (crit): its other values are stale.
+    `live` False: the GPU comes from a capture, so no check claims it answers NVML now."""
+    out = [check_available(g, t, live)]
     if not g.available:
         return out
     for fn in GPU_CHECKS:

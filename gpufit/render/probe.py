@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .probe.snapshot import GpuState, Memory, Snapshot
+from ..probe.snapshot import GpuState, Memory, Snapshot
 
 GIB = 2**30
 NA = "-"
@@ -24,7 +24,7 @@ def _mem(m: Memory) -> str:
 
 
 def _gpu_block(g: GpuState, catalog) -> list[str]:
-    spec = catalog.match_gpu(g.name, g.pci_device_id) if catalog is not None else None
+    spec = catalog.match_gpu(g.name, g.pci_device_id, g.memory.total) if catalog is not None else None
     match = spec.key if spec else "not in catalog"
     head = f"GPU {g.index}  {g.name or '?'}  [{match}]"
     if not g.available:

@@ -1,0 +1,29 @@
+"""Use cases: build a request from options, select devices, fit (live / plan / snapshot / server
+command line), recommend, report with health and config, fleet. Returns typed results; never prints
+and never knows click (cli.py renders and picks the exit code).
+
+- request.py: MODEL resolution, option validation and defaults (the "Assumed:" notes), the estimate
+- devices.py: snapshot -> catalog match -> the units the estimator places a model on
+- recommend.py, report.py (+ health.py, config.py): the other commands' use cases
+"""
+
+from .request import (  # noqa: F401  (the app layer's entry points)
+    DEFAULT_CONTEXT_CAP,
+    MAX_BATCH,
+    ModelChoice,
+    ModelWarning,
+    build_request,
+    candidates_for,
+    choice_from_local,
+    default_engine,
+    fit_on_snapshot,
+    local_models,
+    merge_server_options,
+    parse_gpu_option,
+    parse_size,
+    plan_devices,
+    resolve_checkpoint,
+    resolve_model,
+    run_estimate,
+    server_command,
+)

@@ -1,0 +1,123 @@
+"""Fit on the box as it is now (or as a snapshot shows it), from the options of `here` / `check` or from
+an inference server's own command line (`check -- vllm serve ...`). No click, no printing."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from ..errors import ProbeError, UsageError
+from ..estimator.types import FitResult
+
+
+@dataclass(frozen=True)
+class LiveOptions:
+    """The estimate options of `here` / `check`, as given (None = not given)."""
+    model: str | None = None
+    server: tuple[str, ...] = ()  # the server's command line after `--` (program first)
+    quant: str | None = None
+    context: int | None = None
+    batch: int | None = None
+    kv_dtype: str | None = None
+    engine: str = "auto"
+    reserve: str = "0"
+    gpu_memory_utilization: float | None = None
+    ram: str | None = None
+    min_headroom_bytes: int | None = None
+    gpus: str | None = None
+    revision: str | None = None
+
+
+def load_or_probe(snapshot_path: str | None):
+    """The snapshot at `snapshot_path`, else a probe of this box now."""
+    from ..probe import load_snapshot, take_snapshot
+
+    if snapshot_path is not None:
+        return load_snapshot(snapshot_path)
+    return take_snapshot()
+
+
+def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[str, str] | None = None,
+             alternatives: bool = True, snapshot=None, catalog=None) -> FitResult:
+    """The verdict for the options on this box now, on `snapshot_path`'s box, or on `snapshot`.
+    `env` is the environment the server would start in (CUDA_VISIBLE_DEVICES, OLLAMA_*)."""
+    from .. import app
+    from ..catalog import load_catalog
+    from .devices import select_devices_noted
+
+    env = os.environ if env is None else env
+    catalog = catalog or load_catalog()
+    model, server = o.model, o.server
+    quant, context, batch, kv_dtype, engine, gpus, util = (o.quant, o.context, o.batch, o.kv_dtype, o.engine,
+                                                           o.gpus, o.gpu_memory_utilization)
+    reserve, ram, min_headroom = o.reserve, o.ram, o.min_headroom_bytes
+    settings, extra_notes, batch_given = {}, [], batch is not None
+
+    if server:
+        eng, cmd = app.server_command(server, env)
+        if engine not in ("auto", eng.key) and not engine.startswith(eng.key + "@"):
+            raise UsageError(f"--engine {engine} contradicts the server command ({eng.key})")
+        opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+                                        gpu_memory_utilization=util, gpus=gpus)
+        quant, context, kv_dtype, util = (opts["quant"], opts["context"], opts["kv_dtype"],
+                                          opts["gpu_memory_utilization"])
+        if gpus is None and opts["gpus"] != env.get("CUDA_VISIBLE_DEVICES"):
+            gpus = opts["gpus"]  # a GPU choice of the command line itself; the server's CUDA_VISIBLE_DEVICES
+            # is this shell's, applied below by CUDA's rules to the live probe only
+        engine = engine if engine != "auto" else eng.name
+        settings = dict(cmd.settings)
+        model = cmd.model
+        extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
+        if cmd.context is None and context is None and cmd.engine == "vllm":
+            extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
+        extra_notes.extend(cmd.notes)
+        if batch is None and cmd.batch:
+            batch = cmd.batch
+        if cmd.ignored:
+            extra_notes.append("flags that do not change memory: " + " ".join(cmd.ignored))
+        if cmd.unknown:
+            extra_notes.append("flags gpufit does not read (assumed not to change memory): " + " ".join(cmd.unknown))
+        choice = app.resolve_checkpoint(model, catalog)
+        if context is None and cmd.engine == "vllm":
+            context = choice.spec.max_context
+        elif context is None and cmd.default_context is not None:
+            context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
+    else:
+        choice = app.resolve_model(model, catalog, o.revision, engine=engine)  # a bad model name fails before the probe runs
+        if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
+                k.startswith("OLLAMA_") for k in env):
+            # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
+            from ..estimator.engines import ollama as ollama_engine
+
+            cmd = ollama_engine.parse_command(["run", choice.ollama_tag or model], env)
+            opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+                                            gpu_memory_utilization=util, gpus=gpus)
+            context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
+            batch = batch if batch is not None else cmd.batch
+            settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
+            extra_notes.append("from the environment: " + " ".join(
+                f"{k}={env[k]}" for k in sorted(env) if k.startswith("OLLAMA_")))
+            extra_notes.extend(cmd.notes)
+    try:
+        snap = snapshot if snapshot is not None else load_or_probe(snapshot_path)
+    except ProbeError as e:
+        raise ProbeError(f"{e} To estimate on hardware that is not here: gpufit plan {model} --gpu rtx-4090 "
+                         "(see `gpufit gpus`), or --snapshot FILE from `gpufit probe --save` / `nvidia-smi -q -x` "
+                         "on that box.") from None
+    # CUDA_VISIBLE_DEVICES is this shell's: it filters the live probe, never a snapshot of another box
+    sel = select_devices_noted(snap, catalog, gpus, env if snap.source == "nvml" else {})
+    devices = sel.devices
+    req, notes = app.build_request(
+        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
+        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
+        gpu_memory_utilization=util, min_headroom_bytes=min_headroom,
+        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else snap.host.ram_available_bytes,
+        engine_settings=settings, model_path=model if server and os.path.exists(os.path.expanduser(model)) else None,
+        batch_given=batch_given,
+    )
+    notes += extra_notes
+    if snapshot_path is not None:
+        notes.append(f"GPUs from {snapshot_path} (taken {snap.host.taken_at or 'at an unknown time'})")
+    notes.extend(sel.notes)
+    return app.run_estimate(req, notes, catalog, alternatives=alternatives)

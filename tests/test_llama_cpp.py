@@ -1,0 +1,213 @@
+"""llama.cpp as it really places a model: per-layer KV cells, flash attention, cache types, slots,
+host-side KV and experts. Every figure is worked out by hand from the model's shape."""
+
+import pytest
+
+from gpufit.catalog import load_catalog
+from gpufit.estimator import speed
+from gpufit.estimator.engines import llama_cpp
+from gpufit.estimator.fit import estimate
+from gpufit.estimator.placement import Sizer, choose
+from gpufit.estimator.types import Device, FitRequest
+
+CAT = load_catalog()
+GIB = 2**30
+
+
+def req(model, context, quant="q4_k_m", gpu="rtx-4090", batch=1, kv="fp16", engine="llama.cpp", **settings):
+    return FitRequest(model=CAT.model(model), quant=CAT.quant(quant), kv_dtype=CAT.kv_dtype(kv), context=context,
+                      batch=batch, engine=engine, devices=(Device.from_spec(CAT.gpu(gpu), 0),),
+                      engine_settings=settings)
+
+
+def kv(r):
+    return Sizer(r).kv(r.model.layers)
+
+
+def test_mistral_7b_v01_window_is_not_applied_so_32k_caches_4_gib():
+    # 32 layers x 32,768 cells x (K + V: 2 x 8 heads x 128) x 2 bytes
+    r = req("mistral-7b", 32768)
+    assert kv(r) == 32 * 32768 * 2 * 8 * 128 * 2 == 4 * GIB
+    assert any("does not apply Mistral 7B v0.1's sliding window" in n for n in Sizer(r).engine.notes(r))
+    # the issue's case: it no longer 'fits, tight' on an 8 GB card at 32k
+    res = estimate(req("mistral-7b", 32768, gpu="rtx-4060", engine="ollama"))
+    assert res.verdict in ("no_fit", "offload")
+
+
+def test_gemma3_27b_sliding_layers_keep_window_plus_ubatch_cells():
+    # 62 layers, 10 global + 52 sliding (window 1024); 16 KV heads x 128 x 2 (K, V) x 2 bytes = 8 KiB a cell
+    cell = 2 * 16 * 128 * 2
+    assert kv(req("gemma3-27b", 4096)) == (10 * 4096 + 52 * (1024 + 512)) * cell == 989855744
+    assert kv(req("gemma3-27b", 32768)) == (10 * 32768 + 52 * (1024 + 512)) * cell == 3338665984
+    # --swa-full: every layer holds the whole context
+    assert kv(req("gemma3-27b", 4096, swa_full=True)) == 62 * 4096 * cell
+    # four slots share -c 16384: the sliding cache holds 4 windows + one ubatch
+    assert kv(req("gemma3-27b", 4096, batch=4)) == (10 * 16384 + 52 * (4 * 1024 + 512)) * cell
+
+
+def test_gemma3_1b_and_gpt_oss_pad_the_sliding_cache_to_256_cells():
+    # gemma3-1b: 4 global + 22 sliding of 512 (+ 512 ubatch), 1 KV head x 256 -> 1 KiB a cell
+    assert kv(req("gemma3-1b", 4096)) == (4 * 4096 + 22 * 1024) * 1024
+    # gpt-oss-20b: 12 full + 12 sliding of 128 + 512 = 640 -> padded to 768; 8 x 64 x 2 x 2 = 2 KiB a cell
+    assert kv(req("gpt-oss-20b", 4096, quant="mxfp4")) == (12 * 4096 + 12 * 768) * 2048
+
+
+def test_cache_type_k_and_v_are_counted_apart():
+    # Llama 3 8B, 8192 cells x 32 layers x 1024 elements for K and for V: q8_0 8.5 bits, q4_0 4.5 bits
+    r = req("llama3-8b", 8192, cache_type_k="q8_0", cache_type_v="q4_0")
+    assert kv(r) == 32 * 8192 * 1024 * (8.5 + 4.5) / 8
+
+
+def test_mla_cache_as_llama_cpp_stores_it():
+    # DeepSeek-V2-Lite: 27 layers, K = kv_lora_rank 512 + rope 64, V = 512, one head, f16
+    assert kv(req("deepseek-v2-lite", 4096)) == 27 * 4096 * (576 + 512) * 2
+
+
+def test_no_kv_offload_keeps_the_cache_in_host_ram():
+    r = req("llama3-8b", 8192, no_kv_offload=True)
+    s = Sizer(r)
+    assert s.kv(32) == 0
+    assert s.host_embed == s.ws.embed + 32 * 8192 * 2048 * 2
+
+
+def test_flash_attention_and_ubatch_size_the_compute_buffer():
+    on = Sizer(req("llama3-8b", 8192)).activation()
+    off = Sizer(req("llama3-8b", 8192, flash_attn=False)).activation()
+    assert on == 512 * 4 * (128256 + 4096)  # logits of one ubatch
+    assert off == 512 * 4 * (8192 * 32 + 8192 + 4 * 4096) == 560 * 2**20  # the f32 scores
+    assert Sizer(req("llama3-8b", 8192, n_ubatch=2048)).activation() == 4 * on
+
+
+def test_qwen3_30b_a3b_with_every_expert_on_the_host_fits_a_12_gb_card():
+    """--n-cpu-moe 48: the routed experts of all 48 layers stay in host RAM; the GPU keeps attention,
+    router, norms and the head. Each layer's 128 experts hold 3 x 2,048 x 768 weights at Q4_K_M."""
+    bits = CAT.quant("q4_k_m").bits_per_weight
+    experts = 48 * 128 * 3 * 2048 * 768 * bits / 8
+    full = req("qwen3-30b-a3b", 4096, gpu="rtx-3060")
+    off = req("qwen3-30b-a3b", 4096, gpu="rtx-3060", cpu_moe_layers=tuple(range(48)))
+    sf, so = Sizer(full), Sizer(off)
+    assert so.weights(48) == pytest.approx(sf.weights(48) - experts, abs=2)
+    assert so.host_embed == pytest.approx(sf.host_embed + experts, abs=2)
+    assert estimate(full).verdict not in ("fits", "tight")
+    res = estimate(off, alternatives=False)
+    assert res.verdict in ("fits", "tight"), res.warnings
+    # a decoded token reads its 8 active experts per layer from host RAM
+    _, _, basis = speed.estimate_speed(so, choose(off), 1)
+    assert basis["host_expert_bytes_per_token"] == int(48 * 8 * 3 * 2048 * 768 * bits / 8)
+
+
+def test_a_tied_head_is_duplicated_onto_the_gpu():
+    s = Sizer(req("llama3.2-1b", 4096, quant="q8_0"))
+    assert s.ws.output == s.ws.embed > 0
+    assert s.weights(16) == pytest.approx(s.ws.output + s.ws.per_layer * 16, abs=1)
+
+
+# ---- llama-server / llama-cli command lines ---------------------------------------------------------
+from gpufit.errors import UsageError  # noqa: E402
+
+parse = llama_cpp.parse_command
+
+
+def test_memory_flags_by_every_spelling():
+    c = parse(["-m", "/models/qwen3-8b.gguf", "--ctx-size=16384", "--parallel", "2", "--n-gpu-layers", "20",
+               "-ts", "3,1", "-sm", "layer", "-fa", "off", "--cache-type-k", "q8_0", "-ctv", "q4_0", "-b", "1024",
+               "-ub", "256", "--no-kv-offload", "--swa-full", "--n-cpu-moe", "3"], {})
+    assert (c.model, c.context, c.batch, c.kv_dtype) == ("/models/qwen3-8b.gguf", 8192, 2, "q8_0")
+    s = c.settings
+    assert s["n_gpu_layers"] == 20 and s["tensor_split"] == (3.0, 1.0) and s["flash_attn"] is False
+    assert (s["cache_type_k"], s["cache_type_v"], s["n_batch"], s["n_ubatch"]) == ("q8_0", "q4_0", 1024, 256)
+    assert s["no_kv_offload"] and s["swa_full"] and s["cpu_moe_layers"] == (0, 1, 2)
+
+
+def test_environment_is_read_and_the_command_line_wins():
+    c = parse(["-m", "m.gguf", "-c", "8192"], {"LLAMA_ARG_CTX_SIZE": "2048", "LLAMA_ARG_N_PARALLEL": "4",
+                                                "CUDA_VISIBLE_DEVICES": "2,3"})
+    assert (c.context, c.batch, c.gpus) == (2048, 4, "2,3")
+
+
+def test_no_ctx_flag_is_llama_cpp_s_default_and_said():
+    c = parse(["-m", "m.gguf"], {})
+    assert c.context is None and c.default_context == 4096 and "default context of 4096" in c.notes[0]
+    assert parse(["-m", "m.gguf", "-c", "0"], {}).default_context == 0  # the model's own maximum
+
+
+def test_override_tensor_patterns_pick_the_expert_layers():
+    c = parse(["-m", "m.gguf", "-ot", r"blk\.(1[0-9])\.ffn_.*_exps=CPU", "-ot", "exps=CPU0,attn_q=CUDA0"], {})
+    assert len(c.settings["cpu_moe_layers"]) == llama_cpp.ALL_LAYERS  # 'exps=CPU0' matches every layer
+    c = parse(["-m", "m.gguf", "-ot", r"blk\.(1[0-9])\.ffn_.*_exps=CPU"], {})
+    assert c.settings["cpu_moe_layers"] == tuple(range(10, 20))
+    c = parse(["-m", "m.gguf", "-ot", "attn_q=CPU"], {})
+    assert "cpu_moe_layers" not in c.settings and any("-ot attn_q=CPU" in u for u in c.unknown)
+
+
+def test_unknown_flags_are_collected_not_fatal():
+    c = parse(["-m", "m.gguf", "--frobnicate", "3", "--port", "8080", "--jinja"], {})
+    assert c.unknown == ("--frobnicate 3",) and c.ignored == ("--port", "--jinja")
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["-m", "m.gguf", "-ngl", "lots"], "-ngl 'lots'"),
+    (["-m", "m.gguf", "-c", "-5"], "-c '-5'"),
+    (["-m", "m.gguf", "-ctk", "q9_0"], "cache type 'q9_0'"),
+    (["-m", "m.gguf", "-sm", "diagonal"], "mode 'diagonal'"),
+    (["-m", "m.gguf", "-ts", "a,b"], "-ts 'a,b'"),
+    (["-m", "m.gguf", "-ot", "blk.(=CPU"], "-ot"),
+    (["-m", "m.gguf", "--flash-attn=maybe"], "--flash-attn 'maybe'"),
+    (["-c", "4096"], "names no model"),
+])
+def test_a_bad_value_of_a_known_flag_names_it(argv, words):
+    with pytest.raises(UsageError) as e:
+        parse(argv, {})
+    assert words in str(e.value)
+
+
+def test_ngl_keeps_the_rest_on_the_cpu_and_ts_sets_the_split():
+    r = req("llama3-8b", 4096, n_gpu_layers=20)
+    r = FitRequest(**{**r.__dict__, "host_ram_available_bytes": 64 * GIB})
+    p = choose(r)
+    assert (p.strategy, p.gpu_layers, p.cpu_layers) == ("cpu_offload", 20, 12)
+    two = (Device.from_spec(CAT.gpu("rtx-4090"), 0), Device.from_spec(CAT.gpu("rtx-4090"), 1))
+    r = FitRequest(**{**req("llama3-8b", 4096, tensor_split=(3.0, 1.0)).__dict__, "devices": two})
+    # 33 parts (32 layers + output) at 3:1: layer il goes to GPU 0 while il / 33 < 0.75
+    assert [d.layers for d in choose(r).used] == [25, 7]
+
+
+def test_check_reads_a_llama_server_command_line():
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from gpufit.cli import cli
+
+    snap = Path(__file__).parent / "fixtures" / "nvidia-smi" / "influxdata_telegraf__dual_a5000-v13.xml"
+    r = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--json", "--", "llama-server", "-m",
+                                 "Llama-3.1-8B-Instruct-Q4_K_M.gguf", "-c", "8192", "-np", "2", "-ngl", "99",
+                                 "--frobnicate"])
+    assert "Traceback" not in r.output
+    d = json.loads(r.stdout)
+    assert (d["engine"], d["quant"], d["context"], d["batch"]) == ("llama.cpp", "q4_k_m", 4096, 2)
+    assert any("--frobnicate" in n for n in d["notes"])
+    bad = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--", "llama-server", "-m", "x.gguf",
+                                   "-ngl", "many"])
+    assert bad.exit_code == 2 and "-ngl 'many'" in bad.output
+
+
+def test_the_printed_llama_server_line_reproduces_the_plan():
+    """Paste the line back in: the same file, the same split, the same expert offload."""
+    two = (Device.from_spec(CAT.gpu("rtx-3090"), 0), Device.from_spec(CAT.gpu("rtx-4090"), 1))
+    base = req("llama3-8b", 8192, model_file="/m/Llama-3-8B-Q4_K_M.gguf")
+    res = estimate(FitRequest(**{**base.__dict__, "devices": two}), alternatives=False)
+    line = res.engine_args["llama.cpp"]
+    # not planning: the GPUs it uses are named
+    assert line.startswith("CUDA_VISIBLE_DEVICES=0,1 llama-server -m /m/Llama-3-8B-Q4_K_M.gguf -c 8192")
+    back = parse(line.split()[2:], {})
+    again = FitRequest(**{**base.__dict__, "devices": two, "engine_settings": back.settings})
+    assert [d.layers for d in choose(again).used] == [d.layers for d in res.devices if d.layers]
+    moe = req("qwen3-30b-a3b", 4096, gpu="rtx-3060", model_file="q.gguf", cpu_moe_layers=tuple(range(20)))
+    assert "--n-cpu-moe 20" in estimate(moe, alternatives=False).engine_args["llama.cpp"]
+
+
+def test_no_llama_cpp_line_without_a_file_to_name():
+    r = estimate(req("qwen3-4b", 4096, engine="ollama"), alternatives=False)
+    assert "llama.cpp" not in r.engine_args

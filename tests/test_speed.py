@@ -1,0 +1,90 @@
+"""Speed arithmetic pinned to hand-computed figures (Llama 3 8B: 8,030,261,248 parameters)."""
+
+import dataclasses
+
+import pytest
+
+from gpufit.catalog import load_catalog
+from gpufit.catalog.types import GpuSpec
+from gpufit.estimator import engines, speed
+from gpufit.estimator.engines import llama_cpp
+from gpufit.estimator.placement import Sizer, choose
+from gpufit.estimator.types import Device, FitRequest
+
+CAT = load_catalog()
+GIB = 2**30
+FIT = llama_cpp.PREFILL_FIT
+# Llama 3 8B without embeddings and head: 8,030,261,248 - 2 x 128,256 x 4,096
+BODY = 8030261248 - 2 * 128256 * 4096
+
+
+def card(tdp=None, vendor="geforce", tf=71.0, bw=936.0):
+    return GpuSpec(key="t", name="T", vendor_class=vendor, architecture="Ampere", compute_capability="8.6",
+                   memory_bytes=24 * GIB, memory_type="GDDR6X", bandwidth_gbps=bw, source="test",
+                   fp16_tflops=tf, tdp_w=tdp)
+
+
+def sized(model="llama3-8b", quant="fp16", spec=None, n=1, context=8192, engine="llama.cpp"):
+    spec = spec or card()
+    devs = tuple(Device.from_spec(spec, i) for i in range(n))
+    req = FitRequest(model=CAT.model(model), quant=CAT.quant(quant), kv_dtype=CAT.kv_dtype("fp16"),
+                     context=context, batch=1, engine=engine, devices=devs)
+    return Sizer(req), choose(req)
+
+
+def test_prefill_of_one_ubatch_is_gemm_weights_and_attention():
+    s, plan = sized()
+    rate, basis = speed.prefill_rate(s, plan, 512, flash_attn=True)
+    assert basis["flops_per_token"] == 2 * BODY
+    gemm = 71e12 * 2 * FIT["gemm_efficiency"]  # GeForce: FP16 accumulate runs at twice the datasheet figure
+    # 512 tokens attend 512 cells on average ((0 + 512) / 2 + 256): 4 x 32 heads x 128 FLOPs per cell
+    attention = 512 * 512 * 32 * 4 * 32 * 128
+    seconds = (512 * 2 * BODY + attention) / gemm + 2 * BODY / 936e9
+    assert rate == pytest.approx(512 / seconds, rel=1e-9)
+
+
+def test_without_flash_attention_the_scores_cost_bandwidth():
+    s, plan = sized()
+    fa, _ = speed.prefill_rate(s, plan, 512, flash_attn=True)
+    plain, _ = speed.prefill_rate(s, plan, 512, flash_attn=False)
+    extra = 512 * 512 * 32 * 32 * FIT["attn_bytes_per_head_cell"] / 936e9  # tokens x cells x layers x heads
+    assert 512 / plain - 512 / fa == pytest.approx(extra, rel=1e-9)
+
+
+def test_board_power_caps_the_gemm_rate():
+    rate, _ = speed.gemm_rate(Device.from_spec(card(tdp=100), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
+    assert rate == pytest.approx(FIT["tflops_per_watt"] * 1e12 * 100)
+    pro, kind = speed.gemm_rate(Device.from_spec(card(vendor="workstation"), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
+    assert pro == pytest.approx(71e12 * FIT["gemm_efficiency"]) and kind == "fp16"
+
+
+def test_a_layer_split_pipelines_the_ubatches_of_a_batch():
+    s, plan = sized(n=2)
+    assert [d.layers for d in plan.used] == [17, 15]
+    rate, _ = speed.prefill_rate(s, plan, 2048, flash_attn=True)
+    gemm = 71e12 * 2 * FIT["gemm_efficiency"]
+    # 4 ubatches of 512 attending 1280 cells on average ((0 + 2048) / 2 + 256)
+    cells = 1024 + 256
+
+    def stage(layers):
+        share = layers / 32
+        return share * (512 * 2 * BODY / gemm + 2 * BODY / 936e9 + 512 * cells * 32 * 4 * 32 * 128 / gemm)
+
+    t17, t15 = stage(17), stage(15) + engines.STAGE_HOP_LATENCY_S
+    assert rate == pytest.approx(2048 / (t17 + t15 + 3 * max(t17, t15)), rel=1e-9)
+
+
+def test_a_tied_head_is_read_per_token_like_an_untied_one():
+    """Llama 3.2 1B ties its head to the embeddings: the decode still reads 128,256 x 2,048 weights
+    per token for the logits. In F16 a tied and an untied copy of the model read the same bytes."""
+    tied = CAT.model("llama3.2-1b")
+    assert tied.tie_embeddings
+    untied = dataclasses.replace(tied, tie_embeddings=False, params=None)
+    out = []
+    for m in (tied, untied):
+        req = FitRequest(model=m, quant=CAT.quant("fp16"), kv_dtype=CAT.kv_dtype("fp16"), context=4096,
+                         batch=1, engine="llama.cpp", devices=(Device.from_spec(card(), 0),))
+        _, _, basis = speed.estimate_speed(Sizer(req), choose(req), 1)
+        out.append(basis["bytes_per_token"])
+    assert out[0] == pytest.approx(out[1], rel=1e-6)
+    assert out[0] > 128256 * 2048 * 2
