@@ -15,12 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import engines
-from .types import Device, FitRequest
-
-
-def gib(n: int) -> str:
-    """Bytes for a message to a person (GiB = 2^30 bytes)."""
-    return f"{n / (1 << 30):.1f} GiB"
+from .types import Device, FitRequest, Message
 
 
 @dataclass
@@ -51,7 +46,7 @@ class Plan:
     cpu_layers: int = 0
     cpu_bytes: int = 0
     host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
-    reason: str = ""  # why it does not fit, for a person
+    reasons: list = field(default_factory=list)  # why it does not fit: Message objects (render words them)
     refusal: object | None = None  # the engine's own refusal of this layout (engines.base.Refusal)
 
     @property
@@ -116,7 +111,8 @@ def plan_single(s: Sizer, dev: Device) -> Plan:
     dp.overhead = s.overhead
     ok = dp.needed <= usable(dev, s.req)
     return Plan("single", ok, [dp], gpu_layers=m.layers, host_bytes=s.host_embed,
-                reason="" if ok else f"needs {gib(dp.needed)}, {gib(usable(dev, s.req))} usable on GPU {dev.index} ({dev.name})")
+                reasons=[] if ok else [Message("gpu_short", {"gpu": dev.index, "name": dev.name, "needed_bytes": dp.needed,
+                                                            "usable_bytes": usable(dev, s.req)})])
 
 
 def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
@@ -141,7 +137,7 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
     ok = all(p.needed <= usable(p.device, s.req) for p in plans)
     strategy = "tensor_parallel" if pp == 1 else "pipeline_parallel"
     return Plan(strategy, ok, plans, tp=k, pp=pp, gpu_layers=m.layers, host_bytes=s.host_embed,
-                reason="" if ok else f"tensor parallel {k} x pipeline {pp}: a rank is short")
+                reasons=[] if ok else [Message("rank_short", {"tensor_parallel": k, "pipeline_parallel": pp})])
 
 
 def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
@@ -193,38 +189,38 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
     if len(used) > 1 and not cpu_layers:
         strategy = s.engine.split_strategy
-    reason = ""
+    reasons: list = []
+
+    def shortfall(short) -> Message:
+        return Message("gpus_short", {"short": [{"gpu": p.device.index, "short_bytes": p.needed - usable(p.device, s.req)}
+                                                for p in short]})
+
     if force:
         short = [p for p in plans if p.needed > usable(p.device, s.req)]
         ok = not short
         if short:
-            reason = "short on " + ", ".join(
-                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
+            reasons = [shortfall(short)]
     elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
         short = [p for p in plans if p.needed > usable(p.device, s.req)] if max_layers is not None else []
         if short:
             ok = False
-            reason = "short on " + ", ".join(
-                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
-        if short:
-            pass
+            reasons = [shortfall(short)]
         elif not n_gpu:
-            reason = "not even one layer fits on the GPUs"
+            reasons = [Message("no_layer_fits")]
         elif host is None:
-            reason = (f"CPU offload would put {cpu_layers} of {m.layers} layers "
-                      f"({gib(cpu_bytes + s.host_embed)}) in host RAM, whose size is not known (--ram)")
+            reasons = [Message("offload_ram_unknown", {"cpu_layers": cpu_layers, "layers": m.layers,
+                                                       "host_bytes": cpu_bytes + s.host_embed})]
         elif not ok:
-            reason = (f"offloaded part needs {gib(cpu_bytes + s.host_embed)} of host RAM, "
-                      f"{gib(host)} available")
+            reasons = [Message("offload_ram_short", {"host_bytes": cpu_bytes + s.host_embed, "available_bytes": host})]
     else:
         ok = cpu_layers == 0
         if not ok:
-            reason = f"{cpu_layers} of {m.layers} layers do not fit on the GPUs"
+            reasons = [Message("layers_do_not_fit", {"cpu_layers": cpu_layers, "layers": m.layers})]
     return Plan(strategy, ok, plans, pp=len(used) if strategy == "pipeline_parallel" else 1,
                 gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
-                reason=reason)
+                reasons=reasons)
 
 
 def llama_cpp_split(n_layer: int, weights: list[float]) -> tuple[list[int], int]:
@@ -333,13 +329,14 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
 
     if n > len(devs):
         why = f"the flags ask for {tp} x {pp} = {n} GPUs, {len(devs)} selected"
-        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp, reason=why,
+        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp,
+                    reasons=[Message("flags_invalid", text=why)],
                     refusal=Refusal("not_enough_gpus", why, {"needed": n, "selected": len(devs)}))
     if not s.engine.tp_valid(m, tp):
         # vllm/config/model.py verify_with_parallel_config
         why = (f"Total number of attention heads ({m.heads}) must be divisible by tensor parallel size ({tp})"
                if m.heads % tp else f"{m.kv_heads} KV heads and tensor parallel size {tp}: neither divides the other")
-        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reason=why,
+        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reasons=[Message("flags_invalid", text=why)],
                     refusal=Refusal("tensor_parallel_invalid", why, {"tensor_parallel": tp, "heads": m.heads,
                                                                     "kv_heads": m.kv_heads}))
     group = _index_order(devs)[:n]
@@ -354,7 +351,7 @@ def choose(req: FitRequest) -> Plan:
     s = Sizer(req)
     devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
     if not devs:
-        return Plan("single", False, [], reason="no GPU selected")
+        return Plan("single", False, [], reasons=[Message("no_gpu")])
     if any(d.parent is not None or d.mig_profile for d in devs):
         # a CUDA process sees one MIG device, and NCCL does not run across MIG devices: each MIG
         # device is a unit of its own (NVIDIA MIG user guide, "CUDA device enumeration")
@@ -394,14 +391,14 @@ def choose(req: FitRequest) -> Plan:
     if single.fits:
         # it holds, but the engine refuses it: report that plan (the refusal says why)
         return single
-    offload_reason = ""
+    offload_reasons: list = []
     if s.profile.supports_offload:
         off = split_layers(s, _index_order(devs), allow_cpu=True)
         if off.fits:
             return off
-        offload_reason = off.reason
+        offload_reasons = off.reasons
     # nothing fits: report the split over all devices, so per-device shortfalls are visible
     best = split_layers(s, _index_order(devs), allow_cpu=False, force=True) if len(devs) > 1 else single
     best.fits = False
-    best.reason = "; ".join(r for r in (best.reason or single.reason, offload_reason) if r)
+    best.reasons = (best.reasons or single.reasons) + [r for r in offload_reasons if r not in (best.reasons or single.reasons)]
     return best

@@ -120,7 +120,9 @@ def _in_use(res) -> str:
 
 def _reason_now(res) -> str | None:
     if res.verdict == "no_fit":
-        return res.warnings[0] if res.warnings else "does not fit"
+        from ..render.words import word
+
+        return word(res.warnings[0]) if res.warnings else "does not fit"
     if res.verdict == "offload":
         p = res.placement
         return (f"only with CPU offload: {p.gpu_layers} of {res.request.model.layers} layers on the GPUs, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..render.text import gib, table
+from ..render.words import word
 from .rank import CANNOT, FITS_IF_EMPTY, FITS_NOW, NO_DATA
 
 GROUP_TITLE = {FITS_NOW: "fits now", FITS_IF_EMPTY: "fits if empty", CANNOT: "cannot", NO_DATA: "no data"}
@@ -59,5 +60,5 @@ def fleet_text(answer) -> str:
     if answer.notes:
         lines.append("")
         lines.append("Assumed:")
-        lines.extend(f"  {n}" for n in answer.notes)
+        lines.extend(f"  {word(n)}" for n in answer.notes)
     return "\n".join(lines)
