@@ -90,7 +90,7 @@ def test_gpus_naming_an_unusable_gpu_says_why_not_unknown_gpu(tmp_path):
 def test_a_left_out_gpu_is_said_under_assumed(tmp_path):
     r, d = fit("here", "llama3-8b", "--quant", "int4", "--snapshot", str(lost_second_gpu(tmp_path)))
     assert [x["index"] for x in d["devices"]] == ["0"]
-    left = [n for n in d["notes"] if "left out" in n]
+    left = [n for n in (x["message"] for x in d["notes"]) if "left out" in n]
     assert len(left) == 1 and left[0].startswith("GPU 1 left out: nvidia-smi reported 'GPU is lost'")
 
 
@@ -193,7 +193,7 @@ def test_cuda_visible_devices_does_not_filter_a_snapshot_of_another_box():
         r, d = fit("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(V100S_8),
                    env={"CUDA_VISIBLE_DEVICES": value})
         assert r.exit_code == 0 and len(d["devices"]) == 8, value
-        assert not any("CUDA_VISIBLE_DEVICES" in n for n in d["notes"])
+        assert not any("CUDA_VISIBLE_DEVICES" in n for n in (x["message"] for x in d["notes"]))
 
 
 def test_cuda_visible_devices_filters_the_live_probe_and_says_so(monkeypatch):
@@ -203,7 +203,7 @@ def test_cuda_visible_devices_filters_the_live_probe_and_says_so(monkeypatch):
     monkeypatch.setattr(probe, "take_snapshot", lambda *a, **k: live)
     r, d = fit("here", "llama3-8b", "--quant", "q4_k_m", env={"CUDA_VISIBLE_DEVICES": "5,2"})
     assert sorted(x["index"] for x in d["devices"]) == ["2", "5"]
-    assert any(n.startswith("GPUs 5, 2 of 8: CUDA_VISIBLE_DEVICES=5,2") for n in d["notes"])
+    assert any(n.startswith("GPUs 5, 2 of 8: CUDA_VISIBLE_DEVICES=5,2") for n in (x["message"] for x in d["notes"]))
     r = run("here", "llama3-8b", env={"CUDA_VISIBLE_DEVICES": ""})
     assert r.exit_code == 5 and "CUDA_VISIBLE_DEVICES hides every GPU" in r.stderr
 
@@ -212,11 +212,11 @@ def test_gpus_filters_both_and_is_said_under_assumed(monkeypatch):
     import gpufit.probe as probe
 
     r, d = fit("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(V100S_8), "--gpus", "3")
-    assert [x["index"] for x in d["devices"]] == ["3"] and "GPUs 3 of this box's 8: --gpus 3" in d["notes"]
+    assert [x["index"] for x in d["devices"]] == ["3"] and "GPUs 3 of this box's 8: --gpus 3" in [x["message"] for x in d["notes"]]
     live = dataclasses.replace(load_snapshot(V100S_8), source="nvml")
     monkeypatch.setattr(probe, "take_snapshot", lambda *a, **k: live)
     r, d = fit("here", "llama3-8b", "--quant", "q4_k_m", "--gpus", "1", env={"CUDA_VISIBLE_DEVICES": "5"})
-    assert [x["index"] for x in d["devices"]] == ["1"] and "GPUs 1 of this box's 8: --gpus 1" in d["notes"]
+    assert [x["index"] for x in d["devices"]] == ["1"] and "GPUs 1 of this box's 8: --gpus 1" in [x["message"] for x in d["notes"]]
     text = run("here", "llama3-8b", "--quant", "q4_k_m", "--snapshot", str(V100S_8), "--gpus", "3").stdout
     assert "Assumed:" in text and text.index("--gpus 3") > text.index("Assumed:")
 
@@ -262,4 +262,4 @@ def test_a_server_command_lines_cuda_visible_devices_is_this_shells_too(monkeypa
     assert r.exit_code == 5 and "CUDA_VISIBLE_DEVICES hides every GPU" in r.stderr
     r = run("check", "--json", *server, env={"CUDA_VISIBLE_DEVICES": "3"})
     d = json.loads(r.stdout)
-    assert [x["index"] for x in d["devices"]] == ["3"] and any("CUDA_VISIBLE_DEVICES=3" in n for n in d["notes"])
+    assert [x["index"] for x in d["devices"]] == ["3"] and any("CUDA_VISIBLE_DEVICES=3" in n for n in (x["message"] for x in d["notes"]))

@@ -313,7 +313,7 @@ def test_check_reads_python_m_vllm_and_the_checkpoint_format():
     assert r.exit_code == 0, r.stderr
     assert (fit["model"]["key"], fit["quant"], fit["context"]) == ("qwen3-8b", "fp8", 16384)
     assert fit["engine_memory"]["kv_pool_tokens"] > 16384
-    assert any("--served-model-name" in n for n in fit["notes"])
+    assert any("--served-model-name" in n for n in (x["message"] for x in fit["notes"]))
 
 
 @pytest.mark.parametrize("argv, words", [

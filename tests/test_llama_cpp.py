@@ -187,7 +187,7 @@ def test_check_reads_a_llama_server_command_line():
     assert "Traceback" not in r.output
     d = json.loads(r.stdout)
     assert (d["engine"], d["quant"], d["context"], d["batch"]) == ("llama.cpp", "q4_k_m", 4096, 2)
-    assert any("--frobnicate" in n for n in d["notes"])
+    assert any("--frobnicate" in n for n in (x["message"] for x in d["notes"]))
     bad = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--", "llama-server", "-m", "x.gguf",
                                    "-ngl", "many"])
     assert bad.exit_code == 2 and "-ngl 'many'" in bad.output

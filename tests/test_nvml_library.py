@@ -264,7 +264,7 @@ def _fit_comparable(d: dict) -> dict:
     d = dict(d)
     d.pop("notes")  # the snapshot run adds "GPUs from FILE (taken ...)"
     # warnings may name processes holding memory: NVML gives pids, named on this machine
-    d["warnings"] = [re.sub(r"held by .*", "held by ...", w) for w in d["warnings"]]
+    d["warnings"] = [{**w, "message": re.sub(r"held by .*", "held by ...", w["message"])} for w in d["warnings"]]
     return d
 
 

@@ -85,7 +85,7 @@ def test_default_num_ctx_per_version(version, total_gib, ctx):
 def test_the_current_release_is_said_and_older_ones_are_asked_for():
     r = CliRunner().invoke(cli, ["plan", "qwen3:4b", "--gpu", "rtx-4090", "--json"])
     d = json.loads(r.stdout)
-    assert d["context"] == 32768 and any("current release" in n for n in d["notes"])
+    assert d["context"] == 32768 and any("current release" in n for n in (x["message"] for x in d["notes"]))
     r = CliRunner().invoke(cli, ["plan", "qwen3:4b", "--gpu", "rtx-4090", "--engine", "ollama@0.6", "--json"])
     d = json.loads(r.stdout)
     assert d["engine"] == "ollama@0.6" and d["context"] == 2048
@@ -132,7 +132,7 @@ def test_here_reads_the_ollama_environment_of_the_box():
     r = CliRunner().invoke(cli, ["here", "qwen3:4b", "--snapshot", str(SNAP), "--json"], env=env)
     d = json.loads(r.stdout)
     assert (d["engine"], d["context"], d["batch"]) == ("ollama", 2048, 3)
-    assert any("OLLAMA_NUM_PARALLEL=3" in n for n in d["notes"])
+    assert any("OLLAMA_NUM_PARALLEL=3" in n for n in (x["message"] for x in d["notes"]))
     bad = CliRunner().invoke(cli, ["here", "qwen3:4b", "--snapshot", str(SNAP)], env={"OLLAMA_NUM_PARALLEL": "x"})
     assert bad.exit_code == 2 and "OLLAMA_NUM_PARALLEL" in bad.output
 

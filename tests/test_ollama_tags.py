@@ -25,7 +25,7 @@ def test_qwen3_4b_is_served_as_q4_k_m_and_fits_an_8gb_card():
     assert r.exit_code == 0, r.output
     assert (d["model"]["key"], d["quant"], d["engine"]) == ("qwen3-4b", "q4_k_m", "ollama")
     assert 2.2e9 < d["memory"]["weights_bytes"] < 2.8e9
-    assert any("what Ollama serves for qwen3:4b" in n for n in d["notes"])
+    assert any("what Ollama serves for qwen3:4b" in n for n in (x["message"] for x in d["notes"]))
 
 
 @pytest.mark.parametrize("name,model,quant", [

@@ -10,6 +10,7 @@ from gpufit.estimator.engines import LLAMA_CPP
 from gpufit.estimator.engines import get as _engine
 from gpufit.estimator.fit import estimate
 from gpufit.estimator.types import Device, FitRequest
+from gpufit.render.words import word
 
 tp_valid = _engine("vllm").tp_valid
 
@@ -143,7 +144,7 @@ def test_only_fits_with_offload_then_says_how_many_layers_and_host_bytes():
 def test_offload_is_not_assumed_when_host_ram_is_unknown():
     r = estimate(req("llama3-70b", "q4_k_m", [dev(R4090, 0)], engine="llama.cpp", kv="fp16", context=4096))
     assert r.verdict == "no_fit"
-    assert any("host RAM" in w and "--ram" in w for w in r.warnings)
+    assert any("host RAM" in w and "--ram" in w for w in map(word, r.warnings))
 
 
 def test_vllm_prefers_pure_tp_inside_a_node_then_tp_times_pp_on_fewest_cards():
@@ -313,9 +314,9 @@ def test_fp8_on_a_card_without_fp8_kernels_is_warned():
                    compute_capability="8.0", memory_bytes=80 * GIB, memory_type="HBM2e", bandwidth_gbps=2039,
                    source="test", fp16_tflops=312.0)
     r = estimate(req("llama3-8b", "fp8", [dev(a100, 0)]))
-    assert any("compute capability 8.9" in w for w in r.warnings)
+    assert any("compute capability 8.9" in w for w in map(word, r.warnings))
     ok = estimate(req("llama3-8b", "bf16", [dev(a100, 0)]))
-    assert not any("compute capability" in w for w in ok.warnings)
+    assert not any("compute capability" in w for w in map(word, ok.warnings))
 
 
 def test_too_many_sequences_offers_the_batch_that_fits():

@@ -20,3 +20,61 @@ def test_unknown_format_or_kind_is_a_usage_error():
         render("fit", None, "jsno")
     with pytest.raises(UsageError, match="no prometheus output"):
         render("fit", None, "prometheus")
+
+
+# ---- the text renderer on pinned results ------------------------------------------------------------
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import gpufit  # noqa: E402
+from gpufit.render.words import word  # noqa: E402
+
+MIG = Path(__file__).parent / "fixtures" / "nvidia-smi" / \
+    "utkuozdemir_nvidia_gpu_exporter__linux-x86_64__nvidia-h100-mig__590.48.01.txt"
+
+
+def test_a_model_that_does_not_fit_shows_no_placement_and_no_layer_count():
+    res = gpufit.plan("llama3.1-405b", ["rtx-3090"], quant="int8", engine="vllm")
+    text = render("fit", res)
+    assert res.verdict == "no_fit" and "Placement:" not in text
+    row = next(line for line in text.splitlines() if line.startswith("0 "))
+    assert row.split()[-1] == "-"
+
+
+def test_a_mig_headline_names_the_slice_not_the_sum_of_slices():
+    res = gpufit.fit("llama3-8b", gpufit.load_snapshot(MIG), engine="vllm", alternatives=False)
+    head = render("fit", res).splitlines()[1]
+    used = [d for d in res.devices if d.needed_bytes]
+    assert len(used) == 1 and head.count(" x ") == 1 and "MIG 3g.40gb" in head
+    assert f"({used[0].free_bytes / 2**30:.1f} GiB) free" in head
+
+
+def test_no_alternative_repeats_the_request():
+    res = gpufit.plan("llama3-70b", ["rtx-4090"], quant="q4_k_m", context=8192, engine="llama.cpp")
+    assert res.verdict != "fits"
+    assert not any(a.kind == "context" and a.changes.get("context") == 8192 for a in res.alternatives)
+
+
+def test_the_moe_caveat_is_said_only_for_moe_models():
+    dense = render("fit", gpufit.plan("llama3-8b", ["h100-sxm"], engine="vllm"))
+    moe = render("fit", gpufit.plan("qwen3-30b-a3b", ["h100-sxm"], engine="vllm"))
+    assert "likely optimistic for MoE" not in dense and "likely optimistic for MoE" in moe
+
+
+def test_no_raw_floats_in_text_output():
+    text = render("fit", gpufit.plan("llama3-8b", ["h100-sxm"], engine="vllm"))
+    assert not re.search(r"\d\.\d{4,}", text), re.findall(r"\S*\d\.\d{4,}\S*", text)
+
+
+def test_warnings_are_data_with_a_stable_code_and_words():
+    res = gpufit.plan("llama3-70b", ["rtx-4090"], quant="bf16", engine="llama.cpp", alternatives=False)
+    d = res.to_dict()
+    short = [w for w in d["warnings"] if w["code"] == "gpu_short"]
+    assert short and set(short[0]) == {"code", "message", "data"}
+    data = short[0]["data"]
+    dev = res.devices[0]
+    assert (data["needed_bytes"], data["usable_bytes"]) == (dev.needed_bytes, dev.free_bytes)
+    assert short[0]["message"] == word(res.warnings[0]) and "GiB usable on GPU 0" in short[0]["message"]
+    # notes carry their statement under code "assumed"
+    assert all(set(n) == {"code", "message", "data"} for n in d["notes"])
+    assert any(n["code"] == "assumed" and n["message"].startswith("context 8192") for n in d["notes"])

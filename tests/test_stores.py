@@ -165,7 +165,7 @@ def test_incomplete_download_is_a_warning_naming_the_shards_and_sized_from_the_i
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["memory"]["weights_bytes"] == FULL  # metadata.total_size, not the one shard on disk
-    warn = " ".join(out["warnings"])
+    warn = " ".join(w["message"] for w in out["warnings"])
     assert "3 of 4 shards missing" in warn
     for i in (2, 3, 4):
         assert f"model-0000{i}-of-00004.safetensors" in warn
@@ -204,7 +204,7 @@ def test_config_json_file_plans_from_the_architecture_with_quant(tmp_path, home)
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["quant"] == "int8"
-    assert any("alone (no weights)" in n and "estimated from the config" in n for n in out["notes"])
+    assert any("alone (no weights)" in n and "estimated from the config" in n for n in (x["message"] for x in out["notes"]))
     # the architecture's parameters: embed + head + 2 layers + final norm, elements (not bytes)
     params = 128 * 64 * 2 + 2 * (64 * 64 * 2 + 2 * 32 * 64 + 3 * 128 * 64 + 2 * 64) + 64
     assert out["model"]["params"] == params
@@ -396,7 +396,7 @@ def test_single_file_download_in_progress_is_a_warning_not_a_silent_config_estim
     (repo / "blobs" / ("ab" * 32 + ".incomplete")).write_bytes(b"\0" * 10)
     r = CliRunner().invoke(cli, ["plan", "acme/Tiny-Llama", "--gpu", "rtx-3090", "--json"])
     assert r.exit_code == 0, r.output
-    warn = " ".join(json.loads(r.stdout)["warnings"])
+    warn = " ".join(w["message"] for w in json.loads(r.stdout)["warnings"])
     assert "did not finish" in warn and "config.json alone" in warn
 
 

@@ -4,13 +4,12 @@ model of the same family. Pure: the candidates come in as data; each is checked 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 from .engines import default_engine
 from .types import Alternative, Device, FitRequest, FitResult
 
-GIB = 1 << 30
 MIN_USEFUL_CONTEXT = 2048  # a shorter context than this is not offered as an alternative
 MAX_CARDS = 64  # more than one node: TP inside a node x PP across nodes; beyond this we stop counting
 
@@ -21,7 +20,6 @@ class Candidates:
     quants: tuple[QuantFormat, ...] = ()  # formats the engine can run, any order
     family: tuple[ModelSpec, ...] = ()  # other models of the same family
     reference_gpus: tuple[GpuSpec, ...] = ()  # cards to count "N of these would do" for
-    engine_quants: dict = field(default_factory=dict)  # engine -> quants it runs (for engine swaps)
 
 
 def _fits(req: FitRequest):
@@ -95,9 +93,8 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
         kv = r.request.kv_dtype.key
         flag = (f"--quant {q.key}" + (f" --engine {eng}" if eng != req.engine else "")
                 + (f" --kv-dtype {kv}" if kv != req.kv_dtype.key else ""))
-        out.append(Alternative("quant", f"{flag}: needs {r.memory.total_bytes / GIB:.1f} GiB, {r.verdict}",
-                               r.verdict, {"quant": q.key, "engine": eng, "kv_dtype": kv}, r.memory.total_bytes,
-                               r.performance.decode_tokens_per_s))
+        out.append(Alternative("quant", flag, r.verdict, {"quant": q.key, "engine": eng, "kv_dtype": kv},
+                               r.memory.total_bytes, r.performance.decode_tokens_per_s))
     else:
         four = [q for q in same if 3.9 < q.bits_per_weight < 5]
         if four:
@@ -105,15 +102,14 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
 
             q = max(four, key=lambda q: q.quality)
             r = estimate(dataclasses.replace(req, quant=q), alternatives=False)
-            out.append(Alternative("quant", f"not even 4-bit fits: --quant {q.key} still needs "
-                                   f"{r.memory.total_bytes / GIB:.1f} GiB", "no_fit", {"quant": q.key},
-                                   r.memory.total_bytes))
+            out.append(Alternative("quant", f"--quant {q.key}", "no_fit", {"quant": q.key}, r.memory.total_bytes,
+                                   data={"not_even_4bit": True}))
     # 2. a shorter context
     if req.context > MIN_USEFUL_CONTEXT:
         from .fit import max_context
 
         mc = max_context(req)
-        if mc and mc >= MIN_USEFUL_CONTEXT:
+        if mc and MIN_USEFUL_CONTEXT <= mc < req.context:  # never the context already asked for
             r = _fits(dataclasses.replace(req, context=mc))
             if r:
                 out.append(Alternative("context", f"--context {mc}: fits", r.verdict, {"context": mc},
@@ -138,11 +134,10 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
             have = req.host_ram_available_bytes
             enough = have is not None and p.cpu_bytes <= have
             out.append(Alternative(
-                "offload", f"CPU offload: {p.gpu_layers} of {req.model.layers} layers on the GPU(s), "
-                f"{p.cpu_bytes / GIB:.1f} GiB in host RAM"
-                + ("" if enough else (" (more than the host has)" if have is not None else " (give --ram to check)")),
+                "offload", f"CPU offload: {p.gpu_layers} of {req.model.layers} layers on the GPU(s)",
                 "offload", {"engine": req.engine, "ram": p.cpu_bytes}, r.memory.total_bytes,
-                r.performance.decode_tokens_per_s))
+                r.performance.decode_tokens_per_s,
+                data={"host_bytes": p.cpu_bytes, "host_ram": "enough" if enough else ("short" if have is not None else "unknown")}))
     # 4. N cards: of the kind selected, and of each reference card
     seen = set()
     kinds = [d.spec for d in req.devices if d.spec] + list(c.reference_gpus)

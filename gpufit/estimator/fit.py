@@ -9,6 +9,7 @@ from .placement import Plan, Sizer, choose, usable
 from .speed import estimate_speed
 from .types import (
     DeviceUse,
+    Message,
     FitRequest,
     FitResult,
     MemoryBreakdown,
@@ -112,10 +113,12 @@ def engine_args(result: FitResult) -> dict:
     return out
 
 
-def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> FitResult:
+def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits: bool = True) -> FitResult:
     """Estimate one request. `candidates` (alternatives.Candidates, or a function returning them, called
     only when the verdict is not a clean fit) lets the result say what would fit
-    instead; it is pure data (other quants, models of the family, reference GPUs)."""
+    instead; it is pure data (other quants, models of the family, reference GPUs). `limits=False` skips
+    the largest-context / largest-batch searches (performance.max_context / max_batch stay None): they
+    are most of an estimate's time and `fleet` does not show them."""
     s = Sizer(req)
     plan = choose(req)
     verdict = _verdict(req, plan)
@@ -127,6 +130,7 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
             catalog_key=dp.device.catalog_key, total_bytes=dp.device.total_bytes,
             free_bytes=dp.device.free_bytes, needed_bytes=dp.needed,
             headroom_bytes=u - dp.needed, layers=dp.layers, reserved_bytes=dp.device.reserved_bytes,
+            parent=dp.device.parent,
         ))
     # devices not in the plan are listed too (unused), so the JSON shows the whole selection
     planned = {dp.device.index for dp in plan.devices}
@@ -134,7 +138,8 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
         if d.index not in planned:
             uses.append(DeviceUse(index=d.index, uuid=d.uuid, name=d.name, catalog_key=d.catalog_key,
                                   total_bytes=d.total_bytes, free_bytes=d.free_bytes, needed_bytes=0,
-                                  headroom_bytes=usable(d, req), layers=0, reserved_bytes=d.reserved_bytes))
+                                  headroom_bytes=usable(d, req), layers=0, reserved_bytes=d.reserved_bytes,
+                                  parent=d.parent))
     placement = Placement(
         strategy=plan.strategy, tensor_parallel=plan.tp, pipeline_parallel=plan.pp,
         layers_per_device=tuple(dp.layers for dp in plan.devices),
@@ -149,7 +154,9 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
         decode = prefill = None
         basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
     ok = verdict in ("fits", "tight")
-    if ok and em is not None and em.max_model_len_fit is not None:
+    if not limits:
+        largest_ctx = largest_batch = None
+    elif ok and em is not None and em.max_model_len_fit is not None:
         # the engine's own figures: vLLM's estimated maximum model length and maximum concurrency
         largest_ctx = min(req.model.max_context, em.max_model_len_fit)
         largest_batch = max(1, int(em.max_concurrency)) if em.max_concurrency is not None else max_batch(req)
@@ -163,36 +170,37 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None) -> Fit
         max_batch=largest_batch,
         basis=basis,
     )
-    warnings = []
+    warnings: list[Message] = []
     if refusal is not None:
-        warnings.append(f"{s.engine.name} would refuse: {refusal.message}")
-    elif plan.reason and verdict == "no_fit":
-        warnings.append(plan.reason)
+        warnings.append(Message("engine_refuses", {"engine": s.engine.name, "refusal": refusal.code},
+                                text=refusal.message))
+    elif plan.reasons and verdict == "no_fit":
+        warnings.extend(plan.reasons)
     cc_need = req.quant.min_compute_capability
     if cc_need:
         old = sorted({d.device.spec.compute_capability for d in plan.used if d.device.spec
                       and float(d.device.spec.compute_capability) < float(cc_need)})
         if old:
-            warnings.append(f"{req.quant.key} wants compute capability {cc_need}+ for native kernels; on "
-                            f"{', '.join(old)} the weights run through a slower fallback path "
-                            f"(same memory, no {req.quant.key} tensor-core speed-up)")
+            warnings.append(Message("native_kernels_missing", {"quant": req.quant.key, "need": cc_need, "have": old}))
     mig = [d for d in req.devices if d.mig_profile or d.parent is not None]
     if verdict == "no_fit" and len(mig) > 1:
         big = max(mig, key=lambda d: d.free_bytes)
-        warnings.append(f"MIG devices are used one at a time (a CUDA process sees one MIG device and NCCL "
-                        f"does not span them); the largest here, {big.index} ({big.mig_profile}), has "
-                        f"{big.free_bytes / GIB:.1f} GiB free")
+        warnings.append(Message("mig_one_at_a_time", {"gpu": big.index, "profile": big.mig_profile,
+                                                      "free_bytes": big.free_bytes}))
     if refusal is None and req.quant.key not in ("fp32",) and req.engine not in req.quant.engines:
-        warnings.append(f"{req.engine} does not run {req.quant.key} weights; engines that do: {', '.join(req.quant.engines)}")
+        warnings.append(Message("engine_cannot_run_quant", {"engine": req.engine, "quant": req.quant.key,
+                                                            "engines": list(req.quant.engines)}))
     if req.context > req.model.max_context:
-        warnings.append(f"context {req.context} exceeds {req.model.name}'s maximum of {req.model.max_context}")
+        warnings.append(Message("context_over_max", {"context": req.context, "max_context": req.model.max_context,
+                                                     "model": req.model.name}))
     for dp in plan.used:
         if dp.device.spec is None:
-            warnings.append(f"GPU {dp.device.index} ({dp.device.name}) is not in the catalog: no speed figure for it")
+            warnings.append(Message("gpu_not_in_catalog", {"gpu": dp.device.index, "name": dp.device.name}))
     result = FitResult(
         request=req, verdict=verdict, memory=_breakdown(s, plan), devices=tuple(uses),
         placement=placement, performance=perf, warnings=tuple(warnings),
-        notes=tuple(s.engine.notes(req)), engine_memory=em, refusal=refusal,
+        notes=tuple(Message("engine_default", {"engine": s.engine.name}, text=n) for n in s.engine.notes(req)),
+        engine_memory=em, refusal=refusal,
     )
     result = dataclasses.replace(result, engine_args=engine_args(result))
     if alternatives and candidates is not None and verdict != "fits":

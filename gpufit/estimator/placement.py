@@ -15,12 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from . import engines
-from .types import Device, FitRequest
-
-
-def gib(n: int) -> str:
-    """Bytes for a message to a person (GiB = 2^30 bytes)."""
-    return f"{n / (1 << 30):.1f} GiB"
+from .types import Device, FitRequest, Message
 
 
 @dataclass
@@ -51,7 +46,7 @@ class Plan:
     cpu_layers: int = 0
     cpu_bytes: int = 0
     host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
-    reason: str = ""  # why it does not fit, for a person
+    reasons: list = field(default_factory=list)  # why it does not fit: Message objects (render words them)
     refusal: object | None = None  # the engine's own refusal of this layout (engines.base.Refusal)
 
     @property
@@ -77,20 +72,33 @@ class Sizer:
         self.profile = self.engine.profile
         self.ws = self.engine.weight_split(self.m, req.quant, req.weights_bytes_exact)
         self.overhead = self.engine.overhead_bytes(req)
+        # each part depends only on its arguments within one request: placements try many layouts of
+        # the same few (layers, tp) shapes, so each is computed once
+        self._memo: dict[tuple, int] = {}
+
+    def _once(self, key: tuple, make) -> int:
+        v = self._memo.get(key)
+        if v is None:
+            v = self._memo[key] = make()
+        return v
 
     def kv(self, layers: int, tp: int = 1) -> int:
-        return self.engine.kv_bytes(self.req, layers=layers, tp=tp)
+        return self._once(("kv", layers, tp), lambda: self.engine.kv_bytes(self.req, layers=layers, tp=tp))
 
     def activation(self, tp: int = 1, multi_gpu: bool = False) -> int:
-        return self.engine.activation_bytes(self.req, tp=tp, multi_gpu=multi_gpu)
+        return self._once(("act", tp, multi_gpu),
+                          lambda: self.engine.activation_bytes(self.req, tp=tp, multi_gpu=multi_gpu))
 
     def weights(self, layers: int, tp: int = 1, first: bool = True, last: bool = True) -> int:
         """Weight bytes on one rank holding `layers` layers (the embeddings with the first stage,
         the output head with the last), as the engine loads them."""
-        e, r = self.engine, self.req
-        on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first + e.rank_vocab_bytes(r, self.ws.output, tp) * last
-                  + e.rank_layer_bytes(r, self.ws, layers, tp))
-        return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
+        def make() -> int:
+            e, r = self.engine, self.req
+            on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first
+                      + e.rank_vocab_bytes(r, self.ws.output, tp) * last + e.rank_layer_bytes(r, self.ws, layers, tp))
+            return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
+
+        return self._once(("w", layers, tp, first, last), make)
 
     @property
     def embed_on_gpu(self) -> int:
@@ -116,7 +124,8 @@ def plan_single(s: Sizer, dev: Device) -> Plan:
     dp.overhead = s.overhead
     ok = dp.needed <= usable(dev, s.req)
     return Plan("single", ok, [dp], gpu_layers=m.layers, host_bytes=s.host_embed,
-                reason="" if ok else f"needs {gib(dp.needed)}, {gib(usable(dev, s.req))} usable on GPU {dev.index} ({dev.name})")
+                reasons=[] if ok else [Message("gpu_short", {"gpu": dev.index, "name": dev.name, "needed_bytes": dp.needed,
+                                                            "usable_bytes": usable(dev, s.req)})])
 
 
 def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
@@ -141,7 +150,7 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
     ok = all(p.needed <= usable(p.device, s.req) for p in plans)
     strategy = "tensor_parallel" if pp == 1 else "pipeline_parallel"
     return Plan(strategy, ok, plans, tp=k, pp=pp, gpu_layers=m.layers, host_bytes=s.host_embed,
-                reason="" if ok else f"tensor parallel {k} x pipeline {pp}: a rank is short")
+                reasons=[] if ok else [Message("rank_short", {"tensor_parallel": k, "pipeline_parallel": pp})])
 
 
 def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
@@ -193,38 +202,38 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
     if len(used) > 1 and not cpu_layers:
         strategy = s.engine.split_strategy
-    reason = ""
+    reasons: list = []
+
+    def shortfall(short) -> Message:
+        return Message("gpus_short", {"short": [{"gpu": p.device.index, "short_bytes": p.needed - usable(p.device, s.req)}
+                                                for p in short]})
+
     if force:
         short = [p for p in plans if p.needed > usable(p.device, s.req)]
         ok = not short
         if short:
-            reason = "short on " + ", ".join(
-                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
+            reasons = [shortfall(short)]
     elif cpu_layers and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
         short = [p for p in plans if p.needed > usable(p.device, s.req)] if max_layers is not None else []
         if short:
             ok = False
-            reason = "short on " + ", ".join(
-                f"GPU {p.device.index} by {gib(p.needed - usable(p.device, s.req))}" for p in short)
-        if short:
-            pass
+            reasons = [shortfall(short)]
         elif not n_gpu:
-            reason = "not even one layer fits on the GPUs"
+            reasons = [Message("no_layer_fits")]
         elif host is None:
-            reason = (f"CPU offload would put {cpu_layers} of {m.layers} layers "
-                      f"({gib(cpu_bytes + s.host_embed)}) in host RAM, whose size is not known (--ram)")
+            reasons = [Message("offload_ram_unknown", {"cpu_layers": cpu_layers, "layers": m.layers,
+                                                       "host_bytes": cpu_bytes + s.host_embed})]
         elif not ok:
-            reason = (f"offloaded part needs {gib(cpu_bytes + s.host_embed)} of host RAM, "
-                      f"{gib(host)} available")
+            reasons = [Message("offload_ram_short", {"host_bytes": cpu_bytes + s.host_embed, "available_bytes": host})]
     else:
         ok = cpu_layers == 0
         if not ok:
-            reason = f"{cpu_layers} of {m.layers} layers do not fit on the GPUs"
+            reasons = [Message("layers_do_not_fit", {"cpu_layers": cpu_layers, "layers": m.layers})]
     return Plan(strategy, ok, plans, pp=len(used) if strategy == "pipeline_parallel" else 1,
                 gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
-                reason=reason)
+                reasons=reasons)
 
 
 def llama_cpp_split(n_layer: int, weights: list[float]) -> tuple[list[int], int]:
@@ -333,13 +342,14 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
 
     if n > len(devs):
         why = f"the flags ask for {tp} x {pp} = {n} GPUs, {len(devs)} selected"
-        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp, reason=why,
+        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp,
+                    reasons=[Message("flags_invalid", text=why)],
                     refusal=Refusal("not_enough_gpus", why, {"needed": n, "selected": len(devs)}))
     if not s.engine.tp_valid(m, tp):
         # vllm/config/model.py verify_with_parallel_config
         why = (f"Total number of attention heads ({m.heads}) must be divisible by tensor parallel size ({tp})"
                if m.heads % tp else f"{m.kv_heads} KV heads and tensor parallel size {tp}: neither divides the other")
-        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reason=why,
+        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reasons=[Message("flags_invalid", text=why)],
                     refusal=Refusal("tensor_parallel_invalid", why, {"tensor_parallel": tp, "heads": m.heads,
                                                                     "kv_heads": m.kv_heads}))
     group = _index_order(devs)[:n]
@@ -348,13 +358,33 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
     return plan_tensor_parallel(s, group, pp=pp)
 
 
+def _fewest_cards(s: Sizer, devs: list[Device]) -> Plan | None:
+    """The layer split over the fewest of `devs` (largest first) that holds the model and starts."""
+    def split(k: int) -> Plan:
+        return split_layers(s, _index_order(devs[:k]), allow_cpu=False)
+
+    hi = len(devs)
+    best = split(hi)
+    if not starts(s, best):
+        return None
+    lo = 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = split(mid)
+        if starts(s, p):
+            hi, best = mid, p
+        else:
+            lo = mid + 1
+    return best
+
+
 def choose(req: FitRequest) -> Plan:
     """The placement the engine would use on these devices: single if it fits, else the smallest
     multi-GPU arrangement that fits, else CPU offload, else the best failing plan (for the report)."""
     s = Sizer(req)
     devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
     if not devs:
-        return Plan("single", False, [], reason="no GPU selected")
+        return Plan("single", False, [], reasons=[Message("no_gpu")])
     if any(d.parent is not None or d.mig_profile for d in devs):
         # a CUDA process sees one MIG device, and NCCL does not run across MIG devices: each MIG
         # device is a unit of its own (NVIDIA MIG user guide, "CUDA device enumeration")
@@ -383,25 +413,25 @@ def choose(req: FitRequest) -> Plan:
                 if best:
                     candidates.append(best)
         if not candidates:
-            # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
-            for k in range(2, len(devs) + 1):
-                p = split_layers(s, _index_order(devs[:k]), allow_cpu=False)
-                if starts(s, p):
-                    candidates.append(p)
-                    break
+            # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first.
+            # More of the largest cards only add room, so the fewest that hold it are found by bisection
+            # (a plan over 1,000 cards asks for ~10 splits, not 1,000)
+            fewest = _fewest_cards(s, devs)
+            if fewest is not None:
+                candidates.append(fewest)
     if candidates:
         return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
     if single.fits:
         # it holds, but the engine refuses it: report that plan (the refusal says why)
         return single
-    offload_reason = ""
+    offload_reasons: list = []
     if s.profile.supports_offload:
         off = split_layers(s, _index_order(devs), allow_cpu=True)
         if off.fits:
             return off
-        offload_reason = off.reason
+        offload_reasons = off.reasons
     # nothing fits: report the split over all devices, so per-device shortfalls are visible
     best = split_layers(s, _index_order(devs), allow_cpu=False, force=True) if len(devs) > 1 else single
     best.fits = False
-    best.reason = "; ".join(r for r in (best.reason or single.reason, offload_reason) if r)
+    best.reasons = (best.reasons or single.reasons) + [r for r in offload_reasons if r not in (best.reasons or single.reasons)]
     return best

@@ -7,12 +7,45 @@
 from __future__ import annotations
 
 import dataclasses
+import enum
 from dataclasses import dataclass, field
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 
 FIT_SCHEMA = "gpufit.fit/1"
-VERDICTS = ("fits", "tight", "offload", "no_fit")
+
+
+class Verdict(str, enum.Enum):
+    """The closed set of verdicts (DESIGN.md); str-valued, so it compares and serialises as its text."""
+    FITS = "fits"
+    TIGHT = "tight"
+    OFFLOAD = "offload"
+    NO_FIT = "no_fit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Strategy(str, enum.Enum):
+    """How a model is laid over the devices."""
+    SINGLE = "single"
+    TENSOR_PARALLEL = "tensor_parallel"
+    PIPELINE_PARALLEL = "pipeline_parallel"
+    LAYER_SPLIT = "layer_split"
+    CPU_OFFLOAD = "cpu_offload"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Message:
+    """A warning or note as data: a stable `code` to key on, the figures in `data` (bytes, counts,
+    names; never formatted), and `text` only where the words are a quotation (an engine's own
+    message) or a statement the caller made. render/words.py words it for people."""
+    code: str
+    data: dict = field(default_factory=dict)
+    text: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,6 +151,7 @@ class DeviceUse:
     headroom_bytes: int  # free_bytes - reserve - needed_bytes (negative = short)
     layers: int = 0
     reserved_bytes: int | None = None  # what the driver keeps (NVML v2 reserved), None = unknown
+    parent: str | None = None  # the physical GPU of a MIG device (units of one parent never combine)
 
 
 @dataclass(frozen=True)
@@ -145,11 +179,12 @@ class Performance:
 class Alternative:
     """Something that would fit instead, with the option values that realise it."""
     kind: str  # quant | context | gpus | offload | model | engine_setting
-    summary: str  # one line for a person
+    summary: str  # what to change, in the user's own options (no units: render adds the figures)
     verdict: str
     changes: dict = field(default_factory=dict)  # the option values that realise it
     total_bytes: int | None = None
     decode_tokens_per_s: float | None = None
+    data: dict = field(default_factory=dict)  # figures render words (host RAM bytes, ...)
 
 
 @dataclass(frozen=True)
@@ -163,46 +198,16 @@ class FitResult:
     performance: Performance
     alternatives: tuple[Alternative, ...] = ()
     engine_args: dict = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()  # defaults and assumptions shown to the user
+    warnings: tuple[Message, ...] = ()
+    notes: tuple[Message, ...] = ()  # defaults and assumptions shown to the user
     # the engine's own start-up accounting (engines.base.EngineMemory), None where it has none
     engine_memory: object | None = None
     # the engine's refusal when it would not start or serve the request (engines.base.Refusal)
     refusal: object | None = None
 
     def to_dict(self) -> dict:
-        r = self.request
-        m = r.model
-        mem = dataclasses.asdict(self.memory)
-        mem["total_bytes"] = self.memory.total_bytes
-        from .params import count_params  # local: keeps this module import-light
+        """The gpufit.fit/1 object. Built by render/json.py, where messages are worded (imported at
+        call time: the estimator itself formats nothing)."""
+        from ..render.json import fit_object
 
-        pc = count_params(m)
-        return {
-            "schema": FIT_SCHEMA,
-            "model": {
-                "key": m.key,
-                "name": m.name,
-                "params": pc.total,
-                "active_params": pc.active,
-                "layers": m.layers,
-                "source": r.weights_source or "catalog",
-            },
-            "quant": r.quant.key,
-            "kv_dtype": r.kv_dtype.key,
-            "context": r.context,
-            "batch": r.batch,
-            "engine": r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}",
-            "verdict": self.verdict,
-            "memory": mem,
-            "devices": [dataclasses.asdict(d) for d in self.devices],
-            "placement": {**dataclasses.asdict(self.placement),
-                          "layers_per_device": list(self.placement.layers_per_device)},
-            "performance": dataclasses.asdict(self.performance),
-            "alternatives": [dataclasses.asdict(a) for a in self.alternatives],
-            "engine_args": dict(self.engine_args),
-            "engine_memory": self.engine_memory.to_dict() if self.engine_memory is not None else None,
-            "refusal": None if self.refusal is None else {"code": self.refusal.code, "message": self.refusal.message},
-            "warnings": list(self.warnings),
-            "notes": list(self.notes),
-        }
+        return fit_object(self)

@@ -6,13 +6,53 @@ import dataclasses
 import json
 from typing import Any
 
+from .words import alternative, word
+
 
 def _dump(obj: Any) -> str:
     return json.dumps(obj, indent=2)
 
 
+def _message(m) -> dict:
+    return {"code": m.code, "message": word(m), "data": dict(m.data)}
+
+
+def fit_object(res) -> dict:
+    """The gpufit.fit/1 object of DESIGN.md (stable keys; absent values null)."""
+    from ..estimator.params import count_params
+
+    r = res.request
+    m = r.model
+    mem = dataclasses.asdict(res.memory)
+    mem["total_bytes"] = res.memory.total_bytes
+    pc = count_params(m)
+    return {
+        "schema": "gpufit.fit/1",
+        "model": {"key": m.key, "name": m.name, "params": pc.total, "active_params": pc.active,
+                  "layers": m.layers, "source": r.weights_source or "catalog"},
+        "quant": r.quant.key,
+        "kv_dtype": r.kv_dtype.key,
+        "context": r.context,
+        "batch": r.batch,
+        "engine": r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}",
+        "verdict": str(res.verdict),
+        "memory": mem,
+        "devices": [dataclasses.asdict(d) for d in res.devices],
+        "placement": {**dataclasses.asdict(res.placement), "strategy": str(res.placement.strategy),
+                      "layers_per_device": list(res.placement.layers_per_device)},
+        "performance": dataclasses.asdict(res.performance),
+        "alternatives": [{**dataclasses.asdict(a), "verdict": str(a.verdict), "summary": alternative(a)}
+                         for a in res.alternatives],
+        "engine_args": dict(res.engine_args),
+        "engine_memory": res.engine_memory.to_dict() if res.engine_memory is not None else None,
+        "refusal": None if res.refusal is None else {"code": res.refusal.code, "message": res.refusal.message},
+        "warnings": [_message(w) for w in res.warnings],
+        "notes": [_message(n) for n in res.notes],
+    }
+
+
 def fit(res) -> str:
-    return _dump(res.to_dict())
+    return _dump(fit_object(res))
 
 
 def snapshot(snap) -> str:
@@ -24,7 +64,7 @@ def report(rep: dict) -> str:
 
 
 def rows(items) -> str:
-    return _dump(list(items))
+    return _dump([i.to_dict() if hasattr(i, "to_dict") else i for i in items])
 
 
 def gpus(specs) -> str:
@@ -41,5 +81,9 @@ def models(specs) -> str:
     return _dump([one(m) for m in specs])
 
 
-RENDERERS = {"fit": fit, "check": fit, "snapshot": snapshot, "report": report, "recommend": rows,
+def fleet(ans) -> str:
+    return _dump(ans.to_dict())
+
+
+RENDERERS = {"fleet": fleet, "fit": fit, "check": fit, "snapshot": snapshot, "report": report, "recommend": rows,
              "local_models": rows, "gpus": gpus, "models": models}

@@ -3,6 +3,8 @@ named wherever a size is printed."""
 
 from __future__ import annotations
 
+from .words import alternative, word
+
 GIB = 1 << 30
 
 VERDICT_TEXT = {
@@ -56,8 +58,12 @@ def verdict_line(res) -> str:
     r = res.request
     used = [d for d in res.devices if d.needed_bytes]
     need = res.memory.total_bytes
-    free = sum(d.free_bytes for d in res.devices)
-    where = _device_summary(res.devices)
+    shown = res.devices
+    if any(d.parent is not None for d in shown):
+        # MIG devices are used one at a time: the headline is the slice the plan uses (or the largest)
+        shown = used[:1] or [max(shown, key=lambda d: d.free_bytes)]
+    free = sum(d.free_bytes for d in shown)
+    where = _device_summary(shown)
     line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
     if r.reserve_bytes:
         line += f", less --reserve {gib(r.reserve_bytes)} GiB per GPU"
@@ -105,7 +111,7 @@ def fit_text(res) -> str:
         "",
     ]
     rows = [[d.index, d.name.replace("NVIDIA ", ""), d.catalog_key or "?", gib(d.total_bytes), gib(d.free_bytes),
-             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers)] for d in res.devices]
+             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers) if res.verdict != "no_fit" else "-"] for d in res.devices]
     lines.append(table(rows, ["GPU", "name", "catalog", "total", "free", "needed", "headroom", "layers"]))
     lines.append("  (GiB; headroom = free - reserve - needed)")
     if p.tensor_parallel > 1 and p.pipeline_parallel > 1:
@@ -119,7 +125,8 @@ def fit_text(res) -> str:
     extra = ""
     if p.strategy == "cpu_offload":
         extra = f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
-    lines += ["", f"Placement: {strat}{extra}"]
+    if res.verdict != "no_fit":  # a model that does not fit has no placement to show
+        lines += ["", f"Placement: {strat}{extra}"]
     if perf.decode_tokens_per_s:
         b = perf.basis
         bw = b.get("bandwidth_gbps")
@@ -141,7 +148,8 @@ def fit_text(res) -> str:
                if b.get("tflops") else "")
         )
         if "not calibrated" in str(b.get("efficiency_from", "")):
-            lines.append(f"  ({b['efficiency_from']}: a datasheet-based figure, likely optimistic for MoE models at batch 1)")
+            lines.append(f"  ({b['efficiency_from']}: a datasheet-based figure"
+                         + (", likely optimistic for MoE models at batch 1)" if m.is_moe else ")"))
     if perf.max_context is not None:
         lines.append(f"Largest context at batch {r.batch}: {perf.max_context} tokens; "
                      f"largest batch at context {r.context}: {perf.max_batch} (in the free memory)")
@@ -150,15 +158,15 @@ def fit_text(res) -> str:
         lines += ["", "What would fit instead:"]
         for a in res.alternatives:
             speed = f", ~{sig(a.decode_tokens_per_s)} tokens/s" if a.decode_tokens_per_s else ""
-            lines.append(f"  - {a.summary}{speed}")
+            lines.append(f"  - {alternative(a)}{speed}")
     if res.engine_args:
         lines += ["", "Engine flags:"]
         for k, v in res.engine_args.items():
             lines.append(f"  {k:<10} {v}")
     if res.warnings:
-        lines += ["", "Warnings:"] + [f"  ! {w}" for w in res.warnings]
+        lines += ["", "Warnings:"] + [f"  ! {word(w)}" for w in res.warnings]
     if res.notes:
-        lines += ["", "Assumed:"] + [f"  {n}" for n in res.notes]
+        lines += ["", "Assumed:"] + [f"  {word(n)}" for n in res.notes]
     return "\n".join(lines)
 
 
@@ -272,14 +280,14 @@ def report_text(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def recommend_text(rows: list[dict], min_tps: float) -> str:
+def recommend_text(rows, min_tps: float) -> str:
     if not rows:
         return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
-    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
-                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
-                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
+    t = table([[r.model, f"{r.params / 1e9:.1f}B", r.quant, r.engine, str(r.context), gib(r.total_bytes),
+                gib(r.headroom_bytes or 0), sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "-",
+                r.placement] for r in rows],
               ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
-    return t + "\n\nRanked by: " + rows[0]["rule"]
+    return t + "\n\nRanked by: " + rows[0].rule
 
 
 def _snapshot(snap, catalog=None) -> str:
@@ -288,5 +296,11 @@ def _snapshot(snap, catalog=None) -> str:
     return snapshot_table(snap, catalog)
 
 
-RENDERERS = {"fit": fit_text, "check": check_line, "report": report_text, "recommend": recommend_text,
+def _fleet(ans) -> str:
+    from .fleet import fleet_text
+
+    return fleet_text(ans)
+
+
+RENDERERS = {"fleet": _fleet, "fit": fit_text, "check": check_line, "report": report_text, "recommend": recommend_text,
              "snapshot": _snapshot, "models": models_text, "gpus": gpus_text, "local_models": local_models_text}

@@ -1,0 +1,61 @@
+"""Words for people: each warning / note code (estimator.types.Message) and each alternative, with the
+figures formatted here (GiB = 2^30 bytes). The JSON carries the same words beside the code and data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..units import GIB
+
+
+def _gib(n) -> str:
+    return f"{n / GIB:.1f} GiB"
+
+
+WORDS: dict[str, Callable[[dict], str]] = {
+    "gpu_short": lambda d: f"needs {_gib(d['needed_bytes'])}, {_gib(d['usable_bytes'])} usable on GPU {d['gpu']} ({d['name']})",
+    "rank_short": lambda d: f"tensor parallel {d['tensor_parallel']} x pipeline {d['pipeline_parallel']}: a rank is short",
+    "gpus_short": lambda d: "short on " + ", ".join(f"GPU {g['gpu']} by {_gib(g['short_bytes'])}" for g in d["short"]),
+    "no_layer_fits": lambda d: "not even one layer fits on the GPUs",
+    "offload_ram_unknown": lambda d: (f"CPU offload would put {d['cpu_layers']} of {d['layers']} layers "
+                                      f"({_gib(d['host_bytes'])}) in host RAM, whose size is not known (--ram)"),
+    "offload_ram_short": lambda d: (f"offloaded part needs {_gib(d['host_bytes'])} of host RAM, "
+                                    f"{_gib(d['available_bytes'])} available"),
+    "layers_do_not_fit": lambda d: f"{d['cpu_layers']} of {d['layers']} layers do not fit on the GPUs",
+    "no_gpu": lambda d: "no GPU selected",
+    "native_kernels_missing": lambda d: (
+        f"{d['quant']} wants compute capability {d['need']}+ for native kernels; on {', '.join(d['have'])} the "
+        f"weights run through a slower fallback path (same memory, no {d['quant']} tensor-core speed-up)"),
+    "mig_one_at_a_time": lambda d: (
+        "MIG devices are used one at a time (a CUDA process sees one MIG device and NCCL does not span them); "
+        f"the largest here, {d['gpu']}" + (f" ({d['profile']})" if d.get("profile") else "")
+        + f", has {_gib(d['free_bytes'])} free"),
+    "engine_cannot_run_quant": lambda d: (f"{d['engine']} does not run {d['quant']} weights; engines that do: "
+                                          f"{', '.join(d['engines'])}"),
+    "context_over_max": lambda d: f"context {d['context']} exceeds {d['model']}'s maximum of {d['max_context']}",
+    "gpu_not_in_catalog": lambda d: f"GPU {d['gpu']} ({d['name']}) is not in the catalog: no speed figure for it",
+}
+# codes whose words are the message's own text, with a lead-in
+LEAD = {"engine_refuses": lambda d: f"{d['engine']} would refuse: "}
+
+
+def word(m) -> str:
+    """The words for a Message (or a plain string, said as is)."""
+    if isinstance(m, str):
+        return m
+    if m.code in WORDS and not m.text:
+        return WORDS[m.code](m.data)
+    return LEAD.get(m.code, lambda d: "")(m.data) + m.text
+
+
+def alternative(a) -> str:
+    """One line for an alternative: what to change and what it needs."""
+    d = a.data or {}
+    if d.get("not_even_4bit"):
+        return f"not even 4-bit fits: {a.summary} still needs {_gib(a.total_bytes)}"
+    if a.kind == "quant":
+        return f"{a.summary}: needs {_gib(a.total_bytes)}, {a.verdict}"
+    if a.kind == "offload":
+        ram = {"enough": "", "short": " (more than the host has)", "unknown": " (give --ram to check)"}[d["host_ram"]]
+        return f"{a.summary}, {_gib(d['host_bytes'])} in host RAM{ram}"
+    return a.summary
