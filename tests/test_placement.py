@@ -203,7 +203,9 @@ def test_tight_when_headroom_below_minimum_and_fits_otherwise():
     assert roomy.verdict == "fits"
     # one byte short: no fit, since offloading a layer needs host RAM, and a plan does not know it (--ram)
     short = estimate(dataclasses.replace(base, devices=(dev(R3090, 0, free=need - 1),)))
-    assert short.verdict == "no_fit" and "whose size is not known (--ram)" in short.warnings[0]
+    assert short.verdict == "no_fit"
+    assert [w.code for w in short.warnings] == ["gpu_short", "offload_ram_unknown"]
+    assert short.warnings[0].data["usable_bytes"] == need - 1
     assert m.layers == 32
 
 

@@ -8,6 +8,8 @@ offload, never above the model's native precision.
 
 from __future__ import annotations
 
+import dataclasses
+
 from .request import build_request, default_engine, ModelChoice
 from ..catalog import Catalog
 from ..estimator.fit import estimate
