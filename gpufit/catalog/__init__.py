@@ -9,13 +9,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import CatalogError, unknown
-from .loader import load_file
+from .loader import PathArg, Record, Records, load_file
 from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
 DATA_DIR = Path(__file__).parent / "data"
 BUILTIN_FILES = ("gpus.toml", "models.toml", "quants.toml", "ollama_tags.toml")
+
+_R = TypeVar("_R", bound=Record)
 
 __all__ = ["Catalog", "GpuSpec", "ModelSpec", "OllamaTag", "QuantFormat", "load_catalog", "normalize_name"]
 
@@ -49,7 +52,7 @@ class Catalog:
         (user additions in a config may replace a built-in entry on purpose)."""
         self.add_records(load_file(path, text), path, override)
 
-    def add_records(self, loaded: dict[str, list], path: Path, override: bool = False) -> None:
+    def add_records(self, loaded: Records, path: Path, override: bool = False) -> None:
         """Add validated records ({"gpu": [...], "model": [...], ...}, as `loader.load_file` or
         `loader.validate_tables` return them) that came from `path`: the one way entries join a catalog."""
         self.files.append(str(path))
@@ -66,20 +69,20 @@ class Catalog:
                 keys = self._shared.setdefault(ident, [])
                 if rec.key not in keys:
                     keys.append(rec.key)
-        for rec in loaded["model"]:
-            self._add(self.models, rec, path, override, "model")
-            for alias in (rec.key, rec.hf_repo, *rec.aliases):
-                if alias:
-                    self._alias(self._model_alias, alias.lower(), rec.key, path, override, "model")
-        for rec in loaded["quant"]:
-            self._add(self.quants, rec, path, override, "quant")
-            for alias in (rec.key, *rec.aliases):
-                self._alias(self._quant_alias, alias.lower(), rec.key, path, override, "quant")
-        for rec in loaded["ollama_tag"]:
-            self._add(self.ollama_tags, rec, path, override, "ollama_tag")
-            self._tag_file[rec.key] = str(path)
-            for alias in (rec.key, *rec.aliases):
-                self._alias(self._tag_alias, alias, rec.key, path, override, "ollama_tag")
+        for model in loaded["model"]:
+            self._add(self.models, model, path, override, "model")
+            for model_name in (model.key, model.hf_repo, *model.aliases):
+                if model_name:
+                    self._alias(self._model_alias, model_name.lower(), model.key, path, override, "model")
+        for quant in loaded["quant"]:
+            self._add(self.quants, quant, path, override, "quant")
+            for alias in (quant.key, *quant.aliases):
+                self._alias(self._quant_alias, alias.lower(), quant.key, path, override, "quant")
+        for tag in loaded["ollama_tag"]:
+            self._add(self.ollama_tags, tag, path, override, "ollama_tag")
+            self._tag_file[tag.key] = str(path)
+            for alias in (tag.key, *tag.aliases):
+                self._alias(self._tag_alias, alias, tag.key, path, override, "ollama_tag")
 
     def copy(self) -> Catalog:
         """A catalog that can take additions without changing this one (the process-cached built-in
@@ -103,13 +106,13 @@ class Catalog:
                 raise CatalogError(self._tag_file[tag.key], f"quant {tag.quant!r} is no format Ollama runs", where)
 
     @staticmethod
-    def _add(table, rec, path, override, kind):
+    def _add(table: dict[str, _R], rec: _R, path: PathArg, override: bool, kind: str) -> None:
         if rec.key in table and not override:
             raise CatalogError(path, f"{kind} key {rec.key!r} is already defined", f"[[{kind}]] key={rec.key!r}")
         table[rec.key] = rec
 
     @staticmethod
-    def _alias(index, alias, key, path, override, kind):
+    def _alias(index: dict[str, str], alias: str, key: str, path: PathArg, override: bool, kind: str) -> None:
         """An alias names one entry. Built-in files may not reuse one; a user addition (override) may
         re-point it on purpose."""
         owner = index.get(alias)
@@ -118,7 +121,7 @@ class Catalog:
         index[alias] = key
 
     @staticmethod
-    def _claim(index, ident, key, path, what):
+    def _claim(index: dict[str, str], ident: str, key: str, path: PathArg, what: str) -> None:
         owner = index.get(ident)
         if owner is not None and owner != key:
             raise CatalogError(path, f"{what} {ident!r} is claimed by both {owner!r} and {key!r}", f"[[gpu]] key={key!r}")
@@ -241,7 +244,7 @@ class Catalog:
         return [m for m in self.models.values() if m.family == family]
 
 
-def pci_device_key(pci_device_id) -> str | None:
+def pci_device_key(pci_device_id: str | int | None) -> str | None:
     """'0x220410DE' / '220410DE' / 0x220410DE / '2204' -> '2204'. Vendor must be NVIDIA (10DE) if given."""
     if pci_device_id is None:
         return None
@@ -263,10 +266,10 @@ def pci_device_key(pci_device_id) -> str | None:
 # NAME:SIZE[-VARIANT]-QUANT: the quant is the last '-'-part that looks like a ggml/float type
 _OLLAMA_QUANT_SUFFIX = re.compile(r"^(?P<base>.+?)-(?P<quant>i?q\d[a-z0-9_]*|tq\d_\d|fp16|f16|bf16|fp32|f32|mxfp4)$")
 
-_CACHE: dict[tuple, Catalog] = {}
+_CACHE: dict[tuple[str, ...], Catalog] = {}
 
 
-def load_catalog(extra_files: tuple = ()) -> Catalog:
+def load_catalog(extra_files: tuple[PathArg, ...] = ()) -> Catalog:
     """The built-in catalog plus user additions (validated like the built-in files). Cached per process."""
     key = tuple(str(p) for p in extra_files)
     if key not in _CACHE:

@@ -11,8 +11,11 @@ import functools
 import json
 import os
 import re
+import sys
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn, TypedDict, TypeVar
 
 from ..errors import CatalogError
 from ..fsutil import read_record
@@ -20,7 +23,11 @@ from ..units import MIB
 from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
-TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag": OllamaTag}
+PathArg = str | os.PathLike[str]  # a catalog file's path, or a config's for its inline entries
+Record = GpuSpec | ModelSpec | QuantFormat | OllamaTag
+R = TypeVar("R", bound=Record)
+TABLES: dict[str, type[Record]] = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat,
+                                   "ollama_tag": OllamaTag}
 # an Ollama library name: NAME:TAG, both parts lowercase (ollama.com/library/NAME/tags)
 OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
@@ -28,13 +35,12 @@ CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
 MAX_CATALOG_BYTES = 64 * MIB  # the built-in files are ~160 kB together
 
 
-def _tomllib():
-    """tomllib (tomli before 3.11), imported only when a file must really be parsed."""
-    try:
-        import tomllib
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
-    return tomllib
+class Records(TypedDict):
+    """The validated entries of one catalog file, by table (a plain dict at run time)."""
+    gpu: list[GpuSpec]
+    model: list[ModelSpec]
+    quant: list[QuantFormat]
+    ollama_tag: list[OllamaTag]
 
 
 def cache_dir() -> Path:
@@ -60,7 +66,16 @@ def _cache_entry(raw: bytes) -> Path:
     return cache_dir() / f"catalog-{zlib.crc32(raw):08x}-{len(raw)}-{_schema_tag()}.json"
 
 
-def _from_cache(entry: Path) -> dict[str, list] | None:
+def _rebuild(cls: type[R], rows: list[dict[str, Any]]) -> list[R]:
+    """JSON rows as `_to_cache` wrote them -> records (JSON arrays back to the tuples the records hold)."""
+    out: list[R] = []
+    for d in rows:
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        out.append(cls(**values))
+    return out
+
+
+def _from_cache(entry: Path) -> Records | None:
     """Records validated on an earlier run, rebuilt without parsing and validating the TOML again (tomllib
     and the checks cost more than the rest of a `plan`). The entry's first line is the CRC-32 of the JSON
     after it, as `_to_cache` wrote it: an entry changed on disk since (a hand edit, a value of the wrong
@@ -73,13 +88,18 @@ def _from_cache(entry: Path) -> dict[str, list] | None:
         if head != f"{zlib.crc32(payload):08x}".encode():
             return None
         data = json.loads(payload)
-        return {name: [cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-                       for d in data[name]] for name, cls in TABLES.items()}
+        return Records(gpu=_rebuild(GpuSpec, data["gpu"]), model=_rebuild(ModelSpec, data["model"]),
+                       quant=_rebuild(QuantFormat, data["quant"]),
+                       ollama_tag=_rebuild(OllamaTag, data["ollama_tag"]))
     except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError):
         return None
 
 
-def _to_cache(entry: Path, out: dict[str, list]) -> None:
+def _rows(recs: Sequence[Record]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(r) for r in recs]
+
+
+def _to_cache(entry: Path, out: Records) -> None:
     """Keep the validated records for the next run; a cache that cannot be written is no harm (a read-only
     home under a hardened unit): the file is just validated again next time."""
     from ..errors import WriteError
@@ -87,15 +107,20 @@ def _to_cache(entry: Path, out: dict[str, list]) -> None:
 
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps({name: [dataclasses.asdict(r) for r in recs] for name, recs in out.items()}).encode()
+        payload = json.dumps({"gpu": _rows(out["gpu"]), "model": _rows(out["model"]), "quant": _rows(out["quant"]),
+                              "ollama_tag": _rows(out["ollama_tag"])}).encode()
         write_atomic(entry, f"{zlib.crc32(payload):08x}\n".encode() + payload)
     except (OSError, WriteError, TypeError, ValueError):
         pass
 
 
-def parse_toml(path: Path, text: str | None = None) -> dict:
-    """Parse a TOML file; a syntax error becomes CatalogError with the line tomllib reports."""
-    tomllib = _tomllib()
+def parse_toml(path: Path, text: str | None = None) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes CatalogError with the line tomllib reports. tomllib
+    (tomli before 3.11) is imported only when a file must really be parsed."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
     try:
         if text is None:
             text = Path(path).read_text(encoding="utf-8")
@@ -108,14 +133,17 @@ def parse_toml(path: Path, text: str | None = None) -> dict:
         raise CatalogError(path, f"invalid TOML: {e}") from None
 
 
-def build_record(cls, table: dict, path, where: str):
+def build_record(cls: type[R], table: dict[str, Any], path: PathArg, where: str) -> R:
     """One catalog table -> its record, type-checked by the record's hints (fsutil.read_record): an unknown
     key (with "did you mean"), a missing required key or a value of the wrong type is a CatalogError."""
-    return read_record(cls, table, CatalogError, path, where)
+    rec = read_record(cls, table, CatalogError, path, where)
+    if not isinstance(rec, cls):  # read_record builds `cls` or raises; this tells the type checker so
+        raise TypeError(f"read_record returned {type(rec).__name__}, not {cls.__name__}")
+    return rec
 
 
-def _check_invariants(rec, path, where: str) -> None:
-    def bad(msg):
+def _check_invariants(rec: Record, path: PathArg, where: str) -> None:
+    def bad(msg: str) -> NoReturn:
         raise CatalogError(path, msg, where)
 
     if isinstance(rec, OllamaTag):
@@ -206,12 +234,12 @@ def _check_invariants(rec, path, where: str) -> None:
             bad(f"kind must be float|int|gguf, got {rec.kind!r}")
 
 
-def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[str, list]:
+def load_file(path: Path, text: str | None = None, cache: bool = True) -> Records:
     """Load one catalog file. Returns {"gpu": [...], "model": [...], "quant": [...]}.
 
     A file read from disk is validated once per content: the validated records are cached (see
     `_cache_entry`) and rebuilt from there on later runs."""
-    entry = None
+    entry: Path | None = None
     if text is None and cache:
         from ..fsutil import read_data_file
 
@@ -230,32 +258,41 @@ def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[s
     return out
 
 
-def validate_entry(kind: str, table: dict, path, where: str):
+def validate_entry(kind: str, table: dict[str, Any], path: PathArg, where: str) -> Record:
     """One [[kind]] table -> its record: typed by the record's hints and its invariants checked."""
     rec = build_record(TABLES[kind], table, path, where)
     _check_invariants(rec, path, where)
     return rec
 
 
-def validate_tables(path, data: dict) -> dict[str, list]:
+def _validate_table(path: PathArg, data: dict[str, Any], name: str, cls: type[R]) -> list[R]:
+    """The [[name]] entries of a parsed file -> their records, each validated, keys unique in the file."""
+    entries = data.get(name, [])
+    if not isinstance(entries, list):
+        raise CatalogError(path, f"[{name}] must be an array of tables: write [[{name}]]")
+    seen: set[str] = set()
+    out: list[R] = []
+    for i, table in enumerate(entries):
+        where = f"[[{name}]] #{i + 1}" + (f" key={table.get('key')!r}" if isinstance(table, dict) else "")
+        if not isinstance(table, dict):
+            raise CatalogError(path, "entry must be a table", where)
+        rec = build_record(cls, table, path, where)
+        _check_invariants(rec, path, where)
+        if rec.key in seen:
+            raise CatalogError(path, f"duplicate key {rec.key!r}", where)
+        seen.add(rec.key)
+        out.append(rec)
+    return out
+
+
+def validate_tables(path: PathArg, data: dict[str, Any]) -> Records:
     """A parsed catalog file ({"gpu": [table, ...], ...}: a TOML file, or a config's inline entries) ->
     its records, each entry validated, keys unique within the file. CatalogError names the entry."""
-    out: dict[str, list] = {name: [] for name in TABLES}
     for top in data:
         if top not in TABLES:
             raise CatalogError(path, f"unknown table [[{top}]]; expected one of {', '.join(TABLES)}")
-    for name in TABLES:
-        entries = data.get(name, [])
-        if not isinstance(entries, list):
-            raise CatalogError(path, f"[{name}] must be an array of tables: write [[{name}]]")
-        seen = set()
-        for i, table in enumerate(entries):
-            where = f"[[{name}]] #{i + 1}" + (f" key={table.get('key')!r}" if isinstance(table, dict) else "")
-            if not isinstance(table, dict):
-                raise CatalogError(path, "entry must be a table", where)
-            rec = validate_entry(name, table, path, where)
-            if rec.key in seen:
-                raise CatalogError(path, f"duplicate key {rec.key!r}", where)
-            seen.add(rec.key)
-            out[name].append(rec)
-    return out
+    # one table after the other, in TABLES' order, so the first bad entry reported is the same as before
+    return Records(gpu=_validate_table(path, data, "gpu", GpuSpec),
+                   model=_validate_table(path, data, "model", ModelSpec),
+                   quant=_validate_table(path, data, "quant", QuantFormat),
+                   ollama_tag=_validate_table(path, data, "ollama_tag", OllamaTag))
