@@ -236,6 +236,13 @@ BAD = [
     ("json_not_api", reply(200, b'{"hello": "world"}'), 5, "not a Prometheus query result"),
     ("matrix", reply(200, b'{"status":"success","data":{"resultType":"matrix","result":[]}}'), 5,
      "not an instant vector"),
+    # Prometheus writes label values as strings; a number named a node 5 next to a node "b" and the ranking
+    # failed to sort them (an internal error) before the answer was checked
+    ("label_not_string", reply(200, b'{"status":"success","data":{"resultType":"vector","result":['
+                                    b'{"metric":{"__name__":"gpufit_gpu_memory_free_bytes","instance":5,'
+                                    b'"uuid":"GPU-1"},"value":[1,"1"]},'
+                                    b'{"metric":{"__name__":"gpufit_gpu_memory_free_bytes","instance":"b",'
+                                    b'"uuid":"GPU-2"},"value":[1,"1"]}]}}'), 5, "labels are not all strings"),
     ("unauthorised", reply(401, b"no", "text/plain"), 5, "GPUFIT_PROMETHEUS_TOKEN"),
     ("not_found", reply(404, b"404 page not found", "text/plain"), 5, "is not there (404)"),
 ]

@@ -24,8 +24,9 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from ...errors import ProbeError, UsageError
 
@@ -40,7 +41,7 @@ class PrometheusError(ProbeError):
 class Sample(NamedTuple):
     """One series of an instant-vector answer: its labels, its value and the evaluation time. (A named
     tuple: an answer over 1,000 nodes holds ~50,000 of them, and a frozen dataclass is 3x slower to make.)"""
-    labels: dict
+    labels: dict[str, str]
     value: float
     at: float  # the evaluation time Prometheus stamped on the answer (Unix seconds)
 
@@ -68,7 +69,7 @@ def _read_secret(path: str, what: str) -> str:
         raise UsageError(f"{what} {path}: cannot read: {e.strerror or e}") from None
 
 
-def auth_from(env, token_file: str | None = None, password_file: str | None = None,
+def auth_from(env: Mapping[str, str], token_file: str | None = None, password_file: str | None = None,
               url_user: str | None = None, url_password: str | None = None) -> Auth:
     """Credentials: options first, then the environment, then user:password in the URL."""
     token_file = token_file or env.get("GPUFIT_PROMETHEUS_TOKEN_FILE")
@@ -121,7 +122,7 @@ class Client:
         self.timeout_s = timeout_s
         # build_opener keeps urllib's redirect handler: it follows up to 10 redirects and stops a loop
         # (4 visits of one URL) with an HTTPError carrying the 30x code, reported below
-        handlers: list = []
+        handlers: list[urllib.request.BaseHandler] = []
         if self.base.startswith("https:"):
             try:
                 ctx = ssl.create_default_context(cafile=os.path.expanduser(ca_file) if ca_file else None)
@@ -164,7 +165,8 @@ class Client:
             req.add_unredirected_header("Authorization", header)
         try:
             with self._opener.open(req, timeout=self.timeout_s) as resp:
-                return resp.read()
+                body: bytes = resp.read()
+                return body
         except urllib.error.HTTPError as e:
             return self._http_error(e, promql)
         except urllib.error.URLError as e:
@@ -185,7 +187,7 @@ class Client:
         return (f"Prometheus at {self.endpoint} did not answer {promql!r} within --timeout "
                 f"{self.timeout_s:g}s")
 
-    def _http_error(self, e: urllib.error.HTTPError, promql: str):
+    def _http_error(self, e: urllib.error.HTTPError, promql: str) -> NoReturn:
         if e.code in (301, 302, 303, 307, 308):
             raise PrometheusError(f"{self.endpoint} redirects in a loop for {promql!r} ({e.msg}); "
                                   "give --prometheus the URL the server finally answers on") from None
@@ -209,7 +211,7 @@ class Client:
         raise PrometheusError(f"Prometheus at {self.endpoint} failed on {promql!r} with HTTP {e.code} "
                               f"{e.msg}{detail}") from None
 
-    def _samples(self, doc, promql: str) -> list[Sample]:
+    def _samples(self, doc: Any, promql: str) -> list[Sample]:
         bad = PrometheusError(f"{self.endpoint} answered {promql!r} with JSON that is not a Prometheus "
                               "query result (no data.resultType)")
         if not isinstance(doc, dict):
@@ -230,17 +232,31 @@ class Client:
             return [Sample({}, _number(result[1]), float(result[0]))]
         if kind != "vector" or not isinstance(result, list):
             raise PrometheusError(f"{self.endpoint} answered {promql!r} with a {kind}, not an instant vector")
-        out = []
+        out: list[Sample] = []
         for item in result:
             try:
-                labels = item["metric"]
+                labels = _labels(item["metric"])
                 at, raw = item["value"]
-                out.append(Sample(labels if isinstance(labels, dict) else {}, _number(raw), float(at)))
+                sample = Sample(labels or {}, _number(raw), float(at))
             except (KeyError, TypeError, ValueError):
                 raise bad from None
+            if labels is None:  # a node named 5 and one named "b" would not even sort
+                raise PrometheusError(f"{self.endpoint} answered {promql!r} with a series whose labels are not "
+                                      f"all strings ({item['metric']!r:.120}): not a Prometheus query result")
+            out.append(sample)
         return out
 
 
-def _number(raw) -> float:
+def _labels(metric: object) -> dict[str, str] | None:
+    """A series' label set ({} when the answer has none). Prometheus writes every label value as a string:
+    None when one is anything else (a number, a list)."""
+    if not isinstance(metric, dict):
+        return {}
+    if not all(isinstance(v, str) for v in metric.values()):  # JSON object keys are strings already
+        return None
+    return metric
+
+
+def _number(raw: str | float) -> float:
     """Prometheus writes sample values as strings ("1.5", "NaN", "+Inf"); float() reads them all."""
     return float(raw)

@@ -8,17 +8,22 @@ the probe leaves it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, TypedDict, overload
 
 from ...probe.snapshot import GpuState, HostInfo, Memory, Mig, MigDevice, NvLink, Snapshot
 from ...units import MIB
+
+if TYPE_CHECKING:
+    from .query import Sample
 
 # the label that names a node when --by is not given, tried in order on each series
 DEFAULT_BY = {"gpufit": ("instance",), "dcgm": ("Hostname", "hostname", "instance"), "nvidia_smi": ("instance",)}
 
 
-def node_of(labels: dict, source: str, by: str | None) -> str | None:
+def node_of(labels: Mapping[str, str], source: str, by: str | None) -> str | None:
     for name in ((by,) if by else DEFAULT_BY[source]):
         v = labels.get(name)
         if v:
@@ -26,7 +31,7 @@ def node_of(labels: dict, source: str, by: str | None) -> str | None:
     return None
 
 
-def _bytes(value: float, scale: int, what: str, notes: list) -> int | None:
+def _bytes(value: float, scale: int, what: str, notes: list[str]) -> int | None:
     """A memory reading in bytes; NaN, infinite or negative values are left out with a note."""
     if math.isnan(value) or math.isinf(value) or value < 0:
         notes.append(f"{what} is {value:g}: left out")
@@ -34,11 +39,47 @@ def _bytes(value: float, scale: int, what: str, notes: list) -> int | None:
     return int(round(value * scale))
 
 
-def _int(v, default=None):
+@overload
+def _int(v: str | None) -> int | None: ...
+@overload
+def _int(v: str | None, default: int) -> int: ...
+@overload
+def _int(v: str | None, default: int | None) -> int | None: ...
+def _int(v: str | None, default: int | None = None) -> int | None:
+    """A label value as an integer; `default` when it is missing or not one."""
+    if v is None:
+        return default
     try:
         return int(v)
-    except (TypeError, ValueError):
+    except ValueError:
         return default
+
+
+Mem = dict[str, int | None]  # total/free/used/reserved -> bytes (None: the reading was left out)
+
+
+class _MigRec(TypedDict):
+    """One MIG device as the series show it, until snapshot_of makes it a MigDevice."""
+    index: int
+    uuid: str | None
+    profile: str | None
+    gi: int | None
+    ci: int | None
+    mem: Mem
+
+
+class _Slice(TypedDict):
+    """A DCGM MIG instance: its series carry no index, UUID or compute instance."""
+    profile: str | None
+    gi: int | None
+    mem: Mem
+
+
+class _Host(TypedDict, total=False):
+    ram_total: int | None
+    ram_available: int | None
+    report_at: float  # gpufit_report_timestamp_seconds, when finite
+    driver: str | None
 
 
 @dataclass
@@ -49,29 +90,32 @@ class _Gpu:
     uuid: str | None = None
     pci_bus_id: str | None = None
     pci_device_id: str | None = None
-    mem: dict = field(default_factory=dict)  # total/free/used/reserved -> bytes
+    mem: Mem = field(default_factory=dict)  # total/free/used/reserved -> bytes
     available: bool = True
     mig_enabled: bool | None = None
     nvlink_up: int = 0
     unified: bool = False
-    migs: dict = field(default_factory=dict)  # key -> {index, uuid, profile, gi, ci, mem}
+    migs: dict[str, _MigRec] = field(default_factory=dict)  # key -> {index, uuid, profile, gi, ci, mem}
 
 
 @dataclass
 class _Node:
-    gpus: dict = field(default_factory=dict)
-    host: dict = field(default_factory=dict)
-    ages: list = field(default_factory=list)
-    notes: list = field(default_factory=list)
+    gpus: dict[str, _Gpu] = field(default_factory=dict)
+    host: _Host = field(default_factory=lambda: _Host())
+    ages: list[float] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-    def gpu(self, key) -> _Gpu:
+    def gpu(self, key: str) -> _Gpu:
         if key not in self.gpus:
             self.gpus[key] = _Gpu(key)
         return self.gpus[key]
 
 
-def _read_gpufit(samples, by, nodes) -> None:
-    migs: dict = {}
+Nodes = dict[str, _Node]
+
+
+def _read_gpufit(samples: Sequence[Sample], by: str | None, nodes: Nodes) -> None:
+    migs: dict[tuple[str, str], list[Sample]] = {}
     for s in samples:
         lab, name = s.labels, s.labels.get("__name__", "")
         node = node_of(lab, "gpufit", by)
@@ -79,8 +123,10 @@ def _read_gpufit(samples, by, nodes) -> None:
             continue
         n = nodes.setdefault(node, _Node())
         if name.startswith("gpufit_host_memory_"):
-            kind = "ram_total" if "total" in name else "ram_available"
-            n.host[kind] = _bytes(s.value, 1, f"host memory {kind[4:]}", n.notes)
+            if "total" in name:
+                n.host["ram_total"] = _bytes(s.value, 1, "host memory total", n.notes)
+            else:
+                n.host["ram_available"] = _bytes(s.value, 1, "host memory available", n.notes)
             continue
         if name == "gpufit_report_timestamp_seconds":
             if math.isfinite(s.value):
@@ -115,13 +161,14 @@ def _read_gpufit(samples, by, nodes) -> None:
         info = next((s for s in ss if s.labels.get("__name__") == "gpufit_mig_info"), None)
         if info is None:
             continue
-        parent = n.gpus.get(info.labels.get("parent_uuid"))
+        parent = n.gpus.get(info.labels.get("parent_uuid", ""))  # no GPU is keyed ""
         if parent is None:
             continue
         lab = info.labels
-        m = {"index": _int(lab.get("index", "").split("/")[-1], len(parent.migs)),
-             "uuid": None if "/mig/" in mig_uuid else mig_uuid, "profile": lab.get("profile") or None,
-             "gi": _int(lab.get("gpu_instance_id")), "ci": _int(lab.get("compute_instance_id")), "mem": {}}
+        m: _MigRec = {"index": _int(lab.get("index", "").split("/")[-1], len(parent.migs)),
+                      "uuid": None if "/mig/" in mig_uuid else mig_uuid, "profile": lab.get("profile") or None,
+                      "gi": _int(lab.get("gpu_instance_id")), "ci": _int(lab.get("compute_instance_id")),
+                      "mem": {}}
         for s in ss:
             nm = s.labels.get("__name__", "")
             if nm.startswith("gpufit_mig_memory_"):
@@ -130,9 +177,9 @@ def _read_gpufit(samples, by, nodes) -> None:
         parent.migs[mig_uuid] = m
 
 
-def _read_dcgm(samples, by, nodes) -> None:
+def _read_dcgm(samples: Sequence[Sample], by: str | None, nodes: Nodes) -> None:
     kinds = {"DCGM_FI_DEV_FB_FREE": "free", "DCGM_FI_DEV_FB_USED": "used", "DCGM_FI_DEV_FB_RESERVED": "reserved"}
-    slices: dict = {}
+    slices: dict[tuple[str, str, str], _Slice] = {}
     for s in samples:
         lab = s.labels
         kind = kinds.get(lab.get("__name__", ""))
@@ -158,25 +205,26 @@ def _read_dcgm(samples, by, nodes) -> None:
         g = nodes[node].gpus[key]
         g.mig_enabled = True
         mem = m["mem"]
-        total = None if mem.get("free") is None or mem.get("used") is None else (
-            mem["free"] + mem["used"] + (mem.get("reserved") or 0))
+        free, used = mem.get("free"), mem.get("used")
+        total = None if free is None or used is None else free + used + (mem.get("reserved") or 0)
         g.migs[gi] = {"index": len(g.migs), "uuid": None, "profile": m["profile"], "gi": m["gi"], "ci": None,
                       "mem": {"free": mem.get("free"), "total": total}}
     for node, n in nodes.items():
         for g in n.gpus.values():
             mem = g.mem
-            if "total" not in mem and mem.get("free") is not None and mem.get("used") is not None:
+            free, used = mem.get("free"), mem.get("used")
+            if "total" not in mem and free is not None and used is not None:
                 # DCGM has no total in its default counters: NVML's total = free + used + reserved
-                mem["total"] = mem["free"] + mem["used"] + (mem.get("reserved") or 0)
+                mem["total"] = free + used + (mem.get("reserved") or 0)
             if g.migs and mem.get("total") is None:
-                tot = [m["mem"]["total"] for m in g.migs.values()]
-                if all(t is not None for t in tot):
+                tot = [t for mig in g.migs.values() if (t := mig["mem"]["total"]) is not None]
+                if len(tot) == len(g.migs):
                     mem["total"] = sum(tot)  # the card's memory, as far as its MIG instances show it
                     n.notes.append(f"GPU {g.key}: no whole-GPU series; its total is the sum of its MIG instances")
 
 
-def _read_nvidia_smi(samples, by, nodes) -> None:
-    migs: dict = {}
+def _read_nvidia_smi(samples: Sequence[Sample], by: str | None, nodes: Nodes) -> None:
+    migs: dict[tuple[str, str], list[Sample]] = {}
     for s in samples:
         lab, name = s.labels, s.labels.get("__name__", "")
         node = node_of(lab, "nvidia_smi", by)
@@ -198,10 +246,10 @@ def _read_nvidia_smi(samples, by, nodes) -> None:
             kind = name[len("nvidia_smi_memory_"):-len("_bytes")]
             g.mem[kind] = _bytes(s.value, 1, f"GPU {u} memory {kind}", n.notes)
     for (node, u), ss in migs.items():
-        g = nodes[node].gpus.get(u)
-        if g is None:
+        parent = nodes[node].gpus.get(u)
+        if parent is None:
             continue
-        mem_by_gi: dict = {}
+        mem_by_gi: dict[str | None, Mem] = {}
         for s in ss:
             nm = s.labels.get("__name__", "")
             if nm.startswith("nvidia_smi_mig_memory_"):
@@ -214,21 +262,22 @@ def _read_nvidia_smi(samples, by, nodes) -> None:
                                       _int(s.labels.get("compute_instance_id"), 0)))
         for s in infos:
             lab = s.labels
-            g.mig_enabled = True
+            parent.mig_enabled = True
             # the framebuffer belongs to the GPU instance, shared by its compute instances (the exporter's
             # own help text); devices.py splits it between the compute instances selected
-            g.migs[lab.get("mig_uuid") or f"{lab.get('gpu_instance_id')}/{lab.get('compute_instance_id')}"] = {
-                "index": len(g.migs), "uuid": lab.get("mig_uuid") or None, "profile": lab.get("profile") or None,
+            parent.migs[lab.get("mig_uuid") or f"{lab.get('gpu_instance_id')}/{lab.get('compute_instance_id')}"] = {
+                "index": len(parent.migs), "uuid": lab.get("mig_uuid") or None, "profile": lab.get("profile") or None,
                 "gi": _int(lab.get("gpu_instance_id")), "ci": _int(lab.get("compute_instance_id")),
                 "mem": dict(mem_by_gi.get(lab.get("gpu_instance_id"), {}))}
 
 
-READERS = {"gpufit": _read_gpufit, "dcgm": _read_dcgm, "nvidia_smi": _read_nvidia_smi}
+READERS: dict[str, Callable[[Sequence[Sample], str | None, Nodes], None]] = {
+    "gpufit": _read_gpufit, "dcgm": _read_dcgm, "nvidia_smi": _read_nvidia_smi}
 
 
 def snapshot_of(node: str, source: str, n: _Node, at: float) -> Snapshot:
-    gpus = []
-    used_index: set = set()
+    gpus: list[GpuState] = []
+    used_index: set[int] = set()
     ordered = sorted(n.gpus.values(), key=lambda g: (g.index is None, g.index or 0, g.key))
     for g in ordered:
         index = g.index
