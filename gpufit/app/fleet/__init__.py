@@ -15,19 +15,27 @@ import gc
 import math
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ...errors import ExitCode, UsageError
+
+if TYPE_CHECKING:
+    from ...catalog import Catalog, ModelSpec
+    from .query import Client
+    from .rank import NodeFit, RequestOptions
+    from .sources import NodeView
 
 SCHEMA = "gpufit.fleet/1"
 DEFAULT_MAX_AGE_S = 120.0  # two scrapes of a typical 1m interval
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+_UNIT_S: dict[str | None, float] = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
 __all__ = ["run_fleet", "FleetAnswer", "parse_duration", "SCHEMA"]
 
 
-def parse_duration(text, option: str) -> float:
+def parse_duration(text: object, option: str) -> float:
     """'2m' / '90s' / '500ms' / '1h' / '30' (seconds) -> seconds, > 0."""
     m = _DURATION.match(str(text))
     if not m:
@@ -41,12 +49,12 @@ def parse_duration(text, option: str) -> float:
 @dataclass
 class FleetAnswer:
     """The ranked nodes and everything needed to render them."""
-    model: object  # ModelSpec
-    request: dict
-    nodes: list  # rank.NodeFit, ranked
-    notes: list  # defaults taken (as `here` lists them)
-    said: list = field(default_factory=list)  # series left out, sources disagreeing (stderr)
-    queries: list = field(default_factory=list)
+    model: ModelSpec
+    request: dict[str, Any]
+    nodes: list[NodeFit]  # ranked
+    notes: list[str]  # defaults taken (as `here` lists them)
+    said: list[str] = field(default_factory=list)  # series left out, sources disagreeing (stderr)
+    queries: list[str] = field(default_factory=list)
     endpoint: str = ""
     estimates: int = 0
 
@@ -66,7 +74,7 @@ class FleetAnswer:
             return ExitCode.NO_PROBE
         return ExitCode.NO_FIT
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         m = self.model
         return {
             "schema": SCHEMA,
@@ -84,8 +92,8 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
               engine: str = "auto", reserve_bytes: int = 0, gpu_memory_utilization: float | None = None,
               min_headroom_bytes: int | None = None, ram_bytes: int | None = None,
               token_file: str | None = None, password_file: str | None = None, ca_file: str | None = None,
-              insecure: bool = False, revision: str | None = None, env=None, catalog=None,
-              client=None) -> FleetAnswer:
+              insecure: bool = False, revision: str | None = None, env: Mapping[str, str] | None = None,
+              catalog: Catalog | None = None, client: Client | None = None) -> FleetAnswer:
     """Ask Prometheus, build a snapshot per node, estimate, rank. Bad options fail before any query."""
     from ... import app
     from ...catalog import load_catalog
@@ -96,9 +104,10 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
     catalog = catalog or load_catalog()
     choice = app.resolve_model(model, catalog, revision, engine=engine)
     # --batch not given is 1, and said so in the engine flags as `here` says it (batch_given)
-    options = dict(quant=quant, context=context, batch=1 if batch is None else batch, batch_given=batch is not None,
-                   kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
-                   gpu_memory_utilization=gpu_memory_utilization, min_headroom_bytes=min_headroom_bytes)
+    options: RequestOptions = dict(
+        quant=quant, context=context, batch=1 if batch is None else batch, batch_given=batch is not None,
+        kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
+        gpu_memory_utilization=gpu_memory_utilization, min_headroom_bytes=min_headroom_bytes)
     probe_req, notes = app.build_request(choice, (), catalog, **options)  # checks every option once
     by = sources.check_label(by)
     matchers = sources.parse_match(match)
@@ -113,7 +122,9 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
     window_s = max(sources.DISCOVERY_WINDOW_S, 5 * max_age_s)
 
     with _no_cyclic_gc():
-        views, labels_seen, unnamed = [], set(), []
+        views: list[NodeView] = []
+        labels_seen: set[str] = set()
+        unnamed: list[str] = []
         for src in sources.SOURCES:
             q = sources.queries(src, matchers, window_s, by)
             series = client.query(q["series"])
@@ -141,7 +152,7 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
         said = list(getattr(client, "warnings", [])) + unnamed + said
         for v in views:
             said.extend(f"{v.node}: {n}" for n in v.notes)
-        est = Estimator(choice, catalog, {**options, "ram_bytes": ram_bytes})
+        est = Estimator(choice, catalog, options, ram_bytes)
         ranked = rank([fit_node(est, v) for v in views])
     if top is not None:
         ranked = ranked[:top]
@@ -157,7 +168,7 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
 
 
 @contextlib.contextmanager
-def _no_cyclic_gc():
+def _no_cyclic_gc() -> Iterator[None]:
     """An answer over 1,000 nodes makes ~100,000 small objects, none in a cycle: the cyclic collector,
     run again and again as they pile up, would cost about a third of the time. Reference counting still
     frees everything; the collector is back on when this is done."""

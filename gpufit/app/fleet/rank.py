@@ -11,11 +11,19 @@ idle identical boxes is estimated once).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...errors import GpufitError
 from ...units import GIB
 from .sources import NodeView
+
+if TYPE_CHECKING:
+    from ...catalog import Catalog
+    from ...estimator.types import FitRequest, FitResult
+    from ...probe.snapshot import Snapshot
+    from ..request import ModelChoice
 
 FITS = ("fits", "tight")
 # the four groups, in the order nodes are listed
@@ -28,12 +36,12 @@ class NodeFit:
     view: NodeView
     group: str
     verdict: str | None = None
-    result: object = None  # FitResult on the node as it is now
+    result: FitResult | None = None  # on the node as it is now
     reason: str | None = None
     cards: int = 0
     headroom: int | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         r = self.result
         snap = self.view.snapshot
         perf = r.performance if r is not None else None
@@ -52,7 +60,20 @@ class NodeFit:
         }
 
 
-def _shape(req) -> tuple:
+class RequestOptions(TypedDict):
+    """The options of `gpufit fleet` that go to app.build_request as they are, for every node."""
+    quant: str | None
+    context: int | None
+    batch: int
+    batch_given: bool
+    kv_dtype: str | None
+    engine: str
+    reserve_bytes: int
+    gpu_memory_utilization: float | None
+    min_headroom_bytes: int | None
+
+
+def _shape(req: FitRequest) -> Hashable:
     """Everything of a request an estimate reads, but the UUIDs (which no figure depends on)."""
     return (tuple((d.index, d.name, d.total_bytes, d.free_bytes, d.spec.key if d.spec else None,
                    d.bandwidth_gbps, d.bf16_tflops, d.nvlink, d.mig_profile) for d in req.devices),
@@ -62,23 +83,22 @@ def _shape(req) -> tuple:
 class Estimator:
     """One model and one set of options over many nodes; results cached per node shape."""
 
-    def __init__(self, choice, catalog, options: dict):
-        self.choice, self.catalog, self.options = choice, catalog, options
-        self._cache: dict = {}
+    def __init__(self, choice: ModelChoice, catalog: Catalog, options: RequestOptions,
+                 ram_bytes: int | None = None):
+        self.choice, self.catalog, self.options, self.ram_bytes = choice, catalog, options, ram_bytes
+        self._cache: dict[Hashable, FitResult] = {}
         self.estimates = 0  # estimates actually run (the rest came from the cache)
 
-    def request(self, snapshot):
+    def request(self, snapshot: Snapshot) -> tuple[FitRequest, list[str]]:
         from ... import app
         from ..devices import select_devices
 
         # the whole box: this process's CUDA_VISIBLE_DEVICES is not the node's
         devices = select_devices(snapshot, self.catalog, None, {})
-        ram = self.options.get("ram_bytes")
-        return app.build_request(self.choice, devices, self.catalog,
-                                 host_ram_available_bytes=ram if ram is not None else snapshot.host.ram_available_bytes,
-                                 **{k: v for k, v in self.options.items() if k != "ram_bytes"})
+        ram = self.ram_bytes if self.ram_bytes is not None else snapshot.host.ram_available_bytes
+        return app.build_request(self.choice, devices, self.catalog, host_ram_available_bytes=ram, **self.options)
 
-    def fit(self, snapshot):
+    def fit(self, snapshot: Snapshot) -> FitResult:
         from ... import app
 
         req, notes = self.request(snapshot)
@@ -91,12 +111,12 @@ class Estimator:
         return dataclasses.replace(hit, request=req) if hit.request is not req else hit
 
 
-def _emptied(snapshot):
+def _emptied(snapshot: Snapshot) -> Snapshot:
     """The same box with nothing running: each GPU's free memory = total - reserved (what the driver and
     firmware keep), each MIG device's = its total."""
-    from ...probe.snapshot import Memory
+    from ...probe.snapshot import GpuState, Memory
 
-    gpus = []
+    gpus: list[GpuState] = []
     for g in snapshot.gpus:
         m = g.memory
         free = None if m.total is None else max(0, m.total - (m.reserved or 0))
@@ -107,7 +127,7 @@ def _emptied(snapshot):
     return dataclasses.replace(snapshot, gpus=tuple(gpus))
 
 
-def _in_use(res) -> str:
+def _in_use(res: FitResult) -> str:
     """What is using the node's GPUs, in memory: per GPU for up to two, else a total."""
     used = [(d.index, d.total_bytes - d.free_bytes) for d in res.request.devices]
     busy = [(i, u) for i, u in used if u >= GIB // 2]
@@ -118,7 +138,7 @@ def _in_use(res) -> str:
     return f"{sum(u for _, u in busy) / GIB:.1f} GiB on {len(busy)} GPUs"
 
 
-def _reason_now(res) -> str | None:
+def _reason_now(res: FitResult) -> str | None:
     if res.verdict == "no_fit":
         from ...render.words import word
 
@@ -166,7 +186,7 @@ def rank(fits: list[NodeFit]) -> list[NodeFit]:
     no data (stale or empty), each group in that order."""
     order = {FITS_NOW: 0, FITS_IF_EMPTY: 1, CANNOT: 2, NO_DATA: 3}
 
-    def key(f: NodeFit):
+    def key(f: NodeFit) -> tuple[int, int, int, float, str]:
         perf = f.result.performance.decode_tokens_per_s if f.result is not None else None
         if f.group == FITS_NOW:
             return (0, f.cards, -(f.headroom or 0), -(perf or 0.0), f.view.node)

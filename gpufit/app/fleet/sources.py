@@ -21,12 +21,20 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ...errors import UsageError
 from ...probe.snapshot import Snapshot
 from ...units import GIB, MIB
-from .readers import DEFAULT_BY, READERS, node_of, snapshot_of
+from .readers import DEFAULT_BY, READERS, Nodes, node_of, snapshot_of
+
+if TYPE_CHECKING:
+    from .query import Sample
+
+__all__ = ["DEFAULT_BY", "DISCOVERY_WINDOW_S", "SOURCES", "NodeView", "build_views", "check_label",
+           "merge_sources", "node_of", "norm_uuid", "parse_match", "queries"]
 
 SOURCES = ("gpufit", "dcgm", "nvidia_smi")
 # a GPU several sources report is taken from the first: gpufit's series carry the catalog key, the PCI
@@ -115,8 +123,8 @@ class NodeView:
     stale: bool = False
     age_s: float | None = None
     reason: str | None = None  # why there is no snapshot, or what was left out
-    uuids: set = field(default_factory=set)  # normalised GPU UUIDs, to match a GPU across sources
-    notes: list = field(default_factory=list)  # said on stderr: series left out, sources disagreeing
+    uuids: set[str] = field(default_factory=set)  # normalised GPU UUIDs, to match a GPU across sources
+    notes: list[str] = field(default_factory=list)  # said on stderr: series left out, sources disagreeing
 
 
 def norm_uuid(u: str | None) -> str | None:
@@ -133,10 +141,11 @@ def norm_uuid(u: str | None) -> str | None:
     return None if not s.strip("0-") else s
 
 
-def build_views(source: str, series, ages, gone, by: str | None, max_age_s: float) -> list[NodeView]:
+def build_views(source: str, series: Sequence[Sample], ages: Sequence[Sample], gone: Sequence[Sample],
+                by: str | None, max_age_s: float) -> list[NodeView]:
     """The nodes of one source from the answers to its `series`, `age` and `gone` queries (Samples of
     gpufit.app.fleet.query)."""
-    nodes: dict = {}
+    nodes: Nodes = {}
     READERS[source](series, by, nodes)
     at = max((s.at for s in (*series, *ages, *gone)), default=0.0)
     node_age: dict[str, float] = {}
@@ -144,13 +153,13 @@ def build_views(source: str, series, ages, gone, by: str | None, max_age_s: floa
         node = node_of(s.labels, source, by)
         if node is not None and math.isfinite(s.value):
             node_age[node] = max(node_age.get(node, 0.0), s.value)
-    went: dict[str, set] = {}
+    went: dict[str, set[str]] = {}
     for s in gone:
         node = node_of(s.labels, source, by)
         if node is not None:
             u = norm_uuid(s.labels.get("UUID") or s.labels.get("uuid"))
             went.setdefault(node, set()).update({u} if u else set())
-    views = []
+    views: list[NodeView] = []
     for node in sorted(set(nodes) | set(went)):
         n = nodes.get(node)
         uuids = set(went.get(node, set()))
@@ -158,18 +167,17 @@ def build_views(source: str, series, ages, gone, by: str | None, max_age_s: floa
             uuids |= {x for x in (norm_uuid(g.uuid) for g in n.gpus.values()) if x}
         age = node_age.get(node)
         report_at = n.host.get("report_at") if n else None
-        report_old = report_at is not None and at - report_at > max_age_s
         # a node with series now is not gone because one GPU's series went (a lost GPU has none)
-        if n is None or report_old or (age is not None and age > max_age_s):
-            if report_old:
-                why = f"its gpufit report is {at - report_at:.0f}s old, older than --max-age {max_age_s:g}s"
-            else:
-                why = (f"no sample of {FREE_METRIC[source]} newer than --max-age {max_age_s:g}s"
-                       + (" (the target stopped answering)" if n is None else f" (its samples are {age:.0f}s old)"))
-            views.append(NodeView(node, source, None, stale=True, age_s=age, reason=why, uuids=uuids))
+        if report_at is not None and at - report_at > max_age_s:
+            why = f"its gpufit report is {at - report_at:.0f}s old, older than --max-age {max_age_s:g}s"
+        elif n is None or (age is not None and age > max_age_s):
+            why = (f"no sample of {FREE_METRIC[source]} newer than --max-age {max_age_s:g}s"
+                   + (" (the target stopped answering)" if n is None else f" (its samples are {age:.0f}s old)"))
+        else:
+            snap = snapshot_of(node, source, n, at)
+            views.append(NodeView(node, source, snap, age_s=age, uuids=uuids, notes=list(n.notes)))
             continue
-        snap = snapshot_of(node, source, n, at)
-        views.append(NodeView(node, source, snap, age_s=age, uuids=uuids, notes=list(n.notes)))
+        views.append(NodeView(node, source, None, stale=True, age_s=age, reason=why, uuids=uuids))
     return views
 
 
@@ -182,7 +190,7 @@ def merge_sources(views: list[NodeView]) -> tuple[list[NodeView], list[str]]:
     for v in sorted(views, key=lambda v: (v.stale, PRIORITY[v.source], v.node)):
         for u in v.uuids:
             owner.setdefault(u, v)
-    out = []
+    out: list[NodeView] = []
     for v in views:
         # within one source a repeated UUID is not the same GPU (anonymised captures share one)
         taken = {u for u in v.uuids if owner[u].source != v.source}
@@ -191,11 +199,11 @@ def merge_sources(views: list[NodeView]) -> tuple[list[NodeView], list[str]]:
             continue
         for u in sorted(taken):
             o = owner[u]
-            diff = _free_of(o, u), _free_of(v, u)
+            free_o, free_v = _free_of(o, u), _free_of(v, u)
             words = ""
-            if None not in diff and abs(diff[0] - diff[1]) > 2 * MIB:  # DCGM reports whole MiB
-                words = (f": they disagree, {o.source} {diff[0] / GIB:.2f} GiB free, {v.source} "
-                         f"{diff[1] / GIB:.2f} GiB")
+            if free_o is not None and free_v is not None and abs(free_o - free_v) > 2 * MIB:  # DCGM: whole MiB
+                words = (f": they disagree, {o.source} {free_o / GIB:.2f} GiB free, {v.source} "
+                         f"{free_v / GIB:.2f} GiB")
             why = f"{v.source}'s is stale" if v.stale and not o.stale else f"order: {' > '.join(SOURCES)}"
             said.append(f"GPU {u} is reported by {o.source} (node {o.node}) and {v.source} (node {v.node}){words}; "
                         f"using {o.source} ({why})")
