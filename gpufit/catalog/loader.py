@@ -124,7 +124,8 @@ def parse_toml(path: Path, text: str | None = None) -> dict[str, Any]:
     try:
         if text is None:
             text = Path(path).read_text(encoding="utf-8")
-        return tomllib.loads(text)
+        data: dict[str, Any] = tomllib.loads(text)  # typed by tomllib, and by tomli where it is installed
+        return data
     except OSError as e:
         raise CatalogError(path, f"cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
