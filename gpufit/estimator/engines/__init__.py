@@ -7,13 +7,23 @@ The calibrated constants shared by several engines live in `profiles.py`.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from .base import Engine, EngineMemory, Refusal, ServerCommand  # noqa: F401
 from .profiles import *  # noqa: F401,F403  (engine profiles and calibrated speed factors)
 from .profiles import PROFILES, EngineProfile  # noqa: F401
 from . import llama_cpp, ollama, transformers, vllm
 
+
+class EngineModule(Protocol):
+    """What REGISTRY holds: an engine module (optional module constants, read with getattr:
+    DEFAULT_FOR_KINDS, the quant kinds it is `--engine auto` for; PROGRAMS, its server programs)."""
+
+    def for_version(self, version: str | None) -> Engine: ...
+
+
 # engine key -> module exposing `for_version(version: str | None) -> Engine`
-REGISTRY = {
+REGISTRY: dict[str, EngineModule] = {
     "vllm": vllm,
     "llama.cpp": llama_cpp,
     "ollama": ollama,

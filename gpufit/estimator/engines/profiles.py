@@ -9,10 +9,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ...catalog.types import GpuSpec
+
 MIB = 1 << 20
 GIB = 1 << 30
 
-ENGINES = ("vllm", "llama.cpp", "ollama", "transformers")
 
 
 @dataclass(frozen=True)
@@ -117,11 +118,6 @@ TRANSFORMERS = EngineProfile(
     source="transformers/accelerate: device_map='auto' (infer_auto_device_map), DynamicCache",
 )
 
-def default_engine(quant_kind: str) -> str:
-    """`--engine auto`: llama.cpp for GGUF types, vLLM for everything else (DESIGN.md)."""
-    return "llama.cpp" if quant_kind == "gguf" else "vllm"
-
-
 PROFILES = {p.key: p for p in (VLLM, LLAMA_CPP, OLLAMA, TRANSFORMERS)}
 
 # llama.cpp compute buffer, no flash attention: ggml-alloc sizes it for the worst-case graph of one
@@ -188,7 +184,7 @@ DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
 }
-def decode_efficiency(engine: str, spec) -> tuple[float, str]:
+def decode_efficiency(engine: str, spec: GpuSpec | None) -> tuple[float, str]:
     """(achieved / peak bandwidth at batch 1, what chose it) for `engine` on a card (GpuSpec or None):
     the engine's per-memory-class factor where one was fitted, else the engine default."""
     cls = memory_class(spec.memory_type) if spec is not None else None
