@@ -43,7 +43,7 @@ class ParamCounts:
         return self.active - self.head
 
 
-def need(m: ModelSpec, name: str, value: int | None) -> int:
+def required(m: ModelSpec, name: str, value: int | None) -> int:
     """A shape field the model's kind requires (the catalog loader checks they go together: an MLA model
     has kv_lora_rank, a MoE model moe_intermediate, ...): its value, or ValueError naming the model and
     the field where a ModelSpec was built without it."""
@@ -63,7 +63,7 @@ def attention_params(m: ModelSpec) -> int:
             q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * qk  # down, norm, up
         else:
             q = h * qk
-        kv_rank = need(m, "kv_lora_rank", m.kv_lora_rank)
+        kv_rank = required(m, "kv_lora_rank", m.kv_lora_rank)
         kv = h * (kv_rank + rope) + kv_rank + kv_rank * m.heads * (nope + v)
         o = m.heads * v * h
         return q + kv + o + indexer_params(m)
@@ -83,8 +83,8 @@ def indexer_params(m: ModelSpec) -> int:
     heads = m.indexer_heads
     if not heads:
         return 0
-    d = need(m, "indexer_head_dim", m.indexer_head_dim)
-    q_rank = need(m, "q_lora_rank", m.q_lora_rank)
+    d = required(m, "indexer_head_dim", m.indexer_head_dim)
+    q_rank = required(m, "q_lora_rank", m.q_lora_rank)
     return q_rank * heads * d + m.hidden * d + 2 * d + m.hidden * heads
 
 
@@ -95,12 +95,12 @@ def linear_attention_params(m: ModelSpec) -> int:
     key_heads = m.linear_key_heads
     if not key_heads:
         return 0
-    value_heads = need(m, "linear_value_heads", m.linear_value_heads)
-    value_dim = need(m, "linear_value_head_dim", m.linear_value_head_dim)
-    kd = key_heads * need(m, "linear_key_head_dim", m.linear_key_head_dim)
+    value_heads = required(m, "linear_value_heads", m.linear_value_heads)
+    value_dim = required(m, "linear_value_head_dim", m.linear_value_head_dim)
+    kd = key_heads * required(m, "linear_key_head_dim", m.linear_key_head_dim)
     vd = value_heads * value_dim
     conv_dim = 2 * kd + vd
-    kernel = need(m, "linear_conv_kernel", m.linear_conv_kernel)
+    kernel = required(m, "linear_conv_kernel", m.linear_conv_kernel)
     return (m.hidden * (2 * kd + 2 * vd) + m.hidden * 2 * value_heads + conv_dim * kernel
             + 2 * value_heads + value_dim + vd * m.hidden)
 
@@ -112,9 +112,9 @@ def mamba2_params(m: ModelSpec) -> int:
     heads = m.mamba_heads
     if not heads:
         return 0
-    inner = heads * need(m, "mamba_head_dim", m.mamba_head_dim)
-    conv_dim = inner + 2 * need(m, "mamba_groups", m.mamba_groups) * need(m, "mamba_state", m.mamba_state)
-    kernel = need(m, "linear_conv_kernel", m.linear_conv_kernel)
+    inner = heads * required(m, "mamba_head_dim", m.mamba_head_dim)
+    conv_dim = inner + 2 * required(m, "mamba_groups", m.mamba_groups) * required(m, "mamba_state", m.mamba_state)
+    kernel = required(m, "linear_conv_kernel", m.linear_conv_kernel)
     conv = conv_dim * kernel + (conv_dim if m.mamba_conv_bias else 0)
     return m.hidden * (inner + conv_dim + heads) + conv + 3 * heads + inner + inner * m.hidden
 
@@ -129,7 +129,7 @@ def count_params(m: ModelSpec) -> ParamCounts:
     attn = attention_params(m)
     norms = 2 * m.hidden
     if m.is_moe:
-        expert = mlp_params(m.hidden, need(m, "moe_intermediate", m.moe_intermediate), m.mlp)
+        expert = mlp_params(m.hidden, required(m, "moe_intermediate", m.moe_intermediate), m.mlp)
         shared = m.shared_experts * expert
         router = m.hidden * m.experts
         moe_layers = m.layers - m.dense_layers
