@@ -39,7 +39,9 @@ def _revision():
     return ctx.meta.get("gpufit.revision") if ctx else None
 
 
-def _estimate_options(f):
+def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
+    if f is None:  # @_estimate_options(schema=...) for a command with another JSON object
+        return lambda g: _estimate_options(g, schema=schema)
     opts = [
         click.option("--quant", "-q", help="Weight format: fp32 bf16 fp16 fp8 int8 int4 awq gptq nf4 mxfp4, GGUF types (q4_k_m, q8_0, iq4_xs ...). Default: the model's native dtype."),
         click.option("--context", "-c", type=int, help="Tokens of context per sequence. Default: min(8192, the model's max)."),
@@ -49,7 +51,7 @@ def _estimate_options(f):
         click.option("--reserve", default="0", help="Memory to keep free on each GPU, e.g. 2GiB."),
         click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
         click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)); less is 'tight'."),
-        click.option("--json", "as_json", is_flag=True, help="Print the gpufit.fit/1 JSON object."),
+        click.option("--json", "as_json", is_flag=True, help=f"Print the {schema} JSON object."),
         click.option("--revision", expose_value=False, callback=_keep_revision, metavar="REV",
                      help="Hugging Face cache: the branch, tag or commit of a cached repo (default refs/main)."),
     ]
@@ -337,6 +339,50 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
     else:
         _out("recommend", rows, min_tps=min_tokens_per_s)
     sys.exit(ExitCode.OK if rows else ExitCode.NO_FIT)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--prometheus", "url", required=True, metavar="URL", help="Prometheus server, e.g. http://prometheus:9090 (credentials: GPUFIT_PROMETHEUS_TOKEN[_FILE], GPUFIT_PROMETHEUS_USER + _PASSWORD[_FILE]).")
+@click.option("--by", metavar="LABEL", help="Label naming a node (default: instance; Hostname for dcgm-exporter).")
+@click.option("--match", metavar="SELECTOR", help="Only these series, e.g. '{job=\"gpu\",cluster=\"a\"}'.")
+@click.option("--max-age", default="2m", show_default=True, metavar="DURATION", help="Older series are left out and their node marked stale.")
+@click.option("--timeout", default="10s", show_default=True, metavar="DURATION", help="Per query.")
+@click.option("--top", type=int, help="List only the best N nodes.")
+@click.option("--ram", help="Host RAM for CPU offload on every node (default: gpufit's host series, else unknown).")
+@click.option("--token-file", type=click.Path(dir_okay=False), help="Bearer token file.")
+@click.option("--password-file", type=click.Path(dir_okay=False), help="Basic-auth password file (user from GPUFIT_PROMETHEUS_USER or the URL).")
+@click.option("--ca-file", type=click.Path(dir_okay=False), help="CA bundle for https.")
+@click.option("--insecure", is_flag=True, help="Do not verify the server's TLS certificate.")
+@_estimate_options(schema="gpufit.fleet/1")
+def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, password_file, ca_file, insecure,
+          quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom, as_json):
+    """Which nodes of a fleet can take MODEL now, from GPU series in Prometheus (gpufit, dcgm-exporter,
+    nvidia_gpu_exporter). Exit 0 a node fits, 3 none does, 5 no fresh GPU series or Prometheus unreachable."""
+    import json
+
+    from .app import parse_size
+    from .fleet import parse_duration, run_fleet
+
+    ans = run_fleet(model, url, by=by, match=match, max_age_s=parse_duration(max_age, "--max-age"),
+                    timeout_s=parse_duration(timeout, "--timeout"), top=top, quant=quant, context=context,
+                    batch=batch, kv_dtype=kv_dtype, engine=engine,
+                    reserve_bytes=parse_size(reserve, "--reserve"),
+                    gpu_memory_utilization=gpu_memory_utilization,
+                    min_headroom_bytes=parse_size(min_headroom, "--min-headroom") if min_headroom else None,
+                    ram_bytes=parse_size(ram, "--ram") if ram else None, token_file=token_file,
+                    password_file=password_file, ca_file=ca_file, insecure=insecure, revision=_revision())
+    for line in ans.said:
+        click.echo(f"gpufit fleet: {line}", err=True)
+    if as_json:
+        click.echo(json.dumps(ans.to_dict(), indent=2))
+    else:
+        from .fleet.render import fleet_text
+
+        click.echo(fleet_text(ans))
+    if ans.exit_code == ExitCode.NO_PROBE:
+        click.echo(f"gpufit fleet: no node has fresh GPU series at {ans.endpoint} (all stale or empty)", err=True)
+    sys.exit(int(ans.exit_code))
 
 
 def _listing(kind: str, items, query, fields, as_json) -> None:

@@ -45,7 +45,7 @@ def test_every_capture_renders_parseable_metrics(path):
     info = series(text, "gpufit_gpu_info")
     assert len(info) == len(snap.gpus)
     for s in info:
-        assert set(s.labels) == {"uuid", "name", "index", "catalog_key", "driver"} and s.value == 1
+        assert set(s.labels) == {"uuid", "name", "index", "catalog_key", "driver", "pci_device_id"} and s.value == 1
     uuids = {s.labels["uuid"] for s in info}
     assert len(uuids) == len(snap.gpus), "uuid labels must tell the GPUs apart"
     for s in samples(text):

@@ -275,12 +275,13 @@ def candidates_for(req: FitRequest, catalog: Catalog):
     return Candidates(quants=tuple(catalog.quants.values()), family=family, reference_gpus=refs)
 
 
-def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternatives: bool = True) -> FitResult:
+def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternatives: bool = True,
+                 limits: bool = True) -> FitResult:
     from ..estimator.fit import estimate
-
     from ..estimator.types import Message
 
-    res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog))
+    res = estimate(req, alternatives=alternatives, candidates=lambda: candidates_for(req, catalog),
+                   limits=limits)
     # what the app layer said (defaults taken, files read) is a statement of its own: code "assumed"
     # for the notes, "model_input" for what the user must know about the input
     warns = tuple(Message("model_input", text=str(n)) for n in notes if isinstance(n, ModelWarning))

@@ -121,10 +121,12 @@ def engine_args(result: FitResult) -> dict[str, str]:
 
 
 def estimate(req: FitRequest, alternatives: bool = True,
-             candidates: Candidates | Callable[[], Candidates] | None = None) -> FitResult:
+             candidates: Candidates | Callable[[], Candidates] | None = None, limits: bool = True) -> FitResult:
     """Estimate one request. `candidates` (alternatives.Candidates, or a function returning them, called
     only when the verdict is not a clean fit) lets the result say what would fit
-    instead; it is pure data (other quants, models of the family, reference GPUs)."""
+    instead; it is pure data (other quants, models of the family, reference GPUs). `limits=False` skips
+    the largest-context / largest-batch searches (performance.max_context / max_batch stay None): they
+    are most of an estimate's time and `fleet` does not show them."""
     s = Sizer(req)
     plan = choose(req)
     verdict = _verdict(req, plan)
@@ -162,7 +164,9 @@ def estimate(req: FitRequest, alternatives: bool = True,
     ok = verdict in ("fits", "tight")
     largest_ctx: int | None
     largest_batch: int | None
-    if ok and em is not None and em.max_model_len_fit is not None:
+    if not limits:
+        largest_ctx = largest_batch = None
+    elif ok and em is not None and em.max_model_len_fit is not None:
         # the engine's own figures: vLLM's estimated maximum model length and maximum concurrency
         largest_ctx = min(req.model.max_context, em.max_model_len_fit)
         largest_batch = max(1, int(em.max_concurrency)) if em.max_concurrency is not None else max_batch(req)

@@ -73,8 +73,9 @@ def render(report: dict) -> str:
     for g, label in zip(gpus, _uuid_labels(gpus)):
         u = [label]
         put(gauge("gpufit_gpu_info", "GPU identity; always 1",
-                  ["uuid", "name", "index", "catalog_key", "driver"]),
-            [u[0], g.get("name") or "", g.get("index"), g.get("catalog_key") or "", driver], 1)
+                  ["uuid", "name", "index", "catalog_key", "driver", "pci_device_id"]),
+            [u[0], g.get("name") or "", g.get("index"), g.get("catalog_key") or "", driver,
+             _pci_label(g.get("pci_device_id"))], 1)
         put(gauge("gpufit_gpu_available", "1 if the GPU answers NVML, 0 if it is lost or erroring", ["uuid"]),
             u, 1 if g.get("available") else 0)
         if g.get("status") in _STATUS_VALUE:
@@ -92,6 +93,7 @@ def render(report: dict) -> str:
         put(gauge("gpufit_gpu_memory_used_bytes", "GPU memory used", ["uuid"]), u, m.get("used"))
         put(gauge("gpufit_gpu_memory_reserved_bytes", "GPU memory reserved by driver/firmware", ["uuid"]),
             u, m.get("reserved"))
+        _fleet_series(gauge, put, g, u)
         put(gauge("gpufit_gpu_temperature_celsius", "GPU core temperature", ["uuid"]), u, g.get("temperature_c"))
         put(gauge("gpufit_gpu_power_watts", "GPU power draw", ["uuid"]), u, g.get("power_w"))
         put(gauge("gpufit_gpu_power_limit_watts", "GPU enforced power limit", ["uuid"]), u, g.get("power_limit_w"))
@@ -165,6 +167,46 @@ def render(report: dict) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Fixed())
     return generate_latest(registry).decode("utf-8")
+
+
+def _pci_label(pci_device_id) -> str:
+    """The PCI device id as NVML gives it ("0x220410DE"), only where it names an NVIDIA device: a zero
+    or masked id (virtual GPUs, captures without one) says no more than an empty label, and is written
+    as one, so the same box gives the same series whichever way it was read."""
+    from ..catalog import pci_device_key
+
+    return str(pci_device_id) if pci_device_key(pci_device_id) else ""
+
+
+def _fleet_series(gauge, put, g: dict, u: list) -> None:
+    """What `gpufit fleet` needs besides memory to rebuild the probe's view of a GPU from Prometheus
+    (gpufit/fleet/sources.py reads these): MIG mode and each MIG device with its parent, and the NVLink
+    links that are up (tensor-parallel speed). A MIG device's `uuid` label is its own MIG UUID, or
+    PARENT/mig/INDEX where NVML gave none; `parent_uuid` is the GPU's `uuid` label."""
+    mig = g.get("mig") or {}
+    if mig.get("enabled") is not None:
+        put(gauge("gpufit_gpu_mig_enabled", "1 if MIG mode is enabled (its MIG devices are the units)", ["uuid"]),
+            u, 1 if mig["enabled"] else 0)
+    if g.get("unified_memory"):
+        put(gauge("gpufit_gpu_unified_memory", "1 if GPU memory is host memory (GH200 / GB10 class)", ["uuid"]), u, 1)
+    links = g.get("nvlink") or []
+    if links:
+        put(gauge("gpufit_gpu_nvlink_links_up", "NVLink links that are up", ["uuid"]), u,
+            sum(1 for link in links if link.get("up")))
+    seen = set()
+    for m in mig.get("devices") or []:
+        label = m.get("uuid") or f"{u[0]}/mig/{m.get('index')}"
+        if label in seen:
+            label = f"{label}/{m.get('index')}"
+        seen.add(label)
+        put(gauge("gpufit_mig_info", "MIG device identity; always 1",
+                  ["uuid", "parent_uuid", "index", "profile", "gpu_instance_id", "compute_instance_id"]),
+            [label, u[0], m.get("index"), m.get("profile") or "",
+             "" if m.get("gpu_instance_id") is None else m["gpu_instance_id"],
+             "" if m.get("compute_instance_id") is None else m["compute_instance_id"]], 1)
+        mm = m.get("memory") or {}
+        put(gauge("gpufit_mig_memory_total_bytes", "MIG device memory total", ["uuid"]), [label], mm.get("total"))
+        put(gauge("gpufit_mig_memory_free_bytes", "MIG device memory free", ["uuid"]), [label], mm.get("free"))
 
 
 def _bool(v):

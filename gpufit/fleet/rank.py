@@ -1,0 +1,175 @@
+"""Estimate MODEL on every node and rank them: where it fits now (best first: fewest cards, most headroom,
+fastest), where it would fit if the node's GPUs were empty (and what is using them), where it cannot.
+
+Each node goes through the steps `gpufit here --snapshot` takes (devices.select_devices -> app.build_request
+-> app.run_estimate), so a node's verdict is the one `here` gives on the same capture. Two things keep 1,000
+nodes fast: no alternatives search and no largest-context / largest-batch search per node (fleet shows
+neither), and one estimate per distinct node shape (same cards, same free memory, same host RAM: a fleet of
+idle identical boxes is estimated once).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import GpufitError
+from .sources import NodeView
+
+GIB = 1 << 30
+FITS = ("fits", "tight")
+# the four groups, in the order nodes are listed
+FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = "fits", "fits_if_empty", "cannot", "no_data"
+
+
+@dataclass
+class NodeFit:
+    """One node's answer: what `nodes[]` of gpufit.fleet/1 holds, plus the group and sort key."""
+    view: NodeView
+    group: str
+    verdict: str | None = None
+    result: object = None  # FitResult on the node as it is now
+    reason: str | None = None
+    cards: int = 0
+    headroom: int | None = None
+
+    def to_dict(self) -> dict:
+        r = self.result
+        snap = self.view.snapshot
+        perf = r.performance if r is not None else None
+        return {
+            "node": self.view.node,
+            "source": self.view.source,
+            "stale": self.view.stale,
+            "gpus": len(snap.gpus) if snap is not None else 0,
+            "verdict": self.verdict,
+            "placement": None if r is None else {**dataclasses.asdict(r.placement),
+                                                 "layers_per_device": list(r.placement.layers_per_device)},
+            "free_bytes": [] if r is None else [d.free_bytes for d in r.request.devices],
+            "decode_tokens_per_s": None if perf is None or self.verdict not in FITS else perf.decode_tokens_per_s,
+            "engine_args": {} if r is None else dict(r.engine_args),
+            "reason": self.reason,
+        }
+
+
+def _shape(req) -> tuple:
+    """Everything of a request an estimate reads, but the UUIDs (which no figure depends on)."""
+    return (tuple((d.index, d.name, d.total_bytes, d.free_bytes, d.spec.key if d.spec else None,
+                   d.bandwidth_gbps, d.bf16_tflops, d.nvlink, d.mig_profile) for d in req.devices),
+            req.host_ram_available_bytes)
+
+
+class Estimator:
+    """One model and one set of options over many nodes; results cached per node shape."""
+
+    def __init__(self, choice, catalog, options: dict):
+        self.choice, self.catalog, self.options = choice, catalog, options
+        self._cache: dict = {}
+        self.estimates = 0  # estimates actually run (the rest came from the cache)
+
+    def request(self, snapshot):
+        from .. import app
+        from ..app.devices import select_devices
+
+        # the whole box: this process's CUDA_VISIBLE_DEVICES is not the node's
+        devices = select_devices(snapshot, self.catalog, None, {})
+        ram = self.options.get("ram_bytes")
+        return app.build_request(self.choice, devices, self.catalog,
+                                 host_ram_available_bytes=ram if ram is not None else snapshot.host.ram_available_bytes,
+                                 **{k: v for k, v in self.options.items() if k != "ram_bytes"})
+
+    def fit(self, snapshot):
+        from .. import app
+
+        req, notes = self.request(snapshot)
+        key = _shape(req)
+        hit = self._cache.get(key)
+        if hit is None:
+            self.estimates += 1
+            hit = app.run_estimate(req, notes, self.catalog, alternatives=False, limits=False)
+            self._cache[key] = hit
+        return dataclasses.replace(hit, request=req) if hit.request is not req else hit
+
+
+def _emptied(snapshot):
+    """The same box with nothing running: each GPU's free memory = total - reserved (what the driver and
+    firmware keep), each MIG device's = its total."""
+    from ..probe.snapshot import Memory
+
+    gpus = []
+    for g in snapshot.gpus:
+        m = g.memory
+        free = None if m.total is None else max(0, m.total - (m.reserved or 0))
+        migs = tuple(dataclasses.replace(d, memory=dataclasses.replace(d.memory, free=d.memory.total))
+                     for d in g.mig.devices)
+        gpus.append(dataclasses.replace(g, memory=Memory(total=m.total, free=free, used=0, reserved=m.reserved),
+                                        mig=dataclasses.replace(g.mig, devices=migs)))
+    return dataclasses.replace(snapshot, gpus=tuple(gpus))
+
+
+def _in_use(res) -> str:
+    """What is using the node's GPUs, in memory: per GPU for up to two, else a total."""
+    used = [(d.index, d.total_bytes - d.free_bytes) for d in res.request.devices]
+    busy = [(i, u) for i, u in used if u >= GIB // 2]
+    if not busy:
+        return "little"
+    if len(busy) <= 2:
+        return ", ".join(f"GPU {i} {u / GIB:.1f} GiB" for i, u in busy)
+    return f"{sum(u for _, u in busy) / GIB:.1f} GiB on {len(busy)} GPUs"
+
+
+def _reason_now(res) -> str | None:
+    if res.verdict == "no_fit":
+        from ..render.words import word
+
+        return word(res.warnings[0]) if res.warnings else "does not fit"
+    if res.verdict == "offload":
+        p = res.placement
+        return (f"only with CPU offload: {p.gpu_layers} of {res.request.model.layers} layers on the GPUs, "
+                f"{p.cpu_bytes / GIB:.1f} GiB in host RAM")
+    if res.verdict == "tight":
+        return "fits, with less than the minimum headroom on a card it uses"
+    return None
+
+
+def fit_node(est: Estimator, view: NodeView) -> NodeFit:
+    if view.snapshot is None:
+        return NodeFit(view, NO_DATA, reason=view.reason)
+    try:
+        res = est.fit(view.snapshot)
+    except GpufitError as e:  # no usable GPU left on this node: say so, the others still rank
+        reason = str(e)
+        if view.notes:
+            reason += " (" + "; ".join(view.notes) + ")"
+        return NodeFit(view, NO_DATA, reason=reason)
+    used = [d for d in res.devices if d.needed_bytes]
+    nf = NodeFit(view, CANNOT, verdict=res.verdict, result=res, reason=_reason_now(res), cards=len(used),
+                 headroom=min((d.headroom_bytes for d in used), default=None))
+    if res.verdict in FITS:
+        nf.group = FITS_NOW
+        return nf
+    try:
+        empty = est.fit(_emptied(view.snapshot))
+    except GpufitError:
+        return nf
+    if empty.verdict in FITS:
+        nf.group = FITS_IF_EMPTY
+        nf.reason = (f"would fit if its GPUs were empty ({_in_use(res)} in use now); now: "
+                     f"{nf.reason or res.verdict}")
+    else:  # why it cannot is what stops it on empty GPUs, not what is running now
+        nf.reason = f"not even with its GPUs empty: {_reason_now(empty) or empty.verdict}"
+    return nf
+
+
+def rank(fits: list[NodeFit]) -> list[NodeFit]:
+    """Fits now (fewest cards, most headroom, fastest, then name), fits if empty (fewest cards), cannot,
+    no data (stale or empty), each group in that order."""
+    order = {FITS_NOW: 0, FITS_IF_EMPTY: 1, CANNOT: 2, NO_DATA: 3}
+
+    def key(f: NodeFit):
+        perf = f.result.performance.decode_tokens_per_s if f.result is not None else None
+        if f.group == FITS_NOW:
+            return (0, f.cards, -(f.headroom or 0), -(perf or 0.0), f.view.node)
+        return (order[f.group], f.cards, 0, 0.0, f.view.node)
+
+    return sorted(fits, key=key)
