@@ -77,20 +77,33 @@ class Sizer:
         self.profile = self.engine.profile
         self.ws = self.engine.weight_split(self.m, req.quant, req.weights_bytes_exact)
         self.overhead = self.engine.overhead_bytes(req)
+        # each part depends only on its arguments within one request: placements try many layouts of
+        # the same few (layers, tp) shapes, so each is computed once
+        self._memo: dict[tuple, int] = {}
+
+    def _once(self, key: tuple, make) -> int:
+        v = self._memo.get(key)
+        if v is None:
+            v = self._memo[key] = make()
+        return v
 
     def kv(self, layers: int, tp: int = 1) -> int:
-        return self.engine.kv_bytes(self.req, layers=layers, tp=tp)
+        return self._once(("kv", layers, tp), lambda: self.engine.kv_bytes(self.req, layers=layers, tp=tp))
 
     def activation(self, tp: int = 1, multi_gpu: bool = False) -> int:
-        return self.engine.activation_bytes(self.req, tp=tp, multi_gpu=multi_gpu)
+        return self._once(("act", tp, multi_gpu),
+                          lambda: self.engine.activation_bytes(self.req, tp=tp, multi_gpu=multi_gpu))
 
     def weights(self, layers: int, tp: int = 1, first: bool = True, last: bool = True) -> int:
         """Weight bytes on one rank holding `layers` layers (the embeddings with the first stage,
         the output head with the last), as the engine loads them."""
-        e, r = self.engine, self.req
-        on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first + e.rank_vocab_bytes(r, self.ws.output, tp) * last
-                  + e.rank_layer_bytes(r, self.ws, layers, tp))
-        return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
+        def make() -> int:
+            e, r = self.engine, self.req
+            on_gpu = (e.rank_vocab_bytes(r, self.embed_on_gpu, tp) * first
+                      + e.rank_vocab_bytes(r, self.ws.output, tp) * last + e.rank_layer_bytes(r, self.ws, layers, tp))
+            return int(round(max(0.0, on_gpu - e.weights_off_gpu(r))))
+
+        return self._once(("w", layers, tp, first, last), make)
 
     @property
     def embed_on_gpu(self) -> int:
@@ -350,6 +363,26 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
     return plan_tensor_parallel(s, group, pp=pp)
 
 
+def _fewest_cards(s: Sizer, devs: list[Device]) -> Plan | None:
+    """The layer split over the fewest of `devs` (largest first) that holds the model and starts."""
+    def split(k: int) -> Plan:
+        return split_layers(s, _index_order(devs[:k]), allow_cpu=False)
+
+    hi = len(devs)
+    best = split(hi)
+    if not starts(s, best):
+        return None
+    lo = 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        p = split(mid)
+        if starts(s, p):
+            hi, best = mid, p
+        else:
+            lo = mid + 1
+    return best
+
+
 def choose(req: FitRequest) -> Plan:
     """The placement the engine would use on these devices: single if it fits, else the smallest
     multi-GPU arrangement that fits, else CPU offload, else the best failing plan (for the report)."""
@@ -385,12 +418,12 @@ def choose(req: FitRequest) -> Plan:
                 if best:
                     candidates.append(best)
         if not candidates:
-            # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first
-            for k in range(2, len(devs) + 1):
-                p = split_layers(s, _index_order(devs[:k]), allow_cpu=False)
-                if starts(s, p):
-                    candidates.append(p)
-                    break
+            # Ollama packs onto the fewest GPUs; llama.cpp / vLLM PP use what is needed, largest first.
+            # More of the largest cards only add room, so the fewest that hold it are found by bisection
+            # (a plan over 1,000 cards asks for ~10 splits, not 1,000)
+            fewest = _fewest_cards(s, devs)
+            if fewest is not None:
+                candidates.append(fewest)
     if candidates:
         return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
     if single.fits:
