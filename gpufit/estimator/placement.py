@@ -12,7 +12,7 @@ Strategies, each tried only where valid:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -79,9 +79,9 @@ class Sizer:
         self.overhead = self.engine.overhead_bytes(req)
         # each part depends only on its arguments within one request: placements try many layouts of
         # the same few (layers, tp) shapes, so each is computed once
-        self._memo: dict[tuple, int] = {}
+        self._memo: dict[tuple[Hashable, ...], int] = {}
 
-    def _once(self, key: tuple, make) -> int:
+    def _once(self, key: tuple[Hashable, ...], make: Callable[[], int]) -> int:
         v = self._memo.get(key)
         if v is None:
             v = self._memo[key] = make()
