@@ -86,7 +86,7 @@ class Prerendered(FakePrometheus):
 
 def time_fleet(url: str, model: str, runs: int) -> tuple[float, object]:
     from gpufit.catalog import load_catalog
-    from gpufit.fleet import run_fleet
+    from gpufit.app.fleet import run_fleet
 
     catalog = load_catalog()
     run_fleet(model, url, catalog=catalog)  # warm: server renders its answers, imports load
@@ -145,7 +145,7 @@ def main() -> None:
                     import cProfile
                     import pstats
 
-                    from gpufit.fleet import run_fleet
+                    from gpufit.app.fleet import run_fleet
 
                     prof = cProfile.Profile()
                     prof.runcall(run_fleet, args.model, p.url)

@@ -359,10 +359,8 @@ def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, passwor
           quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom, as_json):
     """Which nodes of a fleet can take MODEL now, from GPU series in Prometheus (gpufit, dcgm-exporter,
     nvidia_gpu_exporter). Exit 0 a node fits, 3 none does, 5 no fresh GPU series or Prometheus unreachable."""
-    import json
-
     from .app import parse_size
-    from .fleet import parse_duration, run_fleet
+    from .app.fleet import parse_duration, run_fleet
 
     ans = run_fleet(model, url, by=by, match=match, max_age_s=parse_duration(max_age, "--max-age"),
                     timeout_s=parse_duration(timeout, "--timeout"), top=top, quant=quant, context=context,
@@ -374,12 +372,7 @@ def fleet(model, url, by, match, max_age, timeout, top, ram, token_file, passwor
                     password_file=password_file, ca_file=ca_file, insecure=insecure, revision=_revision())
     for line in ans.said:
         click.echo(f"gpufit fleet: {line}", err=True)
-    if as_json:
-        click.echo(json.dumps(ans.to_dict(), indent=2))
-    else:
-        from .fleet.render import fleet_text
-
-        click.echo(fleet_text(ans))
+    _out("fleet", ans, as_json)
     if ans.exit_code == ExitCode.NO_PROBE:
         click.echo(f"gpufit fleet: no node has fresh GPU series at {ans.endpoint} (all stale or empty)", err=True)
     sys.exit(int(ans.exit_code))

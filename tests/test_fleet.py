@@ -16,8 +16,8 @@ pytest.importorskip("prometheus_client")
 from gpufit.catalog import load_catalog
 from gpufit.cli import cli
 from gpufit.app.config import Config
-from gpufit.fleet import parse_duration
-from gpufit.fleet.sources import parse_match
+from gpufit.app.fleet import parse_duration
+from gpufit.app.fleet.sources import parse_match
 from gpufit.probe import load_snapshot
 from gpufit.render.prometheus import render
 from gpufit.app.report import build_report

@@ -5,7 +5,7 @@ render -> a function of that result returning a string). Adding a format is one 
 here; a command whose result needs a new kind adds one function to each format that renders it.
 
 Kinds: fit (FitResult), check (FitResult, one line), snapshot (Snapshot), report (gpufit.report/1
-object), recommend (rows), models / gpus / local_models (listings).
+object), recommend (rows), models / gpus / local_models (listings), fleet (app.fleet.FleetAnswer).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ FORMATS = {
 }
 # what each format renders, without importing it (a test checks this against each module's RENDERERS)
 KINDS = {
-    "text": frozenset({"fit", "check", "snapshot", "report", "recommend", "models", "gpus", "local_models"}),
-    "json": frozenset({"fit", "check", "snapshot", "report", "recommend", "models", "gpus", "local_models"}),
+    "text": frozenset({"fit", "check", "snapshot", "report", "recommend", "models", "gpus", "local_models", "fleet"}),
+    "json": frozenset({"fit", "check", "snapshot", "report", "recommend", "models", "gpus", "local_models", "fleet"}),
     "prometheus": frozenset({"report"}),
 }
 

@@ -81,5 +81,9 @@ def models(specs) -> str:
     return _dump([one(m) for m in specs])
 
 
-RENDERERS = {"fit": fit, "check": fit, "snapshot": snapshot, "report": report, "recommend": rows,
+def fleet(ans) -> str:
+    return _dump(ans.to_dict())
+
+
+RENDERERS = {"fleet": fleet, "fit": fit, "check": fit, "snapshot": snapshot, "report": report, "recommend": rows,
              "local_models": rows, "gpus": gpus, "models": models}

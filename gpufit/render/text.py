@@ -296,5 +296,11 @@ def _snapshot(snap, catalog=None) -> str:
     return snapshot_table(snap, catalog)
 
 
-RENDERERS = {"fit": fit_text, "check": check_line, "report": report_text, "recommend": recommend_text,
+def _fleet(ans) -> str:
+    from .fleet import fleet_text
+
+    return fleet_text(ans)
+
+
+RENDERERS = {"fleet": _fleet, "fit": fit_text, "check": check_line, "report": report_text, "recommend": recommend_text,
              "snapshot": _snapshot, "models": models_text, "gpus": gpus_text, "local_models": local_models_text}

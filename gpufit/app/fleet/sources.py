@@ -23,8 +23,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from ..errors import UsageError
-from ..probe.snapshot import Snapshot
+from ...errors import UsageError
+from ...probe.snapshot import Snapshot
 from .readers import DEFAULT_BY, MIB, READERS, node_of, snapshot_of
 
 SOURCES = ("gpufit", "dcgm", "nvidia_smi")
@@ -134,7 +134,7 @@ def norm_uuid(u: str | None) -> str | None:
 
 def build_views(source: str, series, ages, gone, by: str | None, max_age_s: float) -> list[NodeView]:
     """The nodes of one source from the answers to its `series`, `age` and `gone` queries (Samples of
-    gpufit.fleet.query)."""
+    gpufit.app.fleet.query)."""
     nodes: dict = {}
     READERS[source](series, by, nodes)
     at = max((s.at for s in (*series, *ages, *gone)), default=0.0)

@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ..errors import ExitCode, UsageError
+from ...errors import ExitCode, UsageError
 
 SCHEMA = "gpufit.fleet/1"
 DEFAULT_MAX_AGE_S = 120.0  # two scrapes of a typical 1m interval
@@ -87,8 +87,8 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
               insecure: bool = False, revision: str | None = None, env=None, catalog=None,
               client=None) -> FleetAnswer:
     """Ask Prometheus, build a snapshot per node, estimate, rank. Bad options fail before any query."""
-    from .. import app
-    from ..catalog import load_catalog
+    from ... import app
+    from ...catalog import load_catalog
     from . import query, sources
     from .rank import Estimator, fit_node, rank
 

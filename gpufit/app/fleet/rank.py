@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from ..errors import GpufitError
+from ...errors import GpufitError
 from .sources import NodeView
 
 GIB = 1 << 30
@@ -68,8 +68,8 @@ class Estimator:
         self.estimates = 0  # estimates actually run (the rest came from the cache)
 
     def request(self, snapshot):
-        from .. import app
-        from ..app.devices import select_devices
+        from ... import app
+        from ..devices import select_devices
 
         # the whole box: this process's CUDA_VISIBLE_DEVICES is not the node's
         devices = select_devices(snapshot, self.catalog, None, {})
@@ -79,7 +79,7 @@ class Estimator:
                                  **{k: v for k, v in self.options.items() if k != "ram_bytes"})
 
     def fit(self, snapshot):
-        from .. import app
+        from ... import app
 
         req, notes = self.request(snapshot)
         key = _shape(req)
@@ -94,7 +94,7 @@ class Estimator:
 def _emptied(snapshot):
     """The same box with nothing running: each GPU's free memory = total - reserved (what the driver and
     firmware keep), each MIG device's = its total."""
-    from ..probe.snapshot import Memory
+    from ...probe.snapshot import Memory
 
     gpus = []
     for g in snapshot.gpus:
@@ -120,7 +120,7 @@ def _in_use(res) -> str:
 
 def _reason_now(res) -> str | None:
     if res.verdict == "no_fit":
-        from ..render.words import word
+        from ...render.words import word
 
         return word(res.warnings[0]) if res.warnings else "does not fit"
     if res.verdict == "offload":

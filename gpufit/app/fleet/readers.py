@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from ..probe.snapshot import GpuState, HostInfo, Memory, Mig, MigDevice, NvLink, Snapshot
+from ...probe.snapshot import GpuState, HostInfo, Memory, Mig, MigDevice, NvLink, Snapshot
 
 MIB = 1 << 20
 # the label that names a node when --by is not given, tried in order on each series

@@ -27,7 +27,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..errors import ProbeError, UsageError
+from ...errors import ProbeError, UsageError
 
 API_PATH = "/api/v1/query"
 DEFAULT_TIMEOUT_S = 10.0

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ..render.text import gib, table
-from ..render.words import word
-from .rank import CANNOT, FITS_IF_EMPTY, FITS_NOW, NO_DATA
+from .text import gib, table
+from .words import word
+from ..app.fleet.rank import CANNOT, FITS_IF_EMPTY, FITS_NOW, NO_DATA
 
 GROUP_TITLE = {FITS_NOW: "fits now", FITS_IF_EMPTY: "fits if empty", CANNOT: "cannot", NO_DATA: "no data"}
 
