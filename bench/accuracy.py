@@ -21,7 +21,7 @@ import math
 import re
 import statistics
 import sys
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,8 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 sys.path.insert(0, str(HERE.parent))  # a fresh clone runs it without installing
 
-from gpufit.app import ModelChoice, build_request, plan_devices  # noqa: E402
+from gpufit.app import ModelChoice, build_request  # noqa: E402
+from gpufit.estimator.types import devices_from_specs  # noqa: E402
 from gpufit.catalog import Catalog, load_catalog  # noqa: E402
 from gpufit.errors import GpufitError  # noqa: E402
 from gpufit.estimator import placement, speed  # noqa: E402
@@ -167,7 +168,7 @@ _EST: dict[Config, Estimate] = {}
 
 
 def request(cat: Catalog, c: Config):
-    devices = plan_devices([(cat.gpus[c.gpu], c.count)])
+    devices = devices_from_specs([(cat.gpus[c.gpu], c.count)])
     # the measured builds (2023, May 2024) ran without flash attention, llama.cpp's default then
     req, _ = build_request(ModelChoice(cat.models[c.model]), devices, cat, quant=c.quant,
                            context=c.context, engine=c.engine, kv_dtype="fp16", planning=True,
@@ -442,7 +443,7 @@ def vllm_spot_table(cat: Catalog) -> Table:
     t = Table("vLLM decode tokens/s, concurrency 1 (spot check of an unfitted factor)", "tok/s")
     for row in read("vllm_decode.csv"):
         ctx = int(row["input_tokens"]) + int(row["output_tokens"])
-        devices = plan_devices([(cat.gpu(row["gpu"]), int(row["gpu_count"]))])
+        devices = devices_from_specs([(cat.gpu(row["gpu"]), int(row["gpu_count"]))])
         req, _ = build_request(ModelChoice(cat.model(row["model"])), devices, cat, quant=row["quant"],
                                context=ctx, engine="vllm", planning=True)
         s = placement.Sizer(req)

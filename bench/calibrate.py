@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import statistics
 import sys
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -114,11 +114,12 @@ def time_cli(url: str, model: str) -> float:
 def time_plan(model: str, gpu: str) -> float:
     from gpufit import app
     from gpufit.catalog import load_catalog
+    from gpufit.estimator.types import devices_from_specs
 
     catalog = load_catalog()
     t = time.perf_counter()
     choice = app.resolve_model(model, catalog)
-    devices = app.plan_devices(app.parse_gpu_option([gpu], catalog))
+    devices = devices_from_specs(app.parse_gpu_option([gpu], catalog))
     req, notes = app.build_request(choice, devices, catalog, planning=True)
     app.run_estimate(req, notes, catalog)
     return time.perf_counter() - t

@@ -40,16 +40,16 @@ def wall(cmd: list[str]) -> float:
 
 def recommend_in_process(runs: int) -> tuple[float, int]:
     sys.path.insert(0, str(ROOT))
-    from gpufit.app import plan_devices
-    from gpufit.catalog import load_catalog
     from gpufit.app.recommend import recommend
+    from gpufit.catalog import load_catalog
+    from gpufit.estimator.types import devices_from_specs
 
     cat = load_catalog()
-    devices = plan_devices([(cat.gpu("rtx-4090"), 1)])
-    times, rows = [], []
+    devices = devices_from_specs([(cat.gpu("rtx-4090"), 1)])
+    times = []
     for _ in range(runs):
         t = time.perf_counter()
-        rows = recommend(cat, devices, planning=True)
+        recommend(cat, devices, planning=True)
         times.append(time.perf_counter() - t)
     return statistics.median(times), len(cat.models)
 

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .errors import ExitCode, GpufitError, ProbeError, UsageError
+from .errors import ExitCode, GpufitError, UsageError
 
 # 128 + signal number, as a shell reports a process a signal ended (POSIX: SIGINT 2, SIGTERM 15)
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
@@ -190,7 +190,7 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     Or plan from a server's own command line after --:
       gpufit here -- vllm serve MODEL --max-model-len 32768 --tensor-parallel-size 2
     """
-    from .app.request import parse_size
+    from .units import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
@@ -210,10 +210,11 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     """Estimate MODEL on catalog hardware (nothing is probed)."""
     from . import app
     from .catalog import load_catalog
+    from .estimator.types import devices_from_specs
 
     catalog = load_catalog()
     choice = app.resolve_model(model, catalog, _revision(), engine=engine)
-    devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
+    devices = devices_from_specs(app.parse_gpu_option(gpu_opts, catalog))
     req, notes = app.build_request(
         choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
         engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
@@ -242,7 +243,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
       gpufit check -- vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 32768
       gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
     """
-    from .app.request import parse_size
+    from .units import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
@@ -324,7 +325,9 @@ def recommend(gpu_opts, snapshot_path, gpus, context, engine, min_tokens_per_s, 
         if not math.isfinite(value) or value < 0:
             raise UsageError(f"{name} must be a finite number >= 0, got {value}")
     if gpu_opts:
-        devices = app.plan_devices(app.parse_gpu_option(gpu_opts, catalog))
+        from .estimator.types import devices_from_specs
+
+        devices = devices_from_specs(app.parse_gpu_option(gpu_opts, catalog))
         ram = None
     else:
         from .app.devices import select_devices

@@ -76,10 +76,19 @@ def did_you_mean(word: str, choices, n: int = 3) -> list[str]:
     return [lowered[h] for h in (hits + sorted(subs, key=len))[:n]]
 
 
-def unknown(kind: str, word: str, choices) -> UsageError:
+def did_you_mean_hint(word: str, choices) -> str:
+    """"; did you mean a, b?" with the nearest choices, "" when none is near: the one wording of the hint."""
     near = did_you_mean(word, choices)
-    hint = f"; did you mean {', '.join(near)}?" if near else ""
-    return UsageError(f"unknown {kind} {word!r}{hint}")
+    return f"; did you mean {', '.join(near)}?" if near else ""
+
+
+def unknown_text(kind: str, word: str, choices) -> str:
+    """"unknown engine 'vlm'; did you mean vllm?": the one wording of an unknown name, for any error class."""
+    return f"unknown {kind} {word!r}{did_you_mean_hint(word, choices)}"
+
+
+def unknown(kind: str, word: str, choices) -> UsageError:
+    return UsageError(unknown_text(kind, word, choices))
 
 
 class WriteError(GpufitError):

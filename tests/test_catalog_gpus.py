@@ -409,9 +409,9 @@ def test_memory_is_the_reported_total_and_the_datasheet_size_is_kept_apart(cat, 
 
 
 def test_plan_counts_the_reported_total_as_free(cat):
-    from gpufit.app import plan_devices
+    from gpufit.estimator.types import devices_from_specs
 
-    (d,) = plan_devices([(cat.gpu("a10"), 1)])
+    (d,) = devices_from_specs([(cat.gpu("a10"), 1)])
     assert d.total_bytes == d.free_bytes == 23028 * 2**20
 
 

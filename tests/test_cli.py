@@ -149,7 +149,8 @@ def test_check_strict_turns_tight_into_exit_4():
 def test_check_json_goes_to_stdout():
     r = run("check", "llama3.1-70b", "--snapshot", str(H100), "--json")
     d = json.loads(r.stdout)
-    assert d["verdict"] in ("no_fit", "offload") and r.exit_code in (3, 4)
+    # 141 GB of BF16 weights on one 80 GB H100: vLLM (the default) offloads only when told to, so no fit
+    assert d["verdict"] == "no_fit" and r.exit_code == 3
 
 
 def test_offload_exits_4_when_host_ram_holds_the_rest():

@@ -7,7 +7,7 @@ import textwrap
 import pytest
 
 from gpufit.app.config import Config, Thresholds, check_models, default_paths, load_config
-from gpufit.errors import ConfigError, ExitCode
+from gpufit.errors import ConfigError, ExitCode, UsageError
 from gpufit.app.report import run_report
 
 GPU_ENTRY = """
@@ -90,13 +90,13 @@ def test_unknown_key_names_file_line_and_nearest_key(tmp_path):
     e = error_of(p)
     assert e.path == str(p)
     assert e.where == "line 5: thresholds.temprature_crit_c"
-    assert "did you mean 'temperature_crit_c'" in e.detail
+    assert "did you mean temperature_crit_c" in e.detail
     assert str(e).startswith(f"{p}: line 5: ")
 
 
 def test_unknown_section(tmp_path):
     e = error_of(write(tmp_path, "gpufit.toml", "[treshold]\nx = 1\n"))
-    assert e.where.startswith("line 1") and "did you mean 'thresholds'" in e.detail
+    assert e.where.startswith("line 1") and "did you mean thresholds" in e.detail
 
 
 def test_bad_value_names_the_line_of_its_key(tmp_path):
@@ -137,7 +137,7 @@ def test_model_entries_are_checked_with_their_line(tmp_path):
         engine = "vlm"
     """)
     e = error_of(p)
-    assert e.where == "line 7: [[model]] #2 engine" and "did you mean 'vllm'" in e.detail
+    assert e.where == "line 7: [[model]] #2 engine" and "did you mean vllm" in e.detail
     for body, key in (('context = -1', "context"), ('batch = "2"', "batch"), ('gpu = 1', "gpu")):
         e = error_of(write(tmp_path, "m.toml", f'[[model]]\nname = "x"\n{body}\n'))
         assert e.where == f"line 3: [[model]] #1 {key}", (body, e)
@@ -171,6 +171,43 @@ def test_catalog_files_are_relative_to_the_config(tmp_path):
     assert c.catalog().gpu("lab-card-48g").name == "Lab Card 48G"
     e = error_of(write(tmp_path, "conf/b.toml", '[catalog]\n\nfiles = ["nope.toml"]\n'))
     assert e.where == "line 3: catalog.files" and "nope.toml" in e.detail
+
+
+def test_inline_entries_join_the_catalog_directly_and_leave_the_cached_one_alone(tmp_path, monkeypatch):
+    from gpufit.catalog import load_catalog, loader
+
+    base = load_catalog()
+    built_in_3090 = base.gpu("rtx-3090")
+    override = GPU_ENTRY.replace('key = "lab-card-48g"', 'key = "rtx-3090"').replace(
+        'name = "Lab Card 48G"', 'name = "My RTX 3090"').replace(
+        'nvml_names = ["NVIDIA Lab Card 48G"]', 'nvml_names = ["NVIDIA GeForce RTX 3090"]\naliases = ["my-3090"]')
+    c = load_config(write(tmp_path, "gpufit.toml", GPU_ENTRY + override))
+    monkeypatch.setattr(loader, "parse_toml", lambda *a, **k: pytest.fail("inline entries parsed as TOML"))
+    cat = c.catalog()
+    assert cat is not base
+    lab = cat.gpu("lab-card-48g")
+    assert lab.key == "lab-card-48g" and lab.bandwidth_gbps == 960.0 and lab.nvml_names == ("NVIDIA Lab Card 48G",)
+    mine = cat.gpu("my-3090")
+    assert mine.name == "My RTX 3090" and mine.memory_bytes == 51539607552
+    assert cat.match_gpu("NVIDIA GeForce RTX 3090") is mine
+    assert cat.files[-1] == str(tmp_path / "gpufit.toml")
+    # the process-cached catalog every other command uses is as it was
+    assert load_catalog() is base and base.gpu("rtx-3090") is built_in_3090
+    assert built_in_3090.memory_bytes == 25769803776
+    assert "lab-card-48g" not in base.gpus and base.match_gpu("NVIDIA Lab Card 48G") is None
+    with pytest.raises(UsageError):
+        base.gpu("my-3090")
+    assert base.match_gpu("NVIDIA GeForce RTX 3090").key == "rtx-3090" and str(tmp_path) not in " ".join(base.files)
+    # a config without inline entries gets the cached catalog itself
+    assert load_config(write(tmp_path, "plain.toml", "[thresholds]\n")).catalog() is base
+
+
+def test_two_inline_entries_with_one_key_in_one_file_are_a_config_error(tmp_path):
+    c = load_config(write(tmp_path, "gpufit.toml", GPU_ENTRY + GPU_ENTRY))
+    with pytest.raises(ConfigError) as e:
+        c.catalog()
+    assert e.value.path == str(tmp_path / "gpufit.toml")
+    assert e.value.where == "[[catalog.gpu]] #2 key='lab-card-48g'" and e.value.detail == "duplicate key 'lab-card-48g'"
 
 
 def test_invalid_config_makes_report_exit_6_naming_file_line_and_key(tmp_path, capsys):

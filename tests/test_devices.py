@@ -10,7 +10,8 @@ import pytest
 from fakenvml import FakeNvml
 
 from gpufit.catalog import Catalog
-from gpufit.app.devices import devices_from_specs, select_devices
+from gpufit.app.devices import select_devices
+from gpufit.estimator.types import devices_from_specs
 from gpufit.errors import ProbeError, UsageError
 from gpufit.probe import load_snapshot, take_snapshot
 

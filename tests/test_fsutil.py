@@ -189,3 +189,76 @@ def test_a_symlinked_folder_on_the_way_is_fine(tmp_path):
     (tmp_path / "via").symlink_to(tmp_path / "real")
     write_atomic(tmp_path / "via" / "gpufit.prom", "a 1\n")
     assert (tmp_path / "real" / "gpufit.prom").read_text() == "a 1\n"
+
+
+# ---- one typed reader for snapshots and catalog tables (issue 14: one JSON->dataclass reader) ---------------
+
+
+def _snapshot_dict() -> dict:
+    from gpufit.probe import load_snapshot
+
+    return json.loads(load_snapshot(XML).to_json())
+
+
+def _snapshot_error(data: dict) -> SnapshotError:
+    from gpufit.probe.snapshot import Snapshot
+
+    with pytest.raises(SnapshotError) as e:
+        Snapshot.from_dict(data, "box.json")
+    return e.value
+
+
+def test_a_snapshot_round_trips_through_the_reader_and_ignores_keys_a_newer_writer_adds():
+    from gpufit.probe import load_snapshot
+    from gpufit.probe.snapshot import Snapshot
+
+    d = _snapshot_dict()
+    d["gpus"][0]["added_by_a_newer_gpufit"] = 1
+    d["host"]["also_new"] = "x"
+    back = Snapshot.from_dict(d, "box.json")
+    assert back == load_snapshot(XML)
+    assert isinstance(back.gpus, tuple) and isinstance(back.gpus[0].processes, tuple)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["gpus"][0]["memory"].update(total="24 GiB"),
+     "key 'gpus[0].memory.total' must be an integer, got '24 GiB'"),
+    (lambda d: d["gpus"][0]["memory"].update(total=2**64),
+     "key 'gpus[0].memory.total' is out of range (64-bit integers)"),
+    (lambda d: d["gpus"][0]["memory"].update(total=True), "key 'gpus[0].memory.total' must be an integer, got True"),
+    (lambda d: d["gpus"][0].update(power_w=float("nan")), "key 'gpus[0].power_w' must be a finite number, got nan"),
+    (lambda d: d["gpus"][0].update(name=7), "key 'gpus[0].name' must be a string, got 7"),
+    (lambda d: d["gpus"][0].update(errors={"fan": 3}), "key 'gpus[0].errors.fan' must be a string, got 3"),
+    (lambda d: d.update(gpus={}), "key 'gpus' must be a list, got {}"),
+    (lambda d: d.update(host=[]), "key 'host' must be an object, got []"),
+    (lambda d: d.pop("host"), "missing required key 'host'"),
+])
+def test_a_snapshot_value_of_the_wrong_type_names_the_key_path(edit, message):
+    d = _snapshot_dict()
+    edit(d)
+    e = _snapshot_error(d)
+    assert e.path == "box.json" and e.detail.startswith(message), e.detail
+
+
+def test_catalog_tables_go_through_the_same_reader_with_unknown_keys_refused(tmp_path):
+    from gpufit.catalog.loader import load_file
+    from gpufit.errors import CatalogError
+
+    gpu = ('[[gpu]]\nkey = "lab-card"\nname = "Lab Card"\nvendor_class = "workstation"\narchitecture = "Ada"\n'
+           'compute_capability = "8.9"\nmemory_bytes = 51539607552\nmemory_type = "GDDR6"\n'
+           'bandwidth_gbps = {bw}\nsource = "test"\nnvml_names = {names}\n')
+    rec = load_file(tmp_path / "ok.toml", gpu.format(bw=960, names='["NVIDIA Lab Card"]'), cache=False)["gpu"][0]
+    assert rec.bandwidth_gbps == 960.0 and isinstance(rec.bandwidth_gbps, float)
+    assert rec.nvml_names == ("NVIDIA Lab Card",)
+    for bw, names, message in [
+        ("inf", "[]", "key 'bandwidth_gbps' must be a finite number, got inf"),
+        ('"960"', "[]", "key 'bandwidth_gbps' must be a number, got '960'"),
+        ("960", "[1]", "key 'nvml_names[0]' must be a string, got 1"),
+        ("960", '"NVIDIA Lab Card"', "key 'nvml_names' must be a list, got 'NVIDIA Lab Card'"),
+    ]:
+        with pytest.raises(CatalogError) as e:
+            load_file(tmp_path / "bad.toml", gpu.format(bw=bw, names=names), cache=False)
+        assert e.value.where == "[[gpu]] #1 key='lab-card'" and e.value.detail == message
+    with pytest.raises(CatalogError) as e:
+        load_file(tmp_path / "bad.toml", gpu.format(bw=960, names="[]") + "memory_gb = 48\n", cache=False)
+    assert e.value.detail.startswith("unknown key 'memory_gb'; did you mean ")

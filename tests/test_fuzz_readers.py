@@ -248,13 +248,14 @@ def _load_model(path: Path) -> None:
     """load_model_file, then what `plan MODEL --gpu rtx-4090:2` does with a model file that loads."""
     from gpufit import app
     from gpufit.catalog import load_catalog
+    from gpufit.estimator.types import devices_from_specs
     from gpufit.modelfile import load_model_file
 
     try:
         mf = load_model_file(path)
         catalog = load_catalog()
         choice = app.ModelChoice(mf.spec, mf.weights_bytes, mf.weights_source, mf.quant, mf.notes)
-        req, notes = app.build_request(choice, app.plan_devices([(catalog.gpu("rtx-4090"), 2)]), catalog,
+        req, notes = app.build_request(choice, devices_from_specs([(catalog.gpu("rtx-4090"), 2)]), catalog,
                                        planning=True)
         app.run_estimate(req, notes, catalog)
     except GpufitError:

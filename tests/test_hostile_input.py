@@ -59,6 +59,22 @@ def test_unicode_digit_in_gpus_is_an_unknown_gpu():
     assert r.exit_code == 2 and "unknown GPU '²' in --gpus" in r.stderr
 
 
+def test_a_mistyped_gpu_in_gpus_gets_the_nearest_names():
+    r = run("here", "llama3-8b", "--snapshot", str(XML), "--gpus", "GPU-12345678-aaab-bbbb-cccc-0123456789ab")
+    assert r.exit_code == 2
+    assert ("unknown GPU 'GPU-12345678-aaab-bbbb-cccc-0123456789ab' in --gpus; did you mean "
+            "GPU-12345678-aaaa-bbbb-cccc-0123456789ab? (valid: 0, GPU-12345678-aaaa-bbbb-cccc-0123456789ab)"
+            ) in r.stderr
+
+
+def test_a_repo_id_not_in_the_catalog_says_how_to_fetch_it_and_the_nearest_names():
+    r = run("plan", "meta-llama/llama3-8b", "--gpu", "rtx-3090")
+    assert r.exit_code == 2
+    assert "unknown model 'meta-llama/llama3-8b': not in the catalog nor in a local store" in r.stderr
+    assert "hf download meta-llama/llama3-8b config.json" in r.stderr
+    assert r.stderr.rstrip().endswith("--quant ...; did you mean llama3-8b, llama3.1-8b, mistral-small-24b?")
+
+
 def test_unicode_digit_in_cuda_visible_devices_hides_every_gpu_like_cuda(monkeypatch):
     import gpufit.probe as probe
 

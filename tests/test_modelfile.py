@@ -546,14 +546,15 @@ def test_gguf_weights_bytes_from_the_tensor_table(tmp_path):
 
 def test_an_f16_gguf_file_defaults_to_llama_cpp_not_vllm(tmp_path):
     """The engine follows the file format: only llama.cpp / Ollama load a .gguf, F16 or not."""
-    from gpufit.app import build_request, plan_devices, resolve_model
+    from gpufit.app import build_request, resolve_model
+    from gpufit.estimator.types import devices_from_specs
     from gpufit.catalog import load_catalog
 
     cat = load_catalog()
     path = write_gguf(tmp_path / "tiny-f16.gguf", file_type=gguf.LlamaFileType.MOSTLY_F16)
     choice = resolve_model(str(path), cat)
     assert choice.file_quant == "fp16" and choice.is_gguf
-    req, notes = build_request(choice, plan_devices([(cat.gpu("rtx-4090"), 1)]), cat, planning=True)
+    req, notes = build_request(choice, devices_from_specs([(cat.gpu("rtx-4090"), 1)]), cat, planning=True)
     assert req.engine == "llama.cpp"
     assert any("engine llama.cpp: the default for a GGUF file" in n for n in notes)
 

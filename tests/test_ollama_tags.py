@@ -106,4 +106,13 @@ def test_a_tag_naming_an_unknown_model_is_an_invalid_file(tmp_path):
     c.add_file(p)
     with pytest.raises(CatalogError) as e:
         c.check_references()
-    assert "t.toml" in str(e.value) and "qwen9-4b" in str(e.value)
+    assert "t.toml" in str(e.value) and "model 'qwen9-4b' is not in the catalog" in str(e.value)
+
+
+def test_a_tag_naming_a_mistyped_model_names_the_nearest_catalog_models(tmp_path):
+    p = tmp_path / "t.toml"
+    p.write_text(TAG.format(key="qwen9:4b", model="qwen9-4b"))
+    with pytest.raises(CatalogError) as e:
+        load_catalog((p,))
+    assert "t.toml" in str(e.value)
+    assert "model 'qwen9-4b' is not in the catalog; did you mean qwen3-4b, qwen3-14b, qwen3-8b?" in str(e.value)

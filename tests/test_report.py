@@ -150,7 +150,7 @@ def test_watched_model_verdict_and_headroom(tmp_path):
     small, huge = models["llama3-8b"], models["llama3-70b"]
     assert small["error"] is None and small["verdict"] in ("fits", "tight") and small["quant"] == "int8"
     assert small["needed_bytes"] > 8e9 and small["headroom_bytes"] is not None
-    assert huge["verdict"] in ("offload", "no_fit") and huge["status"] == "warn"
+    assert huge["verdict"] == "no_fit" and huge["status"] == "warn"  # vLLM offloads only when told to
     # and the metrics say so
     run_report("prometheus", str(tmp_path / "r.prom"), str(cfg), str(big[0])).exit_code
     from prometheus_client.parser import text_string_to_metric_families
@@ -169,7 +169,7 @@ def test_model_that_no_longer_fits_is_a_warning(tmp_path):
     out = tmp_path / "r.json"
     assert run_report("json", str(out), str(cfg), str(snap)).exit_code == ExitCode.DEGRADED
     m = json.loads(out.read_text())["models"][0]
-    assert m["verdict"] in ("offload", "no_fit") and m["status"] == "warn"
+    assert m["verdict"] == "no_fit" and m["status"] == "warn"  # 2 GiB free cannot hold 16 GB of weights
 
 
 def test_a_model_entry_no_run_can_satisfy_is_a_config_error_not_a_warning(monkeypatch):

@@ -128,7 +128,7 @@ def test_repo_id_in_the_default_cache_wins_over_the_catalog_and_names_the_files(
     assert ch.spec.hf_repo == "meta-llama/Meta-Llama-3-8B"
     text = " ".join(ch.notes)
     assert "instead of the catalog entry" in text
-    assert f"read config.json, model.safetensors in " in text and text.count(f"snapshots/{COMMIT}") == 1
+    assert "read config.json, model.safetensors in " in text and text.count(f"snapshots/{COMMIT}") == 1
     assert f"revision {COMMIT}" in text
 
 
@@ -311,12 +311,13 @@ def test_models_local_lists_every_store_and_fits_with_a_snapshot(home, tmp_path)
     r = CliRunner().invoke(cli, ["models", "--local", "--json"])
     assert r.exit_code == 0, r.output
     assert {x["name"] for x in json.loads(r.stdout)} == {"acme/Tiny-Llama", "tinyllama:q8"}
-    snap = Path(__file__).parent / "fixtures"
-    caps = sorted(snap.rglob("*.xml"))
-    if caps:
-        r = CliRunner().invoke(cli, ["models", "--local", "--snapshot", str(caps[0]), "--json"])
-        assert r.exit_code == 0, r.output
-        assert all(x["verdict"] in ("fits", "tight", "offload", "no_fit") for x in json.loads(r.stdout))
+    # a GTX 1050 (a real capture, compute capability 6.1): the safetensors model's default engine, vLLM, needs
+    # 7.0 and refuses; the GGUF runs in what is free
+    cap = Path(__file__).parent / "fixtures" / "nvidia-smi" / "GuanceCloud_datakit__gtx-1050-1.xml"
+    r = CliRunner().invoke(cli, ["models", "--local", "--snapshot", str(cap), "--json"])
+    assert r.exit_code == 0, r.output
+    verdicts = {x["name"]: x["verdict"] for x in json.loads(r.stdout)}
+    assert verdicts == {"acme/Tiny-Llama": "no_fit", "tinyllama:q8": "fits"}
 
 
 def test_revision_option_on_the_command_line(home):

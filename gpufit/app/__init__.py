@@ -7,7 +7,8 @@ and never knows click (cli.py renders and picks the exit code).
 - recommend.py, report.py (+ health.py, config.py): the other commands' use cases
 """
 
-from .request import (  # noqa: F401  (the app layer's entry points)
+from ..units import parse_size
+from .request import (
     DEFAULT_CONTEXT_CAP,
     MAX_BATCH,
     ModelChoice,
@@ -20,10 +21,15 @@ from .request import (  # noqa: F401  (the app layer's entry points)
     local_models,
     merge_server_options,
     parse_gpu_option,
-    parse_size,
-    plan_devices,
     resolve_checkpoint,
     resolve_model,
     run_estimate,
     server_command,
 )
+
+# the app layer's entry points
+__all__ = [
+    "build_request", "candidates_for", "choice_from_local", "DEFAULT_CONTEXT_CAP", "default_engine",
+    "fit_on_snapshot", "local_models", "MAX_BATCH", "merge_server_options", "ModelChoice", "ModelWarning",
+    "parse_gpu_option", "parse_size", "resolve_checkpoint", "resolve_model", "run_estimate", "server_command",
+]

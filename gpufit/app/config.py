@@ -33,7 +33,6 @@ Every error is a ConfigError naming the file, the line and the key.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
@@ -42,7 +41,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CatalogError, ConfigError, UsageError, did_you_mean
+from ..errors import CatalogError, ConfigError, UsageError, unknown_text
+from ..units import MIB
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,7 +50,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
-MAX_CONFIG_BYTES = 16 * 2**20  # a config with inline catalog entries is a few kB
+MAX_CONFIG_BYTES = 16 * MIB  # a config with inline catalog entries is a few kB
 from ..estimator.engines import ENGINES as _ENGINE_KEYS  # noqa: E402  (the one engine list)
 
 ENGINES = ("auto", *_ENGINE_KEYS)
@@ -278,9 +278,7 @@ def _read_model(t, i, path, lines, bad) -> ModelWatch:
             bad(f"{key} must be a non-empty string, got {v!r}", "model", key, i)
         kw[key] = v
     if kw.get("engine", "auto") not in ENGINES:
-        near = did_you_mean(kw["engine"], ENGINES)
-        hint = f"; did you mean {near[0]!r}?" if near else ""
-        bad(f"unknown engine {kw['engine']!r}{hint} (one of {', '.join(ENGINES)})", "model", "engine", i)
+        bad(f"{unknown_text('engine', kw['engine'], ENGINES)} (one of {', '.join(ENGINES)})", "model", "engine", i)
     return ModelWatch(**kw, path=str(path), line=lines.find("model", None, i))
 
 
@@ -314,9 +312,7 @@ def _check_fields(cls, table: dict, section: str, bad) -> dict:
 
 
 def _unknown_key(key, choices, what="key") -> str:
-    near = did_you_mean(key, sorted(choices))
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return f"unknown {what} {key!r}{hint}"
+    return unknown_text(what, key, sorted(choices))
 
 
 def _merge(parts: list[dict]) -> Config:
@@ -389,48 +385,33 @@ class _KeyLines:
 
 
 def _validate_inline(e: InlineCatalogEntry) -> None:
-    from ..catalog.loader import TABLES, _check_invariants, build_record
+    from ..catalog.loader import validate_entry
 
     where = f"[[catalog.{e.kind}]] key={e.table.get('key')!r}"
     try:
-        rec = build_record(TABLES[e.kind], e.table, e.path, where)
-        _check_invariants(rec, e.path, where)
+        validate_entry(e.kind, e.table, e.path, where)
     except CatalogError as err:
         line = f"line {e.line}: " if e.line else ""
         raise ConfigError(e.path, err.detail, f"{line}{err.where or where}") from None
 
 
-def _toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, str):
-        import json
-
-        return json.dumps(v, ensure_ascii=False)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} as TOML")  # pragma: no cover - validated before
-
-
 def build_catalog(config: Config):
-    """Built-in catalog + `[catalog] files` + inline entries. Inline entries are validated by the same
-    loader as the built-in files (they are written back to TOML text and read by Catalog.add_file)."""
+    """Built-in catalog + `[catalog] files` + inline entries. Each config file's inline tables go through
+    the loader's validation (`validate_tables`, as a catalog file's would) and join a copy of the cached
+    catalog the way a file's records do (`Catalog.add_records`), replacing built-in entries of the same key."""
     from ..catalog import load_catalog
+    from ..catalog.loader import validate_tables
 
-    cat = copy.deepcopy(load_catalog(tuple(config.catalog_files)))
-    by_file: dict[str, list[InlineCatalogEntry]] = {}
+    cat = load_catalog(tuple(config.catalog_files))
+    if not config.catalog_inline:
+        return cat
+    cat = cat.copy()
+    by_file: dict[str, dict[str, list[dict]]] = {}
     for e in config.catalog_inline:
-        by_file.setdefault(e.path, []).append(e)
-    for path, entries in by_file.items():
-        lines = []
-        for e in entries:
-            lines.append(f"[[{e.kind}]]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in e.table.items()]
-            lines.append("")
+        by_file.setdefault(e.path, {}).setdefault(e.kind, []).append(e.table)
+    for path, tables in by_file.items():
         try:
-            cat.add_file(Path(path), text="\n".join(lines), override=True)
+            cat.add_records(validate_tables(path, tables), Path(path), override=True)
         except CatalogError as err:
             raise ConfigError(path, err.detail, (err.where or "").replace("[[", "[[catalog.") or None) from None
     return cat

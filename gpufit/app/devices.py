@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 
 from ..catalog import Catalog
 from ..catalog.types import GpuSpec
-from ..errors import ProbeError, UsageError, did_you_mean
-from ..estimator.types import Device, devices_from_specs  # noqa: F401  (re-exported for callers)
+from ..errors import ProbeError, UsageError, did_you_mean_hint
+from ..estimator.types import Device
 from ..probe.snapshot import GpuState, Snapshot
 
 
@@ -204,9 +204,8 @@ def select_devices_noted(snapshot: Snapshot, catalog: Catalog, gpus: str | None 
             hit = _lookup(token, units, gpu_uuids)
             if hit is None:
                 valid = [n for u in units for n in u.names]
-                near = did_you_mean(token, valid)
-                hint = f"; did you mean {', '.join(near)}?" if near else ""
-                raise UsageError(f"unknown GPU {token!r} in --gpus{hint} (valid: {', '.join(valid) or 'none'})")
+                raise UsageError(f"unknown GPU {token!r} in --gpus{did_you_mean_hint(token, valid)} "
+                                 f"(valid: {', '.join(valid) or 'none'})")
             chosen.extend(u for u in hit if u not in chosen)
         notes.append(f"GPUs {', '.join(u.device.index for u in chosen)} of this box's "
                      f"{len(snapshot.gpus)}: --gpus {gpus}")

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 from .config import Thresholds
 from ..probe.snapshot import GpuState, HostInfo, Snapshot
+from ..units import GIB
 
 OK, WARN, CRIT, UNKNOWN = "ok", "warn", "crit", "unknown"
 STATUSES = (OK, WARN, CRIT, UNKNOWN)
@@ -228,11 +229,11 @@ def check_memory_held(g: GpuState, t: Thresholds) -> Check:
     ratio = m.used / m.total
     procs = sorted(g.processes, key=lambda p: -(p.used_bytes or 0))
     who = ", ".join(
-        f"{p.name or '?'}[{p.pid}]" + (f" {p.used_bytes / 2**30:.1f} GiB" if p.used_bytes is not None else "")
+        f"{p.name or '?'}[{p.pid}]" + (f" {p.used_bytes / GIB:.1f} GiB" if p.used_bytes is not None else "")
         for p in procs[:5]
     )
     more = f" and {len(procs) - 5} more" if len(procs) > 5 else ""
-    held = f"{m.used / 2**30:.1f} GiB of {m.total / 2**30:.1f} GiB in use ({ratio:.0%})"
+    held = f"{m.used / GIB:.1f} GiB of {m.total / GIB:.1f} GiB in use ({ratio:.0%})"
     msg = f"{held}; held by {who}{more}" if procs else f"{held}; no processes listed"
     return Check("memory_held", WARN if ratio >= t.memory_held_warn_ratio else OK, m.used, th, "bytes", msg)
 
@@ -272,7 +273,7 @@ def check_host_ram(h: HostInfo, t: Thresholds) -> Check:
     ratio = h.ram_available_bytes / h.ram_total_bytes
     s = CRIT if ratio < t.host_ram_available_crit_ratio else WARN if ratio < t.host_ram_available_warn_ratio else OK
     return Check("host_ram", s, round(ratio, 4), th, "ratio",
-                 f"{h.ram_available_bytes / 2**30:.1f} GiB of {h.ram_total_bytes / 2**30:.1f} GiB host RAM "
+                 f"{h.ram_available_bytes / GIB:.1f} GiB of {h.ram_total_bytes / GIB:.1f} GiB host RAM "
                  f"available ({ratio:.0%}; warn below {t.host_ram_available_warn_ratio:.0%})")
 
 

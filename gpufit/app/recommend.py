@@ -15,7 +15,6 @@ from ..catalog import Catalog
 from ..estimator.fit import estimate
 from ..estimator.params import count_params
 
-GIB = 1 << 30
 RULE = ("largest model (parameters) whose best quantization of at least {bits:g} bits per weight fits "
         "with the minimum headroom and keeps >= {min:g} tokens/s decode; ties: better quantization, then faster")
 # below ~4 bits per weight quality falls off fast (llama.cpp perplexity tables in quants.toml):
@@ -30,10 +29,33 @@ def _quants_for(catalog: Catalog, engine: str, native_bits: float, min_bits: flo
     return sorted(qs, key=lambda q: (-q.quality, q.bits_per_weight))
 
 
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """One model that fits now at its best quantization (a row of `gpufit recommend`)."""
+    model: str
+    name: str
+    params: int
+    quant: str
+    engine: str
+    context: int
+    verdict: str
+    total_bytes: int
+    headroom_bytes: int | None
+    decode_tokens_per_s: float | None
+    placement: str
+    rule: str
+    quality: int = 0  # the quant's quality rank (ties: better quantization first)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        del d["quality"]
+        return d
+
+
 def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "auto",
               min_tokens_per_s: float = 10.0, min_bits: float = DEFAULT_MIN_BITS, host_ram=None,
-              planning=False) -> list[dict]:
-    rows = []
+              planning=False) -> list[Recommendation]:
+    rows: list[Recommendation] = []
     for m in catalog.models.values():
         native = catalog.quant(m.native_dtype)
         ctx = min(context, m.max_context)
@@ -47,16 +69,14 @@ def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "
             tps = res.performance.decode_tokens_per_s
             if tps is not None and tps < min_tokens_per_s:
                 continue
-            rows.append({
-                "model": m.key, "name": m.name, "params": count_params(m).total, "quant": q.key,
-                "engine": eng, "context": ctx, "verdict": res.verdict,
-                "total_bytes": res.memory.total_bytes,
-                "headroom_bytes": min((d.headroom_bytes for d in res.devices if d.needed_bytes), default=None),
-                "decode_tokens_per_s": tps, "placement": res.placement.strategy,
-                "rule": RULE.format(min=min_tokens_per_s, bits=min_bits),
-            })
+            rows.append(Recommendation(
+                model=m.key, name=m.name, params=count_params(m).total, quant=q.key, engine=eng, context=ctx,
+                verdict=str(res.verdict), total_bytes=res.memory.total_bytes,
+                headroom_bytes=min((d.headroom_bytes for d in res.devices if d.needed_bytes), default=None),
+                decode_tokens_per_s=tps, placement=str(res.placement.strategy),
+                rule=RULE.format(min=min_tokens_per_s, bits=min_bits), quality=q.quality))
             break
-    rows.sort(key=lambda r: (-r["params"], -catalog.quant(r["quant"]).quality, -(r["decode_tokens_per_s"] or 0)))
+    rows.sort(key=lambda r: (-r.params, -r.quality, -(r.decode_tokens_per_s or 0)))
     return rows
 
 

@@ -8,7 +8,6 @@ could not probe, 6 bad config / data file.
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from datetime import datetime, timezone
 
 from . import health
 from ..errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
+from ..units import GIB
 
 SCHEMA = "gpufit.report/1"
 from ..render import formats_for
@@ -70,8 +70,8 @@ def check_model(watch, snapshot, catalog) -> dict:
         devices=[{k: x.get(k) for k in ("index", "uuid", "needed_bytes", "headroom_bytes")} for x in used],
     )
     entry["status"] = health.OK if d["verdict"] == "fits" else health.WARN
-    gib = "" if headroom is None else f", headroom {headroom / 2**30:.1f} GiB"
-    entry["message"] = (f"{d['verdict']}: needs {d['memory']['total_bytes'] / 2**30:.1f} GiB "
+    gib = "" if headroom is None else f", headroom {headroom / GIB:.1f} GiB"
+    entry["message"] = (f"{d['verdict']}: needs {d['memory']['total_bytes'] / GIB:.1f} GiB "
                         f"({d.get('quant')}, context {d.get('context')}, {d.get('engine')}){gib}")
     return entry
 

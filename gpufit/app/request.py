@@ -9,12 +9,11 @@ import re
 
 from ..catalog import Catalog, load_catalog
 from ..catalog.types import GpuSpec, ModelSpec
-from ..errors import UsageError, unknown
+from ..errors import UsageError, did_you_mean_hint, unknown
 from ..estimator import engines as engine_registry
 from ..estimator.engines import default_engine
 from ..estimator.types import Device, FitRequest, FitResult
 
-from ..units import parse_size  # noqa: F401  (callers read sizes through the app layer)
 DEFAULT_CONTEXT_CAP = 8192  # default context = min(8192, the model's max) (DESIGN.md)
 # cards to count in "N of these would do" besides the selected one
 REFERENCE_GPUS = ("h100-sxm",)
@@ -62,16 +61,12 @@ def resolve_model(arg: str, catalog: Catalog, revision: str | None = None, engin
                          "*.safetensors), a config.json, a .gguf or .safetensors file, or a catalog name")
     if not catalog.has_model(arg) and re.fullmatch(r"[\w.\-]+/[\w.\-]+(@[\w.\-/]+)?", arg.strip()):
         repo = arg.strip().split("@")[0]
-        from ..errors import did_you_mean
-
-        near = did_you_mean(arg, list(catalog.models))
-        hint = f" Did you mean {', '.join(near)}?" if near else ""
         raise UsageError(
             f"unknown model {arg!r}: not in the catalog nor in a local store (Hugging Face cache, Ollama, LM "
             f"Studio, llama.cpp). Fetch the repo's config.json and pass its path: "
             f"hf download {repo} config.json --local-dir {repo.split('/')[-1]} (or mkdir {repo.split('/')[-1]} && "
             f"curl -L https://huggingface.co/{repo}/resolve/main/config.json -o {repo.split('/')[-1]}/config.json), "
-            f"then gpufit plan {repo.split('/')[-1]}/config.json --quant ...{hint}")
+            f"then gpufit plan {repo.split('/')[-1]}/config.json --quant ...{did_you_mean_hint(arg, catalog.models)}")
     tagged = ollama_choice(arg, catalog, engine)
     return tagged if tagged is not None else ModelChoice(catalog.model(arg))
 
@@ -149,14 +144,6 @@ def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
             n = int(count)
         out.append((catalog.gpu(key), n))
     return out
-
-
-def plan_devices(items: list[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
-    """Catalog hardware, nothing running on it: free = total. (Kept out of devices.py's import, which
-    pulls in the probe: `plan` never probes.)"""
-    from ..estimator.types import devices_from_specs
-
-    return devices_from_specs(items)
 
 
 def _file_quant(model: ModelChoice, catalog: Catalog):

@@ -7,7 +7,7 @@ returns a `Catalog` with lookups that raise UsageError with "did you mean" for u
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..errors import CatalogError, unknown
@@ -47,7 +47,11 @@ class Catalog:
     def add_file(self, path: Path, text: str | None = None, override: bool = False) -> None:
         """Add the entries of one catalog file. A key already present is an error unless `override`
         (user additions in a config may replace a built-in entry on purpose)."""
-        loaded = load_file(path, text)
+        self.add_records(load_file(path, text), path, override)
+
+    def add_records(self, loaded: dict[str, list], path: Path, override: bool = False) -> None:
+        """Add validated records ({"gpu": [...], "model": [...], ...}, as `loader.load_file` or
+        `loader.validate_tables` return them) that came from `path`: the one way entries join a catalog."""
         self.files.append(str(path))
         for rec in loaded["gpu"]:
             self._add(self.gpus, rec, path, override, "gpu")
@@ -77,17 +81,23 @@ class Catalog:
             for alias in (rec.key, *rec.aliases):
                 self._alias(self._tag_alias, alias, rec.key, path, override, "ollama_tag")
 
+    def copy(self) -> Catalog:
+        """A catalog that can take additions without changing this one (the process-cached built-in
+        catalog): the indexes are copied, the frozen records shared."""
+        new = Catalog(**{f.name: type(getattr(self, f.name))(getattr(self, f.name)) for f in fields(self)})
+        new._shared = {ident: list(keys) for ident, keys in self._shared.items()}
+        return new
+
     def check_references(self) -> None:
         """Every Ollama tag names a catalog model and a format Ollama runs (checked once all files are
         in, since a user file may add the model a tag names)."""
         for tag in self.ollama_tags.values():
             where = f"[[ollama_tag]] key={tag.key!r}"
             if tag.model not in self.models:
-                from ..errors import did_you_mean
+                from ..errors import did_you_mean_hint
 
-                near = did_you_mean(tag.model, self.models)
                 raise CatalogError(self._tag_file[tag.key], f"model {tag.model!r} is not in the catalog"
-                                   + (f" (did you mean {near[0]!r}?)" if near else ""), where)
+                                   + did_you_mean_hint(tag.model, self.models), where)
             q = self.quants.get(tag.quant)
             if q is None or "ollama" not in q.engines:
                 raise CatalogError(self._tag_file[tag.key], f"quant {tag.quant!r} is no format Ollama runs", where)
@@ -205,11 +215,10 @@ class Catalog:
             runs = [k for k, q in self.quants.items() if "ollama" in q.engines and not q.tensor_only]
             key = self._quant_alias.get(m.group("quant"))
             if key is None or key not in runs:
-                from ..errors import UsageError, did_you_mean
+                from ..errors import UsageError, did_you_mean_hint
 
-                near = did_you_mean(m.group("quant"), runs)
                 raise UsageError(f"unknown quantization {m.group('quant')!r} in Ollama tag {name!r}"
-                                 + (f"; did you mean {', '.join(near)}?" if near else ""))
+                                 + did_you_mean_hint(m.group("quant"), runs))
             base = m.group("base")
             for cand in (f"{family}:{base}", f"{family}:{base.split('-')[0]}"):
                 hit = self.ollama_tag(cand)

@@ -11,11 +11,12 @@ import functools
 import json
 import os
 import re
-import typing
 import zlib
 from pathlib import Path
 
 from ..errors import CatalogError
+from ..fsutil import read_record
+from ..units import MIB
 from .types import GpuSpec, ModelSpec, OllamaTag, QuantFormat
 
 KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -24,7 +25,7 @@ TABLES = {"gpu": GpuSpec, "model": ModelSpec, "quant": QuantFormat, "ollama_tag"
 OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
 CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
-MAX_CATALOG_BYTES = 64 * 2**20  # the built-in files are ~160 kB together
+MAX_CATALOG_BYTES = 64 * MIB  # the built-in files are ~160 kB together
 
 
 def _tomllib():
@@ -107,69 +108,10 @@ def parse_toml(path: Path, text: str | None = None) -> dict:
         raise CatalogError(path, f"invalid TOML: {e}") from None
 
 
-def _type_ok(value, hint) -> tuple[bool, object]:
-    """Check `value` against a simple type hint; return (ok, converted value)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        non_none = [a for a in args if a is not type(None)]
-        if value is None:
-            return True, None
-        return _type_ok(value, non_none[0])
-    if origin is tuple:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            return False, value
-        return True, tuple(value)
-    if hint is bool:
-        return isinstance(value, bool), value
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool), value
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return ok, float(value) if ok else value
-    if hint is str:
-        return isinstance(value, str), value
-    return False, value
-
-
-def _type_name(hint) -> str:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is tuple:
-        return "list of strings"
-    if args:
-        return _type_name(args[0])
-    return {int: "integer", float: "number", str: "string", bool: "true/false"}.get(hint, str(hint))
-
-
-@functools.lru_cache(maxsize=None)
-def _schema(cls):
-    """Type hints and fields of a record class, resolved once (get_type_hints is slow)."""
-    return typing.get_type_hints(cls), {f.name: f for f in dataclasses.fields(cls)}
-
-
 def build_record(cls, table: dict, path, where: str):
-    hints, fields = _schema(cls)
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        from ..errors import did_you_mean
-
-        near = did_you_mean(unknown[0], fields)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
-        raise CatalogError(path, f"unknown key {unknown[0]!r}{hint}", where)
-    kwargs = {}
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in table:
-            if required:
-                raise CatalogError(path, f"missing required key {name!r}", where)
-            continue
-        ok, value = _type_ok(table[name], hints[name])
-        if not ok:
-            raise CatalogError(
-                path, f"key {name!r} must be a {_type_name(hints[name])}, got {table[name]!r}", where
-            )
-        kwargs[name] = value
-    return cls(**kwargs)
+    """One catalog table -> its record, type-checked by the record's hints (fsutil.read_record): an unknown
+    key (with "did you mean"), a missing required key or a value of the wrong type is a CatalogError."""
+    return read_record(cls, table, CatalogError, path, where)
 
 
 def _check_invariants(rec, path, where: str) -> None:
@@ -282,18 +224,27 @@ def load_file(path: Path, text: str | None = None, cache: bool = True) -> dict[s
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise CatalogError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
-    out = _validate(path, parse_toml(path, text))
+    out = validate_tables(path, parse_toml(path, text))
     if entry is not None:
         _to_cache(entry, out)
     return out
 
 
-def _validate(path: Path, data: dict) -> dict[str, list]:
+def validate_entry(kind: str, table: dict, path, where: str):
+    """One [[kind]] table -> its record: typed by the record's hints and its invariants checked."""
+    rec = build_record(TABLES[kind], table, path, where)
+    _check_invariants(rec, path, where)
+    return rec
+
+
+def validate_tables(path, data: dict) -> dict[str, list]:
+    """A parsed catalog file ({"gpu": [table, ...], ...}: a TOML file, or a config's inline entries) ->
+    its records, each entry validated, keys unique within the file. CatalogError names the entry."""
     out: dict[str, list] = {name: [] for name in TABLES}
     for top in data:
         if top not in TABLES:
             raise CatalogError(path, f"unknown table [[{top}]]; expected one of {', '.join(TABLES)}")
-    for name, cls in TABLES.items():
+    for name in TABLES:
         entries = data.get(name, [])
         if not isinstance(entries, list):
             raise CatalogError(path, f"[{name}] must be an array of tables: write [[{name}]]")
@@ -302,8 +253,7 @@ def _validate(path: Path, data: dict) -> dict[str, list]:
             where = f"[[{name}]] #{i + 1}" + (f" key={table.get('key')!r}" if isinstance(table, dict) else "")
             if not isinstance(table, dict):
                 raise CatalogError(path, "entry must be a table", where)
-            rec = build_record(cls, table, path, where)
-            _check_invariants(rec, path, where)
+            rec = validate_entry(name, table, path, where)
             if rec.key in seen:
                 raise CatalogError(path, f"duplicate key {rec.key!r}", where)
             seen.add(rec.key)

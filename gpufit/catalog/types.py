@@ -7,7 +7,7 @@ Units are in the field names. Every entry carries `source`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

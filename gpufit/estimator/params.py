@@ -3,7 +3,7 @@
 Counts every weight matrix, bias and norm vector of a decoder-only transformer (dense, MoE, MLA).
 Where the catalog has a published exact count (`ModelSpec.params`) that figure wins for the total and
 the architecture count is only used to split it (embeddings / output head / body / per-layer).
-Check: Llama-3-8B counts to 8,030,261,248, the published figure (see tests/test_params.py).
+Check: Llama-3-8B counts to 8,030,261,248, the published figure (tests/test_memory.py, test_llama3_8b_parameter_split_by_hand).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
+from ..units import MIB
 from . import ModelFile
 from .common import group_layers, model_key
 from .hf_config import build_spec, native_from_config, quant_from_config, read_config
@@ -34,7 +35,7 @@ def _shards(folder: Path, allow_missing: bool = False
         from ..fsutil import read_data_file
 
         # one line per tensor: far below this bound for any model; it only keeps a device or a huge file out
-        raw = read_data_file(index, 256 * 2**20, ModelFileError, "safetensors index")
+        raw = read_data_file(index, 256 * MIB, ModelFileError, "safetensors index")
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:

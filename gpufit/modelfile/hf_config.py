@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..catalog.types import ModelSpec
 from ..errors import ModelFileError
+from ..units import MIB
 from .common import MAX_LAYERS, MAX_SIZE_INT, short as _short
 
 
@@ -99,7 +100,7 @@ GATED_ATTENTION_TYPES = {"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe",
 # the heads gpufit estimates: text generation (Gemma 3 multimodal is *ForConditionalGeneration)
 ARCH_SUFFIXES = ("ForCausalLM", "ForConditionalGeneration")
 
-MAX_CONFIG_BYTES = 16 * 2**20  # real config.json files are a few kB
+MAX_CONFIG_BYTES = 16 * MIB  # real config.json files are a few kB
 
 _TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32",
                  "float8_e4m3fn": "fp8", "float8_e5m2": "fp8"}
@@ -178,9 +179,6 @@ class _Keys:
         self.d = dict(hc.arch.defaults)
         self.d.update(hc.text)  # an explicit null stays null (e.g. "sliding_window": null)
         self.prefix = "text_config." if hc.text is not hc.top else ""
-
-    def has(self, key: str) -> bool:
-        return key in self.d
 
     def int(self, key: str, default=None, minimum: int = 1):
         v = self.d.get(key)

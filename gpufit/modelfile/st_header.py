@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..units import MIB
 
 # safetensors/src/tensor.rs MAX_HEADER_SIZE is 100_000_000; we allow 100 MiB. Larger is corrupt, and is
 # rejected before anything is allocated.
-MAX_HEADER_BYTES = 100 * 2**20
+MAX_HEADER_BYTES = 100 * MIB
 
 # Bits per element of each safetensors dtype (safetensors/src/tensor.rs `Dtype::bitsize`).
 DTYPE_BITS: dict[str, int] = {

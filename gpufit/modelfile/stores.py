@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ModelFileError, UsageError
+from ..units import MIB
 
 HF_INDEX = "model.safetensors.index.json"
 OLLAMA_HOST = "registry.ollama.ai"
@@ -134,7 +135,7 @@ def _entries(d: Path) -> list[Path]:
 def _read_json(path: Path):
     from ..fsutil import read_data_file
 
-    raw = read_data_file(path, 64 * 2**20, ModelFileError, "store manifest")  # manifests are a few kB
+    raw = read_data_file(path, 64 * MIB, ModelFileError, "store manifest")  # manifests are a few kB
     try:
         return json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as e:

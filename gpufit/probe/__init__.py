@@ -11,6 +11,7 @@ import dataclasses
 import json
 
 from ..errors import SnapshotError
+from ..units import MIB
 from .snapshot import SCHEMA, GpuState, HostInfo, Snapshot
 
 __all__ = ["take_snapshot", "load_snapshot", "save_snapshot", "Snapshot", "GpuState", "HostInfo", "SCHEMA"]
@@ -34,7 +35,7 @@ def take_snapshot(lib=None, timeout_s: float = 10.0) -> Snapshot:
 
 
 # the largest real capture we know (8 x V100, nvidia-smi -q -x) is 228 kB; a bundle with load phases ~180 kB
-MAX_SNAPSHOT_BYTES = 64 * 2**20
+MAX_SNAPSHOT_BYTES = 64 * MIB
 
 
 def load_snapshot(path) -> Snapshot:

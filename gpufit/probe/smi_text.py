@@ -15,7 +15,7 @@ import re
 
 from ..errors import SnapshotError
 from .nvml import THROTTLE_REASON_BITS
-from .smi_xml import MIB, Reader, pci_device_id
+from .smi_xml import Reader, pci_device_id
 from .snapshot import (
     Clocks,
     Ecc,
@@ -323,4 +323,4 @@ def _with_mig(g: GpuState, listed, blocks) -> GpuState:
     return _replace(g, mig=Mig(enabled=True, devices=tuple(devices)))
 
 
-__all__ = ["parse_bundle", "parse_query_csv", "looks_like_query_csv", "sections", "BUNDLE_MARK", "MIB"]
+__all__ = ["parse_bundle", "parse_query_csv", "looks_like_query_csv", "sections", "BUNDLE_MARK"]

@@ -16,6 +16,7 @@ import re
 import xml.etree.ElementTree as ET
 
 from ..errors import SnapshotError
+from ..units import GB, GIB, KIB, MIB
 from .snapshot import (
     Clocks,
     Ecc,
@@ -31,8 +32,7 @@ from .snapshot import (
     Utilization,
 )
 
-MIB = 2**20
-_UNITS = {"b": 1, "kib": 2**10, "mib": MIB, "gib": 2**30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+_UNITS = {"b": 1, "kib": KIB, "mib": MIB, "gib": GIB, "kb": 10**3, "mb": 10**6, "gb": GB}
 _NUM_RE = re.compile(r"^\s*([-+]?[0-9]+(?:\.[0-9]+)?)\s*([A-Za-z%]*)\s*$", re.ASCII)
 _IMPORTANT_ABSENT = "not in this nvidia-smi capture"
 

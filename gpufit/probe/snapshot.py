@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import typing
 from dataclasses import dataclass, field
 
 from ..errors import SnapshotError
+from ..fsutil import read_record
 
 SCHEMA = "gpufit.snapshot/1"
 
@@ -177,16 +176,7 @@ class Snapshot:
         schema = data.get("schema")
         if schema != SCHEMA:
             raise SnapshotError(path, f"schema is {schema!r}, expected {SCHEMA!r}", "schema")
-        return _from_jsonable(cls, data, path, "")
-
-
-_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # NVML reports at most unsigned 64-bit values
-
-
-def _short(value) -> str:
-    """A value for a message: JSON numbers can be 400 digits and lists a megabyte."""
-    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else f"of {len(str(abs(value)))} digits"
-    return text if len(text) <= 80 else text[:77] + "..."
+        return read_record(cls, data, SnapshotError, path, ignore_unknown_keys=True)
 
 
 def _to_jsonable(obj):
@@ -197,54 +187,3 @@ def _to_jsonable(obj):
     if isinstance(obj, dict):
         return {str(k): _to_jsonable(v) for k, v in obj.items()}
     return obj
-
-
-def _from_jsonable(hint, value, path, where):
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if dataclasses.is_dataclass(hint):
-        if not isinstance(value, dict):
-            raise SnapshotError(path, f"expected an object, got {type(value).__name__}", where or "top level")
-        hints = typing.get_type_hints(hint)
-        kwargs = {}
-        for f in dataclasses.fields(hint):
-            sub = f"{where}.{f.name}" if where else f.name
-            if f.name in value:
-                kwargs[f.name] = _from_jsonable(hints[f.name], value[f.name], path, sub)
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise SnapshotError(path, "missing required key", sub)
-        return hint(**kwargs)
-    if origin is typing.Union or type(hint).__name__ == "UnionType":
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _from_jsonable(inner, value, path, where)
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise SnapshotError(path, f"expected a list, got {type(value).__name__}", where)
-        return tuple(_from_jsonable(args[0], v, path, f"{where}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SnapshotError(path, f"expected an object, got {type(value).__name__}", where)
-        return {str(k): str(v) for k, v in value.items()}
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise SnapshotError(path, f"expected true/false, got {_short(value)}", where)
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise SnapshotError(path, f"expected an integer, got {_short(value)}", where)
-        if not _INT_MIN <= value <= _INT_MAX:
-            raise SnapshotError(path, f"integer {_short(value)} is out of range (NVML values are 64-bit)", where)
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SnapshotError(path, f"expected a number, got {_short(value)}", where)
-        if isinstance(value, int) and not _INT_MIN <= value <= _INT_MAX or not math.isfinite(value):
-            raise SnapshotError(path, f"number {_short(value)} is out of range", where)
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise SnapshotError(path, f"expected a string, got {_short(value)}", where)
-        return value
-    raise SnapshotError(path, f"cannot read a value of type {hint}", where)  # pragma: no cover

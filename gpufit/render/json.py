@@ -64,7 +64,7 @@ def report(rep: dict) -> str:
 
 
 def rows(items) -> str:
-    return _dump(list(items))
+    return _dump([i.to_dict() if hasattr(i, "to_dict") else i for i in items])
 
 
 def gpus(specs) -> str:

@@ -280,14 +280,14 @@ def report_text(report: dict) -> str:
     return "\n".join(out) + "\n"
 
 
-def recommend_text(rows: list[dict], min_tps: float) -> str:
+def recommend_text(rows, min_tps: float) -> str:
     if not rows:
         return f"No catalog model fits at >= {min_tps:g} tokens/s on these GPUs."
-    t = table([[r["model"], f"{r['params'] / 1e9:.1f}B", r["quant"], r["engine"], str(r["context"]),
-                f"{r['total_bytes'] / GIB:.1f}", f"{(r['headroom_bytes'] or 0) / GIB:.1f}",
-                f"{r['decode_tokens_per_s'] or 0:g}", r["placement"]] for r in rows],
+    t = table([[r.model, f"{r.params / 1e9:.1f}B", r.quant, r.engine, str(r.context), gib(r.total_bytes),
+                gib(r.headroom_bytes or 0), sig(r.decode_tokens_per_s) if r.decode_tokens_per_s else "-",
+                r.placement] for r in rows],
               ["model", "params", "quant", "engine", "context", "needs GiB", "headroom GiB", "tok/s", "placement"])
-    return t + "\n\nRanked by: " + rows[0]["rule"]
+    return t + "\n\nRanked by: " + rows[0].rule
 
 
 def _snapshot(snap, catalog=None) -> str:

@@ -14,9 +14,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from ...errors import GpufitError
+from ...units import GIB
 from .sources import NodeView
 
-GIB = 1 << 30
 FITS = ("fits", "tight")
 # the four groups, in the order nodes are listed
 FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = "fits", "fits_if_empty", "cannot", "no_data"

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ...probe.snapshot import GpuState, HostInfo, Memory, Mig, MigDevice, NvLink, Snapshot
+from ...units import MIB
 
-MIB = 1 << 20
 # the label that names a node when --by is not given, tried in order on each series
 DEFAULT_BY = {"gpufit": ("instance",), "dcgm": ("Hostname", "hostname", "instance"), "nvidia_smi": ("instance",)}
 

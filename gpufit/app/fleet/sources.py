@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from ...errors import UsageError
 from ...probe.snapshot import Snapshot
-from .readers import DEFAULT_BY, MIB, READERS, node_of, snapshot_of
+from ...units import GIB, MIB
+from .readers import DEFAULT_BY, READERS, node_of, snapshot_of
 
 SOURCES = ("gpufit", "dcgm", "nvidia_smi")
 # a GPU several sources report is taken from the first: gpufit's series carry the catalog key, the PCI
@@ -193,8 +194,8 @@ def merge_sources(views: list[NodeView]) -> tuple[list[NodeView], list[str]]:
             diff = _free_of(o, u), _free_of(v, u)
             words = ""
             if None not in diff and abs(diff[0] - diff[1]) > 2 * MIB:  # DCGM reports whole MiB
-                words = (f": they disagree, {o.source} {diff[0] / 2**30:.2f} GiB free, {v.source} "
-                         f"{diff[1] / 2**30:.2f} GiB")
+                words = (f": they disagree, {o.source} {diff[0] / GIB:.2f} GiB free, {v.source} "
+                         f"{diff[1] / GIB:.2f} GiB")
             why = f"{v.source}'s is stale" if v.stale and not o.stale else f"order: {' > '.join(SOURCES)}"
             said.append(f"GPU {u} is reported by {o.source} (node {o.node}) and {v.source} (node {v.node}){words}; "
                         f"using {o.source} ({why})")

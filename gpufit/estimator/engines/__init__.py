@@ -9,10 +9,21 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from .base import Engine, EngineMemory, Refusal, ServerCommand  # noqa: F401
-from .profiles import *  # noqa: F401,F403  (engine profiles and calibrated speed factors)
-from .profiles import PROFILES, EngineProfile  # noqa: F401
 from . import llama_cpp, ollama, transformers, vllm
+from .base import Engine
+from .profiles import (  # the shared calibrated constants the core reads as engines.NAME
+    ALLREDUCE_LATENCY_S,
+    HOST_DECODE_BANDWIDTH_GBPS,
+    LLAMA_CPP,
+    LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS,
+    LLAMA_CPP_MLP_FF_F32_TENSORS,
+    LLAMA_CPP_MLP_HIDDEN_F32_TENSORS,
+    LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR,
+    STAGE_HOP_LATENCY_S,
+    TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY,
+    decode_efficiency,
+    memory_class,
+)
 
 
 class EngineModule(Protocol):
@@ -30,6 +41,14 @@ REGISTRY: dict[str, EngineModule] = {
     "transformers": transformers,
 }
 ENGINES = tuple(REGISTRY)
+
+__all__ = [
+    "ALLREDUCE_LATENCY_S", "ENGINES", "Engine", "EngineModule", "HOST_DECODE_BANDWIDTH_GBPS", "LLAMA_CPP",
+    "LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS", "LLAMA_CPP_MLP_FF_F32_TENSORS", "LLAMA_CPP_MLP_HIDDEN_F32_TENSORS",
+    "LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR", "REGISTRY", "STAGE_HOP_LATENCY_S", "TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY",
+    "all_engines", "decode_efficiency", "default_engine", "engine_for_program", "get", "llama_cpp", "memory_class",
+    "ollama", "programs", "split_name", "transformers", "vllm",
+]
 
 
 def split_name(name: str) -> tuple[str, str | None]:

@@ -18,7 +18,6 @@ from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
 from .profiles import LLAMA_CPP
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ...errors import UsageError
     from ..types import FitRequest, FitResult
 
 DEFAULT_FOR_KINDS = ("gguf",)

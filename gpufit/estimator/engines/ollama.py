@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...catalog.types import ModelSpec, QuantFormat
+from ...units import GIB, MIB
 from .. import memory
 from ..params import required
 from .base import EngineMemory, PrefillBatching, ServerCommand
-from .llama_cpp import LLAMA_KV, LlamaCpp, compute_bytes, setting
+from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,8 +33,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..types import Device, FitRequest, FitResult
 
 PROGRAMS = ("ollama",)
-MIB = 1 << 20
-GIB = 1 << 30
 # discover/gpu.go: CudaMinimumMemory / GpuInfo.MinimumMemory, kept free on every CUDA GPU
 MINIMUM_MEMORY = 457 * MIB
 # api/types.go DefaultOptions: NumBatch 512

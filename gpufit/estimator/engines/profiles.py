@@ -10,10 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ...catalog.types import GpuSpec
-
-MIB = 1 << 20
-GIB = 1 << 30
-
+from ...units import MIB
 
 
 @dataclass(frozen=True)

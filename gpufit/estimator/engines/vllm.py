@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ...catalog.types import ModelSpec, QuantFormat
+from ...units import GIB
 from .. import memory
 from ..params import attention_params, count_params, required
 from .base import Engine, EngineMemory, Refusal, ServerCommand
@@ -41,7 +42,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..placement import DevicePlan, Plan
     from ..types import Device, FitRequest, FitResult
 
-GIB = 1 << 30
 DEFAULT_FOR_KINDS = ("float", "int")
 PROGRAMS = ("vllm", "vllm.entrypoints.openai.api_server", "vllm.entrypoints.api_server")
 
