@@ -271,3 +271,13 @@ def test_nemotron_h_mlp_only_layers_cache_nothing():
     kinds = {k.kind: k.count for k in vllm.layer_kinds(req("nemotron-nano-9b-v2", "bf16", [card("h100-sxm")], 32768), 1)}
     assert kinds == {"full": m.layers - m.linear_layers - m.mlp_only_layers, "linear": m.linear_layers}
     assert m.mlp_only_layers == 25 and kinds["full"] == 4
+
+
+def test_vllm_reads_human_readable_integers_as_vllm_does():
+    # vllm/engine/arg_utils.py human_readable_int: lower case decimal, upper case binary
+    assert vllm.human_readable_int("32k") == 32_000 and vllm.human_readable_int("4G") == 4 * 2**30
+    assert vllm.human_readable_int("1.5m") == 1_500_000 and vllm.human_readable_int("8192") == 8192
+    c = vllm.parse_command(["serve", "m", "--max-model-len", "32k", "--kv-cache-memory-bytes", "4G"], {})
+    assert c.context == 32_000 and c.settings["kv_cache_memory_bytes"] == 4 * 2**30
+    with pytest.raises(UsageError, match="4 GiB"):
+        vllm.parse_command(["serve", "m", "--kv-cache-memory-bytes", "1.5G"], {})

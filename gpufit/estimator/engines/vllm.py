@@ -733,10 +733,27 @@ _VALUE_FLAGS_IGNORED = {"--port", "--host", "--served-model-name", "--api-key", 
                         "--config-format", "--root-path", "--middleware", "--lora-modules", "--max-loras",
                         "--max-lora-rank", "--distributed-executor-backend", "--worker-cls", "--ssl-keyfile",
                         "--ssl-certfile", "--allowed-origins", "--response-role", "--disable-log-stats-interval"}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]i?b?)?$", re.I)
-_SIZE_UNITS = {"": 1, "k": 10**3, "kb": 10**3, "ki": 2**10, "kib": 2**10, "m": 10**6, "mb": 10**6, "mi": 2**20,
-               "mib": 2**20, "g": 10**9, "gb": 10**9, "gi": 2**30, "gib": 2**30, "t": 10**12, "tb": 10**12,
-               "ti": 2**40, "tib": 2**40}
+# vLLM reads these integers with vllm/engine/arg_utils.py human_readable_int: a lower-case k/m/g/t
+# suffix is decimal (10^3...), an upper-case K/M/G/T binary (2^10...) and takes no decimals; so
+# `--kv-cache-memory-bytes 4G` is 4 GiB and `--max-model-len 32k` is 32,000 tokens
+_HUMAN_INT = re.compile(r"^(\d+(?:\.\d+)?)([kmgtKMGT])$")
+_DECIMAL = {"k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+_BINARY = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+_HUMAN_INT_FLAGS = ("--max-model-len", "--max-num-batched-tokens", "--kv-cache-memory-bytes", "--kv-cache-memory")
+
+
+def human_readable_int(raw: str) -> int:
+    """vLLM's own reading of '32k', '4G', '8192' (ValueError for anything else)."""
+    text = raw.strip()
+    m = _HUMAN_INT.match(text)
+    if m is None:
+        return int(text)
+    number, suffix = m.groups()
+    if suffix in _DECIMAL:
+        return int(float(number) * _DECIMAL[suffix])
+    if "." in number:
+        raise ValueError(f"decimals are not allowed with the binary suffix {suffix}")
+    return int(number) * _BINARY[suffix]
 
 
 def _value(flag: str, raw: str, kind: str) -> int | float:
@@ -744,21 +761,17 @@ def _value(flag: str, raw: str, kind: str) -> int | float:
 
     try:
         if kind == "int":
-            if flag.startswith("--kv-cache-memory"):
-                m = _SIZE_RE.match(raw.strip())
-                if not m:
-                    raise ValueError(raw)
-                return int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
-            v = int(raw)
+            v = human_readable_int(raw) if flag in _HUMAN_INT_FLAGS else int(raw)
             if v < 1:
                 raise ValueError(raw)
             return v
-        x = float(raw)
-        if not math.isfinite(x) or x < 0:
+        f = float(raw)
+        if not math.isfinite(f) or f < 0:
             raise ValueError(raw)
-        return x
+        return f
     except ValueError:
-        raise UsageError(f"vllm {flag} {raw!r}: expected a {'whole number' if kind == 'int' else 'number'}") from None
+        raise UsageError(f"vllm {flag} {raw!r}: expected a {'whole number' if kind == 'int' else 'number'}"
+                         + (" (vLLM reads 32k as 32,000 and 4G as 4 GiB)" if flag in _HUMAN_INT_FLAGS else "")) from None
 
 
 def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
