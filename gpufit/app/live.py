@@ -69,8 +69,6 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
         settings = dict(cmd.settings)
         model = cmd.model
         extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
-        if cmd.context is None and context is None and cmd.engine == "vllm":
-            extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
         extra_notes.extend(cmd.notes)
         if batch is None and cmd.batch:
             batch = cmd.batch
@@ -79,25 +77,22 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
         if cmd.unknown:
             extra_notes.append("flags gpufit does not read (assumed not to change memory): " + " ".join(cmd.unknown))
         choice = app.resolve_checkpoint(model, catalog)
-        if context is None and cmd.engine == "vllm":
-            context = choice.spec.max_context
-        elif context is None and cmd.default_context is not None:
+        if context is None and cmd.default_context is not None:  # 0: the model's maximum
             context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
     else:
         choice = app.resolve_model(model, catalog, o.revision, engine=engine)  # a bad model name fails before the probe runs
-        if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
-                k.startswith("OLLAMA_") for k in env):
-            # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
-            from ..estimator.engines import ollama as ollama_engine
+        # the engine may read its server's environment (Ollama: OLLAMA_*) as the server would
+        from ..estimator import engines
 
-            cmd = ollama_engine.parse_command(["run", choice.ollama_tag or model], env)
+        implied = engine if engine != "auto" else (choice.implied_engine or "auto")
+        cmd = engines.get(implied).environment_command(choice.ollama_tag or model, env) if implied != "auto" else None
+        if cmd is not None:
             opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
                                             gpu_memory_utilization=util, gpus=gpus)
             context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
             batch = batch if batch is not None else cmd.batch
             settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
-            extra_notes.append("from the environment: " + " ".join(
-                f"{k}={env[k]}" for k in sorted(env) if k.startswith("OLLAMA_")))
+            extra_notes.append("from the environment: " + " ".join(cmd.environment))
             extra_notes.extend(cmd.notes)
     try:
         snap = snapshot if snapshot is not None else load_or_probe(snapshot_path)

@@ -35,6 +35,7 @@ class ModelChoice:
     notes: tuple[str, ...] = ()  # what reading the file assumed or left out
     warnings: tuple[str, ...] = ()  # what the user must know about the input (missing shards)
     ollama_tag: str | None = None  # the Ollama name given (`qwen3:4b`), served in `tag_quant`
+    implied_engine: str | None = None  # the engine the name itself names (an Ollama library tag: ollama)
     tag_quant: str | None = None
     tag_quant_spelled: bool = False  # the name itself says the quant (`...-q8_0`): --quant may not differ
 
@@ -86,7 +87,8 @@ def ollama_choice(arg: str, catalog: Catalog, engine: str | None = None) -> Mode
     where = tag.source.split(" ", 1)[0]
     said = (f"Ollama tag {arg}: {spec.name}" + (f" ({tag.key})" if tag.key != arg.strip().lower() else "")
             + (f", {quant} as the tag names it" if spelled else f", served as {quant} ({where})"))
-    return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled)
+    return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled,
+                       implied_engine=tag.engine)
 
 
 def choice_from_local(local) -> ModelChoice:
@@ -239,10 +241,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         notes.append(f"batch {batch}: {batch} concurrent sequences of {context} tokens each")
     if model.ollama_tag:
         engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
-    elif eng == "ollama" and not (engine_settings or {}).get("ollama_tag"):
-        tag = next((t.key for t in catalog.ollama_tags.values() if t.model == m.key and t.quant == q.key), None)
-        if tag:
-            engine_settings = {**(engine_settings or {}), "ollama_tag": tag}
+    engine_settings = engine_obj.settings_for(m, q, catalog, dict(engine_settings or {}))
     req = FitRequest(
         model=m, quant=q, kv_dtype=kv, context=context, batch=batch, engine=eng, devices=devices,
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,

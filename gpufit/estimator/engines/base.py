@@ -108,6 +108,7 @@ class ServerCommand:
     default_context: int | None = None
     #: what the parser assumed, in words for "Assumed:"
     notes: tuple[str, ...] = ()
+    environment: tuple[str, ...] = ()  # the server's environment variables read (K=V), for "Assumed:"
 
 
 class Engine:
@@ -233,6 +234,16 @@ class Engine:
         """(context, why) the engine runs when none is asked for (Ollama's default num_ctx), or None
         for gpufit's own default."""
         return None
+
+    def environment_command(self, model: str, env: Mapping[str, str]) -> ServerCommand | None:
+        """What the engine's server would take from its environment alone for `model` (Ollama reads
+        OLLAMA_*), as `here` / `check MODEL` see it; None where the environment sets nothing."""
+        return None
+
+    def settings_for(self, m: ModelSpec, q: QuantFormat, catalog: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        """The engine's own settings for a request, completed from catalog data it needs (Ollama: the
+        library tag that serves this model and format, for its command line)."""
+        return settings
 
     def default_kv_dtype(self, m: ModelSpec) -> str:
         return "fp16" if m.native_dtype == "fp16" else "bf16"

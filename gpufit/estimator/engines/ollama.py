@@ -15,6 +15,7 @@ figures in `engine_memory`; `bench/ollama_offload.py` compares them with 67 publ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -438,6 +439,21 @@ class Ollama(LlamaCpp):
 
     def parse_command(self, argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         return parse_command(argv, env)
+
+    def environment_command(self, model: str, env: Mapping[str, str]) -> ServerCommand | None:
+        """`here` / `check MODEL` on an Ollama box: the server's OLLAMA_* decide as Ollama reads them."""
+        said = tuple(f"{k}={env[k]}" for k in sorted(env) if k.startswith("OLLAMA_"))
+        if not said:
+            return None
+        return dataclasses.replace(parse_command(["run", model], env), environment=said)
+
+    def settings_for(self, m: ModelSpec, q: QuantFormat, catalog: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        """The library tag that serves this model in this format, for `ollama run TAG` (none: a
+        Modelfile of one's own)."""
+        if settings.get("ollama_tag"):
+            return settings
+        tag = next((t.key for t in catalog.ollama_tags.values() if t.model == m.key and t.quant == q.key), None)
+        return {**settings, "ollama_tag": tag} if tag else settings
 
 
 _FAMILIES = {name: Ollama(fam) for name, fam in FAMILIES.items()}

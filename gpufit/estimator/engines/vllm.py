@@ -858,7 +858,10 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         kv_dtype = KV_NAMES[kv]
     context = got.pop("max_model_len", None)
     batch = got.get("max_num_seqs")
-    return ServerCommand(engine="vllm", model=model, context=context, batch=None if batch is None else None,
+    # without --max-model-len vLLM serves the model's own maximum (max_position_embeddings):
+    # default_context 0 = "the model's maximum"
+    return ServerCommand(engine="vllm", model=model, context=context, batch=None,
                          quant=quant, kv_dtype=kv_dtype, gpu_memory_utilization=util,
                          gpus=env.get("CUDA_VISIBLE_DEVICES"), settings=got, ignored=tuple(ignored),
-                         unknown=tuple(unknown))
+                         unknown=tuple(unknown), default_context=0 if context is None else None,
+                         notes=("no --max-model-len: vLLM serves the model's maximum context",) if context is None else ())
