@@ -49,7 +49,9 @@ from ..units import MIB
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    # tomli (typed) is installed only on 3.10; mypy checks this branch (python_version = "3.10") on newer
+    # Pythons too, where it is absent
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
