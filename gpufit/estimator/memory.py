@@ -107,23 +107,6 @@ def kv_cache_bytes(m: ModelSpec, kv: QuantFormat, context: int, batch: int = 1, 
     return int(math.ceil(total))
 
 
-def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int | None = None,
-                            multi_gpu: bool = False) -> int:
-    """llama.cpp per-device compute buffer (no flash attention): the largest of the attention peak
-    (KQ scores n_ctx x n_head + mask n_ctx + 4 hidden-wide), the MLP peak (mask + 2 x n_ff + 2
-    hidden-wide) and the output peak (logits n_vocab + hidden), f32 per ubatch token (engines.py)."""
-    n_ub = min(ubatch or engines.LLAMA_CPP.step_tokens, context)
-    ff = required(m, "moe_intermediate", m.moe_intermediate) * m.experts_active if m.is_moe else m.intermediate
-    mask = context
-    attention = context * m.heads + mask + engines.LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS * m.hidden
-    mlp = mask + engines.LLAMA_CPP_MLP_FF_F32_TENSORS * ff + engines.LLAMA_CPP_MLP_HIDDEN_F32_TENSORS * m.hidden
-    output = m.vocab + m.hidden
-    total: float = n_ub * 4 * max(attention, mlp, output)
-    if multi_gpu:
-        total *= engines.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
-    return int(total)
-
-
 def transformers_activation_bytes(m: ModelSpec, context: int, batch: int, dtype_bytes: int = 2) -> int:
     """transformers generate(): the first step runs the whole prompt through each layer (SDPA attention,
     so no ctx x ctx score matrix), keeping one layer's MLP intermediates for every prompt token; since

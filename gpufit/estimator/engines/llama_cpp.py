@@ -103,7 +103,10 @@ def llama_cpp_kv_bytes(req: "FitRequest", layers: int | None = None, swa_applied
 
 
 def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, multi_gpu: bool) -> int:
-    """Per-device compute buffer for one ubatch (memory.llama_cpp_compute_bytes's three peaks). With
+    """Per-device compute buffer for one ubatch: ggml-alloc sizes it for the worst graph of the ubatch,
+    the largest of three f32 peaks per ubatch token (profiles.py LLAMA_CPP_* tensors): attention (KQ
+    scores n_ctx x n_head + the mask + hidden-wide tensors), MLP (mask + gate/up n_ff + hidden-wide) and
+    output (logits n_vocab + hidden); Llama 3 8B at 8192 without flash attention: 560 MiB. With
     flash attention the n_ctx x n_head f32 scores are never materialised: the attention peak is the
     mask and the hidden-wide tensors, and the output peak (logits) usually bounds the buffer (Llama 3
     8B: 512 x 4 x (128,256 + 4,096) = 258 MiB, the buffer llama.cpp logs with -fa on)."""
