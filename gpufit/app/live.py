@@ -97,15 +97,15 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
         from ..estimator import engines
 
         implied = engine if engine != "auto" else (choice.implied_engine or "auto")
-        cmd = engines.get(implied).environment_command(choice.ollama_tag or model, env) if implied != "auto" else None
-        if cmd is not None:
-            opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+        from_env = engines.get(implied).environment_command(choice.ollama_tag or model, env) if implied != "auto" else None
+        if from_env is not None:
+            opts = app.merge_server_options(from_env, quant=quant, context=context, kv_dtype=kv_dtype,
                                             gpu_memory_utilization=util, gpus=gpus)
             context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
-            batch = batch if batch is not None else cmd.batch
-            settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
-            extra_notes.append("from the environment: " + " ".join(cmd.environment))
-            extra_notes.extend(cmd.notes)
+            batch = batch if batch is not None else from_env.batch
+            settings = {k: v for k, v in from_env.settings.items() if k != "ollama_tag"}
+            extra_notes.append("from the environment: " + " ".join(from_env.environment))
+            extra_notes.extend(from_env.notes)
     try:
         snap = snapshot if snapshot is not None else load_or_probe(snapshot_path)
     except ProbeError as e:
