@@ -38,3 +38,11 @@ def test_api_errors_are_gpufit_errors_with_exit_codes():
     assert int(e.value.exit_code) == 2 and "unknown model 'no-such-model'" in str(e.value)
     with pytest.raises(gpufit.GpufitError):
         gpufit.load_snapshot(FIX / "SOURCES.md")
+
+
+def test_fit_live_without_a_model_is_a_usage_error():
+    from gpufit.app.live import LiveOptions, fit_live
+    from gpufit.errors import UsageError
+
+    with pytest.raises(UsageError, match="give MODEL"):
+        fit_live(LiveOptions())

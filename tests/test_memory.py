@@ -4,6 +4,7 @@ import pytest
 
 from gpufit.catalog import load_catalog
 from gpufit.estimator import memory
+from gpufit.estimator.engines import llama_cpp
 from gpufit.estimator.params import count_params
 
 CAT = load_catalog()
@@ -82,9 +83,9 @@ def test_mla_caches_one_latent_per_token_and_layer():
 
 def test_llama_cpp_compute_buffer_matches_the_llama3_8b_load_log():
     # memory.csv: CUDA0 compute buffer 560.00 MiB for Llama 3 8B Q4_K_M at n_ctx 8192 on one GPU
-    assert memory.llama_cpp_compute_bytes(L3, 8192) == 560 * 2**20
+    assert llama_cpp.compute_bytes(L3, 8192, 512, flash_attn=False, multi_gpu=False) == 560 * 2**20
     # and 640 MiB per device when split over several GPUs
-    assert memory.llama_cpp_compute_bytes(L3, 8192, multi_gpu=True) == pytest.approx(640 * 2**20, rel=1e-6)
+    assert llama_cpp.compute_bytes(L3, 8192, 512, flash_attn=False, multi_gpu=True) == pytest.approx(640 * 2**20, rel=1e-6)
 
 
 def test_moe_active_parameters_are_fewer_than_total():

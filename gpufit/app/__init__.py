@@ -7,6 +7,7 @@ and never knows click (cli.py renders and picks the exit code).
 - recommend.py, report.py (+ health.py, config.py): the other commands' use cases
 """
 
+from ..estimator.engines import default_engine
 from ..units import parse_size
 from .request import (
     DEFAULT_CONTEXT_CAP,
@@ -16,7 +17,6 @@ from .request import (
     build_request,
     candidates_for,
     choice_from_local,
-    default_engine,
     fit_on_snapshot,
     local_models,
     merge_server_options,

@@ -38,8 +38,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypedDict
 
 from ..errors import CatalogError, ConfigError, UsageError, unknown_text
 from ..units import MIB
@@ -47,7 +49,12 @@ from ..units import MIB
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
+    # tomli (typed) is installed only on 3.10; mypy checks this branch (python_version = "3.10") on newer
+    # Pythons too, where it is absent
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
 
 SYSTEM_CONFIG = Path("/etc/gpufit/gpufit.toml")
 MAX_CONFIG_BYTES = 16 * MIB  # a config with inline catalog entries is a few kB
@@ -111,7 +118,7 @@ class ModelWatch:
 @dataclass(frozen=True)
 class InlineCatalogEntry:
     kind: str  # gpu | model | quant
-    table: dict
+    table: dict[str, Any]  # the TOML table as tomllib read it
     path: str
     line: int | None
 
@@ -125,7 +132,7 @@ class Config:
     catalog_inline: tuple[InlineCatalogEntry, ...] = ()
     files: tuple[str, ...] = ()  # config files actually read, in order
 
-    def catalog(self):
+    def catalog(self) -> Catalog:
         """The built-in catalog plus this config's additions, validated like the built-in files."""
         return build_catalog(self)
 
@@ -133,13 +140,14 @@ class Config:
 # ---- locating files --------------------------------------------------------------------------------
 
 
-def default_paths(env=None) -> list[Path]:
+def default_paths(env: Mapping[str, str] | None = None) -> list[Path]:
     env = os.environ if env is None else env
     xdg = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME") or Path.home()) / ".config")
     return [SYSTEM_CONFIG, Path(xdg) / "gpufit" / "gpufit.toml"]
 
 
-def load_config(path=None, *, env=None, search=None) -> Config:
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None,
+                search: Iterable[str | os.PathLike[str]] | None = None) -> Config:
     """Read `path` alone if given (it must exist), else every default file that exists, merged."""
     if path is not None:
         p = Path(path)
@@ -159,7 +167,24 @@ from ..render import formats_for  # noqa: E402  (the one list of output formats)
 _REPORT_FORMATS = formats_for("report")
 
 
-def _read_one(path: Path) -> dict:
+class _Part(TypedDict):
+    """What one config file says, checked, before merging."""
+
+    path: str
+    thresholds: dict[str, Any]  # Thresholds field -> value
+    report: dict[str, Any]  # ReportSettings field -> value
+    models: list[ModelWatch] | None  # None: the file has no [[model]] (an empty list replaces the earlier ones)
+    catalog_files: list[str]
+    catalog_inline: list[InlineCatalogEntry]
+
+
+class _Bad(Protocol):
+    """Raise the ConfigError for `table`.`key` (of the `index`th [[table]]), with its line."""
+
+    def __call__(self, message: str, table: str, key: str | None = None, index: int | None = None) -> NoReturn: ...
+
+
+def _read_one(path: Path) -> _Part:
     from ..fsutil import read_data_file
 
     try:
@@ -175,9 +200,8 @@ def _read_one(path: Path) -> dict:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise ConfigError(path, f"invalid TOML: {msg}" + (f" (column {m.group(2)})" if m else ""), where) from None
     lines = _KeyLines(text)
-    out: dict = {"path": str(path)}
 
-    def bad(message, table, key=None, index=None):
+    def bad(message: str, table: str, key: str | None = None, index: int | None = None) -> NoReturn:
         line = lines.find(table, key, index)
         name = ".".join(x for x in (table, key) if x)
         if index is not None:
@@ -192,8 +216,8 @@ def _read_one(path: Path) -> dict:
     th = data.get("thresholds", {})
     if not isinstance(th, dict):
         bad("[thresholds] must be a table", "thresholds")
-    out["thresholds"] = _check_fields(Thresholds, th, "thresholds", bad)
-    merged_th = dataclasses.replace(Thresholds(), **out["thresholds"])
+    thresholds = _check_fields(Thresholds, th, "thresholds", bad)
+    merged_th = dataclasses.replace(Thresholds(), **thresholds)
     for lo, hi in (("temperature_warn_c", "temperature_crit_c"),
                    ("host_ram_available_crit_ratio", "host_ram_available_warn_ratio")):
         if getattr(merged_th, lo) > getattr(merged_th, hi):
@@ -203,25 +227,26 @@ def _read_one(path: Path) -> dict:
     rep = data.get("report", {})
     if not isinstance(rep, dict):
         bad("[report] must be a table", "report")
-    out["report"] = _check_fields(ReportSettings, rep, "report", bad)
+    report = _check_fields(ReportSettings, rep, "report", bad)
     if "format" in rep and rep["format"] not in _REPORT_FORMATS:
         bad(f"format must be one of {', '.join(_REPORT_FORMATS)}, got {rep['format']!r}", "report", "format")
     if "probe_timeout_s" in rep and not rep["probe_timeout_s"] > 0:
         bad("probe_timeout_s must be positive", "report", "probe_timeout_s")
 
+    watched: list[ModelWatch] | None = None
     if "model" in data:
         models = data["model"]
         if not isinstance(models, list):
             bad("models are an array of tables: write [[model]]", "model")
-        out["models"] = [_read_model(t, i, path, lines, bad) for i, t in enumerate(models)]
-        seen: dict[tuple, int] = {}
-        for i, m in enumerate(out["models"]):
+        watched = [_read_model(t, i, path, lines, bad) for i, t in enumerate(models)]
+        seen: dict[tuple[str, str], int] = {}
+        for i, w in enumerate(watched):
             # Prometheus series of a watched model are labelled {model, quant}: two entries with one pair
             # would write duplicate series, and node_exporter drops the whole textfile for that
-            pair = (m.name, m.quant or "")
+            pair = (w.name, w.quant or "")
             if pair in seen:
-                first = out["models"][seen[pair]].line
-                bad(f"duplicate [[model]] name={m.name!r} quant={m.quant!r} (first at line {first}): its "
+                first = watched[seen[pair]].line
+                bad(f"duplicate [[model]] name={w.name!r} quant={w.quant!r} (first at line {first}): its "
                     "Prometheus series are labelled by model and quant, so each pair may appear once",
                     "model", "name", i)
             seen[pair] = i
@@ -235,7 +260,7 @@ def _read_one(path: Path) -> dict:
     files = cat.get("files", [])
     if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
         bad("files must be a list of paths (strings)", "catalog", "files")
-    resolved = []
+    resolved: list[str] = []
     for f in files:
         fp = Path(f).expanduser()
         if not fp.is_absolute():
@@ -243,22 +268,21 @@ def _read_one(path: Path) -> dict:
         if not fp.is_file():
             bad(f"catalog file {str(fp)!r} does not exist", "catalog", "files")
         resolved.append(str(fp))
-    out["catalog_files"] = resolved
-    inline = []
+    inline: list[InlineCatalogEntry] = []
     for kind in CATALOG_KINDS:
         entries = cat.get(kind, [])
         if not isinstance(entries, list) or not all(isinstance(t, dict) for t in entries):
             bad(f"write user {kind}s as [[catalog.{kind}]] tables", "catalog", kind)
         for i, t in enumerate(entries):
             inline.append(InlineCatalogEntry(kind, t, str(path), lines.find(f"catalog.{kind}", None, i)))
-    out["catalog_inline"] = inline
     # validate inline entries now, so the error names this file and line
-    for e in inline:
-        _validate_inline(e)
-    return out
+    for entry in inline:
+        _validate_inline(entry)
+    return _Part(path=str(path), thresholds=thresholds, report=report, models=watched,
+                 catalog_files=resolved, catalog_inline=inline)
 
 
-def _read_model(t, i, path, lines, bad) -> ModelWatch:
+def _read_model(t: object, i: int, path: Path, lines: _KeyLines, bad: _Bad) -> ModelWatch:
     if not isinstance(t, dict):
         bad("each [[model]] must be a table", "model", None, i)
     for key in t:
@@ -266,7 +290,7 @@ def _read_model(t, i, path, lines, bad) -> ModelWatch:
             bad(_unknown_key(key, _MODEL_KEYS), "model", key, i)
     if "name" not in t:
         bad("missing required key 'name' (a catalog model key, alias, model folder or .gguf file)", "model", None, i)
-    kw = {}
+    kw: dict[str, Any] = {}
     for key, kind in (("name", str), ("quant", str), ("kv_dtype", str), ("engine", str),
                       ("context", int), ("batch", int)):
         if key not in t:
@@ -282,10 +306,11 @@ def _read_model(t, i, path, lines, bad) -> ModelWatch:
     return ModelWatch(**kw, path=str(path), line=lines.find("model", None, i))
 
 
-def _check_fields(cls, table: dict, section: str, bad) -> dict:
+def _check_fields(cls: type[Thresholds] | type[ReportSettings], table: dict[str, Any], section: str,
+                  bad: _Bad) -> dict[str, Any]:
     """Type-check a flat table against a dataclass's fields (numbers for numbers, strings for strings)."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in table.items():
         if key not in fields:
             bad(_unknown_key(key, fields), section, key)
@@ -311,17 +336,22 @@ def _check_fields(cls, table: dict, section: str, bad) -> dict:
     return out
 
 
-def _unknown_key(key, choices, what="key") -> str:
+def _unknown_key(key: str, choices: Iterable[str], what: str = "key") -> str:
     return unknown_text(what, key, sorted(choices))
 
 
-def _merge(parts: list[dict]) -> Config:
-    th, rep, models, files, inline, paths = {}, {}, (), [], [], []
+def _merge(parts: list[_Part]) -> Config:
+    th: dict[str, Any] = {}
+    rep: dict[str, Any] = {}
+    models: tuple[ModelWatch, ...] = ()
+    files: list[str] = []
+    inline: list[InlineCatalogEntry] = []
+    paths: list[str] = []
     for p in parts:
         paths.append(p["path"])
         th.update(p["thresholds"])
         rep.update(p["report"])
-        if "models" in p:
+        if p["models"] is not None:
             models = tuple(p["models"])
         files += p["catalog_files"]
         inline += p["catalog_inline"]
@@ -345,7 +375,9 @@ class _KeyLines:
 
     def __init__(self, text: str):
         self.entries: list[tuple[str, int | None, str | None, int]] = []  # (table, occurrence, key, line)
-        table, occ, counts = "", None, {}
+        table: str = ""
+        occ: int | None = None
+        counts: dict[str, int] = {}
         for n, raw in enumerate(text.splitlines(), start=1):
             m = self._HEADER.match(raw)
             if m:
@@ -395,7 +427,7 @@ def _validate_inline(e: InlineCatalogEntry) -> None:
         raise ConfigError(e.path, err.detail, f"{line}{err.where or where}") from None
 
 
-def build_catalog(config: Config):
+def build_catalog(config: Config) -> Catalog:
     """Built-in catalog + `[catalog] files` + inline entries. Each config file's inline tables go through
     the loader's validation (`validate_tables`, as a catalog file's would) and join a copy of the cached
     catalog the way a file's records do (`Catalog.add_records`), replacing built-in entries of the same key."""
@@ -406,7 +438,7 @@ def build_catalog(config: Config):
     if not config.catalog_inline:
         return cat
     cat = cat.copy()
-    by_file: dict[str, dict[str, list[dict]]] = {}
+    by_file: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for e in config.catalog_inline:
         by_file.setdefault(e.path, {}).setdefault(e.kind, []).append(e.table)
     for path, tables in by_file.items():
@@ -417,7 +449,7 @@ def build_catalog(config: Config):
     return cat
 
 
-def check_models(config: Config, catalog) -> None:
+def check_models(config: Config, catalog: Catalog) -> None:
     """Every watched model and quant must be known (or a local model file); ConfigError names the line."""
     for m in config.models:
         where = f"line {m.line}: [[model]] " if m.line else "[[model]] "

@@ -152,11 +152,11 @@ def _lookup(token: str, units: list[_Unit], gpu_uuids: dict[str, int]) -> list[_
 
 def _split_shared_instances(units: list[_Unit]) -> tuple[Device, ...]:
     """MIG compute instances of one GPU instance share its memory: give each selected one an equal part."""
-    counts: dict = {}
+    counts: dict[tuple[int, int], int] = {}
     for u in units:
         if u.group is not None:
             counts[u.group] = counts.get(u.group, 0) + 1
-    out = []
+    out: list[Device] = []
     for u in units:
         n = counts.get(u.group, 1) if u.group is not None else 1
         d = u.device
@@ -238,8 +238,10 @@ def select_devices_noted(snapshot: Snapshot, catalog: Catalog, gpus: str | None 
     return Selection(_split_shared_instances(chosen), tuple(notes))
 
 
-def _refuse_unusable(token, left_out, by_index, gpu_uuids):
+def _refuse_unusable(token: str, left_out: dict[int, str], by_index: dict[int, GpuState],
+                     gpu_uuids: dict[str, int]) -> None:
+    """ProbeError when `token` names a GPU that was left out (lost, unusable), saying why."""
     low = token.strip().lower()
     gi = _index(low) if _index(low) is not None else gpu_uuids.get(low)
-    if gi in left_out:
+    if gi is not None and gi in left_out:
         raise ProbeError(f"GPU {token!r} in --gpus cannot be used: {_label(by_index[gi])}: {left_out[gi]}")

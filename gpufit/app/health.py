@@ -7,7 +7,9 @@ overall status. `threshold` is always {"warn": x, "crit": y} (either may be null
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .config import Thresholds
 from ..probe.snapshot import GpuState, HostInfo, Snapshot
@@ -29,15 +31,15 @@ class Check:
     name: str
     status: str
     value: object = None
-    threshold: dict = field(default_factory=lambda: {"warn": None, "crit": None})
+    threshold: dict[str, Any] = field(default_factory=lambda: {"warn": None, "crit": None})
     unit: str | None = None
     message: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def worst(statuses) -> str:
+def worst(statuses: Iterable[str]) -> str:
     """The overall status of several checks; unknowns do not count, no checks at all is ok."""
     best = OK
     for s in statuses:
@@ -46,17 +48,18 @@ def worst(statuses) -> str:
     return best
 
 
-def _th(warn=None, crit=None) -> dict:
+def _th(warn: object = None, crit: object = None) -> dict[str, Any]:
     return {"warn": warn, "crit": crit}
 
 
-def _unknown(name, what, gpu: GpuState | None = None, key: str | None = None, unit=None, threshold=None) -> Check:
+def _unknown(name: str, what: str, gpu: GpuState | None = None, key: str | None = None, unit: str | None = None,
+             threshold: dict[str, Any] | None = None) -> Check:
     why = gpu.errors.get(key) if gpu is not None and key else None
     return Check(name, UNKNOWN, None, threshold or _th(), unit,
                  f"{what} not reported" + (f" ({why})" if why else " (unsupported on this GPU or driver)"))
 
 
-def _level(value, warn, crit) -> str:
+def _level(value: float, warn: float | None, crit: float | None) -> str:
     if crit is not None and value >= crit:
         return CRIT
     if warn is not None and value >= warn:
@@ -90,7 +93,7 @@ def check_temperature(g: GpuState, t: Thresholds) -> Check:
 BUSY_ONLY_REASONS = {"sw_power_cap"}
 
 
-def _throttle(name: str, what: str, table: dict, g: GpuState, t: Thresholds) -> Check:
+def _throttle(name: str, what: str, table: dict[str, str], g: GpuState, t: Thresholds) -> Check:
     if "throttle_reasons" in g.errors:
         return _unknown(name, "clock throttle reasons", g, "throttle_reasons")
     active = [r for r in g.throttle_reasons if r in table]
@@ -126,7 +129,8 @@ def check_power_near_limit(g: GpuState, t: Thresholds) -> Check:
                  f"drawing {g.power_w:.0f} W of a {g.power_limit_w:.0f} W limit ({ratio:.0%})")
 
 
-def _ecc(name, value, warn, crit, what, g, key) -> Check:
+def _ecc(name: str, value: int | None, warn: int | None, crit: int | None, what: str, g: GpuState,
+         key: str) -> Check:
     th = _th(warn, crit)
     if g.ecc.enabled is False:
         return Check(name, UNKNOWN, None, th, "count", "ECC is disabled on this GPU")
@@ -150,7 +154,7 @@ def check_ecc(g: GpuState, t: Thresholds) -> list[Check]:
     ]
 
 
-def _flag(name, value, status_if_true, yes, no, what) -> Check | None:
+def _flag(name: str, value: bool | None, status_if_true: str, yes: str, no: str, what: str) -> Check | None:
     if value is None:
         return None  # not supported on this generation (page retirement is pre-Ampere, row remap Ampere+)
     th = _th(True, None) if status_if_true == WARN else _th(None, True)
@@ -181,7 +185,7 @@ def _busy(g: GpuState, t: Thresholds) -> bool | None:
 def check_pcie_link(g: GpuState, t: Thresholds) -> Check:
     p = g.pcie
     th = _th({"gen": p.gen_max, "width": p.width_max})
-    if None in (p.gen, p.width, p.gen_max, p.width_max):
+    if p.gen is None or p.width is None or p.gen_max is None or p.width_max is None:
         return _unknown("pcie_link", "PCIe link generation/width", g, "pcie", None, th)
     value = {"gen": p.gen, "width": p.width}
     link = f"PCIe gen{p.gen} x{p.width} (max gen{p.gen_max} x{p.width_max})"

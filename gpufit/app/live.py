@@ -6,9 +6,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProbeError, UsageError
 from ..estimator.types import FitResult
+
+if TYPE_CHECKING:
+    from ..catalog import Catalog
+    from ..probe.snapshot import Snapshot
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class LiveOptions:
     revision: str | None = None
 
 
-def load_or_probe(snapshot_path: str | None):
+def load_or_probe(snapshot_path: str | None) -> Snapshot:
     """The snapshot at `snapshot_path`, else a probe of this box now."""
     from ..probe import load_snapshot, take_snapshot
 
@@ -39,7 +44,8 @@ def load_or_probe(snapshot_path: str | None):
 
 
 def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[str, str] | None = None,
-             alternatives: bool = True, snapshot=None, catalog=None) -> FitResult:
+             alternatives: bool = True, snapshot: Snapshot | None = None,
+             catalog: Catalog | None = None) -> FitResult:
     """The verdict for the options on this box now, on `snapshot_path`'s box, or on `snapshot`.
     `env` is the environment the server would start in (CUDA_VISIBLE_DEVICES, OLLAMA_*)."""
     from .. import app
@@ -52,7 +58,9 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
     quant, context, batch, kv_dtype, engine, gpus, util = (o.quant, o.context, o.batch, o.kv_dtype, o.engine,
                                                            o.gpus, o.gpu_memory_utilization)
     reserve, ram, min_headroom = o.reserve, o.ram, o.min_headroom_bytes
-    settings, extra_notes, batch_given = {}, [], batch is not None
+    settings: dict[str, Any] = {}
+    extra_notes: list[str] = []
+    batch_given = batch is not None
 
     if server:
         eng, cmd = app.server_command(server, env)
@@ -67,10 +75,10 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
             # is this shell's, applied below by CUDA's rules to the live probe only
         engine = engine if engine != "auto" else eng.name
         settings = dict(cmd.settings)
+        if cmd.model is None:  # each engine's parser refuses a command line without a model
+            raise UsageError(f"check --: {' '.join(server)}: the command line names no model")
         model = cmd.model
         extra_notes.append(f"plan from the server's command line: {' '.join(server)}")
-        if cmd.context is None and context is None and cmd.engine == "vllm":
-            extra_notes.append("no --max-model-len: vLLM serves the model's maximum context")
         extra_notes.extend(cmd.notes)
         if batch is None and cmd.batch:
             batch = cmd.batch
@@ -79,26 +87,25 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
         if cmd.unknown:
             extra_notes.append("flags gpufit does not read (assumed not to change memory): " + " ".join(cmd.unknown))
         choice = app.resolve_checkpoint(model, catalog)
-        if context is None and cmd.engine == "vllm":
-            context = choice.spec.max_context
-        elif context is None and cmd.default_context is not None:
+        if context is None and cmd.default_context is not None:  # 0: the model's maximum
             context = min(cmd.default_context or choice.spec.max_context, choice.spec.max_context)
     else:
+        if model is None:  # the CLI asks for one of the two before this
+            raise UsageError("give MODEL, or the server's command line after --: gpufit check -- vllm serve MODEL")
         choice = app.resolve_model(model, catalog, o.revision, engine=engine)  # a bad model name fails before the probe runs
-        if (engine.startswith("ollama") or (engine == "auto" and choice.ollama_tag)) and any(
-                k.startswith("OLLAMA_") for k in env):
-            # `here` / `check` on an Ollama box: the server's environment decides as Ollama reads it
-            from ..estimator.engines import ollama as ollama_engine
+        # the engine may read its server's environment (Ollama: OLLAMA_*) as the server would
+        from ..estimator import engines
 
-            cmd = ollama_engine.parse_command(["run", choice.ollama_tag or model], env)
-            opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+        implied = engine if engine != "auto" else (choice.implied_engine or "auto")
+        from_env = engines.get(implied).environment_command(choice.ollama_tag or model, env) if implied != "auto" else None
+        if from_env is not None:
+            opts = app.merge_server_options(from_env, quant=quant, context=context, kv_dtype=kv_dtype,
                                             gpu_memory_utilization=util, gpus=gpus)
             context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
-            batch = batch if batch is not None else cmd.batch
-            settings = {k: v for k, v in cmd.settings.items() if k != "ollama_tag"}
-            extra_notes.append("from the environment: " + " ".join(
-                f"{k}={env[k]}" for k in sorted(env) if k.startswith("OLLAMA_")))
-            extra_notes.extend(cmd.notes)
+            batch = batch if batch is not None else from_env.batch
+            settings = {k: v for k, v in from_env.settings.items() if k != "ollama_tag"}
+            extra_notes.append("from the environment: " + " ".join(from_env.environment))
+            extra_notes.extend(from_env.notes)
     try:
         snap = snapshot if snapshot is not None else load_or_probe(snapshot_path)
     except ProbeError as e:

@@ -9,11 +9,15 @@ offload, never above the model's native precision.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
-from .request import build_request, default_engine, ModelChoice
+from .request import build_request, ModelChoice
 from ..catalog import Catalog
+from ..catalog.types import QuantFormat
+from ..estimator.engines import default_engine
 from ..estimator.fit import estimate
 from ..estimator.params import count_params
+from ..estimator.types import Device, FitRequest
 
 RULE = ("largest model (parameters) whose best quantization of at least {bits:g} bits per weight fits "
         "with the minimum headroom and keeps >= {min:g} tokens/s decode; ties: better quantization, then faster")
@@ -22,7 +26,7 @@ RULE = ("largest model (parameters) whose best quantization of at least {bits:g}
 DEFAULT_MIN_BITS = 4.0
 
 
-def _quants_for(catalog: Catalog, engine: str, native_bits: float, min_bits: float):
+def _quants_for(catalog: Catalog, engine: str, native_bits: float, min_bits: float) -> list[QuantFormat]:
     qs = [q for q in catalog.quants.values()
           if (engine == "auto" or engine in q.engines) and min_bits <= q.bits_per_weight <= native_bits + 1e-9
           and q.key not in ("fp32",) and not q.tensor_only]
@@ -46,15 +50,15 @@ class Recommendation:
     rule: str
     quality: int = 0  # the quant's quality rank (ties: better quantization first)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         del d["quality"]
         return d
 
 
-def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "auto",
-              min_tokens_per_s: float = 10.0, min_bits: float = DEFAULT_MIN_BITS, host_ram=None,
-              planning=False) -> list[Recommendation]:
+def recommend(catalog: Catalog, devices: tuple[Device, ...], *, context: int = 8192, engine: str = "auto",
+              min_tokens_per_s: float = 10.0, min_bits: float = DEFAULT_MIN_BITS, host_ram: int | None = None,
+              planning: bool = False) -> list[Recommendation]:
     rows: list[Recommendation] = []
     for m in catalog.models.values():
         native = catalog.quant(m.native_dtype)
@@ -80,7 +84,7 @@ def recommend(catalog: Catalog, devices, *, context: int = 8192, engine: str = "
     return rows
 
 
-def _cheap_fit(req) -> bool:
+def _cheap_fit(req: FitRequest) -> bool:
     """Skip the full estimate when the weights alone exceed all the selected memory."""
     from ..estimator.memory import weight_bytes
 

@@ -12,10 +12,16 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
 
 from . import health
 from ..errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
 from ..units import GIB
+
+if TYPE_CHECKING:
+    from .config import Config, ModelWatch
+    from ..catalog import Catalog
+    from ..probe.snapshot import GpuState, Snapshot
 
 SCHEMA = "gpufit.report/1"
 from ..render import formats_for
@@ -28,7 +34,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _catalog_key(catalog, g) -> str | None:
+def _catalog_key(catalog: Catalog | None, g: GpuState) -> str | None:
     if catalog is None:
         return None
     try:
@@ -38,9 +44,9 @@ def _catalog_key(catalog, g) -> str | None:
     return spec.key if spec else None
 
 
-def check_model(watch, snapshot, catalog) -> dict:
+def check_model(watch: ModelWatch, snapshot: Snapshot, catalog: Catalog | None) -> dict[str, Any]:
     """Fit one watched model on the snapshot now. Estimator failures become the entry's `error`."""
-    entry = {
+    entry: dict[str, Any] = {
         "name": watch.name, "quant": watch.quant, "context": watch.context, "batch": watch.batch,
         "engine": watch.engine, "kv_dtype": watch.kv_dtype,
         "status": health.WARN, "verdict": None, "needed_bytes": None, "headroom_bytes": None,
@@ -48,11 +54,11 @@ def check_model(watch, snapshot, catalog) -> dict:
     }
     from . import request  # lazy: the estimator and catalog load only when a model is watched
 
-    kwargs = dict(quant=watch.quant, context=watch.context, batch=watch.batch, kv_dtype=watch.kv_dtype,
-                  engine=watch.engine, catalog=catalog,
-                  env={})  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     try:
-        result = request.fit_on_snapshot(watch.name, snapshot, **kwargs)
+        result = request.fit_on_snapshot(
+            watch.name, snapshot, quant=watch.quant, context=watch.context, batch=watch.batch,
+            kv_dtype=watch.kv_dtype, engine=watch.engine, catalog=catalog,
+            env={})  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     except ProbeError as e:  # the box has no usable GPU now: a finding about the box, not the config
         entry["error"] = entry["message"] = str(e)
         return entry
@@ -76,12 +82,13 @@ def check_model(watch, snapshot, catalog) -> dict:
     return entry
 
 
-def build_report(snapshot, config, catalog=None, *, started: float | None = None, now: float | None = None) -> dict:
+def build_report(snapshot: Snapshot, config: Config, catalog: Catalog | None = None, *, started: float | None = None,
+                 now: float | None = None) -> dict[str, Any]:
     """The gpufit.report/1 object for a snapshot. Pure apart from the clock and the model estimates."""
     now = time.time() if now is None else now
     t = config.thresholds
     snap = snapshot.to_dict()
-    gpus = []
+    gpus: list[dict[str, Any]] = []
     live = snapshot.source == "nvml"
     for g, d in zip(snapshot.gpus, snap["gpus"]):
         checks = health.gpu_checks(g, t, live=live)
@@ -113,7 +120,7 @@ def build_report(snapshot, config, catalog=None, *, started: float | None = None
 
 
 def failure_report(error: str, *, status: str = health.CRIT, started: float | None = None,
-                   now: float | None = None, live: bool = True) -> dict:
+                   now: float | None = None, live: bool = True) -> dict[str, Any]:
     """What is written when there is nothing to check: success false, the error, a timestamp. `live`
     False: the report was about a snapshot of another box, so neither this host's name nor now is its."""
     now = time.time() if now is None else now
@@ -146,7 +153,7 @@ class ReportRun:
     stdout: str | None = None
 
 
-def _emit(report: dict, fmt: str, output) -> str | None:
+def _emit(report: dict[str, Any], fmt: str, output: str | None) -> str | None:
     """Render `report`; write it atomically to `output`, or return it for standard output."""
     from ..fsutil import write_atomic
     from ..render import render

@@ -6,13 +6,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ..catalog import Catalog, load_catalog
-from ..catalog.types import GpuSpec, ModelSpec
+from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 from ..errors import UsageError, did_you_mean_hint, unknown
 from ..estimator import engines as engine_registry
 from ..estimator.engines import default_engine
 from ..estimator.types import Device, FitRequest, FitResult
+
+if TYPE_CHECKING:
+    from ..estimator.alternatives import Candidates
+    from ..estimator.engines.base import Engine, ServerCommand
+    from ..modelfile.resolve import Resolved
+    from ..probe.snapshot import Snapshot
+
+_T = TypeVar("_T")
 
 DEFAULT_CONTEXT_CAP = 8192  # default context = min(8192, the model's max) (DESIGN.md)
 # cards to count in "N of these would do" besides the selected one
@@ -35,6 +45,7 @@ class ModelChoice:
     notes: tuple[str, ...] = ()  # what reading the file assumed or left out
     warnings: tuple[str, ...] = ()  # what the user must know about the input (missing shards)
     ollama_tag: str | None = None  # the Ollama name given (`qwen3:4b`), served in `tag_quant`
+    implied_engine: str | None = None  # the engine the name itself names (an Ollama library tag: ollama)
     tag_quant: str | None = None
     tag_quant_spelled: bool = False  # the name itself says the quant (`...-q8_0`): --quant may not differ
 
@@ -86,10 +97,11 @@ def ollama_choice(arg: str, catalog: Catalog, engine: str | None = None) -> Mode
     where = tag.source.split(" ", 1)[0]
     said = (f"Ollama tag {arg}: {spec.name}" + (f" ({tag.key})" if tag.key != arg.strip().lower() else "")
             + (f", {quant} as the tag names it" if spelled else f", served as {quant} ({where})"))
-    return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled)
+    return ModelChoice(spec, notes=(said,), ollama_tag=arg.strip(), tag_quant=quant, tag_quant_spelled=spelled,
+                       implied_engine=tag.engine)
 
 
-def choice_from_local(local) -> ModelChoice:
+def choice_from_local(local: Resolved) -> ModelChoice:
     """A modelfile.resolve.Resolved as a ModelChoice: config.json alone plans like a catalog entry (the
     quant is the user's, defaulting to the config's format)."""
     quant = None if local.config_only else local.quant
@@ -99,7 +111,8 @@ def choice_from_local(local) -> ModelChoice:
     return ModelChoice(spec, local.weights_bytes, local.weights_source, quant, local.notes, local.warnings)
 
 
-def local_models(snapshot=None, catalog: Catalog | None = None, env=None) -> list[dict]:
+def local_models(snapshot: Snapshot | None = None, catalog: Catalog | None = None,
+                 env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """`gpufit models --local`: what the model stores on this disk hold and, given a snapshot, whether each
     fits on that box now at its defaults (verdict, or the error that stopped it)."""
     import os
@@ -108,9 +121,9 @@ def local_models(snapshot=None, catalog: Catalog | None = None, env=None) -> lis
     from ..modelfile.resolve import load_local_entry
     from ..modelfile.stores import list_local
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in list_local(env):
-        row = {"name": e.name, "store": e.store, "format": e.format, "bytes": e.bytes, "path": str(e.path),
+        row: dict[str, Any] = {"name": e.name, "store": e.store, "format": e.format, "bytes": e.bytes, "path": str(e.path),
                "where": str(e.where), "revision": e.revision, "missing_shards": list(e.missing),
                "verdict": None, "reason": None}
         if snapshot is not None:
@@ -131,9 +144,9 @@ def local_models(snapshot=None, catalog: Catalog | None = None, env=None) -> lis
     return rows
 
 
-def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
+def parse_gpu_option(values: Iterable[str], catalog: Catalog) -> list[tuple[GpuSpec, int]]:
     """--gpu KEY[:COUNT], repeatable."""
-    out = []
+    out: list[tuple[GpuSpec, int]] = []
     for v in values:
         key, _, count = v.partition(":")
         n = 1
@@ -146,13 +159,11 @@ def parse_gpu_option(values, catalog: Catalog) -> list[tuple[GpuSpec, int]]:
     return out
 
 
-def _file_quant(model: ModelChoice, catalog: Catalog):
-    """The catalog format a model file is stored in; a GGUF file type the catalog lacks gets its bits
-    from the file itself (exact bytes x 8 / parameters), so nothing is guessed."""
-    from ..catalog.types import QuantFormat
+def _file_quant(model: ModelChoice, key: str, catalog: Catalog) -> QuantFormat:
+    """The catalog format `key` a model file is stored in (its `file_quant`); a GGUF file type the catalog
+    lacks gets its bits from the file itself (exact bytes x 8 / parameters), so nothing is guessed."""
     from ..estimator.params import count_params
 
-    key = model.file_quant
     try:
         return catalog.quant(key)
     except UsageError:
@@ -169,7 +180,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
                   kv_dtype: str | None = None, engine: str = "auto", reserve_bytes: int = 0,
                   gpu_memory_utilization: float | None = None, min_headroom_bytes: int | None = None,
                   host_ram_available_bytes: int | None = None, planning: bool = False,
-                  engine_settings: dict | None = None, model_path: str | None = None,
+                  engine_settings: Mapping[str, Any] | None = None, model_path: str | None = None,
                   batch_given: bool | None = None) -> tuple[FitRequest, list[str]]:
     """Validate options, apply the defaults of DESIGN.md, and say which were taken (notes)."""
     m = model.spec
@@ -184,7 +195,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         qkey = model.file_quant or m.native_dtype
         notes.append(f"quant {qkey}: " + ("the model file's format" if model.file_quant
                                           else "the model's native dtype (default; --quant to change)"))
-        q = _file_quant(model, catalog) if model.file_quant else catalog.quant(qkey)
+        q = _file_quant(model, model.file_quant, catalog) if model.file_quant else catalog.quant(qkey)
     else:
         q = catalog.quant(quant)
         if model.tag_quant_spelled and q.key != model.tag_quant:
@@ -239,10 +250,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         notes.append(f"batch {batch}: {batch} concurrent sequences of {context} tokens each")
     if model.ollama_tag:
         engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
-    elif eng == "ollama" and not (engine_settings or {}).get("ollama_tag"):
-        tag = next((t.key for t in catalog.ollama_tags.values() if t.model == m.key and t.quant == q.key), None)
-        if tag:
-            engine_settings = {**(engine_settings or {}), "ollama_tag": tag}
+    engine_settings = engine_obj.settings_for(m, q, catalog, dict(engine_settings or {}))
     req = FitRequest(
         model=m, quant=q, kv_dtype=kv, context=context, batch=batch, engine=eng, devices=devices,
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,
@@ -254,7 +262,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     return req, notes
 
 
-def candidates_for(req: FitRequest, catalog: Catalog):
+def candidates_for(req: FitRequest, catalog: Catalog) -> Candidates:
     from ..estimator.alternatives import Candidates
 
     refs = tuple(catalog.gpus[k] for k in REFERENCE_GPUS if k in catalog.gpus)
@@ -277,10 +285,10 @@ def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternativ
     return dataclasses.replace(res, notes=said + res.notes, warnings=warns + res.warnings)
 
 
-def fit_on_snapshot(model: str, snapshot, *, quant: str | None = None, context: int | None = None,
+def fit_on_snapshot(model: str, snapshot: Snapshot, *, quant: str | None = None, context: int | None = None,
                     batch: int = 1, kv_dtype: str | None = None, engine: str = "auto",
                     gpus: str | None = None, reserve_bytes: int = 0, catalog: Catalog | None = None,
-                    env=None, alternatives: bool = False) -> FitResult:
+                    env: Mapping[str, str] | None = None, alternatives: bool = False) -> FitResult:
     """The verdict for `model` on the box a snapshot describes (`report`'s watched models, the API):
     the path `here --snapshot` takes (app.live.fit_live)."""
     from .live import LiveOptions, fit_live
@@ -316,9 +324,10 @@ def resolve_checkpoint(arg: str, catalog: Catalog) -> ModelChoice:
                     try:
                         spec = catalog.model(name)
                     except UsageError:
-                        spec = _by_repo_name(name, catalog)
-                        if spec is None:
+                        by_repo = _by_repo_name(name, catalog)
+                        if by_repo is None:
                             continue
+                        spec = by_repo
                     return ModelChoice(spec, file_quant=quant,
                                        notes=(f"{arg}: {spec.name} stored as {quant} (from the checkpoint's name)",))
         if "/" in base and not os.path.exists(os.path.expanduser(base)):
@@ -353,7 +362,7 @@ def _gguf_by_name(path: str, catalog: Catalog) -> ModelChoice | None:
     return None
 
 
-def _by_repo_name(name: str, catalog: Catalog):
+def _by_repo_name(name: str, catalog: Catalog) -> ModelSpec | None:
     """The catalog model whose Hugging Face repo (or an alias of the form ORG/NAME) ends in NAME, when
     exactly one does: a re-upload such as RedHatAI/Mixtral-8x7B-Instruct-v0.1 names mistralai's model."""
     want = name.rsplit("/", 1)[-1].lower()
@@ -362,7 +371,7 @@ def _by_repo_name(name: str, catalog: Catalog):
     return catalog.models[hits.pop()] if len(hits) == 1 else None
 
 
-def server_command(argv, env):
+def server_command(argv: Iterable[str], env: Mapping[str, str]) -> tuple[Engine, ServerCommand]:
     """The engine and its parsed flags from a server command line: `vllm serve M ...`,
     `python -m vllm.entrypoints.openai.api_server --model M ...`, `llama-server -m F ...`, `ollama run T`."""
     from ..estimator import engines as reg
@@ -383,20 +392,34 @@ def server_command(argv, env):
     return eng, eng.parse_command(rest, env)
 
 
-def reg_unknown_program(prog: str, programs) -> UsageError:
+def reg_unknown_program(prog: str, programs: Iterable[str]) -> UsageError:
     return unknown("server program", prog, programs)
 
 
-def merge_server_options(cmd, *, quant, context, kv_dtype, gpu_memory_utilization, gpus) -> dict:
+class ServerOptions(TypedDict):
+    """The estimate options a server command line and gpufit's own options agree on (None = neither)."""
+
+    quant: str | None
+    context: int | None
+    kv_dtype: str | None
+    gpu_memory_utilization: float | None
+    gpus: str | None
+
+
+def _agree(mine: _T | None, theirs: _T | None, opt: str) -> _T | None:
+    """Our option where given, else the server's flag; both given and different is a usage error."""
+    if mine is not None and theirs is not None and mine != theirs:
+        raise UsageError(f"{opt} {mine} contradicts the server's own flag ({theirs}); give one of them")
+    return mine if mine is not None else theirs
+
+
+def merge_server_options(cmd: ServerCommand, *, quant: str | None, context: int | None, kv_dtype: str | None,
+                         gpu_memory_utilization: float | None, gpus: str | None) -> ServerOptions:
     """Estimate options from the server's flags; an option that contradicts a flag is a usage error."""
-    out = {}
-    pairs = (("quant", quant, cmd.quant, "--quant"), ("context", context, cmd.context, "--context"),
-             ("kv_dtype", kv_dtype, cmd.kv_dtype, "--kv-dtype"),
-             ("gpu_memory_utilization", gpu_memory_utilization, cmd.gpu_memory_utilization,
-              "--gpu-memory-utilization"))
-    for key, mine, theirs, opt in pairs:
-        if mine is not None and theirs is not None and mine != theirs:
-            raise UsageError(f"{opt} {mine} contradicts the server's own flag ({theirs}); give one of them")
-        out[key] = mine if mine is not None else theirs
-    out["gpus"] = gpus if gpus is not None else cmd.gpus
-    return out
+    # checked in this order: the first contradiction is the one reported
+    q = _agree(quant, cmd.quant, "--quant")
+    ctx = _agree(context, cmd.context, "--context")
+    kv = _agree(kv_dtype, cmd.kv_dtype, "--kv-dtype")
+    util = _agree(gpu_memory_utilization, cmd.gpu_memory_utilization, "--gpu-memory-utilization")
+    return ServerOptions(quant=q, context=ctx, kv_dtype=kv, gpu_memory_utilization=util,
+                         gpus=gpus if gpus is not None else cmd.gpus)

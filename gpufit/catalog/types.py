@@ -184,3 +184,8 @@ class OllamaTag:
     aliases: tuple[str, ...] = ()
     name: str | None = None
     notes: str | None = None
+
+    @property
+    def engine(self) -> str:
+        """A library tag is what the Ollama server pulls and serves."""
+        return "ollama"

@@ -4,6 +4,7 @@ model of the same family. Pure: the candidates come in as data; each is checked 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
@@ -22,14 +23,15 @@ class Candidates:
     reference_gpus: tuple[GpuSpec, ...] = ()  # cards to count "N of these would do" for
 
 
-def _fits(req: FitRequest):
+def _fits(req: FitRequest) -> FitResult | None:
     from .fit import estimate
 
     r = estimate(req, alternatives=False)
     return r if r.verdict in ("fits", "tight") else None
 
 
-def _first_fit(req: FitRequest, quants, engine: str | None, fallback_kv=None):
+def _first_fit(req: FitRequest, quants: Sequence[QuantFormat], engine: str | None,
+               fallback_kv: QuantFormat | None = None) -> tuple[QuantFormat, str, FitResult] | None:
     """The first of `quants` (best first) that fits, on `engine` or, when None, the engine that runs it
     by default (llama.cpp for GGUF types, vLLM otherwise). Moving to an engine that has no cache of the
     requested KV dtype uses `fallback_kv` (fp16) there."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
 
 from . import engines
 from .placement import Plan, Sizer, choose, usable
@@ -16,6 +18,9 @@ from .types import (
     Performance,
     Placement,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .alternatives import Candidates
 
 GIB = 1 << 30
 # "tight": fits, but a used card keeps less than max(1 GiB, 5 % of the card) free (DESIGN.md)
@@ -47,11 +52,13 @@ def _fits(req: FitRequest) -> bool:
     return not p.cpu_layers and starts(Sizer(req), p)
 
 
-def _largest(req: FitRequest, field: str, hi: int) -> int | None:
+def _largest(req: FitRequest, field: Literal["context", "batch"], hi: int) -> int | None:
     """Largest value of `field` in [1, hi] that fits on the GPUs (fitting shrinks as it grows), by
     bisection; None when even 1 does not fit."""
     def ok(v: int) -> bool:
-        return _fits(dataclasses.replace(req, **{field: v}))
+        if field == "context":
+            return _fits(dataclasses.replace(req, context=v))
+        return _fits(dataclasses.replace(req, batch=v))
 
     if not ok(1):
         return None
@@ -95,7 +102,7 @@ def _breakdown(s: Sizer, plan: Plan) -> MemoryBreakdown:
     return MemoryBreakdown(weights_bytes=weights, kv_cache_bytes=kv, activation_bytes=act, overhead_bytes=over)
 
 
-def engine_args(result: FitResult) -> dict:
+def engine_args(result: FitResult) -> dict[str, str]:
     """The command line that realises the plan on its engine, and on every other engine that runs the
     format where the placement means the same there (one GPU); a multi-GPU plan is one engine's own
     (vLLM's tensor parallelism is no llama.cpp split), so only that engine's line is printed."""
@@ -103,7 +110,7 @@ def engine_args(result: FitResult) -> dict:
         return {}
     r = result.request
     one_gpu = sum(1 for d in result.devices if d.needed_bytes) <= 1 and result.placement.strategy != "cpu_offload"
-    out = {}
+    out: dict[str, str] = {}
     for eng in engines.all_engines():
         if eng.key != r.engine and not one_gpu:
             continue
@@ -113,7 +120,8 @@ def engine_args(result: FitResult) -> dict:
     return out
 
 
-def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits: bool = True) -> FitResult:
+def estimate(req: FitRequest, alternatives: bool = True,
+             candidates: Candidates | Callable[[], Candidates] | None = None, limits: bool = True) -> FitResult:
     """Estimate one request. `candidates` (alternatives.Candidates, or a function returning them, called
     only when the verdict is not a clean fit) lets the result say what would fit
     instead; it is pure data (other quants, models of the family, reference GPUs). `limits=False` skips
@@ -154,6 +162,8 @@ def estimate(req: FitRequest, alternatives: bool = True, candidates=None, limits
         decode = prefill = None
         basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
     ok = verdict in ("fits", "tight")
+    largest_ctx: int | None
+    largest_batch: int | None
     if not limits:
         largest_ctx = largest_batch = None
     elif ok and em is not None and em.max_model_len_fit is not None:

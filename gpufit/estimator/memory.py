@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..catalog.types import ModelSpec, QuantFormat
 from . import engines
-from .params import ParamCounts, count_params
+from .params import ParamCounts, count_params, required
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ def kv_bytes_per_token_layer(m: ModelSpec, kv: QuantFormat, tp: int = 1) -> floa
     """
     b = kv_bits(kv) / 8
     if m.is_mla:
-        return (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * b
+        return (required(m, "kv_lora_rank", m.kv_lora_rank) + (m.qk_rope_head_dim or 0)) * b
     return 2 * max(1, m.kv_heads // tp) * m.head_dim * b
 
 
@@ -107,30 +107,13 @@ def kv_cache_bytes(m: ModelSpec, kv: QuantFormat, context: int, batch: int = 1, 
     return int(math.ceil(total))
 
 
-def llama_cpp_compute_bytes(m: ModelSpec, context: int, ubatch: int | None = None,
-                            multi_gpu: bool = False) -> int:
-    """llama.cpp per-device compute buffer (no flash attention): the largest of the attention peak
-    (KQ scores n_ctx x n_head + mask n_ctx + 4 hidden-wide), the MLP peak (mask + 2 x n_ff + 2
-    hidden-wide) and the output peak (logits n_vocab + hidden), f32 per ubatch token (engines.py)."""
-    n_ub = min(ubatch or engines.LLAMA_CPP.step_tokens, context)
-    ff = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
-    mask = context
-    attention = context * m.heads + mask + engines.LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS * m.hidden
-    mlp = mask + engines.LLAMA_CPP_MLP_FF_F32_TENSORS * ff + engines.LLAMA_CPP_MLP_HIDDEN_F32_TENSORS * m.hidden
-    output = m.vocab + m.hidden
-    total = n_ub * 4 * max(attention, mlp, output)
-    if multi_gpu:
-        total *= engines.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
-    return int(total)
-
-
 def transformers_activation_bytes(m: ModelSpec, context: int, batch: int, dtype_bytes: int = 2) -> int:
     """transformers generate(): the first step runs the whole prompt through each layer (SDPA attention,
     so no ctx x ctx score matrix), keeping one layer's MLP intermediates for every prompt token; since
     transformers 4.45 generate() computes logits for the last position only (`logits_to_keep`), in
     fp32: batch x vocab x 4 (engines.TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY)."""
     tokens = context * batch
-    width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+    width = required(m, "moe_intermediate", m.moe_intermediate) * m.experts_active if m.is_moe else m.intermediate
     mlp = tokens * (2 * m.hidden + 3 * width) * dtype_bytes
     logit_rows = batch if engines.TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY else tokens
     return int(mlp + logit_rows * m.vocab * 4)

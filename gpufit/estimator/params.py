@@ -43,6 +43,15 @@ class ParamCounts:
         return self.active - self.head
 
 
+def required(m: ModelSpec, name: str, value: int | None) -> int:
+    """A shape field the model's kind requires (the catalog loader checks they go together: an MLA model
+    has kv_lora_rank, a MoE model moe_intermediate, ...): its value, or ValueError naming the model and
+    the field where a ModelSpec was built without it."""
+    if value is None:
+        raise ValueError(f"model {m.key}: {name} is not set, but its architecture needs it")
+    return value
+
+
 def attention_params(m: ModelSpec) -> int:
     h = m.hidden
     if m.is_mla:
@@ -54,7 +63,8 @@ def attention_params(m: ModelSpec) -> int:
             q = h * m.q_lora_rank + m.q_lora_rank + m.q_lora_rank * qk  # down, norm, up
         else:
             q = h * qk
-        kv = h * (m.kv_lora_rank + rope) + m.kv_lora_rank + m.kv_lora_rank * m.heads * (nope + v)
+        kv_rank = required(m, "kv_lora_rank", m.kv_lora_rank)
+        kv = h * (kv_rank + rope) + kv_rank + kv_rank * m.heads * (nope + v)
         o = m.heads * v * h
         return q + kv + o + indexer_params(m)
     q = h * m.heads * m.head_dim
@@ -70,35 +80,43 @@ def indexer_params(m: ModelSpec) -> int:
     """DeepSeek-V3.2's lightning indexer per layer (inference/model.py Indexer): wq_b from the q latent to
     heads x head_dim, wk from the hidden state to one head_dim key, its LayerNorm (weight + bias), and
     weights_proj to one weight per head. 0 without an indexer."""
-    if not m.indexer_heads:
+    heads = m.indexer_heads
+    if not heads:
         return 0
-    d = m.indexer_head_dim
-    return m.q_lora_rank * m.indexer_heads * d + m.hidden * d + 2 * d + m.hidden * m.indexer_heads
+    d = required(m, "indexer_head_dim", m.indexer_head_dim)
+    q_rank = required(m, "q_lora_rank", m.q_lora_rank)
+    return q_rank * heads * d + m.hidden * d + 2 * d + m.hidden * heads
 
 
 def linear_attention_params(m: ModelSpec) -> int:
     """One gated-DeltaNet layer (transformers Qwen3NextGatedDeltaNet): in_proj_qkvz (q, k, v and the
     z gate), in_proj_ba (beta and alpha per value head), the causal conv1d over q|k|v (no bias), dt_bias
     and A_log per value head, the gated RMSNorm over a value head, out_proj. 0 without the shape."""
-    if not m.linear_key_heads:
+    key_heads = m.linear_key_heads
+    if not key_heads:
         return 0
-    kd = m.linear_key_heads * m.linear_key_head_dim
-    vd = m.linear_value_heads * m.linear_value_head_dim
+    value_heads = required(m, "linear_value_heads", m.linear_value_heads)
+    value_dim = required(m, "linear_value_head_dim", m.linear_value_head_dim)
+    kd = key_heads * required(m, "linear_key_head_dim", m.linear_key_head_dim)
+    vd = value_heads * value_dim
     conv_dim = 2 * kd + vd
-    return (m.hidden * (2 * kd + 2 * vd) + m.hidden * 2 * m.linear_value_heads + conv_dim * m.linear_conv_kernel
-            + 2 * m.linear_value_heads + m.linear_value_head_dim + vd * m.hidden)
+    kernel = required(m, "linear_conv_kernel", m.linear_conv_kernel)
+    return (m.hidden * (2 * kd + 2 * vd) + m.hidden * 2 * value_heads + conv_dim * kernel
+            + 2 * value_heads + value_dim + vd * m.hidden)
 
 
 def mamba2_params(m: ModelSpec) -> int:
     """One Mamba2 mixer (transformers Mamba2Mixer / GraniteMoeHybridMambaLayer): in_proj to z|x|B|C|dt,
     the depthwise conv1d over x|B|C (+ bias where mamba_conv_bias), dt_bias, A_log and D per head, the
     gated RMSNorm over the inner width, out_proj. 0 without the shape."""
-    if not m.mamba_heads:
+    heads = m.mamba_heads
+    if not heads:
         return 0
-    inner = m.mamba_heads * m.mamba_head_dim
-    conv_dim = inner + 2 * m.mamba_groups * m.mamba_state
-    conv = conv_dim * m.linear_conv_kernel + (conv_dim if m.mamba_conv_bias else 0)
-    return m.hidden * (inner + conv_dim + m.mamba_heads) + conv + 3 * m.mamba_heads + inner + inner * m.hidden
+    inner = heads * required(m, "mamba_head_dim", m.mamba_head_dim)
+    conv_dim = inner + 2 * required(m, "mamba_groups", m.mamba_groups) * required(m, "mamba_state", m.mamba_state)
+    kernel = required(m, "linear_conv_kernel", m.linear_conv_kernel)
+    conv = conv_dim * kernel + (conv_dim if m.mamba_conv_bias else 0)
+    return m.hidden * (inner + conv_dim + heads) + conv + 3 * heads + inner + inner * m.hidden
 
 
 def mlp_params(hidden: int, inter: int, mlp: str) -> int:
@@ -111,7 +129,7 @@ def count_params(m: ModelSpec) -> ParamCounts:
     attn = attention_params(m)
     norms = 2 * m.hidden
     if m.is_moe:
-        expert = mlp_params(m.hidden, m.moe_intermediate, m.mlp)
+        expert = mlp_params(m.hidden, required(m, "moe_intermediate", m.moe_intermediate), m.mlp)
         shared = m.shared_experts * expert
         router = m.hidden * m.experts
         moe_layers = m.layers - m.dense_layers

@@ -12,10 +12,15 @@ Strategies, each tried only where valid:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from . import engines
 from .types import Device, FitRequest, Message
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .engines.base import Refusal
 
 
 @dataclass
@@ -46,8 +51,8 @@ class Plan:
     cpu_layers: int = 0
     cpu_bytes: int = 0
     host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
-    reasons: list = field(default_factory=list)  # why it does not fit: Message objects (render words them)
-    refusal: object | None = None  # the engine's own refusal of this layout (engines.base.Refusal)
+    reasons: list[Message] = field(default_factory=list)  # why it does not fit: Message objects (render words them)
+    refusal: Refusal | None = None  # the engine's own refusal of this layout
 
     @property
     def used(self) -> list[DevicePlan]:
@@ -74,9 +79,9 @@ class Sizer:
         self.overhead = self.engine.overhead_bytes(req)
         # each part depends only on its arguments within one request: placements try many layouts of
         # the same few (layers, tp) shapes, so each is computed once
-        self._memo: dict[tuple, int] = {}
+        self._memo: dict[tuple[Hashable, ...], int] = {}
 
-    def _once(self, key: tuple, make) -> int:
+    def _once(self, key: tuple[Hashable, ...], make: Callable[[], int]) -> int:
         v = self._memo.get(key)
         if v is None:
             v = self._memo[key] = make()
@@ -202,9 +207,9 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
     if len(used) > 1 and not cpu_layers:
         strategy = s.engine.split_strategy
-    reasons: list = []
+    reasons: list[Message] = []
 
-    def shortfall(short) -> Message:
+    def shortfall(short: list[DevicePlan]) -> Message:
         return Message("gpus_short", {"short": [{"gpu": p.device.index, "short_bytes": p.needed - usable(p.device, s.req)}
                                                 for p in short]})
 
@@ -236,7 +241,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
                 reasons=reasons)
 
 
-def llama_cpp_split(n_layer: int, weights: list[float]) -> tuple[list[int], int]:
+def llama_cpp_split(n_layer: int, weights: Sequence[float]) -> tuple[list[int], int]:
     """Layers per device as llama.cpp assigns them: cumulative split fractions of `weights`; layer il
     goes to the first device whose cumulative fraction exceeds il / (n_layer + 1), the output layer
     (il = n_layer) likewise (src/llama-model.cpp load_tensors, get_layer_buft_list). Returns the counts
@@ -259,7 +264,7 @@ def llama_cpp_split(n_layer: int, weights: list[float]) -> tuple[list[int], int]
     return counts, dev_of(n_layer)
 
 
-def _apportion(n: int, shares: list[float], caps: list[int] | None = None) -> list[int]:
+def _apportion(n: int, shares: Sequence[float], caps: Sequence[int] | None = None) -> list[int]:
     """Split n items in proportion to `shares` (cumulative rounding), never above `caps`; what the
     caps leave over goes where most room remains."""
     total = sum(shares)
@@ -285,7 +290,7 @@ def _apportion(n: int, shares: list[float], caps: list[int] | None = None) -> li
 
 def _index_order(devs: list[Device]) -> list[Device]:
     """CUDA device order: engines take per-device flags (-ts, layer partitions) in this order."""
-    def key(d: Device):
+    def key(d: Device) -> tuple[int, int, str]:
         head, _, tail = d.index.partition("/")
         return (int(head) if head.isdigit() else 1 << 30, int(tail) if tail.isdigit() else -1, d.index)
     return sorted(devs, key=key)
@@ -328,7 +333,7 @@ def _tp_pp_plan(s: Sizer, group: list[Device]) -> Plan | None:
 
 
 def _identical_groups(devs: list[Device]) -> list[list[Device]]:
-    groups: dict[tuple, list[Device]] = {}
+    groups: dict[tuple[str, int, str | None], list[Device]] = {}
     for d in devs:
         groups.setdefault((d.catalog_key or d.name, d.total_bytes, d.mig_profile), []).append(d)
     return list(groups.values())
@@ -424,7 +429,7 @@ def choose(req: FitRequest) -> Plan:
     if single.fits:
         # it holds, but the engine refuses it: report that plan (the refusal says why)
         return single
-    offload_reasons: list = []
+    offload_reasons: list[Message] = []
     if s.profile.supports_offload:
         off = split_layers(s, _index_order(devs), allow_cpu=True)
         if off.fits:

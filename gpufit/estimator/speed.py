@@ -11,9 +11,12 @@ fitted by bench/calibrate.py; `basis` says which factor was used.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..catalog.types import QuantFormat
 from . import engines, memory
 from .placement import Plan, Sizer
+from .engines.base import Engine
 from .types import Device
 
 # decode speed is quoted at the start of a generation: llama-bench "tg 128" style, short context
@@ -56,7 +59,7 @@ def _bandwidth(dev: Device) -> float | None:
 def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float | None = None,
                    decode_context: int | None = None, prefill_tokens: int | None = None,
                    flash_attn: bool | None = None, n_batch: int | None = None,
-                   n_ubatch: int | None = None) -> tuple[float | None, float | None, dict]:
+                   n_ubatch: int | None = None) -> tuple[float | None, float | None, dict[str, Any]]:
     """(decode tokens/s for the whole batch, prefill tokens/s, basis). `decode_context` = tokens already
     in the KV cache when the decode speed is quoted (default DECODE_CONTEXT_TOKENS; bench/accuracy.py
     passes a run's average); `prefill_tokens` = the prompt length prefill is quoted for (default
@@ -67,7 +70,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     first = used[0].device.spec if used else None
     eff, eff_from = engines.decode_efficiency(req.engine, first)
     lat = s.profile.decode_layer_latency_s
-    basis: dict = {
+    basis: dict[str, Any] = {
         "method": "decode: bytes read per token / (bandwidth x efficiency) + layers x per-layer latency; "
                   "prefill: per ubatch, GEMM FLOPs / sustained tensor rate + weight bytes / bandwidth + "
                   "attention over the cached cells, pipelined over the stages of a layer split",
@@ -145,7 +148,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     return decode, prefill, basis
 
 
-def gemm_rate(dev: Device, quant: QuantFormat, engine) -> tuple[float | None, str]:
+def gemm_rate(dev: Device, quant: QuantFormat, engine: Engine) -> tuple[float | None, str]:
     """Sustained FLOP/s of this device's prompt-processing GEMMs under `engine`: the datasheet tensor
     rate of the kind the engine's GEMMs run at (llama.cpp's cuBLAS calls accumulate in FP16, which a
     GeForce datasheet's FP32-accumulate figure understates by half), times the fitted efficiency, and
@@ -166,7 +169,7 @@ def gemm_rate(dev: Device, quant: QuantFormat, engine) -> tuple[float | None, st
 
 
 def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_attn: bool | None = None,
-                 n_batch: int | None = None, n_ubatch: int | None = None) -> tuple[float | None, dict]:
+                 n_batch: int | None = None, n_ubatch: int | None = None) -> tuple[float | None, dict[str, Any]]:
     """Prompt tokens/s for a prompt of `prompt_tokens` (default PREFILL_PROMPT_TOKENS, at most the
     context), and its basis.
 
@@ -191,7 +194,7 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     pc = count_params(m)
     # the head runs for the last prompt token only; the input embedding is a lookup
     flops_tok = 2 * pc.body_active
-    basis: dict = {"prefill_prompt_tokens": n, "flash_attn": fa, "n_batch": nb, "n_ubatch": ub,
+    basis: dict[str, Any] = {"prefill_prompt_tokens": n, "flash_attn": fa, "n_batch": nb, "n_ubatch": ub,
                    "flops_per_token": int(flops_tok), "prefill_efficiency": fit["gemm_efficiency"],
                    "prefill_efficiency_from": fit["source"]}
     used = plan.used

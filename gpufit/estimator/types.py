@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
+
+if TYPE_CHECKING:  # pragma: no cover  (engines.base imports this module's users)
+    from .engines.base import EngineMemory, Refusal
 
 FIT_SCHEMA = "gpufit.fit/1"
 
@@ -44,7 +48,7 @@ class Message:
     names; never formatted), and `text` only where the words are a quotation (an engine's own
     message) or a statement the caller made. render/words.py words it for people."""
     code: str
-    data: dict = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
     text: str = ""
 
 
@@ -87,7 +91,7 @@ class Device:
                    bf16_tflops=spec.bf16_tflops, nvlink=bool(spec.nvlink_gbps))
 
 
-def devices_from_specs(items) -> tuple[Device, ...]:
+def devices_from_specs(items: Iterable[tuple[GpuSpec, int]]) -> tuple[Device, ...]:
     """Catalog hardware for `gpufit plan --gpu KEY:N`: [(GpuSpec, count), ...] -> every card empty
     (free = total), indexes 0..N-1 in the order given."""
     out: list[Device] = []
@@ -119,7 +123,7 @@ class FitRequest:
     engine_version: str | None = None
     # engine-specific settings from the server's own flags (`check -- vllm serve ...`); each engine
     # module documents the keys it reads (vLLM: max_num_batched_tokens, enforce_eager, ...)
-    engine_settings: dict = field(default_factory=dict)
+    engine_settings: dict[str, Any] = field(default_factory=dict)
     # the model as the user named a local file / folder (printed in the engine's command line)
     model_path: str | None = None
     batch_given: bool = False  # --batch was given (vLLM's --max-num-seqs is printed only then)
@@ -172,7 +176,7 @@ class Performance:
     prefill_tokens_per_s: float | None
     max_context: int | None  # largest context that fits at this batch
     max_batch: int | None  # largest batch that fits at this context
-    basis: dict = field(default_factory=dict)
+    basis: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -181,10 +185,10 @@ class Alternative:
     kind: str  # quant | context | gpus | offload | model | engine_setting
     summary: str  # what to change, in the user's own options (no units: render adds the figures)
     verdict: str
-    changes: dict = field(default_factory=dict)  # the option values that realise it
+    changes: dict[str, Any] = field(default_factory=dict)  # the option values that realise it
     total_bytes: int | None = None
     decode_tokens_per_s: float | None = None
-    data: dict = field(default_factory=dict)  # figures render words (host RAM bytes, ...)
+    data: dict[str, Any] = field(default_factory=dict)  # figures render words (host RAM bytes, ...)
 
 
 @dataclass(frozen=True)
@@ -197,15 +201,15 @@ class FitResult:
     placement: Placement
     performance: Performance
     alternatives: tuple[Alternative, ...] = ()
-    engine_args: dict = field(default_factory=dict)
+    engine_args: dict[str, str] = field(default_factory=dict)
     warnings: tuple[Message, ...] = ()
     notes: tuple[Message, ...] = ()  # defaults and assumptions shown to the user
     # the engine's own start-up accounting (engines.base.EngineMemory), None where it has none
-    engine_memory: object | None = None
+    engine_memory: "EngineMemory | None" = None
     # the engine's refusal when it would not start or serve the request (engines.base.Refusal)
-    refusal: object | None = None
+    refusal: "Refusal | None" = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The gpufit.fit/1 object. Built by render/json.py, where messages are worded (imported at
         call time: the estimator itself formats nothing)."""
         from ..render.json import fit_object

@@ -7,6 +7,8 @@ The calibrated constants shared by several engines live in `profiles.py`.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from . import llama_cpp, ollama, transformers, vllm
 from .base import Engine
 from .profiles import (  # the shared calibrated constants the core reads as engines.NAME
@@ -23,8 +25,16 @@ from .profiles import (  # the shared calibrated constants the core reads as eng
     memory_class,
 )
 
+
+class EngineModule(Protocol):
+    """What REGISTRY holds: an engine module (optional module constants, read with getattr:
+    DEFAULT_FOR_KINDS, the quant kinds it is `--engine auto` for; PROGRAMS, its server programs)."""
+
+    def for_version(self, version: str | None) -> Engine: ...
+
+
 # engine key -> module exposing `for_version(version: str | None) -> Engine`
-REGISTRY = {
+REGISTRY: dict[str, EngineModule] = {
     "vllm": vllm,
     "llama.cpp": llama_cpp,
     "ollama": ollama,
@@ -33,7 +43,7 @@ REGISTRY = {
 ENGINES = tuple(REGISTRY)
 
 __all__ = [
-    "ALLREDUCE_LATENCY_S", "ENGINES", "Engine", "HOST_DECODE_BANDWIDTH_GBPS", "LLAMA_CPP",
+    "ALLREDUCE_LATENCY_S", "ENGINES", "Engine", "EngineModule", "HOST_DECODE_BANDWIDTH_GBPS", "LLAMA_CPP",
     "LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS", "LLAMA_CPP_MLP_FF_F32_TENSORS", "LLAMA_CPP_MLP_HIDDEN_F32_TENSORS",
     "LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR", "REGISTRY", "STAGE_HOP_LATENCY_S", "TRANSFORMERS_LOGITS_LAST_TOKEN_ONLY",
     "all_engines", "decode_efficiency", "default_engine", "engine_for_program", "get", "llama_cpp", "memory_class",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
@@ -20,7 +20,24 @@ from .profiles import EngineProfile
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..placement import DevicePlan, Plan
-    from ..types import FitRequest, FitResult
+    from ..types import Device, FitRequest, FitResult
+
+
+class PrefillFit(TypedDict):
+    """An engine's prefill factors (Engine.prefill_fit, read by speed.prefill_rate)."""
+    gemm_efficiency: float  # achieved / datasheet tensor rate
+    tflops_per_watt: float | None  # sustained rate per board watt, None = no cap
+    attn_bytes_per_head_cell: float  # the scores' traffic without flash attention
+    dequant_bytes_per_weight: float  # an FP16 copy of quantized weights per ubatch
+    fp16_accumulate: bool  # GEMMs at twice a GeForce datasheet's FP32-accumulate figure
+    source: str
+
+
+class PrefillBatching(TypedDict):
+    """How an engine runs a prompt (Engine.prefill_batching)."""
+    n_batch: int
+    n_ubatch: int
+    flash_attn: bool
 
 
 @dataclass(frozen=True)
@@ -48,7 +65,7 @@ class EngineMemory:
     device: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "budget_bytes": self.budget_bytes,
             "weights_bytes": self.weights_bytes,
@@ -91,6 +108,7 @@ class ServerCommand:
     default_context: int | None = None
     #: what the parser assumed, in words for "Assumed:"
     notes: tuple[str, ...] = ()
+    environment: tuple[str, ...] = ()  # the server's environment variables read (K=V), for "Assumed:"
 
 
 class Engine:
@@ -147,7 +165,7 @@ class Engine:
         return 0.0
 
     # ---- speed ----------------------------------------------------------------------------------
-    def prefill_fit(self) -> dict:
+    def prefill_fit(self) -> PrefillFit:
         """Prefill factors (speed.prefill_rate): gemm_efficiency (achieved / datasheet tensor rate),
         tflops_per_watt (sustained rate per board watt, None = no cap), attn_bytes_per_head_cell (the
         scores' traffic without flash attention), dequant_bytes_per_weight (an FP16 copy per ubatch),
@@ -157,7 +175,7 @@ class Engine:
                 "attn_bytes_per_head_cell": 0.0, "dequant_bytes_per_weight": 0.0, "fp16_accumulate": False,
                 "source": f"{self.key} default (not calibrated: bench/data has no {self.key} rows)"}
 
-    def prefill_batching(self, req: "FitRequest") -> dict:
+    def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """How the engine runs a prompt: n_batch, n_ubatch tokens, flash_attn. The default: one
         step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
         return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
@@ -192,7 +210,7 @@ class Engine:
         """A dtype or format the cards cannot run on this engine."""
         return None
 
-    def alternatives(self, result: "FitResult") -> list[tuple[str, dict]]:
+    def alternatives(self, result: "FitResult") -> list[tuple[str, dict[str, Any]]]:
         """Settings of this engine that would make a refused start work: (words, FitRequest field
         changes; a "kv_dtype" value is a format key). The core checks each with the estimator."""
         return []
@@ -211,10 +229,21 @@ class Engine:
 
         raise UsageError(f"gpufit does not read {self.key} command lines")
 
-    def default_context(self, m: ModelSpec, devices, settings=None) -> tuple[int, str] | None:
+    def default_context(self, m: ModelSpec, devices: Sequence["Device"],
+                        settings: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
         """(context, why) the engine runs when none is asked for (Ollama's default num_ctx), or None
         for gpufit's own default."""
         return None
+
+    def environment_command(self, model: str, env: Mapping[str, str]) -> ServerCommand | None:
+        """What the engine's server would take from its environment alone for `model` (Ollama reads
+        OLLAMA_*), as `here` / `check MODEL` see it; None where the environment sets nothing."""
+        return None
+
+    def settings_for(self, m: ModelSpec, q: QuantFormat, catalog: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        """The engine's own settings for a request, completed from catalog data it needs (Ollama: the
+        library tag that serves this model and format, for its command line)."""
+        return settings
 
     def default_kv_dtype(self, m: ModelSpec) -> str:
         return "fp16" if m.native_dtype == "fp16" else "bf16"

@@ -7,12 +7,14 @@ allocated for the whole `-c` up front, and each device holds one compute buffer 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
+from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
+from ..params import required
 from . import profiles
-from .base import Engine, ServerCommand
+from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
 from .profiles import LLAMA_CPP
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -44,7 +46,7 @@ SWA_FAMILIES = ("gemma2", "gemma3", "gemma3n", "gpt-oss", "command-r7b", "llama4
 KV_PAD = 256
 
 
-def setting(req: "FitRequest", key: str, default=None):
+def setting(req: "FitRequest", key: str, default: Any = None) -> Any:
     v = (req.engine_settings or {}).get(key)
     return default if v is None else v
 
@@ -71,18 +73,19 @@ def kv_element_bits(req: "FitRequest") -> tuple[float, float]:
     """Bits per K and per V element: -ctk / -ctv (settings `cache_type_k` / `cache_type_v`, ggml
     names), else the request's KV dtype for both."""
     base = LLAMA_KV.get(req.kv_dtype.key)
-    default = KV_TYPE_BITS.get(base, memory.kv_bits(req.kv_dtype))
+    default = KV_TYPE_BITS[base] if base in KV_TYPE_BITS else memory.kv_bits(req.kv_dtype)
     k = setting(req, "cache_type_k")
     v = setting(req, "cache_type_v")
     return (KV_TYPE_BITS[k] if k else default), (KV_TYPE_BITS[v] if v else default)
 
 
-def kv_widths(m) -> tuple[int, int]:
+def kv_widths(m: ModelSpec) -> tuple[int, int]:
     """Elements per token and layer in the K and the V cache. MLA (DeepSeek V2/V3) as llama.cpp
     stores it: one head of kv_lora_rank + rope dims for K and kv_lora_rank for V (n_head_kv = 1,
     src/llama-model.cpp LLM_ARCH_DEEPSEEK2); else KV heads x head_dim each."""
     if m.is_mla:
-        return m.kv_lora_rank + (m.qk_rope_head_dim or 0), m.kv_lora_rank
+        rank = required(m, "kv_lora_rank", m.kv_lora_rank)
+        return rank + (m.qk_rope_head_dim or 0), rank
     return m.kv_heads * m.head_dim, m.kv_heads * m.head_dim
 
 
@@ -99,18 +102,21 @@ def llama_cpp_kv_bytes(req: "FitRequest", layers: int | None = None, swa_applied
     return int(-(-total // 1))
 
 
-def compute_bytes(m, n_ctx: int, n_ubatch: int, flash_attn: bool, multi_gpu: bool) -> int:
-    """Per-device compute buffer for one ubatch (memory.llama_cpp_compute_bytes's three peaks). With
+def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, multi_gpu: bool) -> int:
+    """Per-device compute buffer for one ubatch: ggml-alloc sizes it for the worst graph of the ubatch,
+    the largest of three f32 peaks per ubatch token (profiles.py LLAMA_CPP_* tensors): attention (KQ
+    scores n_ctx x n_head + the mask + hidden-wide tensors), MLP (mask + gate/up n_ff + hidden-wide) and
+    output (logits n_vocab + hidden); Llama 3 8B at 8192 without flash attention: 560 MiB. With
     flash attention the n_ctx x n_head f32 scores are never materialised: the attention peak is the
     mask and the hidden-wide tensors, and the output peak (logits) usually bounds the buffer (Llama 3
     8B: 512 x 4 x (128,256 + 4,096) = 258 MiB, the buffer llama.cpp logs with -fa on)."""
     n_ub = min(n_ubatch, n_ctx)
-    ff = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+    ff = required(m, "moe_intermediate", m.moe_intermediate) * m.experts_active if m.is_moe else m.intermediate
     mask = n_ctx
     attention = (0 if flash_attn else n_ctx * m.heads) + mask + profiles.LLAMA_CPP_ATTN_HIDDEN_F32_TENSORS * m.hidden
     mlp = mask + profiles.LLAMA_CPP_MLP_FF_F32_TENSORS * ff + profiles.LLAMA_CPP_MLP_HIDDEN_F32_TENSORS * m.hidden
     output = m.vocab + m.hidden
-    total = n_ub * 4 * max(attention, mlp, output)
+    total: float = n_ub * 4 * max(attention, mlp, output)
     if multi_gpu:
         total *= profiles.LLAMA_CPP_MULTI_GPU_COMPUTE_FACTOR
     return int(total)
@@ -125,7 +131,7 @@ def compute_bytes(m, n_ctx: int, n_ubatch: int, flash_attn: bool, multi_gpu: boo
 #                       read back, per head and cached cell
 #   dequant_bytes_per_weight   quantized GGUF weights are dequantized to an FP16 copy per ubatch
 #                       before cuBLAS (ggml-cuda's mul_mat path at batch > MMVQ sizes in that build)
-PREFILL_FIT = {
+PREFILL_FIT: PrefillFit = {
     "gemm_efficiency": 0.504,
     "tflops_per_watt": 0.496,
     "attn_bytes_per_head_cell": 18.6,
@@ -152,7 +158,7 @@ def expert_layer_bytes(req: "FitRequest", active: bool = False) -> float:
     """Bytes of one MoE layer's routed experts (all of them, or the ones a token uses)."""
     m = req.model
     n = m.experts_active if active else m.experts
-    per = (3 if m.mlp == "gated" else 2) * m.hidden * m.moe_intermediate
+    per = (3 if m.mlp == "gated" else 2) * m.hidden * required(m, "moe_intermediate", m.moe_intermediate)
     return n * per * req.quant.bits_per_weight / 8
 
 
@@ -173,9 +179,9 @@ class LlamaCpp(Engine):
 
     #: llama.cpp applies the sliding windows of SWA_FAMILIES (Ollama's runner, for its part, does not
     #: apply gemma2's)
-    swa_families = SWA_FAMILIES
+    swa_families: tuple[str, ...] = SWA_FAMILIES
 
-    def weight_split(self, m, q, exact_total):
+    def weight_split(self, m: ModelSpec, q: QuantFormat, exact_total: int | None) -> memory.WeightSplit:
         """A tied head is loaded twice: token_embd stays in host memory for the input lookup and a
         duplicate goes to the output layer's device (src/llama-model.cpp: output falls back to
         token_embd with TENSOR_DUPLICATED)."""
@@ -186,14 +192,14 @@ class LlamaCpp(Engine):
             ws = dataclasses.replace(ws, output=ws.embed)
         return ws
 
-    def rank_layer_bytes(self, req, ws, layers, tp):
+    def rank_layer_bytes(self, req: "FitRequest", ws: memory.WeightSplit, layers: int, tp: int) -> float:
         """Layer weights on the GPUs, less the expert tensors kept in host RAM (spread over the
         layers in proportion: exact on one GPU, approximate per card on a split)."""
         n = host_expert_layers(req)
         host = n * expert_layer_bytes(req) if n else 0.0
         return (ws.per_layer * req.model.layers - host) * layers / req.model.layers / tp
 
-    def host_resident_bytes(self, req) -> int:
+    def host_resident_bytes(self, req: "FitRequest") -> int:
         """Expert tensors kept in host memory, and the KV cache under --no-kv-offload."""
         n = host_expert_layers(req)
         out = n * expert_layer_bytes(req) if n else 0
@@ -201,13 +207,13 @@ class LlamaCpp(Engine):
             out += llama_cpp_kv_bytes(req)
         return int(out)
 
-    def host_read_bytes_per_token(self, req) -> float:
+    def host_read_bytes_per_token(self, req: "FitRequest") -> float:
         """Weights read from host memory per decoded token: the routed experts a token uses in the
         layers whose experts stay on the CPU (the CPU computes them; llama.cpp's expert offload)."""
         n = host_expert_layers(req)
         return n * expert_layer_bytes(req, active=True) if n else 0.0
 
-    def kv_bytes(self, req, layers=None, tp=1):
+    def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         if setting(req, "no_kv_offload", False):
             return 0
         return llama_cpp_kv_bytes(req, layers, swa_applied=req.model.family in self.swa_families)
@@ -217,31 +223,31 @@ class LlamaCpp(Engine):
         ub = min(setting(req, "n_ubatch", N_UBATCH), setting(req, "n_batch", N_BATCH))
         return compute_bytes(req.model, req.context * req.batch, ub, fa, multi_gpu)
 
-    def prefill_fit(self):
+    def prefill_fit(self) -> PrefillFit:
         return PREFILL_FIT
 
-    def prefill_batching(self, req):
+    def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on)."""
         return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
                 "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
 
-    def gpu_layer_limit(self, req):
+    def gpu_layer_limit(self, req: "FitRequest") -> int | None:
         """-ngl N: the last N transformer layers on the GPUs (N > n_layer also takes the output
         layer: everything), src/llama-model.cpp i_gpu_start = n_layer + 1 - n_gpu_layers."""
         ngl = setting(req, "n_gpu_layers")
         return ngl if ngl is not None and ngl <= req.model.layers else None
 
-    def split_weights(self, req, n_devices):
+    def split_weights(self, req: "FitRequest", n_devices: int) -> list[float] | None:
         ts = setting(req, "tensor_split")
         if not ts:
             return None
         ts = list(ts)[:n_devices] + [0.0] * max(0, n_devices - len(ts))
         return ts if sum(ts) else None
 
-    def parse_command(self, argv, env):
+    def parse_command(self, argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         return parse_command(argv, env)
 
-    def notes(self, req) -> list[str]:
+    def notes(self, req: "FitRequest") -> list[str]:
         out = super().notes(req)
         m = req.model
         if (m.sliding_layers or m.chunked_layers) and m.family not in self.swa_families:
@@ -249,7 +255,7 @@ class LlamaCpp(Engine):
                        f"{req.context * req.batch} tokens")
         return out
 
-    def default_kv_dtype(self, m) -> str:
+    def default_kv_dtype(self, m: ModelSpec) -> str:
         return "fp16"
 
     def flags(self, result: "FitResult") -> str | None:
@@ -374,12 +380,16 @@ ALL_LAYERS = 4096
 _EXPERT_NAME = "blk.{i}.{t}.weight"
 
 
-def _read(flag: str, raw: str, kind: str):
+# a flag's value as _read gives it: text, a count (None: -ngl auto), -ts proportions, -ot (pattern, buffer)s
+_Value = str | int | None | tuple[float, ...] | tuple[tuple[str, str], ...]
+
+
+def _read(flag: str, raw: str, kind: str) -> _Value:
     import re
 
     from ...errors import UsageError
 
-    def bad(what: str):
+    def bad(what: str) -> UsageError:
         return UsageError(f"llama.cpp {flag} {raw!r}: {what}")
 
     if kind == "str":
@@ -417,7 +427,7 @@ def _read(flag: str, raw: str, kind: str):
             raise unknown(f"llama.cpp {flag} cache type", raw, KV_TYPE_BITS)
         return raw
     if kind == "ot":
-        out = []
+        out: list[tuple[str, str]] = []
         for item in raw.split(","):
             pattern, eq, buft = item.partition("=")
             if not eq or not pattern or not buft:
@@ -431,13 +441,13 @@ def _read(flag: str, raw: str, kind: str):
     raise AssertionError(kind)  # pragma: no cover
 
 
-def _expert_layers_on_host(overrides) -> tuple[set[int], list[str]]:
+def _expert_layers_on_host(overrides: Iterable[tuple[str, str]]) -> tuple[set[int], list[str]]:
     """Layers whose expert tensors an -ot pattern sends to a CPU buffer (std::regex_search on the
     tensor name, as llama.cpp matches them), and the patterns that move something else."""
     import re
 
     layers: set[int] = set()
-    other = []
+    other: list[str] = []
     for pattern, buft in overrides:
         rx = re.compile(pattern)
         hit = {i for i in range(ALL_LAYERS) for t in EXPERT_TENSORS if rx.search(_EXPERT_NAME.format(i=i, t=t))}
@@ -459,7 +469,7 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         if env.get(var) not in (None, ""):
             env_args += [flag] if flag in _SWITCHES else [flag, env[var]]
     args = env_args + list(argv)  # flags on the command line come last and win
-    got: dict = {}
+    got: dict[str, Any] = {}
     ignored: list[str] = []
     unknown_flags: list[str] = []
     i = 0
@@ -512,7 +522,7 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
     model = got.pop("model", None)
     if not model:
         raise UsageError("llama.cpp command line names no model: give -m FILE.gguf")
-    settings: dict = {"model_file": model}
+    settings: dict[str, Any] = {"model_file": model}
     for k in ("n_batch", "n_ubatch", "n_gpu_layers", "tensor_split", "split_mode", "main_gpu", "cache_type_k",
               "cache_type_v", "no_kv_offload", "swa_full", "kv_unified", "flash_attn"):
         if got.get(k) is not None:
@@ -539,7 +549,7 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         if ctx < n_par:
             raise UsageError(f"llama.cpp -c {ctx} -np {n_par}: fewer cells than slots")
         context = ctx // n_par
-    notes = []
+    notes: list[str] = []
     default_context = None
     if ctx is None:
         default_context = DEFAULT_CTX // n_par
@@ -548,8 +558,8 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
     elif ctx == 0:
         default_context = 0
         notes.append("-c 0: the model's training context")
-    k, v = settings.get("cache_type_k"), settings.get("cache_type_v")
-    kv_dtype = KV_CATALOG.get(k or v) if (k or v) else None
+    cache_type = settings.get("cache_type_k") or settings.get("cache_type_v")
+    kv_dtype = KV_CATALOG.get(cache_type) if cache_type else None
     gpus = env.get("CUDA_VISIBLE_DEVICES")
     if got.get("device"):
         import re

@@ -15,19 +15,23 @@ figures in `engine_memory`; `bench/ollama_offload.py` compares them with 67 publ
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB, MIB
 from .. import memory
-from .base import EngineMemory, ServerCommand
+from ..params import required
+from .base import EngineMemory, PrefillBatching, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..types import FitRequest, FitResult
+    from ..placement import Plan
+    from ..types import Device, FitRequest, FitResult
 
 PROGRAMS = ("ollama",)
 # discover/gpu.go: CudaMinimumMemory / GpuInfo.MinimumMemory, kept free on every CUDA GPU
@@ -75,7 +79,7 @@ FAMILIES = {
 }
 
 
-def default_num_ctx(fam: Family, m, devices, gpu_overhead: int = 0) -> tuple[int, str]:
+def default_num_ctx(fam: Family, m: ModelSpec, devices: Sequence["Device"], gpu_overhead: int = 0) -> tuple[int, str]:
     """Ollama's num_ctx when none is asked for, capped at the model's context (Ollama reduces a
     num_ctx above the model's training context)."""
     total = sum(max(0, d.total_bytes - gpu_overhead) for d in devices)
@@ -143,7 +147,7 @@ def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, f
             4 * batch * (1 + emb + max(ctx, emb)) + emb * emb * 9 // 16 + 4 * ctx * (batch * heads + hd * kvh),
             4 * batch * (emb + vocab) + emb * vocab * 105 // 128)
         if m.is_moe:  # mixtral 8x7b (ffn_gate.0.weight): ff = expert width
-            ff = m.moe_intermediate
+            ff = required(m, "moe_intermediate", m.moe_intermediate)
             full = 4 * batch * (2 + 3 * emb + ctx * (1 + heads) + 2 * kvh + ff)
             partial = max(4 * batch * (3 + hd * kvh + emb + ctx * (1 + heads) + ff)
                           + (emb * emb + 3 * emb * kvh * ff) * 9 // 16,
@@ -174,7 +178,7 @@ def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, f
     return partial, full
 
 
-def projector_bytes(m) -> tuple[int, int]:
+def projector_bytes(m: ModelSpec) -> tuple[int, int]:
     """(projector weights, vision graph) Ollama charges for a Gemma 3 checkpoint with a vision tower."""
     if m.family != "gemma3" or not m.params:
         return 0, 0
@@ -189,7 +193,7 @@ def projector_bytes(m) -> tuple[int, int]:
     return 2 * tower, graph
 
 
-def layer_weights(m, q) -> list[int]:
+def layer_weights(m: ModelSpec, q: QuantFormat) -> list[int]:
     """Bytes of each block as the GGUF holds it: DeepSeek's leading dense layers are a fraction of its
     MoE layers (memory.go reads every blk.i's own size); the body total is the catalog's."""
     from ..params import attention_params, mlp_params
@@ -200,7 +204,7 @@ def layer_weights(m, q) -> list[int]:
         return [int(round(ws.per_layer))] * m.layers
     attn = attention_params(m) + 2 * m.hidden
     dense = attn + mlp_params(m.hidden, m.intermediate, m.mlp)
-    expert = mlp_params(m.hidden, m.moe_intermediate, m.mlp)
+    expert = mlp_params(m.hidden, required(m, "moe_intermediate", m.moe_intermediate), m.mlp)
     moe = attn + (m.experts + m.shared_experts) * expert + m.hidden * m.experts
     params = [dense if i < m.dense_layers else moe for i in range(m.layers)]
     scale = body / sum(params)
@@ -228,7 +232,7 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
     n = len(free)
     split = [0] * n
     alloc = [0] * n
-    with_space = []
+    with_space: list[int] = []
     for i, f in enumerate(free):
         if f < gpu_overhead + max(partial, full) + MINIMUM_MEMORY + 2 * layer0:
             continue
@@ -318,7 +322,7 @@ class Ollama(LlamaCpp):
     uses_all_gpus = False  # fewest GPUs that hold it (server/sched.go pickBestFullFitByLibrary)
     # the llama runner applies no sliding window; the Ollama engine caches gemma3's and gpt-oss's
     # in its own way (kv_per_layer); the current release runs llama-server (llama.cpp's cells)
-    swa_families = ()
+    swa_families: tuple[str, ...] = ()
 
     def __init__(self, fam: Family):
         self.family = fam
@@ -330,46 +334,47 @@ class Ollama(LlamaCpp):
             self.swa_families = SWA_FAMILIES
 
     # ---- Ollama's own settings ------------------------------------------------------------------
-    def kv_type(self, req) -> str:
+    def kv_type(self, req: "FitRequest") -> str:
         """OLLAMA_KV_CACHE_TYPE applies only with flash attention (llm/memory.go)."""
         kv = LLAMA_KV.get(req.kv_dtype.key, "f16")
         return kv if setting(req, "flash_attn", False) else "f16"
 
-    def gpu_overhead(self, req) -> int:
+    def gpu_overhead(self, req: "FitRequest") -> int:
         return int(setting(req, "gpu_overhead", 0))
 
-    def estimate(self, req, devices=None) -> tuple[list[int], OllamaEstimate]:
+    def estimate(self, req: "FitRequest",
+                 devices: Sequence["Device"] | None = None) -> tuple[list[int], OllamaEstimate]:
         devs = list(devices if devices is not None else req.devices)
         frees = [max(0, d.free_bytes - req.reserve_bytes) for d in devs]
         return schedule(req, frees, req.context, req.batch, self.kv_type(req), bool(setting(req, "flash_attn", False)),
                         self.gpu_overhead(req), bool(setting(req, "sched_spread", False)), self.family.ascending)
 
     # ---- what the engine holds (memory.go families) -----------------------------------------------
-    def kv_bytes(self, req, layers=None, tp=1):
+    def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         if not self.family.old_estimate:
             return super().kv_bytes(req, layers, tp)
         total = sum(kv_per_layer(req, self.kv_type(req), req.context, req.batch))
         return int(math.ceil(total * (layers if layers is not None else req.model.layers) / req.model.layers))
 
-    def activation_bytes(self, req, tp=1, multi_gpu=False):
+    def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
         if not self.family.old_estimate:
             return super().activation_bytes(req, tp, multi_gpu)
         kv_total = sum(kv_per_layer(req, self.kv_type(req), req.context, req.batch))
         partial, full = graph_sizes(req, req.context, req.batch, kv_total, bool(setting(req, "flash_attn", False)))
         return partial if multi_gpu else max(partial, full)
 
-    def overhead_bytes(self, req, tp=1):
+    def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
         if not self.family.old_estimate:
             return super().overhead_bytes(req, tp) + self.gpu_overhead(req)
         return MINIMUM_MEMORY + self.gpu_overhead(req)
 
-    def weight_split(self, m, q, exact_total):
+    def weight_split(self, m: ModelSpec, q: QuantFormat, exact_total: int | None) -> memory.WeightSplit:
         if not self.family.old_estimate:
             return super().weight_split(m, q, exact_total)
         return memory.weight_split(m, q, exact_total=exact_total)
 
     # ---- placement --------------------------------------------------------------------------------
-    def gpu_layer_limit(self, req):
+    def gpu_layer_limit(self, req: "FitRequest") -> int | None:
         ngl = setting(req, "num_gpu")
         if ngl is not None:
             return ngl if ngl <= req.model.layers else None
@@ -378,7 +383,7 @@ class Ollama(LlamaCpp):
         _, est = self.estimate(req)
         return None if est.layers >= req.model.layers + 1 else min(est.layers, req.model.layers)
 
-    def startup(self, req, plan):
+    def startup(self, req: "FitRequest", plan: "Plan") -> EngineMemory | None:
         if not self.family.old_estimate or not req.devices:
             return None
         used, est = self.estimate(req)
@@ -394,14 +399,15 @@ class Ollama(LlamaCpp):
                    "graph": {"full_bytes": est.graph_full, "partial_bytes": est.graph_partial},
                    "num_ctx": req.context, "num_parallel": req.batch, "gpus": names})
 
-    def prefill_batching(self, req):
+    def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks."""
         return {"n_batch": NUM_BATCH, "n_ubatch": NUM_BATCH, "flash_attn": bool(setting(req, "flash_attn", False))}
 
-    def default_context(self, m, devices, settings=None) -> tuple[int, str] | None:
+    def default_context(self, m: ModelSpec, devices: Sequence["Device"],
+                        settings: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
         return default_num_ctx(self.family, m, devices, int((settings or {}).get("gpu_overhead", 0)))
 
-    def notes(self, req) -> list[str]:
+    def notes(self, req: "FitRequest") -> list[str]:
         out = super().notes(req)
         if self.family.name is not None:
             out.append(self.family.note)
@@ -431,8 +437,23 @@ class Ollama(LlamaCpp):
             opts = f"  # or, per model: /set parameter num_gpu {p.gpu_layers}"
         return " ".join(env) + f" ollama serve & ollama run {model}" + opts
 
-    def parse_command(self, argv, env):
+    def parse_command(self, argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         return parse_command(argv, env)
+
+    def environment_command(self, model: str, env: Mapping[str, str]) -> ServerCommand | None:
+        """`here` / `check MODEL` on an Ollama box: the server's OLLAMA_* decide as Ollama reads them."""
+        said = tuple(f"{k}={env[k]}" for k in sorted(env) if k.startswith("OLLAMA_"))
+        if not said:
+            return None
+        return dataclasses.replace(parse_command(["run", model], env), environment=said)
+
+    def settings_for(self, m: ModelSpec, q: QuantFormat, catalog: Any, settings: dict[str, Any]) -> dict[str, Any]:
+        """The library tag that serves this model in this format, for `ollama run TAG` (none: a
+        Modelfile of one's own)."""
+        if settings.get("ollama_tag"):
+            return settings
+        tag = next((t.key for t in catalog.ollama_tags.values() if t.model == m.key and t.quant == q.key), None)
+        return {**settings, "ollama_tag": tag} if tag else settings
 
 
 _FAMILIES = {name: Ollama(fam) for name, fam in FAMILIES.items()}
@@ -440,7 +461,7 @@ _ALIASES = {"0.5": "0.6", "0.6": "0.6", "0.7": "0.9", "0.8": "0.9", "0.9": "0.9"
             "0.12": "0.12"}
 
 
-def for_version(version: str | None):
+def for_version(version: str | None) -> Ollama:
     if version is None:
         return _FAMILIES[None]
     key = _ALIASES.get(".".join(version.split(".")[:2]))
@@ -496,8 +517,8 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         raise UsageError("ollama run names no model: give `ollama run TAG`")
     if ":" not in model.rsplit("/", 1)[-1]:
         model += ":latest"  # Ollama's own rule for a name without a tag
-    settings: dict = {"ollama_tag": model}
-    notes = []
+    settings: dict[str, Any] = {"ollama_tag": model}
+    notes: list[str] = []
 
     def uint(key: str) -> int | None:
         v = _env(env, key)

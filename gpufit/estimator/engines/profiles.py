@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ...catalog.types import GpuSpec
 from ...units import MIB
+
 
 @dataclass(frozen=True)
 class EngineProfile:
@@ -179,7 +181,7 @@ DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
 }
-def decode_efficiency(engine: str, spec) -> tuple[float, str]:
+def decode_efficiency(engine: str, spec: GpuSpec | None) -> tuple[float, str]:
     """(achieved / peak bandwidth at batch 1, what chose it) for `engine` on a card (GpuSpec or None):
     the engine's per-memory-class factor where one was fitted, else the engine default."""
     cls = memory_class(spec.memory_type) if spec is not None else None

@@ -29,17 +29,18 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ...catalog.types import ModelSpec
+from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB
 from .. import memory
-from ..params import attention_params, count_params
+from ..params import attention_params, count_params, required
 from .base import Engine, EngineMemory, Refusal, ServerCommand
 from .profiles import VLLM
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..types import FitRequest
+    from ..placement import DevicePlan, Plan
+    from ..types import Device, FitRequest, FitResult
 
 DEFAULT_FOR_KINDS = ("float", "int")
 PROGRAMS = ("vllm", "vllm.entrypoints.openai.api_server", "vllm.entrypoints.api_server")
@@ -183,12 +184,12 @@ def utilization(req: "FitRequest") -> float:
     return req.gpu_memory_utilization or DEFAULT_UTILIZATION
 
 
-def cuda_total(dev) -> int:
+def cuda_total(dev: "Device") -> int:
     """The total CUDA reports: NVML total minus what the driver reserves (when known)."""
     return dev.total_bytes - (dev.reserved_bytes or 0)
 
 
-def batch_defaults(fam: Family, dev) -> tuple[int, int]:
+def batch_defaults(fam: Family, dev: "Device | None") -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) vLLM picks for this card by default."""
     mem = cuda_total(dev) if dev is not None else 0
     a100 = dev is not None and "a100" in (dev.name or "").lower()
@@ -198,7 +199,7 @@ def batch_defaults(fam: Family, dev) -> tuple[int, int]:
     return fam.batch_defaults[-1][1:]  # pragma: no cover
 
 
-def scheduler(req: "FitRequest", fam: Family, dev) -> tuple[int, int]:
+def scheduler(req: "FitRequest", fam: Family, dev: "Device | None") -> tuple[int, int]:
     """(max_num_batched_tokens, max_num_seqs) in force for the request."""
     tokens, seqs = batch_defaults(fam, dev)
     seqs = setting(req, "max_num_seqs", seqs)
@@ -242,7 +243,7 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
         # MLAAttentionSpec: one latent of kv_lora_rank + rope dims per token, the same on every rank;
         # DeepSeek V3.2's lightning indexer keeps one fp8 key per token and layer with an fp32 scale
         # per 128 elements beside it (vllm/model_executor/models/deepseek_v2.py, DeepseekV32IndexerCache)
-        per_token = (m.kv_lora_rank + (m.qk_rope_head_dim or 0)) * b
+        per_token = (required(m, "kv_lora_rank", m.kv_lora_rank) + (m.qk_rope_head_dim or 0)) * b
         if m.indexer_head_dim:
             per_token += m.indexer_head_dim + m.indexer_head_dim // 128 * 4
         page = int(BLOCK_SIZE * per_token)
@@ -252,17 +253,17 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
     def n(k: int) -> int:
         return int(round(k * share))
 
-    kinds = []
+    kinds: list[LayerKind] = []
     # MLP-only layers (Nemotron-H '-') cache nothing
     full = m.layers - m.sliding_layers - m.chunked_layers - m.linear_layers - m.mlp_only_layers
     if full:
         kinds.append(LayerKind("mla" if m.is_mla else "full", n(full), page))
     if m.sliding_layers and not setting(req, "disable_hybrid_kv_cache_manager", False):
-        kinds.append(LayerKind("sliding", n(m.sliding_layers), page, m.sliding_window))
+        kinds.append(LayerKind("sliding", n(m.sliding_layers), page, required(m, "sliding_window", m.sliding_window)))
     elif m.sliding_layers:
         kinds.append(LayerKind("full", n(m.sliding_layers), page))
     if m.chunked_layers:
-        kinds.append(LayerKind("chunked", n(m.chunked_layers), page, m.attention_chunk))
+        kinds.append(LayerKind("chunked", n(m.chunked_layers), page, required(m, "attention_chunk", m.attention_chunk)))
     if m.linear_layers:
         state = int((m.linear_state_elems or 0) * _model_dtype_bytes(req) / tp)
         kinds.append(LayerKind("linear", n(m.linear_layers), state))
@@ -271,11 +272,13 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
 
 def _tokens_needed(k: LayerKind, max_model_len: int, batched: int) -> int:
     """Tokens one request keeps in a layer of kind `k` (KVCacheSpec.max_memory_usage_bytes)."""
+    if k.kind not in ("sliding", "chunked"):
+        return max_model_len
+    if k.window is None:
+        raise ValueError(f"a {k.kind} cache layer needs its window")
     if k.kind == "sliding":
         return min(k.window - 1 + batched, max_model_len)
-    if k.kind == "chunked":
-        return min(k.window + batched, max_model_len)
-    return max_model_len
+    return min(k.window + batched, max_model_len)
 
 
 def _blocks_needed(k: LayerKind, max_model_len: int, batched: int, block: int) -> int:
@@ -370,7 +373,7 @@ def _mxfp4_expert_factor(m: ModelSpec, tp: int) -> float:
     """Padding Marlin/Triton MXFP4 MoE kernels add to the expert tensors."""
     if not m.is_moe:
         return 1.0
-    inter = m.moe_intermediate // tp
+    inter = required(m, "moe_intermediate", m.moe_intermediate) // tp
     return (_pad(m.hidden, MXFP4_HIDDEN_ALIGN) / m.hidden) * (_pad(inter, MXFP4_INTERMEDIATE_ALIGN) / inter)
 
 
@@ -385,18 +388,31 @@ def _attention_share(m: ModelSpec) -> tuple[float, float]:
 
 
 # ---- the engine -----------------------------------------------------------------------------------
+class _Rank(NamedTuple):
+    """One rank's start-up figures (Vllm.startup), in bytes."""
+    plan: "DevicePlan"
+    total: int  # what CUDA reports
+    budget: int  # utilization x total
+    weights: int
+    activation: int
+    non_torch: int
+    graphs: int
+    available: int  # left for the KV pool
+    layout: KVLayout | None
+
+
 class Vllm(Engine):
     key = "vllm"
     profile = VLLM
     split_strategy = "pipeline_parallel"
 
-    def __init__(self, fam: Family):
+    def __init__(self, fam: Family) -> None:
         self.fam = fam
         self.version = fam.name
         self.default_version_note = CURRENT.note if fam is CURRENT else None
 
     # -- weights -----------------------------------------------------------------------------------
-    def weight_split(self, m, q, exact_total):
+    def weight_split(self, m: ModelSpec, q: QuantFormat, exact_total: int | None) -> memory.WeightSplit:
         ws = memory.weight_split(m, q, exact_total=exact_total)
         if q.key == "mxfp4" and m.is_moe and exact_total is None:
             # the checkpoint's layout: experts in MXFP4, everything else BF16
@@ -411,7 +427,7 @@ class Vllm(Engine):
                                     per_layer_active=active)
         return ws
 
-    def rank_layer_bytes(self, req, ws, layers, tp):
+    def rank_layer_bytes(self, req: "FitRequest", ws: memory.WeightSplit, layers: int, tp: int) -> float:
         """Column/row-parallel layers split `tp` ways; K/V projections replicated where tp exceeds the
         KV heads (each rank keeps max(1, kv_heads // tp) heads)."""
         if tp == 1:
@@ -425,15 +441,15 @@ class Vllm(Engine):
             body *= _mxfp4_expert_factor(m, tp) / _mxfp4_expert_factor(m, 1)
         return ws.per_layer * layers * (qo / tp + kv_rank) + body * layers / tp
 
-    def rank_vocab_bytes(self, req, nbytes, tp):
+    def rank_vocab_bytes(self, req: "FitRequest", nbytes: int, tp: int) -> float:
         v = req.model.vocab
         return nbytes * _pad(v, VOCAB_PADDING * tp) / v / tp if nbytes else 0
 
-    def weights_off_gpu(self, req):
+    def weights_off_gpu(self, req: "FitRequest") -> int:
         """--cpu-offload-gb: "the space in GiB to offload to CPU, per GPU" (vllm/config/cache.py)."""
         return int(setting(req, "cpu_offload_gb", 0) * GIB)
 
-    def kv_bytes(self, req, layers=None, tp=1):
+    def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         """Pages `batch` requests of `context` tokens take in vLLM's layout on one rank (sliding
         layers keep window - 1 + max_num_batched_tokens, Mamba/linear layers one state each)."""
         layout = kv_layout(req, tp, layers)
@@ -443,10 +459,11 @@ class Vllm(Engine):
         return layout.request_bytes(req.context, batched) * req.batch
 
     # -- activation and fixed costs -------------------------------------------------------------------
-    def activation_bytes(self, req, tp=1, multi_gpu=False, dev=None):
+    def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False,
+                         dev: "Device | None" = None) -> int:
         m = req.model
         tokens, seqs = scheduler(req, self.fam, dev if dev is not None else (req.devices[0] if req.devices else None))
-        width = m.moe_intermediate * m.experts_active if m.is_moe else m.intermediate
+        width = required(m, "moe_intermediate", m.moe_intermediate) * m.experts_active if m.is_moe else m.intermediate
         per_token = (ACT_INTERMEDIATE_TENSORS * width / tp + ACT_HIDDEN_TENSORS * m.hidden) * _model_dtype_bytes(req)
         rows = min(seqs, tokens)
         sampler = rows * m.vocab * 4 * SAMPLER_FP32_COPIES
@@ -456,13 +473,13 @@ class Vllm(Engine):
         base = NON_TORCH_TP_BYTES if tp > 1 else NON_TORCH_BYTES
         return base + (V0_EARLY_CUDA_CONTEXT_BYTES if self.fam.context_in_non_torch else 0)
 
-    def graph_bytes(self, req) -> int:
+    def graph_bytes(self, req: "FitRequest") -> int:
         return 0 if setting(req, "enforce_eager", False) else CUDA_GRAPH_BYTES
 
-    def overhead_bytes(self, req, tp=1):
+    def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
         return self.non_torch_bytes(tp) + self.graph_bytes(req)
 
-    def tp_valid(self, m, k):
+    def tp_valid(self, m: ModelSpec, k: int) -> bool:
         """vLLM needs the attention heads divisible by tp, and the KV heads divisible by tp or tp by
         them (vllm/config/model.py verify_with_parallel_config)."""
         if k == 1:
@@ -471,14 +488,14 @@ class Vllm(Engine):
             return False
         return m.kv_heads % k == 0 or k % m.kv_heads == 0
 
-    def fixed_placement(self, req):
+    def fixed_placement(self, req: "FitRequest") -> tuple[int, int] | None:
         tp, pp = setting(req, "tensor_parallel_size"), setting(req, "pipeline_parallel_size")
         if tp is None and pp is None:
             return None
         return (tp or 1, pp or 1)
 
     # -- start-up checks ------------------------------------------------------------------------------
-    def capability_refusal(self, req, devices):
+    def capability_refusal(self, req: "FitRequest", devices: Sequence["DevicePlan"]) -> Refusal | None:
         q = req.quant.key
         for dp in devices:
             spec = dp.device.spec
@@ -504,14 +521,14 @@ class Vllm(Engine):
                                {"gpu": dp.device.index, "have": spec.compute_capability, "need": str(MIN_CC_FP8_KV)})
         return None
 
-    def startup(self, req, plan):
+    def startup(self, req: "FitRequest", plan: "Plan") -> EngineMemory | None:
         used = plan.used
         if not used:
             return None
         refusal = self.capability_refusal(req, used)
         util = utilization(req)
         fixed_kv = setting(req, "kv_cache_memory_bytes")
-        ranks = []
+        ranks: list[_Rank] = []
         for dp in used:
             d = dp.device
             total = cuda_total(d)
@@ -528,7 +545,7 @@ class Vllm(Engine):
                     # V0 (v0.6.4): memory other processes hold at start counts against the budget
                     avail -= max(0, d.total_bytes - d.free_bytes - (d.reserved_bytes or 0))
             layout = kv_layout(req, plan.tp, dp.layers if plan.pp > 1 or len(used) > plan.tp else None)
-            ranks.append((dp, total, budget, weights, act, non_torch, graphs, avail, layout))
+            ranks.append(_Rank(dp, total, budget, weights, act, non_torch, graphs, avail, layout))
             if refusal is None and self.fam.v1 and not req.planning and d.free_bytes < budget:
                 refusal = Refusal(
                     "free_memory_below_utilization",
@@ -537,17 +554,17 @@ class Vllm(Engine):
                     "utilization or reduce GPU memory used by other processes.",
                     {"gpu": d.index, "free_bytes": d.free_bytes, "budget_bytes": budget, "utilization": util})
         # the engine sizes the pool from the smallest worker (unify_kv_cache_configs: min num_blocks)
-        def blocks(r) -> int:
-            lay = r[8]
-            return max(0, r[7]) // lay.bytes_per_block if lay else 0
+        def blocks(r: _Rank) -> int:
+            return max(0, r.available) // r.layout.bytes_per_block if r.layout else 0
 
         bottleneck = min(ranks, key=blocks)
         dp, total, budget, weights, act, non_torch, graphs, avail, layout = bottleneck
         batched, _ = scheduler(req, self.fam, dp.device)
         num_blocks = blocks(bottleneck)
         mml = req.context
-        extra: dict = {"max_num_batched_tokens": batched, "block_size": layout.block_size if layout else BLOCK_SIZE,
-                       "utilization": util, "version_family": self.fam.name or "current"}
+        extra: dict[str, Any] = {"max_num_batched_tokens": batched,
+                                 "block_size": layout.block_size if layout else BLOCK_SIZE,
+                                 "utilization": util, "version_family": self.fam.name or "current"}
         if layout is None:
             return EngineMemory(budget, weights, act, non_torch, graphs, max(0, avail), None, None, None, refusal,
                                 dp.device.index, extra)
@@ -561,12 +578,13 @@ class Vllm(Engine):
         need = layout.request_bytes(mml, batched)
         upper = max(mml, req.model.max_context)
         fit_len = estimated_max_model_len(layout, max(0, avail), batched, upper)
-        heavy = max(ranks, key=lambda r: r[3] - r[0].device.free_bytes)
-        if refusal is None and heavy[3] > heavy[0].device.free_bytes:
-            hd = heavy[0].device
-            refusal = Refusal("oom_at_load", f"CUDA out of memory while loading the model: {heavy[3] / GIB:.2f} GiB of "
-                              f"weights on GPU {hd.index}, {hd.free_bytes / GIB:.2f} GiB free",
-                              {"gpu": hd.index, "weights_bytes": heavy[3], "free_bytes": hd.free_bytes})
+        heavy = max(ranks, key=lambda r: r.weights - r.plan.device.free_bytes)
+        if refusal is None and heavy.weights > heavy.plan.device.free_bytes:
+            hd = heavy.plan.device
+            refusal = Refusal("oom_at_load", "CUDA out of memory while loading the model: "
+                              f"{heavy.weights / GIB:.2f} GiB of weights on GPU {hd.index}, "
+                              f"{hd.free_bytes / GIB:.2f} GiB free",
+                              {"gpu": hd.index, "weights_bytes": heavy.weights, "free_bytes": hd.free_bytes})
         if refusal is None and (avail <= 0 or num_blocks == 0):
             refusal = Refusal("no_cache_blocks", "No available memory for the cache blocks. Try increasing "
                               "`gpu_memory_utilization` when initializing the engine.",
@@ -599,7 +617,7 @@ class Vllm(Engine):
                    "kv_groups": [{"kind": k.kind, "layers": k.count, "groups": g} for k, g in layout.groups]})
 
     # -- flags ---------------------------------------------------------------------------------------------
-    def flags(self, result):
+    def flags(self, result: "FitResult") -> str | None:
         r = result.request
         if "vllm" not in r.quant.engines:
             return None
@@ -646,12 +664,12 @@ class Vllm(Engine):
             env += "VLLM_PP_LAYER_PARTITION=" + ",".join(str(n) for n in p.layers_per_device if n) + " "
         return env + " ".join(parts)
 
-    def alternatives(self, result):
+    def alternatives(self, result: "FitResult") -> list[tuple[str, dict[str, Any]]]:
         r, em = result.request, result.engine_memory
         ref = result.refusal
         if ref is None or em is None:
             return []
-        out: list[tuple[str, dict]] = []
+        out: list[tuple[str, dict[str, Any]]] = []
         used = [d for d in result.devices if d.needed_bytes]
         can = min((passing_utilization(d.free_bytes, d.total_bytes - (d.reserved_bytes or 0), r.reserve_bytes)
                    for d in used), default=0.0) if not r.planning else 0.98
@@ -672,10 +690,10 @@ class Vllm(Engine):
                         {"batch": int(em.max_concurrency)}))
         return out
 
-    def default_kv_dtype(self, m):
+    def default_kv_dtype(self, m: ModelSpec) -> str:
         return "fp16" if m.native_dtype == "fp16" else "bf16"
 
-    def parse_command(self, argv, env):
+    def parse_command(self, argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         return parse_command(argv, env)
 
 
@@ -738,7 +756,7 @@ def human_readable_int(raw: str) -> int:
     return int(number) * _BINARY[suffix]
 
 
-def _value(flag: str, raw: str, kind: str) -> Any:
+def _value(flag: str, raw: str, kind: str) -> int | float:
     from ...errors import UsageError
 
     try:
@@ -840,7 +858,10 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         kv_dtype = KV_NAMES[kv]
     context = got.pop("max_model_len", None)
     batch = got.get("max_num_seqs")
-    return ServerCommand(engine="vllm", model=model, context=context, batch=None if batch is None else None,
+    # without --max-model-len vLLM serves the model's own maximum (max_position_embeddings):
+    # default_context 0 = "the model's maximum"
+    return ServerCommand(engine="vllm", model=model, context=context, batch=None,
                          quant=quant, kv_dtype=kv_dtype, gpu_memory_utilization=util,
                          gpus=env.get("CUDA_VISIBLE_DEVICES"), settings=got, ignored=tuple(ignored),
-                         unknown=tuple(unknown))
+                         unknown=tuple(unknown), default_context=0 if context is None else None,
+                         notes=("no --max-model-len: vLLM serves the model's maximum context",) if context is None else ())
