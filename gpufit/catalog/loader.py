@@ -120,7 +120,9 @@ def parse_toml(path: Path, text: str | None = None) -> dict[str, Any]:
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # pragma: no cover - Python 3.10
-        import tomli as tomllib
+        # tomli (typed) is installed only under Python 3.10 (pyproject); mypy run from a newer venv with
+        # the project's python_version 3.10 cannot find it there
+        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
     try:
         if text is None:
             text = Path(path).read_text(encoding="utf-8")
