@@ -857,7 +857,6 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
             raise unknown_choice("vllm --kv-cache-dtype", kv, KV_NAMES)
         kv_dtype = KV_NAMES[kv]
     context = got.pop("max_model_len", None)
-    batch = got.get("max_num_seqs")
     # without --max-model-len vLLM serves the model's own maximum (max_position_embeddings):
     # default_context 0 = "the model's maximum"
     return ServerCommand(engine="vllm", model=model, context=context, batch=None,
