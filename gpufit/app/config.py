@@ -51,7 +51,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     # tomli (typed) is installed only on 3.10; mypy checks this branch (python_version = "3.10") on newer
     # Pythons too, where it is absent
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+    import tomli as tomllib
 
 if TYPE_CHECKING:
     from ..catalog import Catalog

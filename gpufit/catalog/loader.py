@@ -122,7 +122,7 @@ def parse_toml(path: Path, text: str | None = None) -> dict[str, Any]:
     else:  # pragma: no cover - Python 3.10
         # tomli (typed) is installed only under Python 3.10 (pyproject); mypy run from a newer venv with
         # the project's python_version 3.10 cannot find it there
-        import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+        import tomli as tomllib
     try:
         if text is None:
             text = Path(path).read_text(encoding="utf-8")
