@@ -281,3 +281,13 @@ def test_vllm_reads_human_readable_integers_as_vllm_does():
     assert c.context == 32_000 and c.settings["kv_cache_memory_bytes"] == 4 * 2**30
     with pytest.raises(UsageError, match="4 GiB"):
         vllm.parse_command(["serve", "m", "--kv-cache-memory-bytes", "1.5G"], {})
+
+
+def test_a_bf16_refusal_offers_fp16_as_vllm_suggests():
+    from gpufit.estimator.alternatives import Candidates
+
+    r = estimate(req("llama3.2-3b", "bf16", [card("rtx-2080-ti")], 4096),
+                 candidates=Candidates(quants=tuple(CAT.quants.values())))
+    alt = [a for a in r.alternatives if a.kind == "engine_setting"]
+    assert r.refusal.code == "compute_capability"
+    assert alt and alt[0].changes == {"quant": "fp16"} and alt[0].verdict in ("fits", "tight")

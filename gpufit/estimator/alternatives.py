@@ -72,11 +72,16 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
     from .engines import get as get_engine
 
     kv_by_key = {q.key: q for q in c.quants if q.kv_cache}
+    quant_by_key = {q.key: q for q in c.quants}
     for words, changes in get_engine(req.engine, req.engine_version).alternatives(result):
         if "kv_dtype" in changes:
             if changes["kv_dtype"] not in kv_by_key:
                 continue
             changes = {**changes, "kv_dtype": kv_by_key[changes["kv_dtype"]]}
+        if "quant" in changes:
+            if changes["quant"] not in quant_by_key:
+                continue
+            changes = {**changes, "quant": quant_by_key[changes["quant"]]}
         r = _fits(dataclasses.replace(req, **changes))
         if r:
             shown = {k: (v.key if hasattr(v, "key") else v) for k, v in changes.items()}

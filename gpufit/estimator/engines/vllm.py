@@ -682,6 +682,9 @@ class Vllm(Engine):
                 out.append((f"--gpu-memory-utilization {can:.2f}", {"gpu_memory_utilization": can}))
             if r.kv_dtype.key != "fp8":
                 out.append(("--kv-dtype fp8 (vLLM --kv-cache-dtype fp8)", {"kv_dtype": "fp8"}))
+        if ref.code == "compute_capability" and r.quant.key == "bf16":
+            # the words of vLLM's own message: "You can use float16 instead"
+            out.append(("--quant fp16 (vLLM --dtype half: float16 instead of bfloat16)", {"quant": "fp16"}))
         if ref.code == "kv_too_small" and em.max_model_len_fit:
             out.append((f"--context {em.max_model_len_fit} (vLLM's estimated maximum model length)",
                         {"context": em.max_model_len_fit}))
