@@ -35,7 +35,7 @@ from gpufit.catalog import Catalog, load_catalog  # noqa: E402
 from gpufit.errors import GpufitError  # noqa: E402
 from gpufit.estimator import placement, speed  # noqa: E402
 
-MIB = 1 << 20
+from gpufit.units import MIB  # noqa: E402
 
 # model names as the sources write them -> catalog keys
 MODEL_KEYS = {

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fleet_helpers import FakePrometheus, Series, answer  # noqa: E402
 
-GIB = 1 << 30
+from gpufit.units import GIB  # noqa: E402
 HARDWARE = [  # NVML name, total bytes (what those cards report), reserved
     ("NVIDIA H100 80GB HBM3", 85520809984, 502267904),
     ("NVIDIA A100-SXM4-80GB", 85899345920, 911212544),

@@ -29,7 +29,7 @@ from gpufit.errors import GpufitError  # noqa: E402
 from gpufit.estimator.engines import ollama as O  # noqa: E402
 from gpufit.estimator.types import Device, FitRequest  # noqa: E402
 
-GIB = 1 << 30
+from gpufit.units import GIB  # noqa: E402
 
 
 def read() -> list[dict]:

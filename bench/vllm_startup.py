@@ -31,7 +31,7 @@ from gpufit.errors import UsageError  # noqa: E402
 from gpufit.estimator.fit import estimate  # noqa: E402
 from gpufit.estimator.types import Device  # noqa: E402
 
-GIB = 1 << 30
+from gpufit.units import GIB  # noqa: E402
 # the card each row names, as a catalog key
 GPUS = {
     "RTX 3090": "rtx-3090", "RTX 3090 (Win11 Docker/WSL2)": "rtx-3090", "RTX 3090 (PCIe x4/x4, P2P on)": "rtx-3090",

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal
 
+from ..units import GIB
 from . import engines
 from .placement import Plan, Sizer, choose, usable
 from .speed import estimate_speed
@@ -22,7 +23,6 @@ from .types import (
 if TYPE_CHECKING:  # pragma: no cover
     from .alternatives import Candidates
 
-GIB = 1 << 30
 # "tight": fits, but a used card keeps less than max(1 GiB, 5 % of the card) free (DESIGN.md)
 MIN_HEADROOM_FLOOR = 1 * GIB
 MIN_HEADROOM_FRACTION = 0.05

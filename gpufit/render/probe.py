@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..probe.snapshot import GpuState, Memory, Snapshot
+from ..units import GIB
 
-GIB = 2**30
 NA = "-"
 
 

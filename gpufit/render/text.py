@@ -3,9 +3,9 @@ named wherever a size is printed."""
 
 from __future__ import annotations
 
+from ..units import GIB
 from .words import alternative, word
 
-GIB = 1 << 30
 
 VERDICT_TEXT = {
     "fits": "FITS",

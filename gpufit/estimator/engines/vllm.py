@@ -40,7 +40,7 @@ from .profiles import VLLM
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..placement import DevicePlan, Plan
-    from ..types import Device, FitRequest, FitResult
+    from ..types import Device, DeviceUse, FitRequest, FitResult
 
 DEFAULT_FOR_KINDS = ("float", "int")
 PROGRAMS = ("vllm", "vllm.entrypoints.openai.api_server", "vllm.entrypoints.api_server")
@@ -184,9 +184,19 @@ def utilization(req: "FitRequest") -> float:
     return req.gpu_memory_utilization or DEFAULT_UTILIZATION
 
 
-def cuda_total(dev: "Device") -> int:
+def cuda_total(dev: "Device | DeviceUse") -> int:
     """The total CUDA reports: NVML total minus what the driver reserves (when known)."""
     return dev.total_bytes - (dev.reserved_bytes or 0)
+
+
+def passing_now(result: "FitResult") -> float | None:
+    """The largest utilisation every card the plan uses can grant now (free >= util x CUDA total);
+    None when nothing is used or the cards are catalog cards (planning: nothing runs on them)."""
+    r = result.request
+    used = [d for d in result.devices if d.needed_bytes]
+    if not used or r.planning:
+        return None
+    return min(passing_utilization(d.free_bytes, cuda_total(d), r.reserve_bytes) for d in used)
 
 
 def batch_defaults(fam: Family, dev: "Device | None") -> tuple[int, int]:
@@ -630,12 +640,9 @@ class Vllm(Engine):
             parts.append(f"--pipeline-parallel-size {p.pipeline_parallel}")
         util = utilization(r)
         used = [d for d in result.devices if d.needed_bytes]
-        if used and not r.planning:
-            # the largest utilisation every used card can grant now (free >= util x total)
-            can = min(passing_utilization(d.free_bytes, d.total_bytes - (d.reserved_bytes or 0), r.reserve_bytes)
-                      for d in used)
-            if can < util:
-                util = can
+        can = passing_now(result)
+        if can is not None and can < util:
+            util = can
         if abs(util - DEFAULT_UTILIZATION) > 1e-9 or r.gpu_memory_utilization is not None:
             parts.append(f"--gpu-memory-utilization {util:.2f}")
         parts.append(f"--max-model-len {r.context}")
@@ -670,9 +677,8 @@ class Vllm(Engine):
         if ref is None or em is None:
             return []
         out: list[tuple[str, dict[str, Any]]] = []
-        used = [d for d in result.devices if d.needed_bytes]
-        can = min((passing_utilization(d.free_bytes, d.total_bytes - (d.reserved_bytes or 0), r.reserve_bytes)
-                   for d in used), default=0.0) if not r.planning else 0.98
+        now = passing_now(result)
+        can = 0.98 if r.planning else (now if now is not None else 0.0)
         util = utilization(r)
         if ref.code == "free_memory_below_utilization" and can > 0:
             out.append((f"--gpu-memory-utilization {can:.2f} (what the free memory allows now)",
