@@ -11,10 +11,13 @@ Fitted: one efficiency per memory class with data (HBM, GDDR) and one per-layer 
 by grid search minimising the mean |log(gpufit / measured)| over every decode row (a robust fit: no
 row can pull it far); the engine default (cards of a class without data, e.g. LPDDR) is the single
 efficiency that fits all rows best with the same latency.
-Prefill (2 x active params FLOPs per token / (datasheet dense FLOP/s x efficiency)): the median of
-measured / modelled rate over single-GPU prompts of at most 512 tokens (the regime the model
-describes: no attention growth, no pipeline overlap), per kind of datasheet figure (GeForce lists FP16
-tensor FLOP/s with FP32 accumulate, workstation/datacenter cards the full rate).
+Prefill (speed.prefill_rate): per ubatch, GEMM FLOPs / min(datasheet tensor rate x gemm_efficiency,
+tflops_per_watt x board watts) + weight bytes (+ dequant_bytes_per_weight per parameter for quantized
+GGUF) / achieved bandwidth + attention over the cached cells (FLOPs at the GEMM rate, without flash
+attention attn_bytes_per_head_cell / achieved bandwidth), the ubatches of a batch pipelined over a
+layer split. Achieved bandwidth = datasheet x the decode fit's efficiency for the memory class (the
+same memory-bound streaming). The four constants minimise the mean |log(gpufit / measured)| over every
+May 2024 prompt row (Nelder-Mead); --cv refits decode and prefill without each card in turn.
 Prints the factors to put in gpufit/estimator/engines/ (profiles.py for decode, llama_cpp.py PREFILL_FIT). It never looks at one row alone.
 """
 
@@ -31,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import accuracy as A  # noqa: E402
 
 from gpufit.estimator import engines  # noqa: E402
-from gpufit.estimator.engines import llama_cpp  # noqa: E402
+from gpufit.estimator.engines import llama_cpp, profiles  # noqa: E402
 
 
 def decode_rows(cat):
@@ -164,6 +167,7 @@ def prefill_rows(cat) -> list[PrefillRow]:
             share = dp.layers / m.layers
             bw = dev.spec.bandwidth_gbps * 1e9
             stages.append({"peak": peak, "watts": dev.spec.tdp_w, "flops": share * 2 * pc.body_active,
+                           "memory_class": engines.memory_class(dev.spec.memory_type),
                            "weights_s": share * s.ws.per_layer * m.layers / bw,
                            "dequant_s": share * pc.body / bw if quantized else 0.0,
                            "cell_flops": share * m.layers * 4 * m.heads * m.head_dim,
@@ -172,16 +176,21 @@ def prefill_rows(cat) -> list[PrefillRow]:
     return out
 
 
-def prefill_model(r: PrefillRow, p: dict) -> float:
-    """speed.prefill_rate's arithmetic on a row's precomputed terms (checked against it in main)."""
+def prefill_model(r: PrefillRow, p: dict, mem: dict) -> float:
+    """speed.prefill_rate's arithmetic on a row's precomputed terms (checked against it in main).
+    `mem` = the decode fit's (efficiency per memory class, default): the memory-bound passes (weights,
+    dequantization, scores) reach the bandwidth share decode reaches on that memory."""
+    eff, default = mem
     per = []
     for st in r.stages:
         rate = st["peak"] * p["gemm_efficiency"]
         if p["tflops_per_watt"] and st["watts"]:
             rate = min(rate, p["tflops_per_watt"] * 1e12 * st["watts"])
-        cell = st["cell_flops"] / rate + (st["cell_bytes_s"] * p["attn_bytes_per_head_cell"]
+        me = eff.get(st["memory_class"], default)
+        cell = st["cell_flops"] / rate + (st["cell_bytes_s"] * p["attn_bytes_per_head_cell"] / me
                                           if not BENCH_FLASH_ATTN else 0.0)
-        per.append((st["flops"] / rate, st["weights_s"] + st["dequant_s"] * p["dequant_bytes_per_weight"], cell))
+        per.append((st["flops"] / rate, (st["weights_s"] + st["dequant_s"] * p["dequant_bytes_per_weight"]) / me,
+                    cell))
     ub, seconds, done = 512, 0.0, 0
     while done < r.n:
         b = min(BENCH_N_BATCH, r.n - done)
@@ -195,8 +204,8 @@ def prefill_model(r: PrefillRow, p: dict) -> float:
     return r.n / seconds
 
 
-def prefill_loss(rows, p) -> float:
-    return sum(abs(math.log(prefill_model(r, p) / r.measured)) for r in rows) / len(rows)
+def prefill_loss(rows, p, mem) -> float:
+    return sum(abs(math.log(prefill_model(r, p, mem) / r.measured)) for r in rows) / len(rows)
 
 
 def nelder_mead(f, x0, steps, iters=600):
@@ -228,12 +237,13 @@ def nelder_mead(f, x0, steps, iters=600):
     return pts[i]
 
 
-def fit_prefill(rows) -> dict:
-    """The four prefill constants minimising the mean |log(gpufit / measured)| over `rows`."""
+def fit_prefill(rows, mem) -> dict:
+    """The four prefill constants minimising the mean |log(gpufit / measured)| over `rows`, given the
+    decode fit's memory efficiencies `mem`."""
     def f(x):
         if min(x) <= 0:
             return 1e9
-        return prefill_loss(rows, dict(zip(PREFILL_KEYS, x)))
+        return prefill_loss(rows, dict(zip(PREFILL_KEYS, x)), mem)
 
     x = nelder_mead(f, [0.5, 0.4, 25.0, 2.0], [0.1, 0.1, 10.0, 1.0])
     return dict(zip(PREFILL_KEYS, x))
@@ -244,12 +254,15 @@ def pct_abs(errs, q):
     return v[max(0, math.ceil(q * len(v)) - 1)]
 
 
-def prefill_cross_validate(rows) -> tuple[int, float, float]:
-    """Leave one GPU out, as for decode: the prefill error a card the fit never saw can expect."""
+def prefill_cross_validate(rows, dec_rows) -> tuple[int, float, float]:
+    """Leave one GPU out, as for decode: the prefill error a card the fit never saw can expect. The
+    memory efficiencies the prefill uses come from a decode fit that did not see the card either."""
     errs = []
     for gpu in sorted({r.gpu for r in rows}):
-        p = fit_prefill([r for r in rows if r.gpu != gpu])
-        errs += [(prefill_model(r, p) / r.measured - 1) * 100 for r in rows if r.gpu == gpu]
+        eff, _, default = fit_decode([r for r in dec_rows if r[5].gpu != gpu])
+        mem = (eff, default)
+        p = fit_prefill([r for r in rows if r.gpu != gpu], mem)
+        errs += [(prefill_model(r, p, mem) / r.measured - 1) * 100 for r in rows if r.gpu == gpu]
     return len(errs), pct_abs(errs, 0.5), pct_abs(errs, 0.9)
 
 
@@ -268,15 +281,16 @@ def main() -> int:
         print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "
               f"median |error| {med:.1f} %, p90 {p90:.1f} %")
     pre = prefill_rows(cat)
-    p = fit_prefill(pre)
-    errs = [(prefill_model(r, p) / r.measured - 1) * 100 for r in pre]
+    mem = (eff, default)
+    p = fit_prefill(pre, mem)
+    errs = [(prefill_model(r, p, mem) / r.measured - 1) * 100 for r in pre]
     print(f"prefill: {len(pre)} May 2024 rows on {len({r.gpu for r in pre})} cards, 1-8 GPUs")
     print("  llama_cpp.PREFILL_FIT = {" + ", ".join(f"{k!r}: {v:.3g}" for k, v in p.items()) + "}")
     print(f"  at the fit: median |error| {pct_abs(errs, 0.5):.1f} %, p90 {pct_abs(errs, 0.9):.1f} %")
     # the fit's arithmetic must be the estimator's: check one row against speed.prefill_rate
     _check_against_estimator(cat, pre[0], p)
     if "--cv" in sys.argv:
-        n, med, p90 = prefill_cross_validate(pre)
+        n, med, p90 = prefill_cross_validate(pre, rows)
         print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "
               f"median |error| {med:.1f} %, p90 {p90:.1f} %")
     return 0
@@ -298,7 +312,8 @@ def _check_against_estimator(cat, r: PrefillRow, p: dict) -> None:
     finally:
         llama_cpp.PREFILL_FIT.clear()
         llama_cpp.PREFILL_FIT.update(saved)
-    mine = prefill_model(r, p)
+    table = profiles.DECODE_EFFICIENCY_BY_MEMORY["llama.cpp"]
+    mine = prefill_model(r, p, (table, profiles.LLAMA_CPP.decode_efficiency))
     if abs(got / mine - 1) > 1e-6:
         raise SystemExit(f"calibrate.py's prefill arithmetic drifted from speed.prefill_rate: {mine} vs {got}")
 

@@ -7,20 +7,23 @@ import pytest
 from gpufit.catalog import load_catalog
 from gpufit.catalog.types import GpuSpec
 from gpufit.estimator import engines, speed
-from gpufit.estimator.engines import llama_cpp
+from gpufit.estimator.engines import llama_cpp, profiles
 from gpufit.estimator.placement import Sizer, choose
 from gpufit.estimator.types import Device, FitRequest
 
 CAT = load_catalog()
 GIB = 2**30
 FIT = llama_cpp.PREFILL_FIT
+# the test card is GDDR6X: prefill's memory-bound passes (weights, scores) reach the bandwidth share
+# llama.cpp's decode reaches on GDDR memory, 936 GB/s x this
+GDDR = profiles.DECODE_EFFICIENCY_BY_MEMORY["llama.cpp"]["GDDR"]
 # Llama 3 8B without embeddings and head: 8,030,261,248 - 2 x 128,256 x 4,096
 BODY = 8030261248 - 2 * 128256 * 4096
 
 
-def card(tdp=None, vendor="geforce", tf=71.0, bw=936.0):
+def card(tdp=None, vendor="geforce", tf=71.0, bw=936.0, memory="GDDR6X"):
     return GpuSpec(key="t", name="T", vendor_class=vendor, architecture="Ampere", compute_capability="8.6",
-                   memory_bytes=24 * GIB, memory_type="GDDR6X", bandwidth_gbps=bw, source="test",
+                   memory_bytes=24 * GIB, memory_type=memory, bandwidth_gbps=bw, source="test",
                    fp16_tflops=tf, tdp_w=tdp)
 
 
@@ -39,7 +42,7 @@ def test_prefill_of_one_ubatch_is_gemm_weights_and_attention():
     gemm = 71e12 * 2 * FIT["gemm_efficiency"]  # GeForce: FP16 accumulate runs at twice the datasheet figure
     # 512 tokens attend 512 cells on average ((0 + 512) / 2 + 256): 4 x 32 heads x 128 FLOPs per cell
     attention = 512 * 512 * 32 * 4 * 32 * 128
-    seconds = (512 * 2 * BODY + attention) / gemm + 2 * BODY / 936e9
+    seconds = (512 * 2 * BODY + attention) / gemm + 2 * BODY / (936e9 * GDDR)
     assert rate == pytest.approx(512 / seconds, rel=1e-9)
 
 
@@ -47,13 +50,29 @@ def test_without_flash_attention_the_scores_cost_bandwidth():
     s, plan = sized()
     fa, _ = speed.prefill_rate(s, plan, 512, flash_attn=True)
     plain, _ = speed.prefill_rate(s, plan, 512, flash_attn=False)
-    extra = 512 * 512 * 32 * 32 * FIT["attn_bytes_per_head_cell"] / 936e9  # tokens x cells x layers x heads
+    extra = 512 * 512 * 32 * 32 * FIT["attn_bytes_per_head_cell"] / (936e9 * GDDR)  # tokens x cells x layers x heads
     assert 512 / plain - 512 / fa == pytest.approx(extra, rel=1e-9)
 
 
+def test_prefill_weight_and_score_passes_run_at_the_memory_class_decode_bandwidth():
+    """Same card but HBM: the one-ubatch F16 prefill (flash attention off) differs only in the
+    weight pass (2 bytes x body parameters) and the scores (512 tokens x 512 cells x 32 layers x 32
+    heads x bytes per cell), now at the HBM share of 936 GB/s."""
+    hbm = profiles.DECODE_EFFICIENCY_BY_MEMORY["llama.cpp"]["HBM"]
+    assert hbm != GDDR
+    s, plan = sized()
+    g, basis = speed.prefill_rate(s, plan, 512, flash_attn=False)
+    assert basis["prefill_memory_efficiency"] == GDDR
+    s2, plan2 = sized(spec=card(memory="HBM2e"))
+    h, basis2 = speed.prefill_rate(s2, plan2, 512, flash_attn=False)
+    assert basis2["prefill_memory_efficiency"] == hbm
+    passes = 2 * BODY + 512 * 512 * 32 * 32 * FIT["attn_bytes_per_head_cell"]
+    assert 512 / h - 512 / g == pytest.approx(passes / 936e9 * (1 / hbm - 1 / GDDR), rel=1e-9)
+
+
 def test_board_power_caps_the_gemm_rate():
-    rate, _ = speed.gemm_rate(Device.from_spec(card(tdp=100), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
-    assert rate == pytest.approx(FIT["tflops_per_watt"] * 1e12 * 100)
+    rate, _ = speed.gemm_rate(Device.from_spec(card(tdp=40), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
+    assert rate == pytest.approx(FIT["tflops_per_watt"] * 1e12 * 40)  # 40 W: below 2 x 71 x gemm_efficiency
     pro, kind = speed.gemm_rate(Device.from_spec(card(vendor="workstation"), 0), CAT.quant("fp16"), llama_cpp.for_version(None))
     assert pro == pytest.approx(71e12 * FIT["gemm_efficiency"]) and kind == "fp16"
 
@@ -68,7 +87,7 @@ def test_a_layer_split_pipelines_the_ubatches_of_a_batch():
 
     def stage(layers):
         share = layers / 32
-        return share * (512 * 2 * BODY / gemm + 2 * BODY / 936e9 + 512 * cells * 32 * 4 * 32 * 128 / gemm)
+        return share * (512 * 2 * BODY / gemm + 2 * BODY / (936e9 * GDDR) + 512 * cells * 32 * 4 * 32 * 128 / gemm)
 
     t17, t15 = stage(17), stage(15) + engines.STAGE_HOP_LATENCY_S
     assert rate == pytest.approx(2048 / (t17 + t15 + 3 * max(t17, t15)), rel=1e-9)

@@ -72,7 +72,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     lat = s.profile.decode_layer_latency_s
     basis: dict[str, Any] = {
         "method": "decode: bytes read per token / (bandwidth x efficiency) + layers x per-layer latency; "
-                  "prefill: per ubatch, GEMM FLOPs / sustained tensor rate + weight bytes / bandwidth + "
+                  "prefill: per ubatch, GEMM FLOPs / sustained tensor rate + weight bytes / achieved bandwidth + "
                   "attention over the cached cells, pipelined over the stages of a layer split",
         "efficiency": eff,
         "efficiency_from": eff_from,
@@ -176,10 +176,12 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     The prompt runs in batches of n_batch tokens, each split into ubatches of n_ubatch. One ubatch on
     one stage (the layers one device or tensor-parallel group holds) takes
         its share of 2 x active body parameters x ubatch tokens / GEMM rate
-        + its weight bytes / bandwidth (quantized weights: plus the FP16 copy the GEMM reads, where
-          the engine dequantizes)
+        + its weight bytes / achieved bandwidth (quantized weights: plus the FP16 copy the GEMM
+          reads, where the engine dequantizes)
         + attention over the cells already cached: without flash attention the f32 scores cost
-          heads x bytes per cell / bandwidth, with it only 4 x heads x head_dim FLOPs per cell.
+          heads x bytes per cell / achieved bandwidth, with it only 4 x heads x head_dim FLOPs per cell.
+    Achieved bandwidth = datasheet x the engine's decode efficiency for the card's memory class
+    (engines.decode_efficiency): these passes are memory-bound streaming kernels like decode's.
     Stages of a layer split pipeline the ubatches of one batch: a batch of k ubatches takes the sum
     of the stage times plus (k - 1) times the slowest (llama.cpp's pipeline parallelism)."""
     req, m = s.req, s.m
@@ -218,8 +220,12 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         rates.append(rate)
         basis.setdefault("tflops", round(rate / fit["gemm_efficiency"] / 1e12, 1))
         basis.setdefault("tflops_dtype", kind)
+        # the weight, dequantization and score passes are memory-bound streaming kernels: they reach
+        # the share of the datasheet bandwidth the engine's decode reaches on this card's memory
+        mem_eff, _ = engines.decode_efficiency(req.engine, dev.spec)
+        basis.setdefault("prefill_memory_efficiency", mem_eff)
         share = sum(dp.layers for dp in st[:1]) / m.layers
-        bw_b = bw * 1e9 * tp
+        bw_b = bw * 1e9 * tp * mem_eff
         cell = attn_flops_cell / (rate * tp)
         if not fa:
             cell += m.heads * fit["attn_bytes_per_head_cell"] / bw_b
