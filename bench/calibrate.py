@@ -11,8 +11,8 @@ Fitted: one efficiency per memory class with data (HBM, GDDR) and one per-layer 
 by grid search minimising the mean |log(gpufit / measured)| over every decode row (a robust fit: no
 row can pull it far); the engine default (cards of a class without data, e.g. LPDDR) is the single
 efficiency that fits all rows best with the same latency.
-Prefill (speed.prefill_rate): per ubatch, GEMM FLOPs / min(datasheet tensor rate x gemm_efficiency,
-tflops_per_watt x board watts) + weight bytes (+ dequant_bytes_per_weight per parameter for quantized
+Prefill (speed.prefill_rate): per ubatch, GEMM FLOPs / min(datasheet tensor rate x gemm_efficiency x
+the share of SMs the GEMMs' 128 x 128 tile waves keep busy, tflops_per_watt x board watts) + weight bytes (+ dequant_bytes_per_weight per parameter for quantized
 GGUF) / achieved bandwidth + attention over the cached cells (FLOPs at the GEMM rate, without flash
 attention attn_bytes_per_head_cell / achieved bandwidth), the ubatches of a batch pipelined over a
 layer split. Achieved bandwidth = datasheet x the decode fit's efficiency for the memory class (the
@@ -166,7 +166,8 @@ def prefill_rows(cat) -> list[PrefillRow]:
             peak = tf * 1e12 * (2 if kind == "fp16" and dev.spec.vendor_class == "geforce" else 1)
             share = dp.layers / m.layers
             bw = dev.spec.bandwidth_gbps * 1e9
-            stages.append({"peak": peak, "watts": dev.spec.tdp_w, "flops": share * 2 * pc.body_active,
+            wave = speed.wave_efficiency(m, speed.sm_count(dev.spec), min(512, n))
+            stages.append({"peak": peak, "watts": dev.spec.tdp_w, "flops": share * 2 * pc.body_active, "wave": wave,
                            "memory_class": engines.memory_class(dev.spec.memory_type),
                            "weights_s": share * s.ws.per_layer * m.layers / bw,
                            "dequant_s": share * pc.body / bw if quantized else 0.0,
@@ -183,7 +184,7 @@ def prefill_model(r: PrefillRow, p: dict, mem: dict) -> float:
     eff, default = mem
     per = []
     for st in r.stages:
-        rate = st["peak"] * p["gemm_efficiency"]
+        rate = st["peak"] * p["gemm_efficiency"] * st["wave"]
         if p["tflops_per_watt"] and st["watts"]:
             rate = min(rate, p["tflops_per_watt"] * 1e12 * st["watts"])
         me = eff.get(st["memory_class"], default)

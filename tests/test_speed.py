@@ -107,3 +107,32 @@ def test_a_tied_head_is_read_per_token_like_an_untied_one():
         out.append(basis["bytes_per_token"])
     assert out[0] == pytest.approx(out[1], rel=1e-6)
     assert out[0] > 128256 * 2048 * 2
+
+
+def test_a_ubatch_fills_the_sms_in_whole_waves_of_tiles():
+    """Llama 3 8B, 512 tokens (4 tile rows of 128): q and o are 4096 wide (4 x 32 = 128 tiles), k and v
+    1024 (32 tiles), gate and up 14336 (448 tiles), down 4096 (128 tiles); weights = N x K."""
+    m = CAT.model("llama3-8b")
+    sq, skv, sff, sdown = 4096 * 4096, 1024 * 4096, 14336 * 4096, 4096 * 14336
+    total = 2 * sq + 2 * skv + 2 * sff + sdown
+    # 128 SMs: one full wave for 128 tiles, a quarter of one for 32, 448 of 4 waves x 128 = 512
+    assert speed.wave_efficiency(m, 128, 512) == pytest.approx(
+        (2 * sq + 2 * skv * 32 / 128 + 2 * sff * 448 / 512 + sdown) / total, rel=1e-12)
+    # 114 SMs: 128 tiles take 2 waves (228 slots), 448 take 4 (456)
+    assert speed.wave_efficiency(m, 114, 512) == pytest.approx(
+        (2 * sq * 128 / 228 + 2 * skv * 32 / 114 + 2 * sff * 448 / 456 + sdown * 128 / 228) / total, rel=1e-12)
+    assert speed.wave_efficiency(m, None, 512) == 1.0
+
+
+def test_sm_count_from_tensor_or_fp32_cores():
+    ada = dataclasses.replace(card(), compute_capability="8.9", tensor_cores=512)
+    volta = dataclasses.replace(card(), compute_capability="7.0", tensor_cores=640)
+    pascal = dataclasses.replace(card(), compute_capability="6.1", cuda_cores=3584)
+    assert [speed.sm_count(c) for c in (ada, volta, pascal, card())] == [128, 80, 28, None]
+
+
+def test_the_wave_share_scales_the_gemm_rate_before_the_power_cap():
+    dev = Device.from_spec(dataclasses.replace(card(tdp=1000), tensor_cores=456, compute_capability="9.0"), 0)
+    full, _ = speed.gemm_rate(dev, CAT.quant("fp16"), llama_cpp.for_version(None))
+    part, _ = speed.gemm_rate(dev, CAT.quant("fp16"), llama_cpp.for_version(None), 0.5)
+    assert full == pytest.approx(71e12 * 2 * FIT["gemm_efficiency"]) and part == pytest.approx(full / 2)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog.types import QuantFormat
+from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 from . import engines, memory
 from .placement import Plan, Sizer
 from .engines.base import Engine
@@ -148,11 +148,12 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     return decode, prefill, basis
 
 
-def gemm_rate(dev: Device, quant: QuantFormat, engine: Engine) -> tuple[float | None, str]:
+def gemm_rate(dev: Device, quant: QuantFormat, engine: Engine, wave: float = 1.0) -> tuple[float | None, str]:
     """Sustained FLOP/s of this device's prompt-processing GEMMs under `engine`: the datasheet tensor
     rate of the kind the engine's GEMMs run at (llama.cpp's cuBLAS calls accumulate in FP16, which a
-    GeForce datasheet's FP32-accumulate figure understates by half), times the fitted efficiency, and
-    at most the rate the board's power limit sustains (the engine's prefill_fit)."""
+    GeForce datasheet's FP32-accumulate figure understates by half), times the fitted efficiency and
+    the share of SMs the GEMMs' tile waves keep busy (`wave`, wave_efficiency), and at most the rate
+    the board's power limit sustains (the engine's prefill_fit)."""
     tf, kind = tflops_for(dev, quant)
     if not tf:
         return None, kind
@@ -162,10 +163,55 @@ def gemm_rate(dev: Device, quant: QuantFormat, engine: Engine) -> tuple[float | 
     if fit["fp16_accumulate"] and kind == "fp16" and spec is not None and spec.vendor_class == "geforce":
         peak *= 2
         kind = "fp16 (FP16 accumulate: 2 x the GeForce datasheet figure)"
-    rate = peak * fit["gemm_efficiency"]
+    rate = peak * fit["gemm_efficiency"] * wave
     if fit["tflops_per_watt"] and spec is not None and spec.tdp_w:
         rate = min(rate, fit["tflops_per_watt"] * 1e12 * spec.tdp_w * dev.share)
     return rate, kind
+
+
+# Tensor cores per streaming multiprocessor, by compute capability major: Volta and Turing 8, Ampere,
+# Ada, Hopper and Blackwell 4 (NVIDIA's Volta, Turing, Ampere GA100/GA102, Ada AD102, Hopper GH100 and
+# Blackwell architecture whitepapers); FP32 cores per SM where a card has no tensor cores (Pascal:
+# 6.0 64, 6.1/6.2 128; CUDA C++ Programming Guide, compute capabilities table)
+TENSOR_CORES_PER_SM = {7: 8, 8: 4, 9: 4, 10: 4, 11: 4, 12: 4}
+FP32_CORES_PER_SM = {"6.0": 64, "6.1": 128, "6.2": 128}
+# the output tile one SM computes per step of a tensor-core GEMM: 128 x 128, the default threadblock
+# tile of CUTLASS's and cuBLAS's FP16 tensor-op kernels
+GEMM_TILE = 128
+
+
+def sm_count(spec: GpuSpec | None) -> int | None:
+    """Streaming multiprocessors of a card, from its tensor (or FP32) core count; None when unknown."""
+    if spec is None:
+        return None
+    major = int(float(spec.compute_capability))
+    if spec.tensor_cores and major in TENSOR_CORES_PER_SM:
+        return spec.tensor_cores // TENSOR_CORES_PER_SM[major]
+    per = FP32_CORES_PER_SM.get(spec.compute_capability)
+    return spec.cuda_cores // per if spec.cuda_cores and per else None
+
+
+def wave_efficiency(m: ModelSpec, sms: int | None, tokens: int, tp: int = 1) -> float:
+    """Share of the SMs a ubatch's GEMMs keep busy: each weight matrix (N outputs) times `tokens`
+    rows is cut into ceil(tokens / tile) x ceil(N / tile) output tiles, run in waves of one tile per
+    SM, so the last wave leaves SMs idle (a 4096-wide projection of 512 tokens is 128 tiles: one full
+    wave on 128 SMs, 56 % of two waves on 114). FLOP-weighted over the attention and MLP matrices of
+    one layer (column-parallel ones split by tensor parallelism). 1.0 for MoE models (their expert
+    GEMMs are many small ones) and where the SM count is unknown."""
+    if not sms or m.is_moe:
+        return 1.0
+    kv = m.kv_heads * m.head_dim
+    q = m.heads * m.head_dim
+    # (outputs N, inputs K) per rank
+    mats = [(q // tp, m.hidden), (kv // tp or 1, m.hidden), (kv // tp or 1, m.hidden), (m.hidden, q // tp)]
+    mats += [(m.intermediate // tp, m.hidden)] * (2 if m.mlp == "gated" else 1) + [(m.hidden, m.intermediate // tp)]
+    rows = -(-max(1, tokens) // GEMM_TILE)
+    total = busy = 0.0
+    for n, k in mats:
+        tiles = rows * -(-n // GEMM_TILE)
+        total += n * k
+        busy += n * k * tiles / (-(-tiles // sms) * sms)
+    return busy / total
 
 
 def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_attn: bool | None = None,
@@ -220,6 +266,10 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         rates.append(rate)
         basis.setdefault("tflops", round(rate / fit["gemm_efficiency"] / 1e12, 1))
         basis.setdefault("tflops_dtype", kind)
+        # a ubatch's GEMMs fill the SMs in whole waves of tiles (idle SMs draw no power: the cap stays)
+        wave = wave_efficiency(m, sm_count(dev.spec), min(ub, n), tp)
+        basis.setdefault("gemm_wave_efficiency", round(wave, 3))
+        rate = gemm_rate(dev, req.quant, s.engine, wave)[0] or rate
         # the weight, dequantization and score passes are memory-bound streaming kernels: they reach
         # the share of the datasheet bandwidth the engine's decode reaches on this card's memory
         mem_eff, _ = engines.decode_efficiency(req.engine, dev.spec)

@@ -125,6 +125,7 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 # Prefill (speed.prefill_rate), fitted by `bench/calibrate.py` on the May 2024 llama-bench / main
 # rows (283 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, see bench/accuracy.py):
 #   gemm_efficiency     achieved / datasheet tensor rate of the GEMMs' kind (llama.cpp: FP16 accumulate)
+#                       on the SMs the ubatch's tile waves keep busy (speed.wave_efficiency)
 #   tflops_per_watt     sustained tensor TFLOP/s per board watt: a 350 W H100 PCIe cannot hold the
 #                       clocks its datasheet peak assumes under a long GEMM stream
 #   attn_bytes_per_head_cell   without flash attention: f32 KQ scores written, masked, soft-maxed and
@@ -134,10 +135,10 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 # The byte terms run at the decode fit's achieved bandwidth for the card's memory class
 # (profiles.DECODE_EFFICIENCY_BY_MEMORY), which the fit takes as given.
 PREFILL_FIT: PrefillFit = {
-    "gemm_efficiency": 0.503,
-    "tflops_per_watt": 0.725,
-    "attn_bytes_per_head_cell": 15.8,
-    "dequant_bytes_per_weight": 4.85,
+    "gemm_efficiency": 0.644,
+    "tflops_per_watt": 0.729,
+    "attn_bytes_per_head_cell": 17.6,
+    "dequant_bytes_per_weight": 4.73,
     "fp16_accumulate": True,
     "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
 }
