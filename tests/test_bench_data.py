@@ -27,12 +27,12 @@ def cat(acc):
 
 def test_sources_file_names_every_csv_the_benchmark_reads():
     text = (BENCH / "data" / "SOURCES.md").read_text()
-    for name in ("tokens_per_s.csv", "memory.csv"):
+    for name in ("tokens_per_s.csv", "memory.csv", "tokens_per_s_holdout.csv"):
         assert (BENCH / "data" / name).is_file()
         assert name in text
 
 
-@pytest.mark.parametrize("name", ["tokens_per_s.csv", "memory.csv"])
+@pytest.mark.parametrize("name", ["tokens_per_s.csv", "memory.csv", "tokens_per_s_holdout.csv"])
 def test_every_row_loads_and_names_its_source(acc, name):
     rows = acc.read(name)
     assert len(rows) > 100
@@ -67,6 +67,25 @@ def test_mapped_speed_rows_have_what_the_benchmark_reads(acc, cat):
         if row["test"].startswith("main eval"):
             assert row["n_gen"].isdigit(), row
     assert mapped > 700
+
+
+def test_every_held_out_row_maps_onto_a_card_the_fit_never_saw(acc, cat):
+    """tokens_per_s_holdout.csv: llama-bench rows of cards tokens_per_s.csv lacks, all mapped."""
+    fitted = {acc.config_for(cat, r, 512).gpu for r in acc.read("tokens_per_s.csv")
+              if not acc.is_apple(r["gpu"]) and _maps(acc, cat, r)}
+    rows = acc.read("tokens_per_s_holdout.csv")
+    for row in rows:
+        c = acc.config_for(cat, row, _tokens_context(acc, row))
+        assert c.gpu not in fitted and float(row["tokens_per_s"]) > 0, row
+    assert len({acc.config_for(cat, r, 512).gpu for r in rows}) == 8
+
+
+def _maps(acc, cat, row):
+    try:
+        acc.config_for(cat, row, 512)
+        return True
+    except acc.Skip:
+        return False
 
 
 def test_mapped_memory_rows_have_what_the_benchmark_reads(acc, cat):
