@@ -108,6 +108,26 @@ class ModelSpec:
     # the `linear_layers` just a Mamba2 mixer, the rest just attention
     single_sublayer: bool = False
     mlp_only_layers: int = 0
+    # per-layer-type attention shapes (Gemma 4): the full-attention layers use `global_head_dim` and
+    # `global_kv_heads` (config.json global_head_dim / num_global_key_value_heads) where they differ from
+    # the sliding layers' head_dim / kv_heads; `global_k_eq_v` (attention_k_eq_v): their K projection
+    # also serves as V (no v_proj; the cache still holds K and V, normed apart)
+    global_head_dim: int | None = None
+    global_kv_heads: int | None = None
+    global_k_eq_v: bool = False
+    # KV sharing (Gemma 3n / Gemma 4 num_kv_shared_layers): the last `kv_shared_layers` layers reuse the
+    # KV of the last earlier layer of their type, so they hold no cache and load no k/v projections;
+    # `kv_shared_sliding` of them are sliding-window layers, the rest full-attention layers
+    kv_shared_layers: int = 0
+    kv_shared_sliding: int = 0
+    # the KV-sharing layers' MLP is twice `intermediate` wide (Gemma 4 use_double_wide_mlp)
+    kv_shared_double_mlp: bool = False
+    # per-layer embeddings (Gemma 3n / Gemma 4 E-models, hidden_size_per_layer_input): a second token
+    # table of per_layer_embed_vocab x (layers x per_layer_embed_dim) read by row lookup (llama.cpp keeps
+    # it in host memory like token_embd), a projection of the hidden state to the same width, and per
+    # layer a gate (hidden -> dim), a projection back (dim -> hidden) and a norm
+    per_layer_embed_dim: int = 0
+    per_layer_embed_vocab: int | None = None
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token
