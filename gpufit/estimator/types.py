@@ -29,6 +29,11 @@ class Verdict(str, enum.Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def fits(self) -> bool:
+        """All on the GPUs: fits, or fits below the wanted headroom (tight)."""
+        return self in (Verdict.FITS, Verdict.TIGHT)
+
 
 class Strategy(str, enum.Enum):
     """How a model is laid over the devices."""
@@ -127,6 +132,11 @@ class FitRequest:
     # the model as the user named a local file / folder (printed in the engine's command line)
     model_path: str | None = None
     batch_given: bool = False  # --batch was given (vLLM's --max-num-seqs is printed only then)
+
+    @property
+    def engine_label(self) -> str:
+        """The engine as the user names it: "vllm", or "vllm@0.18" for an older family."""
+        return self.engine if self.engine_version is None else f"{self.engine}@{self.engine_version}"
 
 
 @dataclass(frozen=True)

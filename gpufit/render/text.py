@@ -257,26 +257,28 @@ def gpus_text(gpus) -> str:
     return table(rows, ["key", "name", "GiB", "GB/s", "TFLOP/s 16b", "CC", "arch"])
 
 
-def report_text(report: dict) -> str:
+def report_text(report) -> str:
+    """An app.report.Report for a person: the overall status, then each check, GPU and watched model."""
+    from .words import model_check
+
     mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
-    host = report.get("host") or {}
-    when = report.get("time") or "time not in the capture"
-    name = host.get("hostname") or "host not in the capture"
-    out = [f"gpufit report  {name}  {when}  status: {report['status'].upper()}"]
-    if report.get("error"):
-        out.append(f"  error: {report['error']}")
-    for c in report.get("host_checks", []):
-        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
-    for g in report.get("gpus", []):
-        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
-        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
-        for c in g["checks"]:
-            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
-    if report.get("models"):
+    when = report.time or "time not in the capture"
+    name = report.hostname or "host not in the capture"
+    out = [f"gpufit report  {name}  {when}  status: {str(report.status).upper()}"]
+    if report.error:
+        out.append(f"  error: {report.error}")
+    for c in report.host_checks:
+        out.append(f"  [{mark[c.status]}] host {c.name}: {c.message}")
+    for g in report.gpus:
+        key = f" ({g.catalog_key})" if g.catalog_key else ""
+        out.append(f"GPU {g.gpu.index}: {g.gpu.name or '?'}{key}  {g.gpu.uuid or ''}  {str(g.status).upper()}")
+        for c in g.checks:
+            out.append(f"  [{mark[c.status]}] {c.name}: {c.message}")
+    if report.models:
         out.append("Models (memory in GiB = 2^30 bytes):")
-        for m in report["models"]:
-            q = f" {m['quant']}" if m.get("quant") else ""
-            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
+        for m in report.models:
+            q = f" {m.quant}" if m.quant else ""
+            out.append(f"  [{mark[m.status]}] {m.name}{q}: {model_check(m)}")
     return "\n".join(out) + "\n"
 
 
