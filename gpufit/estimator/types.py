@@ -171,7 +171,7 @@ class DeviceUse:
 @dataclass(frozen=True)
 class Placement:
     """How the model is laid over the devices (and host RAM)."""
-    strategy: str  # single | tensor_parallel | pipeline_parallel | layer_split | cpu_offload
+    strategy: Strategy
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     layers_per_device: tuple[int, ...] = ()
@@ -194,7 +194,7 @@ class Alternative:
     """Something that would fit instead, with the option values that realise it."""
     kind: str  # quant | context | gpus | offload | model | engine_setting
     summary: str  # what to change, in the user's own options (no units: render adds the figures)
-    verdict: str
+    verdict: Verdict
     changes: dict[str, Any] = field(default_factory=dict)  # the option values that realise it
     total_bytes: int | None = None
     decode_tokens_per_s: float | None = None
@@ -205,7 +205,7 @@ class Alternative:
 class FitResult:
     """The answer for one request; `to_dict()` is the gpufit.fit/1 object."""
     request: FitRequest
-    verdict: str
+    verdict: Verdict
     memory: MemoryBreakdown
     devices: tuple[DeviceUse, ...]
     placement: Placement

@@ -3,15 +3,16 @@ named wherever a size is printed."""
 
 from __future__ import annotations
 
+from ..estimator.types import Strategy, Verdict
 from ..units import GIB
 from .words import alternative, word
 
 
 VERDICT_TEXT = {
-    "fits": "FITS",
-    "tight": "FITS, TIGHT",
-    "offload": "FITS ONLY WITH CPU OFFLOAD",
-    "no_fit": "DOES NOT FIT",
+    Verdict.FITS: "FITS",
+    Verdict.TIGHT: "FITS, TIGHT",
+    Verdict.OFFLOAD: "FITS ONLY WITH CPU OFFLOAD",
+    Verdict.NO_FIT: "DOES NOT FIT",
 }
 
 
@@ -67,7 +68,7 @@ def verdict_line(res) -> str:
     line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
     if r.reserve_bytes:
         line += f", less --reserve {gib(r.reserve_bytes)} GiB per GPU"
-    if res.verdict == "no_fit":
+    if res.verdict == Verdict.NO_FIT:
         short = need - free
         if short > 0:
             line += f"; short by {gb(short)}"
@@ -111,7 +112,7 @@ def fit_text(res) -> str:
         "",
     ]
     rows = [[d.index, d.name.replace("NVIDIA ", ""), d.catalog_key or "?", gib(d.total_bytes), gib(d.free_bytes),
-             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers) if res.verdict != "no_fit" else "-"] for d in res.devices]
+             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers) if res.verdict != Verdict.NO_FIT else "-"] for d in res.devices]
     lines.append(table(rows, ["GPU", "name", "catalog", "total", "free", "needed", "headroom", "layers"]))
     lines.append("  (GiB; headroom = free - reserve - needed)")
     if p.tensor_parallel > 1 and p.pipeline_parallel > 1:
@@ -123,9 +124,9 @@ def fit_text(res) -> str:
     else:
         strat = p.strategy.replace("_", " ")
     extra = ""
-    if p.strategy == "cpu_offload":
+    if p.strategy == Strategy.CPU_OFFLOAD:
         extra = f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
-    if res.verdict != "no_fit":  # a model that does not fit has no placement to show
+    if res.verdict != Verdict.NO_FIT:  # a model that does not fit has no placement to show
         lines += ["", f"Placement: {strat}{extra}"]
     if perf.decode_tokens_per_s:
         b = perf.basis

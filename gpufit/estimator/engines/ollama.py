@@ -25,6 +25,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB, MIB
 from .. import memory
 from ..params import required
+from ..types import Strategy
 from .base import EngineMemory, PrefillBatching, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
@@ -433,7 +434,7 @@ class Ollama(LlamaCpp):
         tag = (r.engine_settings or {}).get("ollama_tag")
         model = tag or r.model.key
         opts = ""
-        if p.strategy == "cpu_offload":
+        if p.strategy == Strategy.CPU_OFFLOAD:
             opts = f"  # or, per model: /set parameter num_gpu {p.gpu_layers}"
         return " ".join(env) + f" ollama serve & ollama run {model}" + opts
 
