@@ -13,7 +13,7 @@ from ..catalog import Catalog, load_catalog
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 from ..errors import ExitCode, UsageError, did_you_mean_hint, unknown
 from ..estimator import engines as engine_registry
-from ..estimator.engines import default_engine
+from ..estimator.engines import EngineName, default_engine
 from ..estimator.types import Device, FitRequest, FitResult, Verdict
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     version = None
     if engine == "auto":
         if model.ollama_tag:  # a library tag is what `ollama run` serves
-            eng, why = "ollama", "the engine that serves Ollama tags"
+            eng, why = EngineName.OLLAMA, "the engine that serves Ollama tags"
         else:
             kind = "gguf" if model.is_gguf else q.kind
             eng = default_engine(kind)
@@ -216,9 +216,10 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
                    f"the default for {'GGUF types' if kind == 'gguf' else 'non-GGUF formats'}")
         notes.append(f"engine {eng}: {why} (default; --engine to change)")
     else:
-        eng, version = engine_registry.split_name(engine)
-        if eng not in engine_registry.ENGINES:
-            raise unknown("engine", eng, engine_registry.ENGINES)
+        name, version = engine_registry.split_name(engine)
+        if name not in engine_registry.ENGINES:
+            raise unknown("engine", name, engine_registry.ENGINES)
+        eng = EngineName(name)
     engine_obj = engine_registry.get(eng, version)  # an unknown version family is a usage error here
     if eng not in q.engines:
         raise UsageError(f"--quant {q.key} does not run on {eng}; engines that run it: {', '.join(q.engines)}")

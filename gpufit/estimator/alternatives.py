@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
-from .engines import default_engine
+from .engines import EngineName, default_engine
 from .types import Alternative, Device, FitRequest, FitResult, Verdict
 
 MIN_USEFUL_CONTEXT = 2048  # a shorter context than this is not offered as an alternative
@@ -44,7 +44,7 @@ def _first_fit(req: FitRequest, quants: Sequence[QuantFormat], engine: str | Non
             if fallback_kv is None:
                 continue
             kv = fallback_kv
-        r = _fits(dataclasses.replace(req, quant=q, engine=eng, kv_dtype=kv))
+        r = _fits(dataclasses.replace(req, quant=q, engine=EngineName(eng), kv_dtype=kv))
         if r:
             return q, eng, r
     return None

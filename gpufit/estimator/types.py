@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 
 if TYPE_CHECKING:  # pragma: no cover  (engines.base imports this module's users)
+    from .engines import EngineName
     from .engines.base import EngineMemory, Refusal
 
 FIT_SCHEMA = "gpufit.fit/1"
@@ -114,7 +115,7 @@ class FitRequest:
     kv_dtype: QuantFormat
     context: int
     batch: int
-    engine: str  # an engine key of engines.REGISTRY: "vllm" | "llama.cpp" | "ollama" | "transformers"
+    engine: EngineName  # a key of engines.REGISTRY (a plain "vllm" is taken and made the enum member)
     devices: tuple[Device, ...]
     host_ram_available_bytes: int | None = None  # for CPU offload; None = unknown
     host_bandwidth_gbps: float | None = None  # host memory bandwidth for offloaded layers
@@ -132,6 +133,11 @@ class FitRequest:
     # the model as the user named a local file / folder (printed in the engine's command line)
     model_path: str | None = None
     batch_given: bool = False  # --batch was given (vLLM's --max-num-seqs is printed only then)
+
+    def __post_init__(self) -> None:
+        from .engines import EngineName  # the engines import this module: bound when a request is made
+
+        object.__setattr__(self, "engine", EngineName(self.engine))
 
     @property
     def engine_label(self) -> str:
