@@ -73,7 +73,7 @@ def verdict_line(res) -> str:
         if short > 0:
             line += f"; short by {gb(short)}"
         elif res.refusal is not None:
-            name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+            name = r.engine_label
             line += f"; {name} would not start or serve it ({res.refusal.code})"
     elif used:
         worst = min(used, key=lambda d: d.headroom_bytes)
@@ -96,7 +96,7 @@ def fit_text(res) -> str:
     perf = res.performance
     p = res.placement
     lines = [
-        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine if r.engine_version is None else r.engine + '@' + r.engine_version}",
+        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine_label}",
         verdict_line(res),
         "",
         "Memory needed (GiB = 2^30 bytes)",
@@ -172,26 +172,30 @@ def fit_text(res) -> str:
 
 
 def engine_memory_lines(res) -> list[str]:
-    """The engine's own start-up figures, worded as its log words them (vLLM: "Available KV cache
-    memory", "GPU KV cache size", "Maximum concurrency for N tokens per request")."""
+    """The engine's own start-up figures, worded as the log they reproduce words them."""
     em = res.engine_memory
     if em is None:
         return []
-    r = res.request
-    name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
-    req_ = em.extra.get("required")
-    if req_ is not None:
-        # Ollama's scheduler estimate, in the words of its "offload to cuda" log line
-        lay, graph = em.extra.get("layers", {}), em.extra.get("graph", {})
-        allocs = ", ".join(f"{gib(a)}" for a in req_.get("allocations_bytes", []))
-        return ["", f"{name} scheduler estimate (GPUs {em.device}, as its server log prints it):",
-                f"  layers.model={lay.get('model')} layers.offload={lay.get('offload')} "
-                f"layers.split={','.join(str(n) for n in lay.get('split', []))}",
-                f"  memory.required.full={gib(req_['full_bytes'])} GiB partial={gib(req_['partial_bytes'])} GiB "
-                f"kv={gib(req_['kv_bytes'], 2)} GiB allocations=[{allocs}] GiB",
-                f"  memory.graph.full={gib(graph.get('full_bytes'), 2)} GiB partial={gib(graph.get('partial_bytes'), 2)} GiB"
-                f" (num_ctx {em.extra.get('num_ctx')} x {em.extra.get('num_parallel')} slots)"]
-    out = ["", f"{name} at start-up (GPU {em.device}, the rank that bounds the pool):"]
+    return ENGINE_LOGS[em.log](em, res.request)
+
+
+def _scheduler_lines(em, r) -> list[str]:
+    """A per-GPU layer fit, in the words of Ollama's "offload to cuda" log line."""
+    req_, lay, graph = em.extra["required"], em.extra.get("layers", {}), em.extra.get("graph", {})
+    allocs = ", ".join(f"{gib(a)}" for a in req_.get("allocations_bytes", []))
+    return ["", f"{r.engine_label} scheduler estimate (GPUs {em.device}, as its server log prints it):",
+            f"  layers.model={lay.get('model')} layers.offload={lay.get('offload')} "
+            f"layers.split={','.join(str(n) for n in lay.get('split', []))}",
+            f"  memory.required.full={gib(req_['full_bytes'])} GiB partial={gib(req_['partial_bytes'])} GiB "
+            f"kv={gib(req_['kv_bytes'], 2)} GiB allocations=[{allocs}] GiB",
+            f"  memory.graph.full={gib(graph.get('full_bytes'), 2)} GiB partial={gib(graph.get('partial_bytes'), 2)} GiB"
+            f" (num_ctx {em.extra.get('num_ctx')} x {em.extra.get('num_parallel')} slots)"]
+
+
+def _kv_pool_lines(em, r) -> list[str]:
+    """A profile run then a KV pool, in the words of vLLM's start-up log ("Available KV cache memory",
+    "GPU KV cache size", "Maximum concurrency for N tokens per request")."""
+    out = ["", f"{r.engine_label} at start-up (GPU {em.device}, the rank that bounds the pool):"]
     if em.budget_bytes is not None:
         util = em.extra.get("utilization")
         out.append(f"  budget: {util:g} x CUDA total = {gib(em.budget_bytes, 2)} GiB" if util
@@ -213,10 +217,14 @@ def engine_memory_lines(res) -> list[str]:
     return out
 
 
+# EngineMemory.log -> the lines that word it
+ENGINE_LOGS = {"kv_pool": _kv_pool_lines, "scheduler": _scheduler_lines}
+
+
 def check_line(res) -> str:
     """The one line `gpufit check` prints on stderr: the verdict, and the engine's reason when it refuses."""
     r = res.request
-    name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+    name = r.engine_label
     line = f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {name}: {verdict_line(res)}"
     if res.refusal is not None:
         line += f": {res.refusal.message}"

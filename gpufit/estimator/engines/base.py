@@ -65,6 +65,10 @@ class EngineMemory:
     # which device the figures are for (the rank that bounds the pool)
     device: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # which of the engine's own logs these figures reproduce, so the text can word them as that log does:
+    # "kv_pool" (a profile run then a KV pool: vLLM's gpu_worker), "scheduler" (a per-GPU layer fit:
+    # Ollama's "offload to cuda" line)
+    log: str = "kv_pool"
 
     def to_dict(self) -> dict[str, Any]:
         return {

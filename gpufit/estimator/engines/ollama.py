@@ -398,7 +398,8 @@ class Ollama(LlamaCpp):
                                 "kv_bytes": est.required_kv, "allocations_bytes": list(est.allocations)},
                    "layers": {"model": req.model.layers + 1, "offload": est.layers, "split": list(est.split)},
                    "graph": {"full_bytes": est.graph_full, "partial_bytes": est.graph_partial},
-                   "num_ctx": req.context, "num_parallel": req.batch, "gpus": names})
+                   "num_ctx": req.context, "num_parallel": req.batch, "gpus": names},
+            log="scheduler")
 
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks."""
