@@ -7,27 +7,24 @@ overall status. `threshold` is always {"warn": x, "crit": y} (either may be null
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import Thresholds
+from ..estimator.types import TextEnum
 from ..probe.snapshot import GpuState, HostInfo, Snapshot
 from ..units import GIB
 
 
 
-class Status(str, enum.Enum):
-    """A check's, a GPU's, a model's or a whole report's status; str-valued, so it compares and
-    serialises as its text (DESIGN.md: ok | warn | crit, and unknown for a reading the GPU does not give)."""
+class Status(TextEnum):
+    """A check's, a GPU's, a model's or a whole report's status (DESIGN.md: ok | warn | crit, and unknown
+    for a reading the GPU does not give)."""
     OK = "ok"
     WARN = "warn"
     CRIT = "crit"
     UNKNOWN = "unknown"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 OK, WARN, CRIT, UNKNOWN = Status.OK, Status.WARN, Status.CRIT, Status.UNKNOWN

@@ -20,15 +20,20 @@ if TYPE_CHECKING:  # pragma: no cover  (engines.base imports this module's users
 FIT_SCHEMA = "gpufit.fit/1"
 
 
-class Verdict(str, enum.Enum):
-    """The closed set of verdicts (DESIGN.md); str-valued, so it compares and serialises as its text."""
+class TextEnum(str, enum.Enum):
+    """A closed set of names that are their text: compares equal to it, serialises as it (json), and
+    prints as it in every Python (3.11+ would print a plain (str, Enum) member as "Class.MEMBER")."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Verdict(TextEnum):
+    """The closed set of verdicts (DESIGN.md)."""
     FITS = "fits"
     TIGHT = "tight"
     OFFLOAD = "offload"
     NO_FIT = "no_fit"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def fits(self) -> bool:
@@ -36,16 +41,13 @@ class Verdict(str, enum.Enum):
         return self in (Verdict.FITS, Verdict.TIGHT)
 
 
-class Strategy(str, enum.Enum):
+class Strategy(TextEnum):
     """How a model is laid over the devices."""
     SINGLE = "single"
     TENSOR_PARALLEL = "tensor_parallel"
     PIPELINE_PARALLEL = "pipeline_parallel"
     LAYER_SPLIT = "layer_split"
     CPU_OFFLOAD = "cpu_offload"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

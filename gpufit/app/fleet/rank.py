@@ -11,13 +11,12 @@ idle identical boxes is estimated once).
 from __future__ import annotations
 
 import dataclasses
-import enum
 from collections.abc import Hashable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...errors import GpufitError
-from ...estimator.types import Verdict
+from ...estimator.types import TextEnum, Verdict
 from ...units import GIB
 from .sources import NodeView
 
@@ -29,15 +28,12 @@ if TYPE_CHECKING:
 
 
 
-class Group(str, enum.Enum):
+class Group(TextEnum):
     """The four groups of nodes, in the order they are listed."""
     FITS_NOW = "fits"
     FITS_IF_EMPTY = "fits_if_empty"
     CANNOT = "cannot"
     NO_DATA = "no_data"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = Group.FITS_NOW, Group.FITS_IF_EMPTY, Group.CANNOT, Group.NO_DATA

@@ -8,10 +8,10 @@ The calibrated constants shared by several engines live in `profiles.py`.
 
 from __future__ import annotations
 
-import enum
 from typing import Protocol
 
 from . import llama_cpp, ollama, transformers, vllm
+from ..types import TextEnum
 from .base import Engine
 from .profiles import (  # the shared calibrated constants the core reads as engines.NAME
     ALLREDUCE_LATENCY_S,
@@ -35,16 +35,12 @@ class EngineModule(Protocol):
     def for_version(self, version: str | None) -> Engine: ...
 
 
-class EngineName(str, enum.Enum):
-    """The engines gpufit models. Each value is the name `--engine` takes and its module's `Engine.key`;
-    str-valued, so it compares and serialises as its text."""
+class EngineName(TextEnum):
+    """The engines gpufit models. Each value is the name `--engine` takes and its module's `Engine.key`."""
     VLLM = "vllm"
     LLAMA_CPP = "llama.cpp"
     OLLAMA = "ollama"
     TRANSFORMERS = "transformers"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 # engine -> module exposing `for_version(version: str | None) -> Engine`
