@@ -26,7 +26,6 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
 
 def _keep_revision(ctx, _param, value):
@@ -190,13 +189,14 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     Or plan from a server's own command line after --:
       gpufit here -- vllm serve MODEL --max-model-len 32768 --tensor-parallel-size 2
     """
+    from . import app
     from .units import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, server=server)
     _emit_fit(res, as_json)
-    sys.exit(VERDICT_EXIT[res.verdict])
+    sys.exit(app.exit_code(res))
 
 
 @cli.command()
@@ -225,7 +225,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
     notes.append("planning on catalog hardware: each card's whole memory counted as free")
     res = app.run_estimate(req, notes, catalog)
     _emit_fit(res, as_json)
-    sys.exit(VERDICT_EXIT[res.verdict])
+    sys.exit(app.exit_code(res))
 
 
 @cli.command(cls=_ServerArgs, context_settings={"ignore_unknown_options": True})
@@ -243,6 +243,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
       gpufit check -- vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 32768
       gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
     """
+    from . import app
     from .units import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
@@ -253,10 +254,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
     click.echo(render("check", res), err=True)
     if as_json:
         _out("fit", res, True)
-    code = VERDICT_EXIT[res.verdict]
-    if res.verdict == "tight" and strict:
-        code = ExitCode.DEGRADED
-    sys.exit(code)
+    sys.exit(app.exit_code(res, strict))
 
 
 @cli.command()

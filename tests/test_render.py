@@ -78,3 +78,17 @@ def test_warnings_are_data_with_a_stable_code_and_words():
     # notes carry their statement under code "assumed"
     assert all(set(n) == {"code", "message", "data"} for n in d["notes"])
     assert any(n["code"] == "assumed" and n["message"].startswith("context 8192") for n in d["notes"])
+
+
+def test_each_engine_memory_block_is_worded_as_its_own_log():
+    """vLLM's figures in the words of its start-up log, Ollama's in the words of its scheduler line; neither
+    borrows the other's."""
+    v = render("fit", gpufit.plan("llama3-8b", ["rtx-4090"], quant="int8", engine="vllm", context=8192))
+    assert "vllm at start-up" in v and "GPU KV cache size:" in v and "Available KV cache memory:" in v
+    assert "memory.required.full=" not in v
+    o = render("fit", gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", engine="ollama@0.12", context=8192))
+    assert "ollama@0.12 scheduler estimate" in o and "memory.required.full=" in o and "layers.offload=" in o
+    assert "GPU KV cache size" not in o and "CUDA total" not in o
+    # llama.cpp gives no start-up accounting of its own: no engine block at all
+    c = render("fit", gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", engine="llama.cpp", context=8192))
+    assert "at start-up" not in c and "scheduler estimate" not in c

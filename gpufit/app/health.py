@@ -12,11 +12,23 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .config import Thresholds
+from ..estimator.types import TextEnum
 from ..probe.snapshot import GpuState, HostInfo, Snapshot
 from ..units import GIB
 
-OK, WARN, CRIT, UNKNOWN = "ok", "warn", "crit", "unknown"
-STATUSES = (OK, WARN, CRIT, UNKNOWN)
+
+
+class Status(TextEnum):
+    """A check's, a GPU's, a model's or a whole report's status (DESIGN.md: ok | warn | crit, and unknown
+    for a reading the GPU does not give)."""
+    OK = "ok"
+    WARN = "warn"
+    CRIT = "crit"
+    UNKNOWN = "unknown"
+
+
+OK, WARN, CRIT, UNKNOWN = Status.OK, Status.WARN, Status.CRIT, Status.UNKNOWN
+STATUSES = tuple(Status)
 _RANK = {UNKNOWN: -1, OK: 0, WARN: 1, CRIT: 2}
 STATUS_VALUE = {OK: 0, WARN: 1, CRIT: 2}  # gpufit_*_health_status
 
@@ -29,17 +41,17 @@ POWER_REASONS = {"sw_power_cap": WARN, "hw_power_brake_slowdown": CRIT, "hw_slow
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str
+    status: Status
     value: object = None
     threshold: dict[str, Any] = field(default_factory=lambda: {"warn": None, "crit": None})
     unit: str | None = None
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": str(self.status)}
 
 
-def worst(statuses: Iterable[str]) -> str:
+def worst(statuses: Iterable[Status]) -> Status:
     """The overall status of several checks; unknowns do not count, no checks at all is ok."""
     best = OK
     for s in statuses:
@@ -59,7 +71,7 @@ def _unknown(name: str, what: str, gpu: GpuState | None = None, key: str | None 
                  f"{what} not reported" + (f" ({why})" if why else " (unsupported on this GPU or driver)"))
 
 
-def _level(value: float, warn: float | None, crit: float | None) -> str:
+def _level(value: float, warn: float | None, crit: float | None) -> Status:
     if crit is not None and value >= crit:
         return CRIT
     if warn is not None and value >= warn:
@@ -93,7 +105,7 @@ def check_temperature(g: GpuState, t: Thresholds) -> Check:
 BUSY_ONLY_REASONS = {"sw_power_cap"}
 
 
-def _throttle(name: str, what: str, table: dict[str, str], g: GpuState, t: Thresholds) -> Check:
+def _throttle(name: str, what: str, table: dict[str, Status], g: GpuState, t: Thresholds) -> Check:
     if "throttle_reasons" in g.errors:
         return _unknown(name, "clock throttle reasons", g, "throttle_reasons")
     active = [r for r in g.throttle_reasons if r in table]
@@ -154,7 +166,7 @@ def check_ecc(g: GpuState, t: Thresholds) -> list[Check]:
     ]
 
 
-def _flag(name: str, value: bool | None, status_if_true: str, yes: str, no: str, what: str) -> Check | None:
+def _flag(name: str, value: bool | None, status_if_true: Status, yes: str, no: str, what: str) -> Check | None:
     if value is None:
         return None  # not supported on this generation (page retirement is pre-Ampere, row remap Ampere+)
     th = _th(True, None) if status_if_true == WARN else _th(None, True)

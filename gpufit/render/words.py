@@ -59,3 +59,14 @@ def alternative(a) -> str:
         ram = {"enough": "", "short": " (more than the host has)", "unknown": " (give --ram to check)"}[d["host_ram"]]
         return f"{a.summary}, {_gib(d['host_bytes'])} in host RAM{ram}"
     return a.summary
+
+
+def model_check(m) -> str:
+    """A watched model's line of the report (app.report.ModelCheck): why no estimate ran, or the verdict,
+    what it needs and the smallest headroom left on the GPUs it would use."""
+    if m.error is not None:
+        return m.error
+    if m.verdict is None or m.needed_bytes is None:
+        return ""
+    room = "" if m.headroom_bytes is None else f", headroom {m.headroom_bytes / GIB:.1f} GiB"
+    return f"{m.verdict}: needs {m.needed_bytes / GIB:.1f} GiB ({m.quant}, context {m.context}, {m.engine}){room}"

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...errors import GpufitError
+from ...estimator.types import TextEnum, Verdict
 from ...units import GIB
 from .sources import NodeView
 
@@ -25,17 +26,25 @@ if TYPE_CHECKING:
     from ...probe.snapshot import Snapshot
     from ..request import ModelChoice
 
-FITS = ("fits", "tight")
-# the four groups, in the order nodes are listed
-FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = "fits", "fits_if_empty", "cannot", "no_data"
 
 
-@dataclass
+class Group(TextEnum):
+    """The four groups of nodes, in the order they are listed."""
+    FITS_NOW = "fits"
+    FITS_IF_EMPTY = "fits_if_empty"
+    CANNOT = "cannot"
+    NO_DATA = "no_data"
+
+
+FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = Group.FITS_NOW, Group.FITS_IF_EMPTY, Group.CANNOT, Group.NO_DATA
+
+
+@dataclass(frozen=True)
 class NodeFit:
     """One node's answer: what `nodes[]` of gpufit.fleet/1 holds, plus the group and sort key."""
     view: NodeView
-    group: str
-    verdict: str | None = None
+    group: Group
+    verdict: Verdict | None = None
     result: FitResult | None = None  # on the node as it is now
     reason: str | None = None
     cards: int = 0
@@ -50,11 +59,11 @@ class NodeFit:
             "source": self.view.source,
             "stale": self.view.stale,
             "gpus": len(snap.gpus) if snap is not None else 0,
-            "verdict": self.verdict,
-            "placement": None if r is None else {**dataclasses.asdict(r.placement),
+            "verdict": None if self.verdict is None else str(self.verdict),
+            "placement": None if r is None else {**dataclasses.asdict(r.placement), "strategy": str(r.placement.strategy),
                                                  "layers_per_device": list(r.placement.layers_per_device)},
             "free_bytes": [] if r is None else [d.free_bytes for d in r.request.devices],
-            "decode_tokens_per_s": None if perf is None or self.verdict not in FITS else perf.decode_tokens_per_s,
+            "decode_tokens_per_s": None if perf is None or self.verdict is None or not self.verdict.fits else perf.decode_tokens_per_s,
             "engine_args": {} if r is None else dict(r.engine_args),
             "reason": self.reason,
         }
@@ -139,15 +148,15 @@ def _in_use(res: FitResult) -> str:
 
 
 def _reason_now(res: FitResult) -> str | None:
-    if res.verdict == "no_fit":
+    if res.verdict == Verdict.NO_FIT:
         from ...render.words import word
 
         return word(res.warnings[0]) if res.warnings else "does not fit"
-    if res.verdict == "offload":
+    if res.verdict == Verdict.OFFLOAD:
         p = res.placement
         return (f"only with CPU offload: {p.gpu_layers} of {res.request.model.layers} layers on the GPUs, "
                 f"{p.cpu_bytes / GIB:.1f} GiB in host RAM")
-    if res.verdict == "tight":
+    if res.verdict == Verdict.TIGHT:
         return "fits, with less than the minimum headroom on a card it uses"
     return None
 
@@ -165,26 +174,23 @@ def fit_node(est: Estimator, view: NodeView) -> NodeFit:
     used = [d for d in res.devices if d.needed_bytes]
     nf = NodeFit(view, CANNOT, verdict=res.verdict, result=res, reason=_reason_now(res), cards=len(used),
                  headroom=min((d.headroom_bytes for d in used), default=None))
-    if res.verdict in FITS:
-        nf.group = FITS_NOW
-        return nf
+    if res.verdict.fits:
+        return replace(nf, group=FITS_NOW)
     try:
         empty = est.fit(_emptied(view.snapshot))
     except GpufitError:
         return nf
-    if empty.verdict in FITS:
-        nf.group = FITS_IF_EMPTY
-        nf.reason = (f"would fit if its GPUs were empty ({_in_use(res)} in use now); now: "
-                     f"{nf.reason or res.verdict}")
-    else:  # why it cannot is what stops it on empty GPUs, not what is running now
-        nf.reason = f"not even with its GPUs empty: {_reason_now(empty) or empty.verdict}"
-    return nf
+    if empty.verdict.fits:
+        return replace(nf, group=FITS_IF_EMPTY, reason=f"would fit if its GPUs were empty ({_in_use(res)} in use "
+                                                        f"now); now: {nf.reason or res.verdict}")
+    # why it cannot is what stops it on empty GPUs, not what is running now
+    return replace(nf, reason=f"not even with its GPUs empty: {_reason_now(empty) or empty.verdict}")
 
 
 def rank(fits: list[NodeFit]) -> list[NodeFit]:
     """Fits now (fewest cards, most headroom, fastest, then name), fits if empty (fewest cards), cannot,
     no data (stale or empty), each group in that order."""
-    order = {FITS_NOW: 0, FITS_IF_EMPTY: 1, CANNOT: 2, NO_DATA: 3}
+    order = {g: i for i, g in enumerate(Group)}
 
     def key(f: NodeFit) -> tuple[int, int, int, float, str]:
         perf = f.result.performance.decode_tokens_per_s if f.result is not None else None

@@ -14,6 +14,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
 from ..params import attention_shape, required
 from . import profiles
+from ..types import Strategy
 from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
 from .profiles import LLAMA_CPP
 
@@ -286,14 +287,14 @@ class LlamaCpp(Engine):
         if path is None and r.engine != self.key:
             return None  # no file to name: the line would not paste
         p = result.placement
-        ngl = p.gpu_layers if p.strategy == "cpu_offload" else 999
+        ngl = p.gpu_layers if p.strategy == Strategy.CPU_OFFLOAD else 999
         parts = [f"llama-server -m {path or 'MODEL.gguf'}", f"-c {r.context * r.batch}"]
         if r.batch > 1:
             parts.append(f"-np {r.batch}")
         parts.append(f"-ngl {ngl}")
         probed = not r.planning
         devs = [d for d in result.devices if d.needed_bytes] if probed else list(result.devices)
-        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != "cpu_offload":
+        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != Strategy.CPU_OFFLOAD:
             counts = [d.layers for d in devs]
             last = max(i for i, n in enumerate(counts) if n)
             counts[last] += 1  # the output layer
