@@ -296,11 +296,11 @@ def test_nemotron_h_moe_config_json_is_read_not_refused(tmp_path):
 def test_unsupported_architecture_config_is_exit_6_naming_the_file_and_field(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
-                               "text_config": {"model_type": "gemma3n_text"}}))
+    cfg.write_text(json.dumps({"architectures": ["RecurrentGemmaForCausalLM"], "model_type": "recurrent_gemma",
+                               "hidden_size": 2560}))
     r = CliRunner().invoke(cli, ["plan", str(cfg), "--gpu", "rtx-4090", "--quant", "bf16"])
     assert r.exit_code == 6, r.output
-    assert str(cfg) in r.stderr and "model_type" in r.stderr and "gemma3n" in r.stderr
+    assert str(cfg) in r.stderr and "model_type" in r.stderr and "recurrent_gemma" in r.stderr
     assert "Traceback" not in r.output
 
 
@@ -357,3 +357,65 @@ def test_qwen3_6_35b_a3b_is_its_text_tower_plus_the_vision_encoder():
     assert vision == 446_571_248
     total = text + norms_gates + vision
     assert abs(total - 35e9) / 35e9 < 0.005  # +0.31 % against the card's 35B (was -0.97 % for the text alone)
+
+
+# ---- Gemma 3n: KV sharing and per-layer embeddings, AltUp and LAuReL ---------------------------------
+def _gemma3n(layers, inter, shared):
+    return {"architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
+            "text_config": {"model_type": "gemma3n_text", "hidden_size": 2048, "num_hidden_layers": layers,
+                            "intermediate_size": [inter] * layers, "num_attention_heads": 8, "num_key_value_heads": 2,
+                            "head_dim": 256, "num_kv_shared_layers": shared, "vocab_size": 262400,
+                            "vocab_size_per_layer_input": 262144, "hidden_size_per_layer_input": 256,
+                            "altup_num_inputs": 4, "laurel_rank": 64, "sliding_window": 512,
+                            "max_position_embeddings": 32768,
+                            "layer_types": ["full_attention" if (i + 1) % 5 == 0 else "sliding_attention"
+                                            for i in range(layers)]},
+            "vision_config": {"model_type": "gemma3n_vision"}, "audio_config": {"model_type": "gemma3n_audio"}}
+
+
+@pytest.mark.parametrize("key,layers,inter,shared,total", [
+    ("gemma3n-e2b", 30, 8192, 10, 4_435_047_008),
+    ("gemma3n-e4b", 35, 16384, 15, 6_835_078_128),
+])
+def test_gemma3n_params_by_hand(key, layers, inter, shared, total):
+    h = 2048
+    attn = h * 8 * 256 * 2 + 2 * h * 2 * 256  # q, o; k, v (absent in the sharing layers)
+    altup = 4 * 4 + 4 * 16 + h * 4 + 2 * h  # correction / prediction coefs, router, output scale, router norm
+    laurel = 2 * h * 64 + h
+    ple = 2 * h * 256 + h
+    per_layer = 3 * h * inter + 2 * h + altup + laurel + ple
+    table = 262144 * layers * 256
+    hand = ((layers - shared) * attn + shared * (attn - 2 * h * 2 * 256) + layers * per_layer
+            + 2 * 3 * h * h  # altup_projections and altup_unembed_projections, 3 of each
+            + h * layers * 256 + 256 + table + 262400 * h + h)
+    pc = count_params(CAT.model(key))
+    assert pc.computed_total == hand == total
+    assert pc.per_layer_embed == table
+
+
+def test_gemma3n_kv_at_32k_by_hand():
+    # both sizes cache in their first 20 layers: 4 full x 2 x 2 x 256 over 32k, 16 sliding over 512
+    full = 4 * 2 * 2 * 256 * CTX * BF16
+    sliding = 16 * 2 * 2 * 256 * 512 * BF16
+    for key in ("gemma3n-e2b", "gemma3n-e4b"):
+        m = CAT.model(key)
+        assert memory.kv_cache_bytes(m, CAT.kv_dtype("bf16"), CTX) == full + sliding == 285_212_672
+        # llama.cpp's sliding cache: pad(512 + 512, 256) = 1024 cells
+        assert engine("llama.cpp").kv_bytes(req(key, "llama.cpp", kv="fp16")) == \
+            full + 16 * 2 * 2 * 256 * 1024 * 2
+
+
+def test_gemma3n_config_json_gives_the_catalog_shape(tmp_path):
+    for key, cfg in (("gemma3n-e2b", _gemma3n(30, 8192, 10)), ("gemma3n-e4b", _gemma3n(35, 16384, 15))):
+        spec = _spec(tmp_path, cfg)
+        m = CAT.model(key)
+        for f in ("layers", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "vocab", "max_context",
+                  "sliding_window", "sliding_layers", "kv_shared_layers", "kv_shared_sliding", "per_layer_embed_dim",
+                  "per_layer_embed_vocab", "altup_inputs", "laurel_rank", "family"):
+            assert getattr(spec, f) == getattr(m, f), (key, f)
+    # per-layer widths that differ are not averaged: the key is named
+    cfg = _gemma3n(30, 8192, 10)
+    cfg["text_config"]["intermediate_size"][3] = 4096
+    with pytest.raises(ModelFileError) as e:
+        _spec(tmp_path, cfg)
+    assert "text_config.intermediate_size" in str(e.value)

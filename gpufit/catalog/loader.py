@@ -229,6 +229,8 @@ def _check_invariants(rec: Record, path: PathArg, where: str) -> None:
                 f"count sliding ({rec.sliding_layers}) and full-attention ({attn_full}) layers the model has")
         if rec.kv_shared_double_mlp and not rec.kv_shared_layers:
             bad("kv_shared_double_mlp needs kv_shared_layers")
+        if rec.altup_inputs < 0 or rec.laurel_rank < 0:
+            bad("altup_inputs and laurel_rank cannot be negative")
         if rec.per_layer_embed_dim < 0 or (rec.per_layer_embed_vocab and not rec.per_layer_embed_dim):
             bad("per_layer_embed_vocab needs a positive per_layer_embed_dim")
         if rec.single_sublayer and rec.experts and rec.dense_layers > rec.mlp_only_layers:

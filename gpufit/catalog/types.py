@@ -128,6 +128,12 @@ class ModelSpec:
     # layer a gate (hidden -> dim), a projection back (dim -> hidden) and a norm
     per_layer_embed_dim: int = 0
     per_layer_embed_vocab: int | None = None
+    # Gemma 3n (transformers Gemma3nTextAltUp / Gemma3nTextLaurelBlock): AltUp keeps `altup_inputs`
+    # predictions of the hidden state (per layer a router hidden -> n, n x n and n x n^2 coefficients, two
+    # hidden-wide vectors; for the model n - 1 projections in and n - 1 out, hidden x hidden each);
+    # LAuReL adds a low-rank (laurel_rank) residual per layer
+    altup_inputs: int = 0
+    laurel_rank: int = 0
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token

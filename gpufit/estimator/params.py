@@ -127,6 +127,18 @@ def per_layer_embedding_params(m: ModelSpec) -> tuple[int, int]:
     return table, m.hidden * m.layers * dim + dim + m.layers * (2 * m.hidden * dim + m.hidden)
 
 
+def gemma3n_block_params(m: ModelSpec) -> int:
+    """Gemma 3n's AltUp and LAuReL weights, all layers and the model-level AltUp projections
+    (transformers modeling_gemma3n.py): per layer AltUp correct_output_scale (hidden), correction_coefs
+    (n x n), prediction_coefs (n x n^2), modality_router (hidden x n), router_norm (hidden) and LAuReL
+    linear_left / linear_right (hidden x rank each), post_laurel_norm (hidden); altup_projections and
+    altup_unembed_projections, n - 1 of hidden x hidden each. 0 for every other model."""
+    n, r, h = m.altup_inputs, m.laurel_rank, m.hidden
+    altup = m.layers * (2 * h + n * n + n ** 3 + h * n) + 2 * (n - 1) * h * h if n else 0
+    laurel = m.layers * (2 * h * r + h) if r else 0
+    return altup + laurel
+
+
 def indexer_params(m: ModelSpec) -> int:
     """DeepSeek-V3.2's lightning indexer per layer (inference/model.py Indexer): wq_b from the q latent to
     heads x head_dim, wk from the hidden state to one head_dim key, its LayerNorm (weight + bias), and
@@ -215,6 +227,7 @@ def count_params(m: ModelSpec) -> ParamCounts:
     if m.kv_shared_double_mlp:
         extra += m.kv_shared_layers * mlp_params(m.hidden, m.intermediate, m.mlp)
     ple_table, ple_rest = per_layer_embedding_params(m)
+    extra += gemma3n_block_params(m)
     body += extra + ple_rest
     body_active += extra + ple_rest
     final_norm = m.hidden

@@ -59,6 +59,23 @@ _GEMMA4_TEXT_DEFAULTS = (
     ("vocab_size_per_layer_input", 262144),
 )
 
+# transformers Gemma3nTextConfig defaults (configuration_gemma3n.py; the E4B shape): layer_types default
+# to full attention on every 5th layer
+_GEMMA3N_TEXT_DEFAULTS = (
+    ("vocab_size", 262400),
+    ("num_attention_heads", 8),
+    ("num_key_value_heads", 2),
+    ("head_dim", 256),
+    ("max_position_embeddings", 32768),
+    ("sliding_window", 512),
+    ("sliding_window_pattern", 5),
+    ("vocab_size_per_layer_input", 262144),
+    ("hidden_size_per_layer_input", 256),
+    ("num_kv_shared_layers", 15),
+    ("altup_num_inputs", 4),
+    ("laurel_rank", 64),
+)
+
 MODEL_TYPES: dict[str, HfArch] = {
     "llama": HfArch("llama"),
     "mistral": HfArch("mistral", "all"),
@@ -78,6 +95,9 @@ MODEL_TYPES: dict[str, HfArch] = {
     "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),
     # Gemma 4 (transformers gemma4, Gemma4TextConfig): sliding and full-attention layers of different
     # shapes, KV-sharing layers, per-layer embeddings on the E-models, a MoE block beside the MLP on 26B-A4B
+    # Gemma 3n (transformers gemma3n): KV-sharing layers, per-layer embeddings, AltUp and LAuReL
+    "gemma3n": HfArch("gemma3n", "pattern", defaults=_GEMMA3N_TEXT_DEFAULTS, tie_default=True),  # text_config
+    "gemma3n_text": HfArch("gemma3n", "pattern", defaults=_GEMMA3N_TEXT_DEFAULTS, tie_default=True),
     "gemma4": HfArch("gemma4", "pattern", defaults=_GEMMA4_TEXT_DEFAULTS, tie_default=True),  # text_config
     "gemma4_text": HfArch("gemma4", "pattern", defaults=_GEMMA4_TEXT_DEFAULTS, tie_default=True),
     # Phi-3 configs carry sliding_window (2047 on mini-4k) but llama.cpp disables Phi SWA and vLLM's
@@ -182,7 +202,7 @@ def read_config(path: Path) -> HfConfig:
                 f"text_config.model_type {inner!r} is not supported; supported: {supported_types()}",
                 "text_config.model_type",
             )
-    elif model_type in ("gemma3", "gemma4"):
+    elif model_type in ("gemma3", "gemma3n", "gemma4"):
         raise ModelFileError(path, f"model_type {model_type} needs a text_config object", "text_config")
     arch = MODEL_TYPES[text.get("model_type") or model_type]
     raw_dtype = text.get("torch_dtype") or text.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
@@ -389,11 +409,25 @@ def _nemotron_h(k: _Keys, layers: int, moe: dict) -> dict:
                 linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)))
 
 
-def _gemma4(k: _Keys, layers: int, intermediate: int | None) -> dict:
+def _gemma4(k: _Keys, layers: int) -> dict:
     """Gemma4TextConfig: full-attention layers of global_head_dim (and num_global_key_value_heads where
-    attention_k_eq_v, their K serving as V); the last num_kv_shared_layers layers reuse the KV of the last
-    earlier layer of their type (kv_sharing_modes), with an MLP twice as wide under use_double_wide_mlp;
-    hidden_size_per_layer_input > 0 adds the per-layer embeddings (vocab_size_per_layer_input rows)."""
+    attention_k_eq_v, their K serving as V); KV sharing and per-layer embeddings as Gemma 3n's, with an
+    MLP twice as wide in the sharing layers under use_double_wide_mlp."""
+    k_eq_v = bool(k.d.get("attention_k_eq_v", False))
+    out: dict = dict(global_head_dim=k.int("global_head_dim"), global_k_eq_v=k_eq_v)
+    global_kv = k.opt_int("num_global_key_value_heads", minimum=1)
+    if global_kv and k_eq_v:  # the override applies where attention_k_eq_v (configuration_gemma4.py)
+        out["global_kv_heads"] = global_kv
+    out.update(_kv_sharing_and_ple(k, layers))
+    if out.get("kv_shared_layers"):
+        out["kv_shared_double_mlp"] = bool(k.d.get("use_double_wide_mlp", False))
+    return out
+
+
+def _kv_sharing_and_ple(k: _Keys, layers: int) -> dict:
+    """Gemma 3n / 4: the last num_kv_shared_layers layers reuse the KV of the last earlier layer of their
+    type (kv_sharing_modes: they hold no cache and load no k/v projection); hidden_size_per_layer_input
+    > 0 adds the per-layer embeddings (vocab_size_per_layer_input rows)."""
     types = k.d.get("layer_types")
     if isinstance(types, list):
         if len(types) != layers:
@@ -403,19 +437,15 @@ def _gemma4(k: _Keys, layers: int, intermediate: int | None) -> dict:
     else:
         p = k.int("sliding_window_pattern", 6)
         sliding = [(i + 1) % p != 0 for i in range(layers)]
-    sliding[-1] = False  # Gemma4TextConfig forces the last layer to full attention
-    k_eq_v = bool(k.d.get("attention_k_eq_v", False))
-    out: dict = dict(global_head_dim=k.int("global_head_dim"), global_k_eq_v=k_eq_v)
-    global_kv = k.opt_int("num_global_key_value_heads", minimum=1)
-    if global_kv and k_eq_v:  # the override applies where attention_k_eq_v (configuration_gemma4.py)
-        out["global_kv_heads"] = global_kv
+    if k.d.get("global_head_dim") is not None:
+        sliding[-1] = False  # Gemma4TextConfig forces the last layer to full attention
+    out: dict = {}
     shared = k.int("num_kv_shared_layers", 0, minimum=0)
     if shared > layers:
         raise ModelFileError(k.path, f"num_kv_shared_layers = {shared} exceeds num_hidden_layers {layers}",
                              k.prefix + "num_kv_shared_layers")
     if shared:
-        out.update(kv_shared_layers=shared, kv_shared_sliding=sum(sliding[layers - shared:]),
-                   kv_shared_double_mlp=bool(k.d.get("use_double_wide_mlp", False)))
+        out.update(kv_shared_layers=shared, kv_shared_sliding=sum(sliding[layers - shared:]))
     ple = k.int("hidden_size_per_layer_input", 0, minimum=0)
     if ple:
         out.update(per_layer_embed_dim=ple, per_layer_embed_vocab=k.int("vocab_size_per_layer_input"))
@@ -453,6 +483,12 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
         raise ModelFileError(path, f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}",
                              k.prefix + "num_key_value_heads")
     head_dim = k.int("head_dim", hidden // heads)
+    widths = k.d.get("intermediate_size")
+    if isinstance(widths, list):  # Gemma3nTextConfig: one width per layer
+        if len(widths) != layers or len(set(map(repr, widths))) != 1:
+            raise ModelFileError(path, f"intermediate_size lists {len(widths)} widths; gpufit reads one width for "
+                                 f"all {layers} layers", k.prefix + "intermediate_size")
+        k.d["intermediate_size"] = widths[0]
     intermediate = k.opt_int("intermediate_size", minimum=1)
     moe = _moe(k, hc.model_type, layers, intermediate)
     if intermediate is None:
@@ -472,7 +508,10 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
     elif inner_type == "nemotron_h":
         linear.update(_nemotron_h(k, layers, moe))
     elif inner_type in ("gemma4", "gemma4_text"):
-        linear.update(_gemma4(k, layers, intermediate))
+        linear.update(_gemma4(k, layers))
+    elif inner_type in ("gemma3n", "gemma3n_text"):
+        linear.update(_kv_sharing_and_ple(k, layers))
+        linear.update(altup_inputs=k.int("altup_num_inputs", minimum=1), laurel_rank=k.int("laurel_rank", minimum=1))
     for f in ("intermediate", "shared_experts", "dense_layers"):
         if f in linear:
             v = linear.pop(f)
