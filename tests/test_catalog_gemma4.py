@@ -419,3 +419,90 @@ def test_gemma3n_config_json_gives_the_catalog_shape(tmp_path):
     with pytest.raises(ModelFileError) as e:
         _spec(tmp_path, cfg)
     assert "text_config.intermediate_size" in str(e.value)
+
+
+# ---- Gemma 4 / 3n GGUF (what Ollama and llama.cpp users have on disk) --------------------------------
+def _write_gemma_gguf(path, arch, layers, sliding, kv_per_layer, shared, ple=0, v_on_full=True, altup=0):
+    """A small GGUF written with the real gguf writer: H 64, 4 heads, sliding head_dim 16, full 32."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+
+    h, heads, vocab = 64, 4, 128
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_block_count(layers)
+    w.add_context_length(4096)
+    w.add_embedding_length(h)
+    w.add_feed_forward_length(128)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_per_layer)
+    w.add_sliding_window(32)
+    w.add_sliding_window_pattern(sliding)
+    if arch == "gemma4":
+        w.add_key_length(32)
+        w.add_key_length_swa(16)
+    else:
+        w.add_key_length(16)
+    if shared is not None:
+        w.add_shared_kv_layers(shared)
+    if ple:
+        w.add_embedding_length_per_layer_input(ple)
+    if altup:
+        w.add_altup_num_inputs(altup)
+    w.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    w.add_token_list([f"t{i}" for i in range(vocab)])
+    f16 = np.float16
+    w.add_tensor("token_embd.weight", np.zeros((vocab, h), f16))
+    if ple:
+        w.add_tensor("per_layer_token_embd.weight", np.zeros((vocab, layers * ple), f16))
+    for i in range(layers):
+        d = 16 if sliding[i] or arch == "gemma3n" else 32
+        p = f"blk.{i}."
+        w.add_tensor(p + "attn_q.weight", np.zeros((heads * d, h), f16))
+        w.add_tensor(p + "attn_k.weight", np.zeros((kv_per_layer[i] * d, h), f16))
+        if sliding[i] or v_on_full:
+            w.add_tensor(p + "attn_v.weight", np.zeros((kv_per_layer[i] * d, h), f16))
+        w.add_tensor(p + "attn_output.weight", np.zeros((h, heads * d), f16))
+        for t in ("ffn_gate", "ffn_up"):
+            w.add_tensor(p + t + ".weight", np.zeros((128, h), f16))
+        w.add_tensor(p + "ffn_down.weight", np.zeros((h, 128), f16))
+        if altup:
+            w.add_tensor(p + "laurel_l.weight", np.zeros((8, h), f16))
+            w.add_tensor(p + "laurel_r.weight", np.zeros((h, 8), f16))
+    w.add_tensor("output_norm.weight", np.zeros(h, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+def test_gemma4_gguf_reads_both_attention_shapes_and_k_as_v(tmp_path):
+    from gpufit.modelfile import load_model_file
+
+    sliding = [True] * 5 + [False]
+    mf = load_model_file(_write_gemma_gguf(tmp_path / "g4.gguf", "gemma4", 6, sliding, [2] * 5 + [1], 0,
+                                           v_on_full=False))
+    s = mf.spec
+    assert (s.family, s.head_dim, s.kv_heads, s.global_head_dim, s.global_kv_heads, s.global_k_eq_v) == \
+        ("gemma4", 16, 2, 32, 1, True)
+    assert (s.sliding_layers, s.sliding_window, s.kv_shared_layers) == (5, 32, 0)
+    assert not any("head_count_kv varies" in n for n in mf.notes)
+    # KV of 1000 tokens: 5 sliding x 2 x 2 x 16 over the 32-token window + 1 full x 2 x 1 x 32 x 1000, f16
+    bf16 = CAT.kv_dtype("bf16")
+    assert memory.kv_cache_bytes(s, bf16, 1000) == 5 * 2 * 2 * 16 * 32 * 2 + 2 * 1 * 32 * 1000 * 2
+
+
+def test_gemma3n_gguf_reads_kv_sharing_per_layer_embeddings_and_laurel(tmp_path):
+    from gpufit.modelfile import load_model_file
+
+    layers = 25
+    sliding = [(i + 1) % 5 != 0 for i in range(layers)]
+    # no shared_kv_layers key: llama.cpp's n_layer_kv_from_start 20 leaves the last 5 sharing
+    mf = load_model_file(_write_gemma_gguf(tmp_path / "g3n.gguf", "gemma3n", layers, sliding, [2] * layers, None,
+                                           ple=8, altup=4))
+    s = mf.spec
+    assert (s.kv_shared_layers, s.kv_shared_sliding) == (5, 4)
+    assert (s.per_layer_embed_dim, s.per_layer_embed_vocab, s.altup_inputs, s.laurel_rank) == (8, 128, 4, 8)
+    assert count_params(s).per_layer_embed == 128 * 25 * 8
+    # 20 caching layers: 4 full over 1000 tokens, 16 sliding over 32, 2 KV heads x 16
+    assert memory.kv_cache_bytes(s, CAT.kv_dtype("bf16"), 1000) == (4 * 1000 + 16 * 32) * 2 * 2 * 16 * 2
