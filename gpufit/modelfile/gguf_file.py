@@ -48,8 +48,10 @@ GGUF_ARCHS = {
     "qwen3next": "qwen3-next",
     "granitehybrid": "granite4-h",
     "nemotron_h": "nemotron-h",
+    # Nemotron 3 (LLM_ARCH_NEMOTRON_H_MOE): Nemotron-H whose MLP sublayers are MoE blocks
+    "nemotron_h_moe": "nemotron-h",
 }
-PLAIN_MLP_ARCHS = {"starcoder2", "nemotron_h"}  # up/down only, no gate (Nemotron-H: squared ReLU)
+PLAIN_MLP_ARCHS = {"starcoder2", "nemotron_h", "nemotron_h_moe"}  # up/down only, no gate (squared ReLU)
 # llama.cpp set_swa_pattern(n): layer il uses the sliding window iff il % n < n - 1
 SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gpt-oss": 2}
 # llama.cpp LLM_ARCH_GEMMA3N: hparams.n_layer_kv_from_start = 20 (the layers after it reuse the KV)
@@ -146,7 +148,7 @@ def _hybrid(path: Path, arch: str, header: GgufHeader, meta, key, layers: int, n
     full_attention_interval-th layer attention. granitehybrid / nemotron_h (Mamba2): time_step_rank = heads,
     inner_size = heads x head dim; a layer whose head_count_kv entry is 0 has no attention (and, for
     nemotron_h, one whose feed_forward_length entry is also 0 is the Mamba2 mixer, else an MLP)."""
-    if arch not in ("qwen3next", "granitehybrid", "nemotron_h"):
+    if arch not in ("qwen3next", "granitehybrid", "nemotron_h", "nemotron_h_moe"):
         return {}
     conv = meta.int(key("ssm.conv_kernel"), required=True)
     inner = meta.int(key("ssm.inner_size"), required=True)
@@ -297,7 +299,8 @@ def load_gguf(path: Path) -> ModelFile:
                                  key("expert_feed_forward_length"))
         shared = meta.int(key("expert_shared_count")) or 0
         shared_ff = meta.int(key("expert_shared_feed_forward_length"))
-        if shared_ff and not shared:  # Qwen2-MoE: one wide shared expert
+        if shared_ff and (not shared or arch == "nemotron_h_moe"):
+            # Qwen2-MoE: one wide shared expert; Nemotron 3: one shared expert of 2 x the routed width
             shared = max(1, round(shared_ff / moe_inter))
         moe = dict(experts=experts, experts_active=meta.int(key("expert_used_count"), required=True),
                    shared_experts=shared, moe_intermediate=moe_inter,
