@@ -247,6 +247,7 @@ NEMOTRON_3_NANO = {  # nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-BF16 config.json, t
     "moe_intermediate_size": 1856, "moe_shared_expert_intermediate_size": 3712, "n_routed_experts": 128,
     "n_shared_experts": 1, "num_experts_per_tok": 6, "vocab_size": 131072, "max_position_embeddings": 262144,
     "tie_word_embeddings": False, "use_conv_bias": True, "mlp_hidden_act": "relu2", "torch_dtype": "bfloat16",
+    "mamba_ssm_cache_dtype": "float32",
 }
 
 
@@ -273,8 +274,10 @@ def test_nemotron_3_nano_kv_and_state_at_32k_by_hand():
     # llama.cpp: the 23 MoE and 23 Mamba layers hold no KV cells; the recurrent states are f32
     got = llama_cpp.llama_cpp_kv_bytes(req("nemotron-3-nano-30b-a3b", "llama.cpp", kv="fp16"))
     assert got == attn + 23 * state_elems * 4
-    kinds = {k.kind: k.count for k in vllm.layer_kinds(req("nemotron-3-nano-30b-a3b", "vllm"), 1)}
-    assert kinds == {"full": 6, "linear": 23}
+    kinds = {k.kind: k for k in vllm.layer_kinds(req("nemotron-3-nano-30b-a3b", "vllm"), 1)}
+    assert {k: v.count for k, v in kinds.items()} == {"full": 6, "linear": 23}
+    # vLLM keeps the SSM part in fp32 (config.json mamba_ssm_cache_dtype float32), the conv part in bf16
+    assert kinds["linear"].page_bytes == 18_432 * 2 + 64 * 64 * 128 * 4 == 2_134_016
 
 
 def test_nemotron_h_moe_config_json_is_read_not_refused(tmp_path):
@@ -285,6 +288,8 @@ def test_nemotron_h_moe_config_json_is_read_not_refused(tmp_path):
               "mamba_head_dim", "mamba_state", "mamba_groups", "linear_conv_kernel", "mlp", "max_context"):
         assert getattr(spec, f) == getattr(m, f), f
     assert count_params(spec).computed_total == 31_577_937_344
+    assert spec.mamba_ssm_fp32 == m.mamba_ssm_fp32 is True
+    assert _spec(tmp_path, dict(NEMOTRON_3_NANO, mamba_ssm_cache_dtype="bfloat16"), tie=False).mamba_ssm_fp32 is False
     # 'E' layers without the experts' keys name the missing key
     bad = {k: v for k, v in NEMOTRON_3_NANO.items() if k != "n_routed_experts"}
     with pytest.raises(ModelFileError) as e:

@@ -103,6 +103,9 @@ class ModelSpec:
     mamba_state: int | None = None
     mamba_groups: int | None = None
     mamba_conv_bias: bool = True
+    # config.json mamba_ssm_cache_dtype float32 (Nemotron-H): vLLM keeps the SSM (temporal) part of the
+    # Mamba2 state in fp32, the conv part in the model dtype
+    mamba_ssm_fp32: bool = False
     # Nemotron-H: every layer is ONE sublayer (hybrid_override_pattern 'M' Mamba2, '*' attention, '-' MLP)
     # instead of a mixer plus an MLP; `mlp_only_layers` of `layers` hold just an MLP (no KV cache, no state),
     # the `linear_layers` just a Mamba2 mixer, the rest just attention

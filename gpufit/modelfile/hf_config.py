@@ -406,7 +406,9 @@ def _nemotron_h(k: _Keys, layers: int, moe: dict) -> dict:
                 linear_layers=pattern.count("M"), **extra,
                 linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + heads * hd * state,
                 mamba_heads=heads, mamba_head_dim=hd, mamba_state=state, mamba_groups=groups,
-                linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)))
+                linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)),
+                # vLLM's NemotronH hook reads mamba_ssm_cache_dtype, float32 where the config leaves it out
+                mamba_ssm_fp32=str(k.d.get("mamba_ssm_cache_dtype") or "float32") == "float32")
 
 
 def _gemma4(k: _Keys, layers: int) -> dict:

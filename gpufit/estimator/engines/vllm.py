@@ -288,6 +288,12 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
         kinds.append(LayerKind("chunked", n(chunked), page, required(m, "attention_chunk", m.attention_chunk)))
     if m.linear_layers:
         state = int((m.linear_state_elems or 0) * _model_dtype_bytes(req) / tp)
+        if m.mamba_ssm_fp32 and m.mamba_heads:
+            # vllm/model_executor/models/config.py NemotronHForCausalLMConfig: mamba_ssm_cache_dtype "auto"
+            # takes the HF config's (default float32); the temporal state heads x head_dim x state is then
+            # fp32, the conv state (elements - that) stays in the model dtype (MambaStateDtypeCalculator)
+            ssm = m.mamba_heads * required(m, "mamba_head_dim", m.mamba_head_dim) * required(m, "mamba_state", m.mamba_state)
+            state = int(((m.linear_state_elems or 0) - ssm) * _model_dtype_bytes(req) / tp + ssm * 4 / tp)
         kinds.append(LayerKind("linear", n(m.linear_layers), state))
     return [k for k in kinds if k.count > 0]
 
