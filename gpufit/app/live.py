@@ -20,11 +20,9 @@ if TYPE_CHECKING:
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class LiveOptions:
-    """The estimate options of `here` / `check`, as given (None = not given)."""
-    model: str | None = None
-    server: tuple[str, ...] = ()  # the server's command line after `--` (program first)
+@dataclass(frozen=True, kw_only=True)
+class EstimateOptions:
+    """The estimate options every fitting command takes, as given (None = not given)."""
     quant: str | None = None
     context: int | None = None
     batch: int | None = None
@@ -32,10 +30,17 @@ class LiveOptions:
     engine: str = "auto"
     reserve: str = "0"
     gpu_memory_utilization: float | None = None
-    ram: str | None = None
+    ram: str | None = None  # host RAM for CPU offload
     min_headroom_bytes: int | None = None
-    gpus: str | None = None
     revision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveOptions(EstimateOptions):
+    """`here` / `check`: MODEL or the server's command line after `--` (program first), on GPUs `gpus`."""
+    model: str | None = None
+    server: tuple[str, ...] = ()
+    gpus: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,26 +8,17 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..estimator.types import FitResult
+from .live import EstimateOptions, from_environment
 
 if TYPE_CHECKING:
     from ..catalog import Catalog
 
 
-@dataclass(frozen=True)
-class PlanOptions:
-    """The estimate options of `plan`, as given (None = not given)."""
+@dataclass(frozen=True, kw_only=True)
+class PlanOptions(EstimateOptions):
+    """`plan`: MODEL on catalog cards `gpus` (KEY or KEY:COUNT); `ram` None is unknown host RAM."""
     model: str
-    gpus: tuple[str, ...]  # catalog keys, KEY or KEY:COUNT
-    quant: str | None = None
-    context: int | None = None
-    batch: int | None = None
-    kv_dtype: str | None = None
-    engine: str = "auto"
-    reserve: str = "0"
-    gpu_memory_utilization: float | None = None
-    min_headroom_bytes: int | None = None
-    ram: str | None = None  # host RAM for CPU offload; None = unknown
-    revision: str | None = None
+    gpus: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict)  # the server's environment (--env)
 
 
@@ -36,7 +27,6 @@ def fit_plan(o: PlanOptions, *, catalog: Catalog | None = None, alternatives: bo
     from .. import app
     from ..catalog import load_catalog
     from ..estimator.types import devices_from_specs
-    from .live import from_environment
 
     catalog = catalog or load_catalog()
     choice = app.resolve_model(o.model, catalog, o.revision, engine=o.engine)
