@@ -25,6 +25,7 @@ __all__ = ["snapshot", "load_snapshot", "load_catalog", "fit", "plan", "recommen
 if TYPE_CHECKING:  # pragma: no cover
     from .catalog import Catalog
     from .estimator.types import FitResult
+    from .app.recommend import Recommendation
     from .probe.snapshot import Snapshot
 
 
@@ -103,7 +104,7 @@ def plan(model: str, gpus: list[str], *, quant: str | None = None, context: int 
 
 
 def recommend(snap: "Snapshot | None" = None, *, gpus: list[str] | None = None, context: int = 8192,
-              engine: str = "auto", top: int = 10) -> list[dict]:
+              engine: str = "auto", top: int = 10) -> "list[Recommendation]":
     """Which catalog models fit (on `snap`, or on catalog cards `gpus`), each at its best quantization,
     largest first, as `gpufit recommend` ranks them."""
     from . import app
