@@ -7,7 +7,7 @@ Each command runs --runs times (interleaved, so drift hits all alike) with this 
 gives the median wall time and its ratio to `python -c pass`. The commands run with bytecode caching on,
 as an installed gpufit has it (pip compiles the .pyc files on install; an editable install writes them
 on the first run, which the warm-up is), even where this shell sets PYTHONDONTWRITEBYTECODE;
---no-bytecode measures the cold path, every module compiled from source on every start. The bar (issue 2): `gpufit plan` at most
+--no-bytecode measures the cold path, gpufit's modules compiled from source on every start. The bar (issue 2): `gpufit plan` at most
 3x `python -c pass`. Then `recommend` over the whole catalog in-process (no interpreter start-up).
 """
 
@@ -66,9 +66,12 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--no-bytecode", action="store_true", help="compile every module from source on every start")
     a = ap.parse_args(argv)
-    if a.no_bytecode:
+    if a.no_bytecode:  # gpufit's modules from source every time; Python's own keep their installed .pyc
         ENV["PYTHONDONTWRITEBYTECODE"] = "1"
-        ENV["PYTHONPYCACHEPREFIX"] = os.devnull  # no cache to read either
+        import shutil
+
+        for cache in (ROOT / "gpufit").rglob("__pycache__"):
+            shutil.rmtree(cache)
     else:
         ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     for cmd in COMMANDS.values():  # warm the OS cache and gpufit's catalog cache
