@@ -70,3 +70,29 @@ def model_check(m) -> str:
         return ""
     room = "" if m.headroom_bytes is None else f", headroom {m.headroom_bytes / GIB:.1f} GiB"
     return f"{m.verdict}: needs {m.needed_bytes / GIB:.1f} GiB ({m.quant}, context {m.context}, {m.engine}){room}"
+
+
+def _memory_held(d: dict) -> str:
+    held = f"{_gib(d['used_bytes'])} of {_gib(d['total_bytes'])} in use ({d['ratio']:.0%})"
+    procs = d["processes"]
+    if not procs:
+        return f"{held}; no processes listed"
+    who = ", ".join(f"{p['name'] or '?'}[{p['pid']}]" + ("" if p["used_bytes"] is None else f" {_gib(p['used_bytes'])}")
+                    for p in procs[:5])
+    more = f" and {len(procs) - 5} more" if len(procs) > 5 else ""
+    return f"{held}; held by {who}{more}"
+
+
+# the health checks whose words carry sizes (app.health.Check.data), by check name
+CHECK_WORDS: dict[str, Callable[[dict], str]] = {
+    "memory_held": _memory_held,
+    "host_ram": lambda d: (f"{_gib(d['available_bytes'])} of {_gib(d['total_bytes'])} host RAM available "
+                           f"({d['ratio']:.0%}; warn below {d['warn_ratio']:.0%})"),
+}
+
+
+def check_words(c) -> str:
+    """A health check's message: its own text, or its figures worded here."""
+    if c.data and c.name in CHECK_WORDS:
+        return CHECK_WORDS[c.name](dict(c.data))
+    return c.text
