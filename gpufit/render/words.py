@@ -39,6 +39,28 @@ WORDS: dict[str, Callable[[dict], str]] = {
 LEAD = {"engine_refuses": lambda d: f"{d['engine']} would refuse: "}
 
 
+def _in_use(d: list) -> str:
+    """What holds a node's GPUs: per GPU for up to two, else a total."""
+    if not d:
+        return "little"
+    if len(d) <= 2:
+        return ", ".join(f"GPU {u['gpu']} {_gib(u['bytes'])}" for u in d)
+    return f"{_gib(sum(u['bytes'] for u in d))} on {len(d)} GPUs"
+
+
+# why a node of `gpufit fleet` does not simply take the model now (app.fleet.rank.fit_node)
+WORDS.update({
+    "node_no_fit": lambda d: word(d["warning"]) if d.get("warning") is not None else "does not fit",
+    "node_offload": lambda d: (f"only with CPU offload: {d['gpu_layers']} of {d['layers']} layers on the GPUs, "
+                               f"{_gib(d['cpu_bytes'])} in host RAM"),
+    "node_tight": lambda d: "fits, with less than the minimum headroom on a card it uses",
+    "node_fits_if_empty": lambda d: (f"would fit if its GPUs were empty ({_in_use(d['in_use'])} in use now); now: "
+                                     + (word(d["now"]) if d.get("now") is not None else d["verdict"])),
+    "node_cannot": lambda d: "not even with its GPUs empty: " + (word(d["empty"]) if d.get("empty") is not None
+                                                                 else d["verdict"]),
+})
+
+
 def word(m) -> str:
     """The words for a Message (or a plain string, said as is)."""
     if isinstance(m, str):
