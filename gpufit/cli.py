@@ -59,6 +59,26 @@ def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
     return f
 
 
+def _keep_env(ctx, _param, value):
+    ctx.meta["gpufit.env"] = tuple(value or ())
+    return value
+
+
+def _env_given() -> dict[str, str]:
+    """--env KEY=VALUE as given (app.live.parse_env checks each)."""
+    from .app.live import parse_env
+
+    ctx = click.get_current_context(silent=True)
+    return parse_env(ctx.meta.get("gpufit.env", ()) if ctx else ())
+
+
+def _env_option(f):
+    return click.option(
+        "--env", multiple=True, expose_value=False, callback=_keep_env, metavar="KEY=VALUE",
+        help="The server's environment as it will start, repeatable: --env OLLAMA_NUM_PARALLEL=4 "
+             "--env OLLAMA_KV_CACHE_TYPE=q8_0 (here/check: over this shell's; plan: the only one).")(f)
+
+
 def _live_options(f):
     f = click.option("--snapshot", "snapshot_path", type=click.Path(),
                      help="Use a saved gpufit snapshot or an `nvidia-smi -q -x` capture instead of probing.")(f)
@@ -129,7 +149,8 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
     opts = live.LiveOptions(model=model, server=server, quant=quant, context=context, batch=batch,
                             kv_dtype=kv_dtype, engine=engine, reserve=reserve, gpu_memory_utilization=util,
                             ram=ram, min_headroom_bytes=min_headroom, gpus=gpus, revision=_revision())
-    return live.fit_live(opts, snapshot_path=snapshot_path, env=os.environ, alternatives=alternatives)
+    env = {**os.environ, **_env_given()}
+    return live.fit_live(opts, snapshot_path=snapshot_path, env=env, alternatives=alternatives)
 
 
 class GpufitGroup(click.Group):
@@ -180,6 +201,7 @@ def cli():
 @click.argument("model", required=False)
 @_estimate_options
 @_live_options
+@_env_option
 @click.argument("server", nargs=-1, type=click.UNPROCESSED)
 def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
          as_json, snapshot_path, gpus, ram, server):
@@ -205,25 +227,18 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
               help="Catalog GPU, repeatable: --gpu rtx-4090 --gpu rtx-3060, or --gpu h100-sxm:8.")
 @click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: unknown).")
 @_estimate_options
+@_env_option
 def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization,
          min_headroom, as_json):
     """Estimate MODEL on catalog hardware (nothing is probed)."""
     from . import app
-    from .catalog import load_catalog
-    from .estimator.types import devices_from_specs
+    from .app.plan import PlanOptions, fit_plan
 
-    catalog = load_catalog()
-    choice = app.resolve_model(model, catalog, _revision(), engine=engine)
-    devices = devices_from_specs(app.parse_gpu_option(gpu_opts, catalog))
-    req, notes = app.build_request(
-        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
-        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
-        gpu_memory_utilization=gpu_memory_utilization, batch_given=batch is not None,
-        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else None, planning=True,
-    )
-    notes.append("planning on catalog hardware: each card's whole memory counted as free")
-    res = app.run_estimate(req, notes, catalog)
+    opts = PlanOptions(model=model, gpus=tuple(gpu_opts), quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
+                       engine=engine, reserve=reserve, gpu_memory_utilization=gpu_memory_utilization,
+                       min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None
+                       else None, ram=ram, revision=_revision(), env=_env_given())
+    res = fit_plan(opts)
     _emit_fit(res, as_json)
     sys.exit(app.exit_code(res))
 
@@ -232,6 +247,7 @@ def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve,
 @click.argument("model", required=False)
 @_estimate_options
 @_live_options
+@_env_option
 @click.option("--strict", is_flag=True, help="Exit 4 when the fit is tight (below --min-headroom).")
 @click.argument("server", nargs=-1, type=click.UNPROCESSED)
 def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,

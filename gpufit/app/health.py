@@ -7,14 +7,13 @@ overall status. `threshold` is always {"warn": x, "crit": y} (either may be null
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Thresholds
 from ..estimator.types import TextEnum
 from ..probe.snapshot import GpuState, HostInfo, Snapshot
-from ..units import GIB
 
 
 
@@ -40,15 +39,25 @@ POWER_REASONS = {"sw_power_cap": WARN, "hw_power_brake_slowdown": CRIT, "hw_slow
 
 @dataclass(frozen=True)
 class Check:
+    """One health check. `text` is its words where they hold no figure to format; a check whose words
+    carry sizes gives them as `data` instead, and render/words.py words it (`message`)."""
     name: str
     status: Status
     value: object = None
     threshold: dict[str, Any] = field(default_factory=lambda: {"warn": None, "crit": None})
     unit: str | None = None
-    message: str = ""
+    text: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        from ..render.words import check_words
+
+        return check_words(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": str(self.status)}
+        return {"name": self.name, "status": str(self.status), "value": self.value,
+                "threshold": dict(self.threshold), "unit": self.unit, "message": self.message}
 
 
 def worst(statuses: Iterable[Status]) -> Status:
@@ -244,14 +253,9 @@ def check_memory_held(g: GpuState, t: Thresholds) -> Check:
         return _unknown("memory_held", "memory in use", g, "memory", "bytes", th)
     ratio = m.used / m.total
     procs = sorted(g.processes, key=lambda p: -(p.used_bytes or 0))
-    who = ", ".join(
-        f"{p.name or '?'}[{p.pid}]" + (f" {p.used_bytes / GIB:.1f} GiB" if p.used_bytes is not None else "")
-        for p in procs[:5]
-    )
-    more = f" and {len(procs) - 5} more" if len(procs) > 5 else ""
-    held = f"{m.used / GIB:.1f} GiB of {m.total / GIB:.1f} GiB in use ({ratio:.0%})"
-    msg = f"{held}; held by {who}{more}" if procs else f"{held}; no processes listed"
-    return Check("memory_held", WARN if ratio >= t.memory_held_warn_ratio else OK, m.used, th, "bytes", msg)
+    data = {"used_bytes": m.used, "total_bytes": m.total, "ratio": ratio,
+            "processes": [{"name": p.name, "pid": p.pid, "used_bytes": p.used_bytes} for p in procs]}
+    return Check("memory_held", WARN if ratio >= t.memory_held_warn_ratio else OK, m.used, th, "bytes", data=data)
 
 
 GPU_CHECKS = (
@@ -289,8 +293,8 @@ def check_host_ram(h: HostInfo, t: Thresholds) -> Check:
     ratio = h.ram_available_bytes / h.ram_total_bytes
     s = CRIT if ratio < t.host_ram_available_crit_ratio else WARN if ratio < t.host_ram_available_warn_ratio else OK
     return Check("host_ram", s, round(ratio, 4), th, "ratio",
-                 f"{h.ram_available_bytes / GIB:.1f} GiB of {h.ram_total_bytes / GIB:.1f} GiB host RAM "
-                 f"available ({ratio:.0%}; warn below {t.host_ram_available_warn_ratio:.0%})")
+                 data={"available_bytes": h.ram_available_bytes, "total_bytes": h.ram_total_bytes, "ratio": ratio,
+                       "warn_ratio": t.host_ram_available_warn_ratio})
 
 
 def check_gpus_present(s: Snapshot, t: Thresholds) -> Check:

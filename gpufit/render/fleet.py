@@ -36,7 +36,7 @@ def _row(nf) -> list[str]:
     gpus = len(view.snapshot.gpus) if view.snapshot is not None else 0
     return [view.node, view.source, str(gpus), GROUP_TITLE[nf.group] + (" (stale)" if view.stale else ""),
             str(nf.verdict or "-"), _free([] if r is None else [d.free_bytes for d in r.request.devices]),
-            "-" if tps is None else sig(tps), place, _short(nf.reason)]
+            "-" if tps is None else sig(tps), place, _short(None if nf.reason is None else word(nf.reason))]
 
 
 def fleet_text(answer) -> str:

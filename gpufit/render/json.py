@@ -116,6 +116,25 @@ def models(specs) -> str:
     return _dump([one(m) for m in specs])
 
 
+def node_object(nf) -> dict:
+    """One node of gpufit.fleet/1 (app.fleet.rank.NodeFit)."""
+    r, snap = nf.result, nf.view.snapshot
+    fits = nf.verdict is not None and nf.verdict.fits
+    return {
+        "node": nf.view.node,
+        "source": nf.view.source,
+        "stale": nf.view.stale,
+        "gpus": len(snap.gpus) if snap is not None else 0,
+        "verdict": None if nf.verdict is None else str(nf.verdict),
+        "placement": None if r is None else {**dataclasses.asdict(r.placement), "strategy": str(r.placement.strategy),
+                                             "layers_per_device": list(r.placement.layers_per_device)},
+        "free_bytes": [] if r is None else [d.free_bytes for d in r.request.devices],
+        "decode_tokens_per_s": r.performance.decode_tokens_per_s if r is not None and fits else None,
+        "engine_args": {} if r is None else dict(r.engine_args),
+        "reason": None if nf.reason is None else word(nf.reason),
+    }
+
+
 def fleet(ans) -> str:
     return _dump(ans.to_dict())
 

@@ -298,7 +298,8 @@ class LlamaCpp(Engine):
             counts = [d.layers for d in devs]
             last = max(i for i, n in enumerate(counts) if n)
             counts[last] += 1  # the output layer
-            parts.append("--split-mode layer -ts " + ",".join(str(n) for n in counts))
+            mode = "row" if setting(r, "split_mode") == "row" else "layer"  # the split the command asked for
+            parts.append(f"--split-mode {mode} -ts " + ",".join(str(n) for n in counts))
         k, v = setting(r, "cache_type_k"), setting(r, "cache_type_v")
         kv = LLAMA_KV.get(r.kv_dtype.key)
         if not (k or v) and kv and kv not in ("f16", "bf16"):
@@ -556,8 +557,6 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         settings["cpu_moe_layers"] = tuple(sorted(host_layers))
     if other_ot:
         unknown_flags.append("-ot " + ",".join(other_ot) + " (only expert tensors sent to CPU are modelled)")
-    if settings.get("split_mode") == "row":
-        unknown_flags.append("--split-mode row (planned as the layer split; row split spreads each matrix)")
     n_par = got.get("n_parallel") or 1
     ctx = got.get("ctx_size")
     context = None
@@ -566,6 +565,13 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
             raise UsageError(f"llama.cpp -c {ctx} -np {n_par}: fewer cells than slots")
         context = ctx // n_par
     notes: list[str] = []
+    if settings.get("split_mode") == "row":
+        # src/llama-model.cpp: only --split-mode none keeps one GPU; row assigns layers (and their KV
+        # cells) to the GPUs as layer mode does and puts each layer's matrices in the CUDA split buffer,
+        # rows spread over every GPU by the same -ts proportions (make_gpu_buft_list)
+        notes.append("--split-mode row: memory per GPU planned as the layer split (llama.cpp places layers and "
+                     "their KV as in layer mode and spreads each matrix's rows over the GPUs in the same "
+                     "proportions); its speed is estimated as the layer split's")
     default_context = None
     if ctx is None:
         default_context = DEFAULT_CTX // n_par
