@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB, MIB
 from .. import memory
-from ..params import required
+from ..params import attention_layer_counts, attention_shape, required
+from ..types import Strategy
 from .base import EngineMemory, PrefillBatching, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
@@ -126,7 +127,28 @@ def kv_per_layer(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int) -
     elif m.family == "gpt-oss":
         out = [int((parallel * GPT_OSS_SWA_CELLS + batch) * per_cell) if i % 2 == 0 else int(ctx * per_cell)
                for i in range(m.layers)]
+    if m.kv_shared_layers or m.global_head_dim or m.global_kv_heads:
+        out = _gemma_n_kv(m, out, ctx, KV_BYTES.get(kv_type, 2.0))
     return out
+
+
+def _gemma_n_kv(m: ModelSpec, out: list[int], ctx: int, elem: float) -> list[int]:
+    """Gemma 3n / 4: GGUF head_count_kv and key_length / key_length_swa are per layer, so each
+    full-attention layer (every n-th, the pattern of their config.json layer_types) is costed at its own
+    width, and the last shared_kv_layers layers hold no cache (they read an earlier layer's)."""
+    full, sliding, chunked = attention_layer_counts(m)
+    period = (full + sliding + chunked) // full if full else 0
+    heads, head_dim = attention_shape(m, full=True)
+    first_shared = m.layers - m.kv_shared_layers
+    res = []
+    for i, v in enumerate(out):
+        if i >= first_shared:
+            res.append(0)
+        elif period and (i + 1) % period == 0:
+            res.append(int(ctx * 2 * heads * head_dim * elem))
+        else:
+            res.append(v)
+    return res
 
 
 def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, flash_attn: bool) -> tuple[int, int]:
@@ -397,7 +419,8 @@ class Ollama(LlamaCpp):
                                 "kv_bytes": est.required_kv, "allocations_bytes": list(est.allocations)},
                    "layers": {"model": req.model.layers + 1, "offload": est.layers, "split": list(est.split)},
                    "graph": {"full_bytes": est.graph_full, "partial_bytes": est.graph_partial},
-                   "num_ctx": req.context, "num_parallel": req.batch, "gpus": names})
+                   "num_ctx": req.context, "num_parallel": req.batch, "gpus": names},
+            log="scheduler")
 
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks."""
@@ -433,7 +456,7 @@ class Ollama(LlamaCpp):
         tag = (r.engine_settings or {}).get("ollama_tag")
         model = tag or r.model.key
         opts = ""
-        if p.strategy == "cpu_offload":
+        if p.strategy == Strategy.CPU_OFFLOAD:
             opts = f"  # or, per model: /set parameter num_gpu {p.gpu_layers}"
         return " ".join(env) + f" ollama serve & ollama run {model}" + opts
 
