@@ -6,8 +6,8 @@
 
 Decode model (gpufit/estimator/speed.py), per token on a layer split:
     seconds = sum over devices of bytes read there / (bandwidth x efficiency[memory class])
-              + layers x per-layer latency + (devices - 1) x stage hop latency
-Fitted: one efficiency per memory class with data (HBM, GDDR) and one per-layer latency shared by all,
+              + layers x per-layer cycles / the card's boost clock + (devices - 1) x stage hop latency
+Fitted: one efficiency per memory class with data (HBM, GDDR) and one per-layer cycle count shared by all,
 by grid search minimising the mean |log(gpufit / measured)| over every decode row (a robust fit: no
 row can pull it far); the engine default (cards of a class without data, e.g. LPDDR) is the single
 efficiency that fits all rows best with the same latency.
@@ -33,12 +33,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import accuracy as A  # noqa: E402
 
-from gpufit.estimator import engines  # noqa: E402
+from gpufit.estimator import engines, speed  # noqa: E402
 from gpufit.estimator.engines import llama_cpp, profiles  # noqa: E402
 
 
 def decode_rows(cat):
-    """(measured tok/s, seconds at 100 % bandwidth, layers, hops, memory class) per decode row."""
+    """(measured tok/s, seconds at 100 % bandwidth, layers, hops, memory class, config, boost clock
+    GHz) per decode row."""
     out = []
     for row in A.read("tokens_per_s.csv"):
         test = row["test"].strip()
@@ -65,15 +66,15 @@ def decode_rows(cat):
         full_bw_s = basis["bytes_per_token"] / bw
         hops = len(e.plan.used) - 1
         out.append((measured, full_bw_s, cat.models[c.model].layers, hops,
-                    engines.memory_class(spec.memory_type), c))
+                    engines.memory_class(spec.memory_type), c, speed.boost_clock_ghz(spec)))
     return out
 
 
-def loss(rows, eff: dict, lat: float, default: float | None = None) -> float:
+def loss(rows, eff: dict, cycles: float, default: float | None = None) -> float:
     total = 0.0
-    for measured, b, layers, hops, cls, _ in rows:
+    for measured, b, layers, hops, cls, _, ghz in rows:
         e = eff.get(cls, default)
-        seconds = b / e + layers * lat + hops * engines.STAGE_HOP_LATENCY_S
+        seconds = b / e + layers * cycles / (ghz * 1e9) + hops * engines.STAGE_HOP_LATENCY_S
         total += abs(math.log((1 / seconds) / measured))
     return total / len(rows)
 
@@ -86,18 +87,18 @@ def grid(lo, hi, step):
 def fit_decode(rows):
     classes = sorted({r[4] for r in rows})
     best = None
-    for lat in grid(0, 200e-6, 5e-6):
+    for cycles in grid(0, 400e3, 5e3):
         # each class's efficiency only touches its own rows: fit them one at a time for this latency
         eff = {}
         for cls in classes:
             sub = [r for r in rows if r[4] == cls]
-            eff[cls] = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(sub, {cls: e}, lat))
-        val = loss(rows, eff, lat)
+            eff[cls] = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(sub, {cls: e}, cycles))
+        val = loss(rows, eff, cycles)
         if best is None or val < best[0]:
-            best = (val, eff, lat)
-    _, eff, lat = best
-    default = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(rows, {}, lat, default=e))
-    return eff, lat, default
+            best = (val, eff, cycles)
+    _, eff, cycles = best
+    default = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(rows, {}, cycles, default=e))
+    return eff, cycles, default
 
 
 def cross_validate(rows) -> tuple[int, float, float]:
@@ -107,9 +108,10 @@ def cross_validate(rows) -> tuple[int, float, float]:
     for gpu in sorted({r[5].gpu for r in rows}):
         train = [r for r in rows if r[5].gpu != gpu]
         test = [r for r in rows if r[5].gpu == gpu]
-        eff, lat, default = fit_decode(train)
-        for measured, b, layers, hops, cls, _ in test:
-            seconds = b / eff.get(cls, default) + layers * lat + hops * engines.STAGE_HOP_LATENCY_S
+        eff, cycles, default = fit_decode(train)
+        for measured, b, layers, hops, cls, _, ghz in test:
+            seconds = (b / eff.get(cls, default) + layers * cycles / (ghz * 1e9)
+                       + hops * engines.STAGE_HOP_LATENCY_S)
             errs.append(abs((1 / seconds) / measured - 1) * 100)
     errs.sort()
     return len(errs), statistics.median(errs), errs[int(0.9 * (len(errs) - 1))]
@@ -270,13 +272,13 @@ def prefill_cross_validate(rows, dec_rows) -> tuple[int, float, float]:
 def main() -> int:
     cat = A.load_catalog()
     rows = decode_rows(cat)
-    eff, lat, default = fit_decode(rows)
+    eff, cycles, default = fit_decode(rows)
     print(f"decode: {len(rows)} rows "
           + ", ".join(f"{k} {sum(1 for r in rows if r[4] == k)}" for k in sorted(eff)))
     print(f"  DECODE_EFFICIENCY_BY_MEMORY['llama.cpp'] = {eff}")
-    print(f"  decode_layer_latency_s = {lat * 1e6:.0f}e-6")
+    print(f"  decode_layer_cycles = {cycles / 1e3:.0f}e3")
     print(f"  engine default decode_efficiency = {default}")
-    print(f"  mean |log error| at the fit: {loss(rows, eff, lat):.4f}")
+    print(f"  mean |log error| at the fit: {loss(rows, eff, cycles):.4f}")
     if "--cv" in sys.argv:
         n, med, p90 = cross_validate(rows)
         print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "

@@ -136,3 +136,17 @@ def test_the_wave_share_scales_the_gemm_rate_before_the_power_cap():
     full, _ = speed.gemm_rate(dev, CAT.quant("fp16"), llama_cpp.for_version(None))
     part, _ = speed.gemm_rate(dev, CAT.quant("fp16"), llama_cpp.for_version(None), 0.5)
     assert full == pytest.approx(71e12 * 2 * FIT["gemm_efficiency"]) and part == pytest.approx(full / 2)
+
+
+def test_the_per_layer_decode_time_is_cycles_at_the_boost_clock():
+    """The RTX 3090's datasheet FP32 figure, 35.6 TFLOP/s on 10,496 cores, assumes 35.6e12 / (2 x 10,496)
+    = 1.6959 GHz; llama.cpp's 220,000 cycles per layer take 129.73 us there, 87.4 us at the 4090's
+    82.6e12 / (2 x 16,384) = 2.5208 GHz; a card without the figures gets the 1.7 GHz value."""
+    r3090, r4090 = CAT.gpu("rtx-3090"), CAT.gpu("rtx-4090")
+    assert speed.boost_clock_ghz(r3090) == pytest.approx(35.6e3 / (2 * 10496))
+    prof = profiles.LLAMA_CPP
+    assert prof.decode_layer_cycles == 220e3
+    assert speed.layer_latency_s(prof, r3090) == pytest.approx(220e3 / 1.6959e9, rel=1e-4)
+    assert speed.layer_latency_s(prof, r4090) == pytest.approx(220e3 / (82.6e12 / (2 * 16384)), rel=1e-12)
+    assert speed.layer_latency_s(prof, card()) == speed.layer_latency_s(prof, None) == 220e3 / 1.7e9
+    assert speed.layer_latency_s(profiles.VLLM, r3090) == 0.0  # vLLM has no fitted per-layer time

@@ -17,6 +17,7 @@ from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 from . import engines, memory
 from .placement import Plan, Sizer
 from .engines.base import Engine
+from .engines.profiles import EngineProfile
 from .types import Device
 
 # decode speed is quoted at the start of a generation: llama-bench "tg 128" style, short context
@@ -50,6 +51,24 @@ def _card_tflops(dev: Device, quant: QuantFormat) -> tuple[float | None, str]:
     return spec.fp32_tflops, "fp32"
 
 
+def boost_clock_ghz(spec: GpuSpec | None) -> float | None:
+    """The boost clock a datasheet's FP32 figure assumes: FP32 FLOP/s / (2 FLOPs per FMA x CUDA cores)
+    (RTX 3090: 35.6 TFLOP/s / (2 x 10,496) = 1.70 GHz); None when either is unknown."""
+    if spec is None or not spec.fp32_tflops or not spec.cuda_cores:
+        return None
+    return spec.fp32_tflops * 1e3 / (2 * spec.cuda_cores)
+
+
+def layer_latency_s(profile: EngineProfile, spec: GpuSpec | None) -> float:
+    """The engine's fixed time per layer and decoded token on this card: its small per-layer kernels
+    (norms, rope, softmax, adds, copies) take a number of GPU clock cycles, so the time is the
+    profile's cycles / the card's boost clock; the profile's seconds where either is unknown."""
+    ghz = boost_clock_ghz(spec)
+    if profile.decode_layer_cycles and ghz:
+        return profile.decode_layer_cycles / (ghz * 1e9)
+    return profile.decode_layer_latency_s
+
+
 def _bandwidth(dev: Device) -> float | None:
     if dev.bandwidth_gbps:
         return dev.bandwidth_gbps
@@ -69,9 +88,10 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     used = plan.used
     first = used[0].device.spec if used else None
     eff, eff_from = engines.decode_efficiency(req.engine, first)
-    lat = s.profile.decode_layer_latency_s
+    lat = layer_latency_s(s.profile, first)
     basis: dict[str, Any] = {
-        "method": "decode: bytes read per token / (bandwidth x efficiency) + layers x per-layer latency; "
+        "method": "decode: bytes read per token / (bandwidth x efficiency) + layers x per-layer latency "
+                  "(cycles / boost clock); "
                   "prefill: per ubatch, GEMM FLOPs / sustained tensor rate + weight bytes / achieved bandwidth + "
                   "attention over the cached cells, pipelined over the stages of a layer split",
         "efficiency": eff,
@@ -109,7 +129,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
                 weights_read += head / tp
             b = weights_read + kv_tok * dp.layers * ctx * batch
             bytes_per_token += b
-            stage_s = max(stage_s, b / (bw * 1e9 * dev_eff) + dp.layers * lat)
+            stage_s = max(stage_s, b / (bw * 1e9 * dev_eff) + dp.layers * layer_latency_s(s.profile, dp.device.spec))
         seconds += stage_s
     if tp > 1:
         link = "nvlink" if all(d.device.nvlink for d in used) else "pcie"

@@ -151,10 +151,10 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 # The byte terms run at the decode fit's achieved bandwidth for the card's memory class
 # (profiles.DECODE_EFFICIENCY_BY_MEMORY), which the fit takes as given.
 PREFILL_FIT: PrefillFit = {
-    "gemm_efficiency": 0.644,
-    "tflops_per_watt": 0.729,
-    "attn_bytes_per_head_cell": 17.6,
-    "dequant_bytes_per_weight": 4.73,
+    "gemm_efficiency": 0.639,
+    "tflops_per_watt": 0.625,
+    "attn_bytes_per_head_cell": 18.2,
+    "dequant_bytes_per_weight": 4.77,
     "fp16_accumulate": True,
     "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
 }

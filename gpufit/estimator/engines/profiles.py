@@ -36,6 +36,9 @@ class EngineProfile:
     # fixed time per transformer layer per decoded token that does not shrink with the bytes read
     # (kernel launches, small ops, synchronisation), seconds; 0 where no measurement calibrates it
     decode_layer_latency_s: float = 0.0
+    # the same fixed time in GPU clock cycles (the small kernels run at the core clock): the time on a
+    # card is cycles / its boost clock (speed.layer_latency_s); 0 = not clock-scaled
+    decode_layer_cycles: float = 0.0
 
 
 # PyTorch's CUDA context + cuBLAS workspace on Ampere/Hopper is ~0.5 GiB once kernels are loaded
@@ -59,10 +62,15 @@ VLLM = EngineProfile(
 )
 
 # llama.cpp at batch 1 spends a fixed time per layer and token besides reading weights (a dozen small
-# kernels per layer: norms, rope, softmax, adds, copies; launch latency and sync dominate on small
-# models). Fitted with the decode efficiencies below: 115 us per layer, the per-layer latency of the
-# fit (bench/calibrate.py, 371 decode rows, 2023 and May 2024 builds, 1-8 GPUs).
-LLAMA_CPP_DECODE_LAYER_LATENCY_S = 115e-6
+# kernels per layer: norms, rope, softmax, adds, copies, the activation quantization; their run and
+# launch gaps dominate on small models). They run at the core clock, so the fixed part is a number of
+# cycles: fitted with the decode efficiencies below (bench/calibrate.py, 371 decode rows, 2023 and May
+# 2024 builds, 1-8 GPUs), divided by each card's boost clock (speed.boost_clock_ghz: RTX 3090 1.70
+# GHz -> 129 us, RTX 4090 2.52 GHz -> 87 us, A100 1.41 GHz -> 156 us per layer).
+LLAMA_CPP_DECODE_LAYER_CYCLES = 220e3
+# where a card's clock is unknown: the cycles at 1.7 GHz, a middling boost clock (RTX 3090 1.70, H100
+# PCIe 1.75)
+LLAMA_CPP_DECODE_LAYER_LATENCY_S = LLAMA_CPP_DECODE_LAYER_CYCLES / 1.7e9
 
 # llama.cpp: CUDA context ~250-300 MiB (not in its log); compute buffer sized by ggml-alloc for one
 # ubatch (default n_ubatch = 512, common/common.h); token_embd kept in host memory
@@ -76,13 +84,14 @@ LLAMA_CPP = EngineProfile(
     default_utilization=None,
     # fitted by bench/calibrate.py (see "calibrated speed factors" below): the defaults serve cards
     # whose memory class / datasheet kind has no measured rows
-    decode_efficiency=0.90,
+    decode_efficiency=0.89,
     prefill_efficiency=0.26,
     supports_offload=True,
     supports_tensor_parallel=False,
     source="llama.cpp: common/common.h (n_ubatch 512), src/llama-model.cpp (input layer on CPU), "
     "load logs in bench/data/memory.csv; speed factors fitted on bench/data/tokens_per_s.csv",
     decode_layer_latency_s=LLAMA_CPP_DECODE_LAYER_LATENCY_S,
+    decode_layer_cycles=LLAMA_CPP_DECODE_LAYER_CYCLES,
 )
 
 # Ollama runs llama.cpp; it also keeps a per-GPU minimum free (discover/gpu.go: CudaMinimumMemory /
@@ -172,11 +181,11 @@ def memory_class(memory_type: str | None) -> str | None:
     return None
 
 
-# Decode: achieved / datasheet bandwidth by memory class, fitted together with the per-layer latency
+# Decode: achieved / datasheet bandwidth by memory class, fitted together with the per-layer cycles
 # by grid search minimising the mean |log(gpufit / measured)| over 371 decode rows (GDDR 251: 3090,
 # 4090, 4000 Ada, 6000 Ada, A6000; HBM 120: A100 PCIe / SXM4, H100 PCIe). HBM cards reach a smaller
 # share of their bandwidth at batch 1 (too few bytes in flight per matrix-vector kernel).
-_LLAMA_CPP_DECODE = {"GDDR": 0.92, "HBM": 0.60}
+_LLAMA_CPP_DECODE = {"GDDR": 0.91, "HBM": 0.67}
 DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
