@@ -30,29 +30,94 @@ def req(model, quant, context, free_gib=(24.0,), batch=1, version="0.12", **sett
                       engine_settings=settings)
 
 
-def test_gpt_oss_20b_at_4k_keeps_4096_plus_a_batch_on_its_sliding_layers():
-    """fs/ggml/ggml.go: gpt-oss's even layers slide with 4096 x slots + batch cells; 8 KV heads x 64
-    x (K + V) x 2 bytes = 2 KiB a cell."""
+# gpt-oss-20b's blocks as Ollama converts it (convert/convert_gptoss.go): the experts MXFP4, the rest
+# BF16. Attention 2880 x 4096 (q) + 2 x 2880 x 512 (k, v) + 4096 x 2880 (o) + (64 + 16) x 64 bias
+# = 26,547,200 and the router 2880 x 32 = 92,160, 2 bytes each; 32 experts x 3 x 2880 x 2880 at 17 bytes
+# / 32; two F32 norms. The log of ollama/ollama#11711 shows 10.7 GiB of blocks (24 x 0.446 GiB).
+GPT_OSS_20B_BLOCK = (26547200 + 92160) * 2 + 32 * 3 * 2880 * 2880 * 17 // 32 + 2 * 2880 * 4
+SWA_CELL = 8 * 64 * 2 * 2  # 8 KV heads x 64 x (K + V) x 2 bytes = 2 KiB a cell
+
+
+def test_gpt_oss_20b_block_is_mxfp4_experts_and_bf16_attention():
+    assert GPT_OSS_20B_BLOCK == 476316160
+    assert O.layer_weights(CAT.model("gpt-oss-20b"), CAT.quant("mxfp4")) == [GPT_OSS_20B_BLOCK] * 24
+
+
+def test_gpt_oss_20b_on_ollama_at_4k():
+    """fs/ggml/ggml.go (v0.12.x): gpt-oss's even layers slide with 4096 x slots + batch cells; its graph
+    is 2 x heads / KV heads x kvTotal / 6, kvTotal being the full context on every layer (summed before
+    the sliding layers' sizes replace it), and with flash attention (4 x slots + ctx / 1024 + 110) MiB."""
     r = req("gpt-oss-20b", "mxfp4", 4096)
-    kv = 12 * (4096 + 512) * 2048 + 12 * 4096 * 2048
+    kv = 12 * (4096 + 512) * SWA_CELL + 12 * 4096 * SWA_CELL
     assert Sizer(r).kv(24) == kv == 213909504
-    # no flash attention: graph = 2 x heads / KV heads x kv / 6, partial and full alike
     est = O.estimate_gpu_layers(r, [24 * GIB], 4096, 1, "f16", False)
-    assert est.required_kv == kv and est.graph_partial == est.graph_full == 2 * 64 // 8 * kv // 6
-    # with it, Ollama's rough flash-attention graph: (4 x slots + ctx / 1024 + 110) MiB
+    kv_total = 24 * 4096 * SWA_CELL  # 192 MiB
+    assert est.required_kv == kv and est.graph_partial == est.graph_full == 16 * kv_total // 6 == 512 * MIB
+    # 24 GiB holds it all: 457 MiB + blk.0 (with its KV) + every block with its KV + the output layer
+    # (output_norm F32 + a BF16 201088 x 2880 head) + the full graph
+    output = 2880 * 4 + 201088 * 2880 * 2
+    assert est.layers == 25 and est.output_bytes == output
+    assert est.required_full == (457 * MIB + GPT_OSS_20B_BLOCK + (4096 + 512) * SWA_CELL
+                                 + 24 * GPT_OSS_20B_BLOCK + kv + output + 512 * MIB)
     fa = O.estimate_gpu_layers(r, [24 * GIB], 4096, 1, "f16", True)
     assert fa.graph_partial == (4 + 4 + 110) * MIB
 
 
+def test_gpt_oss_20b_on_ollama_0_11_3_with_3_6_gib_takes_one_layer():
+    """ollama/ollama#11769 (0.11.3): gpt-oss:20b, 3.6 GiB available -> layers.offload=1,
+    memory.required.partial 3.4 GiB. Before v0.11.4 gpt-oss gets num_ctx 8192 whatever the VRAM; at
+    0.11.3 its graph is 4 x 64 / 8 x kvTotal / 6 for full and partial alike (fcec04bf4), kvTotal =
+    24 x 8192 x 2 KiB = 384 MiB -> 2 GiB."""
+    eng = O.for_version("0.11.3")
+    devs = (Device(index="0", name="g", total_bytes=4 * GIB, free_bytes=int(3.6 * GIB)),)
+    assert eng.default_context(CAT.model("gpt-oss-20b"), devs)[0] == 8192
+    r = req("gpt-oss-20b", "mxfp4", 8192, free_gib=(3.6,), version="0.11.3")
+    est = O.estimate_gpu_layers(r, [int(3.6 * GIB)], 8192, 1, "f16", False, fam=eng.family)
+    assert est.graph_partial == est.graph_full == 2 * GIB
+    # the minimum, blk.0 (a sliding layer: 4096 + 512 cells) held back, blk.23 (full: 8192 cells), the graph
+    partial = 457 * MIB + (GPT_OSS_20B_BLOCK + 4608 * SWA_CELL) + (GPT_OSS_20B_BLOCK + 8192 * SWA_CELL) + 2 * GIB
+    assert est.layers == 1 and est.required_partial == partial == 3605529600  # 3.36 GiB, "3.4 GiB"
+    # 0.11.0 - 0.11.2 charged the partial graph twice the full (before fcec04bf4)
+    old = O.estimate_gpu_layers(r, [int(3.6 * GIB)], 8192, 1, "f16", False, fam=O.for_version("0.11.2").family)
+    assert old.graph_partial == 2 * old.graph_full == 4 * GIB
+
+
 def test_a_2_gpu_split_as_the_deepseek_r1_32b_log_shows():
-    """github.com/ollama/ollama/issues/8961: deepseek-r1:32b (Q4_K_M) at num_ctx 128000 on two GPUs
-    with 23.4 / 23.2 GiB available: layers.offload=24 split=12,12, kv 31.2 GiB, graph 12.5 GiB."""
-    r = req("deepseek-r1-distill-qwen-32b", "q4_k_m", 128000, free_gib=(23.4, 23.2))
-    used, est = O.schedule(r, [int(23.4 * GIB), int(23.2 * GIB)], 128000, 1, "f16", False)
+    """github.com/ollama/ollama/issues/8961 (memory.go:356, 2025-02-13: v0.5.8): deepseek-r1:32b (Q4_K_M)
+    at num_ctx 128000 on two GPUs with 23.4 / 23.2 GiB available: layers.offload=24 split=12,12,
+    kv 31.2 GiB, graph 12.5 GiB, allocations 22.9 / 22.8 GiB."""
+    fam = O.for_version("0.5.8").family
+    assert fam.ascending and fam.uniform_kv and fam.num_ctx == 2048 and fam.parallel == 4
+    r = req("deepseek-r1-distill-qwen-32b", "q4_k_m", 128000, free_gib=(23.4, 23.2), version="0.5.8")
+    # Qwen2.5-32B blk.0 in Q4_K_M: attn_q / attn_k / attn_output (+ q/k/v bias) and ffn_gate / ffn_up in
+    # Q4_K (4.5 bits); attn_v and ffn_down in Q6_K (6.5625 bits) on the first eighth of the layers;
+    # two F32 norms
+    q, k, o, bias, gate_up, down = 5120 * 5120, 5120 * 1024, 5120 * 5120, 56 * 128, 2 * 5120 * 27648, 5120 * 27648
+    heavy = ((q + k + o + bias + gate_up) * 4.5 + (k + down) * 6.5625 + 2 * 5120 * 32) / 8
+    light = ((q + k + o + bias + gate_up + k + down) * 4.5 + 2 * 5120 * 32) / 8
+    blks = O.layer_weights(r.model, r.quant)
+    assert blks[0] == int(heavy) == 312160192 and blks[8] == int(light) == 274313152
+    used, est = O.schedule(r, [int(23.4 * GIB), int(23.2 * GIB)], 128000, 1, "f16", False, fam=fam)
     assert used == [0, 1] and est.layers == 24 and est.split == (12, 12)
     assert est.required_kv == 64 * 128000 * 2 * 8 * 128 * 2  # 31.25 GiB
     assert round(est.graph_partial / GIB, 1) == 12.5
-    assert [round(a / GIB, 1) for a in est.allocations] == [22.8, 22.8]  # the log: 22.9;22.8
+    assert [round(a / GIB, 1) for a in est.allocations] == [22.9, 22.8]
+
+
+def test_before_0_7_layers_fill_from_blk_0_and_the_rest_count_at_the_last_blocks_size():
+    """llm/memory.go before v0.7.0: blocks placed from blk.0 up; each layer left over counted at the last
+    block's size. DeepSeek-R1 671B's first three (dense) blocks fit a 6.9 GiB card, the fourth (MoE) does
+    not (ollama/ollama#8667: layers.offload=3); required.full is the partial figure plus 58 x the last
+    block with its KV plus the output layer."""
+    fam = O.for_version("0.5.11").family
+    r = req("deepseek-r1", "q4_k_m", 2048, free_gib=(6.9,), version="0.5.11")
+    est = O.estimate_gpu_layers(r, [int(6.9 * GIB)], 2048, 1, "f16", False, fam=fam)
+    blks = O.layer_weights(r.model, r.quant)
+    kv_layer = 2048 * 128 * (128 + 64 + 128) * 2  # 2048 cells x 128 heads x (K 192 + V 128) x 2 bytes
+    assert est.layers == 3 and est.required_kv == 61 * kv_layer
+    assert est.required_full - est.required_partial == 58 * (blks[-1] + kv_layer) + est.output_bytes
+    # the last block is a use_more_bits layer (Q6_K ffn_down_exps), larger than the MoE blocks between
+    assert blks[-1] > blks[10] > blks[0]
 
 
 def test_a_gpu_too_small_for_graph_minimum_and_two_layers_gets_none():
