@@ -5,12 +5,14 @@ Q6_K. Ollama's scheduler reads each `blk.N` size from the file (llm/memory.go), 
 follow these sizes.
 
 Source: llama.cpp src/llama-quant.cpp `llama_tensor_get_type`, read in the copy Ollama vendors
-(ollama/ollama v0.5.7 llama/llama-quant.cpp): `use_more_bits`, the attn_v branch (Q4_K_M / Q5_K_M:
-Q6_K where use_more_bits; a 70B-type model, 80 layers, bumps a Q4_K attn_v to Q5_K), the ffn_down
-branch (Q4_K_M: Q6_K where use_more_bits of the layer parsed from the tensor name, experts and shared
-experts alike), the output tensor (Q6_K unless the format is Q8_0; a tied token_embd takes the output's
-type), ffn_gate_inp kept F32 (not quantized), 1-D norms F32. Block sizes: ggml-common.h (Q4_K 144
-bytes / 256, Q5_K 176 / 256, Q6_K 210 / 256, Q8_0 34 / 32 weights).
+(ollama/ollama v0.5.7 llama/llama-quant.cpp; Ollama's own server/quantization.go getTensorNewType
+follows it): `use_more_bits`; attn_v (Q4_K_M / Q5_K_M: Q6_K where use_more_bits; Q4_K_S: Q5_K on
+the first 4; a 70B-type model, 80 layers, bumps a Q4_K attn_v to Q5_K); attn_qkv (Q4_K_M: Q5_K,
+Q5_K_M: Q6_K); ffn_down (Q4_K_M / Q5_K_M: Q6_K where use_more_bits of the layer, experts and shared
+experts alike; Q4_K_S: Q5_K on the first eighth); the fallback for rows not a multiple of 256 (Q4_K
+-> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0); ffn_gate_inp kept F32; 1-D norms F32. Block sizes:
+ggml-common.h (Q4_K 144 bytes / 256, Q5_K 176 / 256, Q6_K 210 / 256, Q5_0 22 / 32, Q5_1 24 / 32,
+Q8_0 34 / 32).
 """
 
 from __future__ import annotations
@@ -20,15 +22,43 @@ from .params import attention_params, mlp_params, required
 
 # bits per weight of the ggml block types (ggml-common.h block sizes)
 Q4_K, Q5_K, Q6_K, Q8_0, F32 = 4.5, 5.5, 6.5625, 8.5, 32.0
+Q5_0, Q5_1 = 5.5, 6.0  # 22 / 24 bytes per 32
 MXFP4 = 4.25  # 32 E2M1 values + one E8M0 scale (ggml-common.h block_mxfp4: 17 bytes / 32)
-QK_K = 256  # a K-quant row must be a multiple of 256 weights, else llama.cpp falls back to a legacy type
-# (base type, the type of attn_v / ffn_down where use_more_bits) per mixed K-quant format
-MIXES = {"q4_k_m": (Q4_K, Q6_K), "q5_k_m": (Q5_K, Q6_K)}
+QK_K = 256  # a K-quant row must be a multiple of 256 weights ...
+# ... else llama-quant.cpp falls back: Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 (rows of 32)
+FALLBACK = {Q4_K: Q5_0, Q5_K: Q5_1, Q6_K: Q8_0}
+# the base type of each mixed K-quant format (llama_model_quantize_impl default_type)
+BASE = {"q4_k_s": Q4_K, "q4_k_m": Q4_K, "q5_k_s": Q5_K, "q5_k_m": Q5_K}
 LLAMA_70B_LAYERS = 80  # llama-model.cpp: 80 layers is LLM_TYPE_70B (llama, qwen2)
+# architectures whose GGUF fuses q/k/v into one attn_qkv (llama-arch.cpp LLM_ARCH_PHI3: attn_qkv, and
+# ffn_up holding gate and up): llama-quant.cpp gives attn_qkv Q5_K in Q4_K_M, Q6_K in Q5_K_M
+FUSED_QKV_FAMILIES = ("phi3", "phi4")
 
 
 def use_more_bits(i: int, n: int) -> bool:
     return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def tensor_bits(fmt: str, tensor: str, i: int, n: int, in_dim: int) -> float:
+    """llama_tensor_get_type for the K-quant mixes, one block's tensor (attn_v, attn_qkv, ffn_down or
+    any other), layer i of n, rows of in_dim weights."""
+    base = BASE[fmt]
+    t = base
+    if tensor == "attn_v":
+        if fmt in ("q4_k_m", "q5_k_m") and use_more_bits(i, n):
+            t = Q6_K
+        elif fmt == "q4_k_s" and i < 4:
+            t = Q5_K
+        if n == LLAMA_70B_LAYERS and t == Q4_K:
+            t = Q5_K
+    elif tensor == "attn_qkv":
+        t = {"q4_k_m": Q5_K, "q5_k_m": Q6_K}.get(fmt, base)
+    elif tensor == "ffn_down":
+        if fmt in ("q4_k_m", "q5_k_m") and use_more_bits(i, n):
+            t = Q6_K
+        elif fmt == "q4_k_s" and i < n // 8:
+            t = Q5_K
+    return FALLBACK[t] if in_dim % QK_K else t
 
 
 def _mxfp4_blocks(m: ModelSpec) -> list[int]:
@@ -42,36 +72,38 @@ def _mxfp4_blocks(m: ModelSpec) -> list[int]:
 
 
 def block_bytes(m: ModelSpec, q: QuantFormat) -> list[int] | None:
-    """Bytes of blk.0 .. blk.N-1 for a mixed K-quant (Q4_K_M, Q5_K_M) or gpt-oss's MXFP4 file; None for
-    other formats and for
-    shapes this does not cover (rows not a multiple of 256, 8-expert models whose attention llama.cpp
-    bumps to Q8_0, hybrid / linear-attention layers)."""
+    """Bytes of blk.0 .. blk.N-1 for a mixed K-quant (Q4_K_S/M, Q5_K_S/M) or gpt-oss's MXFP4 file; None
+    for other formats and for shapes this does not cover (8-expert models, whose attention llama.cpp
+    bumps to Q8_0, and hybrid / linear-attention layers)."""
     if q.key == "mxfp4" and m.is_moe:
         return _mxfp4_blocks(m)
-    mix = MIXES.get(q.key)
-    if mix is None or m.linear_layers or m.single_sublayer or (m.is_moe and m.experts == 8):
+    fmt = q.key
+    if fmt not in BASE or m.linear_layers or m.single_sublayer or (m.is_moe and m.experts == 8):
         return None
-    base, more = mix
-    h = m.hidden
+    h, n = m.hidden, m.layers
     expert_ff = required(m, "moe_intermediate", m.moe_intermediate) if m.is_moe else 0
-    if any(d % QK_K for d in (h, m.intermediate or QK_K, expert_ff or QK_K)):
-        return None
-    v = 0 if m.is_mla else h * m.kv_heads * m.head_dim  # attn_v (MLA keeps V inside attn_kv_b)
-    attn_rest = attention_params(m) - v
-    v_light = Q5_K if (m.layers == LLAMA_70B_LAYERS and base == Q4_K) else base
+    attn = attention_params(m)
+    o = m.heads * (m.v_head_dim or m.head_dim) * h  # attn_output: rows of heads x head_dim
+    v = qkv = 0
+    if m.family in FUSED_QKV_FAMILIES:
+        qkv = h * (m.heads + 2 * m.kv_heads) * m.head_dim
+    elif not m.is_mla:  # MLA keeps V inside attn_kv_b
+        v = h * m.kv_heads * m.head_dim
+    rest = attn - o - v - qkv
+    base = BASE[fmt]
     out: list[int] = []
-    for i in range(m.layers):
-        heavy = use_more_bits(i, m.layers)
-        bits = attn_rest * base + v * (more if heavy else v_light) + 2 * h * F32
+    for i in range(n):
+        bits = (rest * tensor_bits(fmt, "", i, n, h) + o * tensor_bits(fmt, "", i, n, m.heads * m.head_dim)
+                + v * tensor_bits(fmt, "attn_v", i, n, h) + qkv * tensor_bits(fmt, "attn_qkv", i, n, h)
+                + 2 * h * F32)
         if m.is_moe and i >= m.dense_layers:
             n_ffn = m.experts + m.shared_experts
-            down = n_ffn * h * expert_ff
+            ff, down = expert_ff, n_ffn * h * expert_ff
             gate_up = n_ffn * mlp_params(h, expert_ff, m.mlp) - down
             bits += h * m.experts * F32  # ffn_gate_inp stays F32
         else:
-            down = h * m.intermediate
+            ff, down = m.intermediate, h * m.intermediate
             gate_up = mlp_params(h, m.intermediate, m.mlp) - down
-        bits += gate_up * base + down * (more if heavy else base)
+        bits += gate_up * (FALLBACK[base] if h % QK_K else base) + down * tensor_bits(fmt, "ffn_down", i, n, ff)
         out.append(int(bits / 8))
     return out
-

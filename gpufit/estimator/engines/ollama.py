@@ -344,10 +344,8 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
         with_space.append(i)
         alloc[i] += MINIMUM_MEMORY + layer0
     overflow = 0
-    if with_space:
+    if with_space:  # (a projector no GPU takes is not counted in required.full before v0.7.1)
         alloc[with_space[0]] += zero
-    else:
-        overflow += zero
     count = 0
     order = range(m.layers) if fam.ascending else range(m.layers - 1, -1, -1)
     size = layer0
