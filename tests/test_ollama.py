@@ -214,3 +214,66 @@ def test_older_releases_try_their_default_slots_first():
     # on a card that cannot hold 4 slots it falls back to one
     par, _, _ = O.schedule_default_parallel(r, [int(6.2 * GIB)], fam, 2048, "f16", False)
     assert par == 1
+
+
+@pytest.mark.parametrize("version,release,ctx,par,ascending", [
+    ("0.5", (0, 5, 13), 2048, 4, True),
+    ("0.6", (0, 6, 6), 2048, 4, True),
+    ("0.6.8", (0, 6, 8), 4096, 2, True),  # the defaults moved in 0.6.7, the placement order in 0.7.0
+    ("0.7", (0, 9, 6), 4096, 2, False),
+    ("0.10", (0, 11, 11), 4096, 1, False),
+    ("v0.5.4-0-g2ddc32d-dirty", (0, 5, 4), 2048, 4, True),
+])
+def test_a_release_or_a_line_selects_its_family(version, release, ctx, par, ascending):
+    fam = O.for_version(version).family
+    assert (fam.release, fam.num_ctx, fam.parallel, fam.ascending) == (release, ctx, par, ascending)
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.13.0", "0.1.30", "1.0"])
+def test_releases_outside_the_memory_go_estimate_are_refused(version):
+    with pytest.raises(UsageError) as e:
+        O.for_version(version)
+    assert "did you mean" in str(e.value) or "Ollama version" in str(e.value)
+
+
+def test_before_0_6_3_the_kv_is_one_total_spread_evenly():
+    """fs/ggml/ggml.go before v0.6.3 returns one KV total (no sliding-window cells): Gemma 3 27B at 2048
+    is 62 x 2048 x 16 KV heads x 128 x (K + V) x 2 bytes, 16 MiB a layer; from v0.6.3 its local layers
+    keep 1024 + 512 cells and every 6th layer the whole context."""
+    r = req("gemma3-27b", "q4_k_m", 2048, version="0.6.2")
+    old = O.kv_per_layer(r, "f16", 2048, 1, O.for_version("0.6.2").family)
+    assert old == [2048 * 16 * 128 * 2 * 2] * 62
+    new = O.kv_per_layer(r, "f16", 2048, 1, O.for_version("0.6.5").family)
+    assert new[5] == old[5] and new[0] == 1536 * 8192 and sum(new) == (52 * 1536 + 10 * 2048) * 8192
+
+
+def test_before_0_7_1_the_vision_projector_is_charged_to_gpu_0_first():
+    """ollama/ollama#10765 (v0.7.0): gemma3 4B on 3.2 GiB gets 0 layers -- the card must hold the
+    projector's weights and graph (795.9 MiB + 1.0 GiB) beside the graph, the minimum and two layers
+    up front -- and required.full (2.6 GiB) leaves out the projector no GPU took. Since v0.7.1 the
+    projector rides with the output layer."""
+    fam = O.for_version("0.7.0").family
+    r = req("gemma3-4b", "q4_k_m", 4096, free_gib=(3.2,), version="0.7.0")
+    est = O.estimate_gpu_layers(r, [int(3.2 * GIB)], 4096, 1, "f16", False, fam=fam)
+    proj_w, proj_g = O.projector_bytes(r.model)
+    blocks, kv = sum(O.layer_weights(r.model, r.quant)), sum(O.kv_per_layer(r, "f16", 4096, 1, fam))
+    assert est.layers == 0 and est.required_full == blocks + kv + O.output_layer_bytes(r.model, r.quant)
+    assert round(est.required_full / GIB, 1) == 2.6 and proj_w + proj_g > GIB
+    later = O.estimate_gpu_layers(r, [int(3.2 * GIB)], 4096, 1, "f16", False, fam=O.for_version("0.7.1").family)
+    assert later.output_bytes == O.output_layer_bytes(r.model, r.quant) + proj_w + proj_g and later.layers > 0
+
+
+def test_a_2_gpu_split_from_blk_0_up_as_the_llama_70b_log_shows():
+    """ollama/ollama#7403 (memory.go:326, v0.3.10 - 0.3.14): a Llama 3.x 70B Q4_K_M at num_ctx 2048 on
+    11.5 + 10.7 GiB: layers.split=19,17, allocations 11.2 / 10.3 GiB, graph 1.1 GiB. Blocks go round-robin
+    from blk.0 (even ones to the first GPU) until the second is full. Each layer's KV: 2048 x 8 x 128 x 2
+    x 2 = 8 MiB; the partial graph is llama's vocab term, 4 x 512 x (8192 + 128256) + 8192 x 128256 x
+    105 / 128, plus 4 x 512 x 8192."""
+    fam = O.for_version("0.3.14").family
+    r = req("llama3.1-70b", "q4_k_m", 2048, free_gib=(11.5, 10.7), version="0.3.14")
+    assert O.kv_per_layer(r, "f16", 2048, 1, fam) == [8 * MIB] * 80
+    partial, full = O.graph_sizes(r, 2048, 1, 80 * 8 * MIB, False, fam)
+    assert partial == 4 * 512 * (8192 + 128256) + 8192 * 128256 * 105 // 128 + 4 * 512 * 8192 == 1158103040
+    used, est = O.schedule(r, [int(11.5 * GIB), int(10.7 * GIB)], 2048, 1, "f16", False, fam=fam)
+    assert used == [0, 1] and est.layers == 36 and est.split == (19, 17)
+    assert [round(a / GIB, 1) for a in est.allocations] == [11.2, 10.3]
