@@ -147,6 +147,16 @@ EXCLUDED = {
     22: "mistral-small3.1 carries a Pixtral vision tower (the log's projector.weights 769.3 MiB, projector.graph "
         "8.8 GiB); the catalog's mistral-small-3.2-24b is its text model",
     23: "mistral-small3.1 with its Pixtral vision tower (see row 22), and the log names no quant nor weights",
+    13: "the log's 1.9 GiB output layer is an F16 token_embd (262144 x 3840 x 2 bytes): a Gemma 3 QAT build "
+        "(12b-it-qat), a format the catalog does not have",
+    24: "the log's 2.6 GiB output layer is an F16 token_embd (262144 x 5376 x 2 bytes): Gemma 3 27B QAT "
+        "(27b-it-qat), a format the catalog does not have",
+    25: "the same Gemma 3 27B QAT build as row 24, and the log gives no num_ctx",
+    32: "deepseek-v2 with no tag quoted, and its logged kv (4.2 GiB) is twice what the num_ctx 8192 of the "
+        "row makes for DeepSeek-V2-Lite (27 x 8192 x 16 x (192 + 128) x 2 bytes = 2.1 GiB): the runner's "
+        "context is not in the excerpt",
+    **{r: "llama3.2-vision (mllama: cross-attention layers, a separate projector file) is not in the catalog"
+       for r in (3, 4, 36, 37)},
 }
 
 
@@ -227,21 +237,24 @@ def compare(cat, i, row):
     avail = [number(x) for x in (row["memory_available_GiB"] or "").split(";") if x.strip()]
     if not avail or any(a is None for a in avail):
         return None, "the log gives no memory.available (nothing to place against)"
+    gpus = int(number(row["gpu_count"]) or len(avail))
+    if gpus > len(avail):
+        return None, f"the log gives memory.available for {len(avail)} of its {gpus} GPUs"
     if not row["layers_offloaded"]:
         return None, "the log gives no layers offloaded"
     if "regression" in (row["notes"] or "").lower() and "bug" in (row["notes"] or "").lower():
         return None, "the log shows a bug, not a capacity decision"
     if i in EXCLUDED:
         return None, EXCLUDED[i]
-    mq, why = model_of(cat, i, row)
-    if mq is None:
-        return None, why
-    spec, quant, named, found = mq
     version, how = release_of(row)
     try:
         eng = O.for_version(version) if version else O.for_version("0.12")
     except GpufitError:
-        return None, f"Ollama {version} is newer than the memory.go estimate (v0.12.10)"
+        return None, f"Ollama {version} places layers by the runner's measured layout, not the memory.go estimate"
+    mq, why = model_of(cat, i, row)
+    if mq is None:
+        return None, why
+    spec, quant, named, found = mq
     fam = eng.family
     said = [how] + ([found] if found else [])
     if not named:

@@ -277,3 +277,14 @@ def test_a_2_gpu_split_from_blk_0_up_as_the_llama_70b_log_shows():
     used, est = O.schedule(r, [int(11.5 * GIB), int(10.7 * GIB)], 2048, 1, "f16", False, fam=fam)
     assert used == [0, 1] and est.layers == 36 and est.split == (19, 17)
     assert [round(a / GIB, 1) for a in est.allocations] == [11.2, 10.3]
+
+
+def test_plan_names_the_release_and_its_figures():
+    """`--engine ollama@0.11.2`: gpt-oss gets num_ctx 8192 (before 0.11.4 whatever the VRAM) and a partial
+    graph twice the full one (2 and 4 GiB at 8192: 32 x 24 x 8192 x 2 KiB / 6)."""
+    r = CliRunner().invoke(cli, ["plan", "gpt-oss:20b", "--gpu", "rtx-4060-ti-16gb", "--engine", "ollama@0.11.2",
+                                 "--json"])
+    d = json.loads(r.stdout)
+    assert d["engine"] == "ollama@0.11.2" and d["context"] == 8192
+    g = d["engine_memory"]["graph"]
+    assert g["full_bytes"] == 2 * GIB and g["partial_bytes"] == 4 * GIB

@@ -58,6 +58,13 @@ GEMMA3_VISION = {"image": 896, "patch": 14, "channels": 3, "heads": 16, "width":
 
 
 Release = tuple[int, int, int]
+# catalog families the Ollama engine runs in v0.12.x (fs/ggml/ggml.go OllamaEngineRequired at v0.12.3)
+OLLAMA_ENGINE_FAMILIES = ("gemma3", "gpt-oss", "qwen3", "qwen3-2507", "llama4", "qwen3-vl")
+# models whose Ollama library GGUF is another architecture than the catalog family suggests: the
+# library's mistral-small3.1 / 3.2 carry the Pixtral tower as "mistral3" (no GraphSize case: the
+# fallback); Mistral Small 2501 and Mistral Nemo convert as "llama" (llama.cpp convert_hf_to_gguf.py)
+LLAMA_ARCH_FAMILIES = ("llama2", "llama3", "mistral", "mixtral", "yi", "mistral-nemo", "mistral-small")
+NOT_LLAMA_ARCH = ("mistral-small-3.2-24b",)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,12 @@ class Family:
         if self.release < (0, 11, 3):
             return "double"
         return "full" if self.release < (0, 11, 5) else "partial"
+
+    def own_engine_layout(self, m: ModelSpec) -> bool:
+        """From v0.11.11 a model the Ollama engine runs (fs/ggml/ggml.go OllamaEngineRequired, v0.12.3:
+        gemma3, gemma3n, mistral3, qwen3, qwen3moe, llama4, mllama, qwen25vl, gptoss) is placed by the
+        runner's measured layout (llm/server.go createLayout), not by llm/memory.go."""
+        return self.release >= (0, 11, 11) and m.family in OLLAMA_ENGINE_FAMILIES
 
     def flash_attn_default(self, m: ModelSpec) -> bool:
         """v0.11.8 (85ccf7354) turns flash attention on for gpt-oss unless OLLAMA_FLASH_ATTENTION says
@@ -215,8 +228,7 @@ def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, f
     hd = m.head_dim
     full = partial = 0
     family = m.family
-    if family in ("llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "mistral", "mixtral", "yi",
-               "deepseek-r1-distill-llama"):
+    if family in LLAMA_ARCH_FAMILIES and m.key not in NOT_LLAMA_ARCH:
         full = 4 * batch * (1 + 4 * emb + ctx * (1 + heads))
         if fam.llama_full_vocab:
             full = max(full, 4 * batch * (emb + vocab))
@@ -527,6 +539,10 @@ class Ollama(LlamaCpp):
         out = super().notes(req)
         if self.family.name is not None:
             out.append(self.family.note)
+        if self.family.old_estimate and self.family.own_engine_layout(req.model):
+            out.append(f"Ollama {self.family.name} runs {req.model.name} on its own engine, which places layers by the "
+                       "runner's measured sizes (llm/server.go createLayout); this plan is the llm/memory.go estimate "
+                       "its llama runner uses, the figures its server log prints up to 0.11.10")
         if self.family.parallel > 1 and req.batch == 1 and setting(req, "num_parallel_env") is None:
             out.append(f"Ollama {self.family.name} would run {self.family.parallel} slots (num_ctx x "
                        f"{self.family.parallel} cells) where they fit; --batch {self.family.parallel} plans that")
