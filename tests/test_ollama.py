@@ -229,7 +229,7 @@ def test_a_release_or_a_line_selects_its_family(version, release, ctx, par, asce
     assert (fam.release, fam.num_ctx, fam.parallel, fam.ascending) == (release, ctx, par, ascending)
 
 
-@pytest.mark.parametrize("version", ["0.2", "0.13.0", "0.1.30", "1.0"])
+@pytest.mark.parametrize("version", ["0.2", "0.13.0", "0.1.30", "1.0", "0.11.99", "garbage"])
 def test_releases_outside_the_memory_go_estimate_are_refused(version):
     with pytest.raises(UsageError) as e:
         O.for_version(version)

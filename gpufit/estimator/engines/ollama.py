@@ -2,15 +2,20 @@
 (llm/memory.go, fs/ggml/ggml.go GraphSize) and per-GPU minimum (discover/gpu.go). It loads a model onto
 the fewest GPUs that hold it.
 
-Version families (`--engine ollama@0.6` ...), from Ollama's source (ollama/ollama, tags v0.1-v0.30):
-  0.6   (<= 0.6.6)       num_ctx 2048, 4 parallel slots when they fit, the memory.go estimate
-  0.9   (0.6.7 - 0.9.x)  num_ctx 4096, 2 slots, the memory.go estimate
-  0.12  (0.10 - 0.12.10) num_ctx 4096, 1 slot, the memory.go estimate
-  current (>= 0.15.5)    num_ctx by total VRAM (server/routes.go: >= 47 GiB 262144, >= 23 GiB 32768,
-                         else 4096), 1 slot; GGML models load through llama-server (v0.30+), so the
-                         placement is llama.cpp's, with Ollama's per-GPU minimum kept free
-The memory.go families place layers as Ollama's estimate does and report its `memory.required.*`
-figures in `engine_memory`; `bench/ollama_offload.py` compares them with 67 public server logs.
+Version families (`--engine ollama@0.6`, or one release: `ollama@0.11.3`), from Ollama's source
+(ollama/ollama, tags v0.1.45 - v0.12.10 read one by one):
+  0.3 / 0.4 / 0.5 / 0.6 (<= 0.6.6)  num_ctx 2048, 4 parallel slots when they fit
+  0.9 (0.6.7 - 0.9.x)               num_ctx 4096, 2 slots
+  0.11 / 0.12 (0.10 - 0.12.10)      num_ctx 4096, 1 slot
+  current (>= 0.15.5)               num_ctx by total VRAM (server/routes.go: >= 47 GiB 262144, >= 23 GiB
+                                    32768, else 4096), 1 slot; GGML models load through llama-server
+                                    (v0.30+), so the placement is llama.cpp's, with Ollama's per-GPU
+                                    minimum kept free
+Within the memory.go families a release's own behaviour applies (Family: blocks from blk.0 up before
+0.7.0, one KV total before 0.6.3, the projector up front before 0.7.1, gpt-oss's graph by 0.11.x
+release, ...), with each block's bytes as the GGUF holds them (gguf_types). They place layers as
+Ollama's estimate does and report its `memory.required.*` figures in `engine_memory`;
+`bench/ollama_offload.py` compares them with the public server logs, each at its own release.
 """
 
 from __future__ import annotations
@@ -148,6 +153,9 @@ FAMILIES = {
 # the oldest release whose llm/memory.go this module follows (EstimateGPULayers as of v0.1.45)
 OLDEST = (0, 1, 45)
 LAST_OLD_ESTIMATE = (0, 12, 10)  # v0.12.11 (f560bd077) moved every model to the new layout
+# the last release of each line (`git tag` of ollama/ollama): a patch past it was never released
+LAST_PATCH = {(0, 1): 48, (0, 2): 8, (0, 3): 14, (0, 4): 7, (0, 5): 13, (0, 6): 8, (0, 7): 1, (0, 8): 0,
+              (0, 9): 6, (0, 10): 1, (0, 11): 11, (0, 12): 10}
 
 
 def default_num_ctx(fam: Family, m: ModelSpec, devices: Sequence["Device"], gpu_overhead: int = 0) -> tuple[int, str]:
@@ -612,7 +620,7 @@ def for_version(version: str | None) -> Ollama:
     if key is not None:
         return _FAMILIES[key]
     rel = parse_release(version)
-    if rel is not None and OLDEST <= rel <= LAST_OLD_ESTIMATE:
+    if rel is not None and OLDEST <= rel <= LAST_OLD_ESTIMATE and rel[2] <= LAST_PATCH.get(rel[:2], -1):
         if rel not in _RELEASES:
             _RELEASES[rel] = Ollama(family_for(rel))
         return _RELEASES[rel]
