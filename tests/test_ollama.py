@@ -288,3 +288,10 @@ def test_plan_names_the_release_and_its_figures():
     assert d["engine"] == "ollama@0.11.2" and d["context"] == 8192
     g = d["engine_memory"]["graph"]
     assert g["full_bytes"] == 2 * GIB and g["partial_bytes"] == 4 * GIB
+
+
+def test_the_weights_the_gpus_hold_are_the_blocks_placed():
+    """ollama/ollama#11769 (0.11.3, 3.6 GiB): one block (blk.23) on the GPU, nothing else."""
+    r = req("gpt-oss-20b", "mxfp4", 8192, free_gib=(3.6,), version="0.11.3")
+    est = O.estimate_gpu_layers(r, [int(3.6 * GIB)], 8192, 1, "f16", False, fam=O.for_version("0.11.3").family)
+    assert est.gpu_weights == GPT_OSS_20B_BLOCK

@@ -187,6 +187,7 @@ class OllamaEstimate:
     graph_partial: int
     layer_bytes: int  # blk.0 weights + its KV
     output_bytes: int  # output layer (output_norm + output or token_embd)
+    gpu_weights: int = 0  # weights of the blocks (and output layer, projector weights) the GPUs hold
 
 
 def kv_per_layer(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int,
@@ -367,6 +368,7 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
     if with_space:  # (a projector no GPU takes is not counted in required.full before v0.7.1)
         alloc[with_space[0]] += zero
     count = 0
+    on_gpu = proj_w if (zero and with_space) else 0
     order = range(m.layers) if fam.ascending else range(m.layers - 1, -1, -1)
     size = layer0
     for i in order:
@@ -384,6 +386,7 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
                 split[g] += 1
                 count += 1
                 placed = True
+                on_gpu += blks[i]
                 break
             with_space.pop(i % j)
             j -= 1
@@ -400,6 +403,7 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
                 alloc[g] += output
                 split[g] += 1
                 count += 1
+                on_gpu += output - (0 if fam.projector_first else proj_g)
                 break
             j -= 1
     if count < m.layers + 1:
@@ -412,7 +416,7 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
     return OllamaEstimate(layers=count, split=tuple(split), required_full=required_partial + overflow,
                           required_partial=required_partial if count else 0, required_kv=kv_total,
                           allocations=tuple(alloc if count else [0] * n), graph_full=full, graph_partial=partial,
-                          layer_bytes=layer0, output_bytes=output)
+                          layer_bytes=layer0, output_bytes=output, gpu_weights=on_gpu if count else 0)
 
 
 def schedule(req: "FitRequest", frees: Sequence[int], num_ctx: int, parallel: int, kv_type: str, flash_attn: bool,
@@ -526,7 +530,7 @@ class Ollama(LlamaCpp):
         devs = list(req.devices)
         names = [devs[i].index for i in used]
         return EngineMemory(
-            weights_bytes=sum(int(round(memory.weight_split(req.model, req.quant).per_layer)) * n for n in est.split),
+            weights_bytes=est.gpu_weights,
             activation_peak_bytes=est.graph_full if est.layers >= req.model.layers + 1 else est.graph_partial,
             device=",".join(names),
             extra={"required": {"full_bytes": est.required_full, "partial_bytes": est.required_partial,
