@@ -4,13 +4,17 @@
     .venv/bin/python bench/startup.py [--runs 15]
 
 Each command runs --runs times (interleaved, so drift hits all alike) with this interpreter; the table
-gives the median wall time and its ratio to `python -c pass`. The bar (issue 2): `gpufit plan` at most
+gives the median wall time and its ratio to `python -c pass`. The commands run with bytecode caching on,
+as an installed gpufit has it (pip compiles the .pyc files on install; an editable install writes them
+on the first run, which the warm-up is), even where this shell sets PYTHONDONTWRITEBYTECODE;
+--no-bytecode measures the cold path, gpufit's modules compiled from source on every start. The bar (issue 2): `gpufit plan` at most
 3x `python -c pass`. Then `recommend` over the whole catalog in-process (no interpreter start-up).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -29,9 +33,12 @@ COMMANDS = {
 BAR = 3.0  # gpufit plan median <= 3 x python -c pass
 
 
+ENV = dict(os.environ)
+
+
 def wall(cmd: list[str]) -> float:
     t = time.perf_counter()
-    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = subprocess.run(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
     dt = time.perf_counter() - t
     if r.returncode not in (0, 3, 4):
         raise SystemExit(f"{' '.join(cmd)} exited {r.returncode}: {r.stderr.decode()[-500:]}")
@@ -57,7 +64,16 @@ def recommend_in_process(runs: int) -> tuple[float, int]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--no-bytecode", action="store_true", help="compile every module from source on every start")
     a = ap.parse_args(argv)
+    if a.no_bytecode:  # gpufit's modules from source every time; Python's own keep their installed .pyc
+        ENV["PYTHONDONTWRITEBYTECODE"] = "1"
+        import shutil
+
+        for cache in (ROOT / "gpufit").rglob("__pycache__"):
+            shutil.rmtree(cache)
+    else:
+        ENV.pop("PYTHONDONTWRITEBYTECODE", None)
     for cmd in COMMANDS.values():  # warm the OS cache and gpufit's catalog cache
         wall(cmd)
     samples: dict[str, list[float]] = {k: [] for k in COMMANDS}
@@ -65,7 +81,7 @@ def main(argv=None) -> int:
         for k, cmd in COMMANDS.items():
             samples[k].append(wall(cmd))
     base = statistics.median(samples["python -c pass"])
-    print(f"{a.runs} runs each, interleaved; {PY}")
+    print(f"{a.runs} runs each, interleaved; {PY}; bytecode cache {'off' if a.no_bytecode else 'on'}")
     print(f"{'command':62} {'median ms':>10} {'min ms':>8} {'x pass':>7}")
     for k, v in samples.items():
         med = statistics.median(v)

@@ -25,6 +25,7 @@ __all__ = ["snapshot", "load_snapshot", "load_catalog", "fit", "plan", "recommen
 if TYPE_CHECKING:  # pragma: no cover
     from .catalog import Catalog
     from .estimator.types import FitResult
+    from .app.recommend import Recommendation
     from .probe.snapshot import Snapshot
 
 
@@ -88,23 +89,22 @@ def fit(model: str, snap: "Snapshot | None" = None, *, gpus: str | None = None, 
                      alternatives=alternatives)
 
 
-def plan(model: str, gpus: list[str], *, quant: str | None = None, context: int | None = None, batch: int = 1,
+def plan(model: str, gpus: list[str], *, quant: str | None = None, context: int | None = None,
+         batch: int | None = None,
          kv_dtype: str | None = None, engine: str = "auto", ram_bytes: int | None = None,
          gpu_memory_utilization: float | None = None, alternatives: bool = True) -> "FitResult":
     """The verdict on catalog cards (`["rtx-4090", "rtx-3060"]`, `["h100-sxm:8"]`), nothing probed, as
-    `gpufit plan` gives it."""
-    from . import app
-    from .estimator.types import devices_from_specs
+    `gpufit plan` gives it. `batch` None is one sequence, as `--batch` not given is."""
+    from .app.plan import PlanOptions, fit_plan
 
-    catalog = load_catalog()
-    devices = devices_from_specs(app.parse_gpu_option(gpus, catalog))
-    return _estimate(model, devices, catalog, planning=True, host_ram=ram_bytes, quant=quant, context=context,
-                     batch=batch, kv_dtype=kv_dtype, engine=engine, reserve_bytes=0,
-                     gpu_memory_utilization=gpu_memory_utilization, alternatives=alternatives)
+    return fit_plan(PlanOptions(model=model, gpus=tuple(gpus), quant=quant, context=context, batch=batch,
+                                kv_dtype=kv_dtype, engine=engine, gpu_memory_utilization=gpu_memory_utilization,
+                                ram=None if ram_bytes is None else str(ram_bytes)),
+                    alternatives=alternatives)
 
 
 def recommend(snap: "Snapshot | None" = None, *, gpus: list[str] | None = None, context: int = 8192,
-              engine: str = "auto", top: int = 10) -> list[dict]:
+              engine: str = "auto", top: int = 10) -> "list[Recommendation]":
     """Which catalog models fit (on `snap`, or on catalog cards `gpus`), each at its best quantization,
     largest first, as `gpufit recommend` ranks them."""
     from . import app

@@ -26,7 +26,6 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
-VERDICT_EXIT = {"fits": ExitCode.OK, "tight": ExitCode.OK, "offload": ExitCode.DEGRADED, "no_fit": ExitCode.NO_FIT}
 
 
 def _keep_revision(ctx, _param, value):
@@ -58,6 +57,26 @@ def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
     for o in reversed(opts):
         f = o(f)
     return f
+
+
+def _keep_env(ctx, _param, value):
+    ctx.meta["gpufit.env"] = tuple(value or ())
+    return value
+
+
+def _env_given() -> dict[str, str]:
+    """--env KEY=VALUE as given (app.live.parse_env checks each)."""
+    from .app.live import parse_env
+
+    ctx = click.get_current_context(silent=True)
+    return parse_env(ctx.meta.get("gpufit.env", ()) if ctx else ())
+
+
+def _env_option(f):
+    return click.option(
+        "--env", multiple=True, expose_value=False, callback=_keep_env, metavar="KEY=VALUE",
+        help="The server's environment as it will start, repeatable: --env OLLAMA_NUM_PARALLEL=4 "
+             "--env OLLAMA_KV_CACHE_TYPE=q8_0 (here/check: over this shell's; plan: the only one).")(f)
 
 
 def _live_options(f):
@@ -130,7 +149,8 @@ def _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engin
     opts = live.LiveOptions(model=model, server=server, quant=quant, context=context, batch=batch,
                             kv_dtype=kv_dtype, engine=engine, reserve=reserve, gpu_memory_utilization=util,
                             ram=ram, min_headroom_bytes=min_headroom, gpus=gpus, revision=_revision())
-    return live.fit_live(opts, snapshot_path=snapshot_path, env=os.environ, alternatives=alternatives)
+    env = {**os.environ, **_env_given()}
+    return live.fit_live(opts, snapshot_path=snapshot_path, env=env, alternatives=alternatives)
 
 
 class GpufitGroup(click.Group):
@@ -181,6 +201,7 @@ def cli():
 @click.argument("model", required=False)
 @_estimate_options
 @_live_options
+@_env_option
 @click.argument("server", nargs=-1, type=click.UNPROCESSED)
 def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
          as_json, snapshot_path, gpus, ram, server):
@@ -190,13 +211,14 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
     Or plan from a server's own command line after --:
       gpufit here -- vllm serve MODEL --max-model-len 32768 --tensor-parallel-size 2
     """
+    from . import app
     from .units import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
     res = _live_fit(model, snapshot_path, gpus, quant, context, batch, kv_dtype, engine, reserve,
                     gpu_memory_utilization, ram=ram, min_headroom=mh, server=server)
     _emit_fit(res, as_json)
-    sys.exit(VERDICT_EXIT[res.verdict])
+    sys.exit(app.exit_code(res))
 
 
 @cli.command()
@@ -205,33 +227,27 @@ def here(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_uti
               help="Catalog GPU, repeatable: --gpu rtx-4090 --gpu rtx-3060, or --gpu h100-sxm:8.")
 @click.option("--ram", help="Host RAM available for CPU offload, e.g. 64GiB (default: unknown).")
 @_estimate_options
+@_env_option
 def plan(model, gpu_opts, ram, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization,
          min_headroom, as_json):
     """Estimate MODEL on catalog hardware (nothing is probed)."""
     from . import app
-    from .catalog import load_catalog
-    from .estimator.types import devices_from_specs
+    from .app.plan import PlanOptions, fit_plan
 
-    catalog = load_catalog()
-    choice = app.resolve_model(model, catalog, _revision(), engine=engine)
-    devices = devices_from_specs(app.parse_gpu_option(gpu_opts, catalog))
-    req, notes = app.build_request(
-        choice, devices, catalog, quant=quant, context=context, batch=1 if batch is None else batch, kv_dtype=kv_dtype,
-        engine=engine, reserve_bytes=app.parse_size(reserve, "--reserve"),
-        gpu_memory_utilization=gpu_memory_utilization, batch_given=batch is not None,
-        min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None,
-        host_ram_available_bytes=app.parse_size(ram, "--ram") if ram is not None else None, planning=True,
-    )
-    notes.append("planning on catalog hardware: each card's whole memory counted as free")
-    res = app.run_estimate(req, notes, catalog)
+    opts = PlanOptions(model=model, gpus=tuple(gpu_opts), quant=quant, context=context, batch=batch, kv_dtype=kv_dtype,
+                       engine=engine, reserve=reserve, gpu_memory_utilization=gpu_memory_utilization,
+                       min_headroom_bytes=app.parse_size(min_headroom, "--min-headroom") if min_headroom is not None
+                       else None, ram=ram, revision=_revision(), env=_env_given())
+    res = fit_plan(opts)
     _emit_fit(res, as_json)
-    sys.exit(VERDICT_EXIT[res.verdict])
+    sys.exit(app.exit_code(res))
 
 
 @cli.command(cls=_ServerArgs, context_settings={"ignore_unknown_options": True})
 @click.argument("model", required=False)
 @_estimate_options
 @_live_options
+@_env_option
 @click.option("--strict", is_flag=True, help="Exit 4 when the fit is tight (below --min-headroom).")
 @click.argument("server", nargs=-1, type=click.UNPROCESSED)
 def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_utilization, min_headroom,
@@ -243,6 +259,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
       gpufit check -- vllm serve meta-llama/Llama-3.1-8B-Instruct --max-model-len 32768
       gpufit check -- python -m vllm.entrypoints.openai.api_server --model M ...
     """
+    from . import app
     from .units import parse_size
 
     mh = parse_size(min_headroom, "--min-headroom") if min_headroom is not None else None
@@ -253,10 +270,7 @@ def check(model, quant, context, batch, kv_dtype, engine, reserve, gpu_memory_ut
     click.echo(render("check", res), err=True)
     if as_json:
         _out("fit", res, True)
-    code = VERDICT_EXIT[res.verdict]
-    if res.verdict == "tight" and strict:
-        code = ExitCode.DEGRADED
-    sys.exit(code)
+    sys.exit(app.exit_code(res, strict))
 
 
 @cli.command()

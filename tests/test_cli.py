@@ -327,3 +327,33 @@ def test_check_reads_python_m_vllm_and_the_checkpoint_format():
 def test_check_server_command_bad_input_is_a_usage_error(argv, words):
     r = run("check", "--snapshot", str(RTX3090), *argv)
     assert r.exit_code == 2 and words in r.stderr and "Traceback" not in r.output
+
+
+def test_plan_takes_the_servers_environment_from_env_options_only(monkeypatch):
+    """`plan --env`: the Ollama server's variables as it will start. Qwen3 4B keeps K and V for 36 layers x
+    8 KV heads x 128 dims: 147,456 bytes a token in f16, 78,336 in q8_0 (34 bytes per 32 values).
+    4 slots x 4096 tokens = 16,384 cells."""
+    args = ["plan", "qwen3:4b", "--gpu", "rtx-4060"]
+    _, d = fit_json(*args, "--env", "OLLAMA_NUM_PARALLEL=4", "--env", "OLLAMA_KV_CACHE_TYPE=q8_0",
+                    "--env", "OLLAMA_FLASH_ATTENTION=1")
+    assert (d["batch"], d["kv_dtype"], d["context"]) == (4, "q8_0", 4096)
+    assert d["memory"]["kv_cache_bytes"] == 16384 * 78336 == 1_283_457_024
+    assert any("from the environment: OLLAMA_FLASH_ATTENTION=1" in n["message"] for n in d["notes"])
+    # this shell's environment describes this box, not the one being planned: plan does not read it
+    _, d = fit_json(*args, env={"OLLAMA_NUM_PARALLEL": "4"})
+    assert (d["batch"], d["memory"]["kv_cache_bytes"]) == (1, 4096 * 147456)
+
+
+@pytest.mark.parametrize("value,words", [("OLLAMA_NUM_PARALLEL", "write KEY=VALUE"), ("=4", "write KEY=VALUE"),
+                                         ("OLLAMA_NUM_PARALLEL=x", "OLLAMA_NUM_PARALLEL='x'")])
+def test_a_bad_env_option_is_a_usage_error_naming_it(value, words):
+    r = run("plan", "qwen3:4b", "--gpu", "rtx-4060", "--env", value)
+    assert r.exit_code == 2 and words in r.output and "Traceback" not in r.output
+
+
+def test_here_env_options_go_over_this_shells_environment():
+    args = ["here", "qwen3:4b", "--snapshot", str(H100)]
+    _, d = fit_json(*args, "--env", "OLLAMA_NUM_PARALLEL=2", env={"OLLAMA_NUM_PARALLEL": "4"})
+    assert d["batch"] == 2
+    _, d = fit_json(*args, env={"OLLAMA_NUM_PARALLEL": "4"})
+    assert d["batch"] == 4

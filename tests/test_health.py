@@ -193,3 +193,17 @@ def test_every_capture_checks_cleanly(path):
             if c.value is None:
                 assert c.status == "unknown", (path.name, c)
             assert c.message
+
+
+def test_checks_that_carry_sizes_give_figures_and_render_words_them():
+    """memory_held and host_ram keep bytes as data (the app formats no units); the message is worded by
+    render/words.py: 23 GiB of 24 GiB is 96 %."""
+    from gpufit.probe.snapshot import Memory, Process
+
+    g = dataclasses.replace(healthy_gpu(), memory=Memory(total=24 * GiB, free=1 * GiB, used=23 * GiB),
+                            processes=(Process(pid=7, name="vllm", used_bytes=23 * GiB),))
+    c = health.check_memory_held(g, T)
+    assert c.data["used_bytes"] == 23 * GiB and c.text == ""
+    assert c.message == "23.0 GiB of 24.0 GiB in use (96%); held by vllm[7] 23.0 GiB"
+    assert c.to_dict()["message"] == c.message and set(c.to_dict()) == {"name", "status", "value", "threshold",
+                                                                         "unit", "message"}

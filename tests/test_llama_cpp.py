@@ -213,3 +213,23 @@ def test_the_printed_llama_server_line_reproduces_the_plan():
 def test_no_llama_cpp_line_without_a_file_to_name():
     r = estimate(req("qwen3-4b", 4096, engine="ollama"), alternatives=False)
     assert "llama.cpp" not in r.engine_args
+
+
+def test_split_mode_row_is_planned_as_the_layer_split_and_printed_as_row():
+    """src/llama-model.cpp: row mode assigns layers and their KV as layer mode does and spreads each matrix's
+    rows by the same proportions, so the memory per GPU is the layer split's; the line keeps -sm row."""
+    import dataclasses
+
+    from gpufit.estimator.engines.llama_cpp import parse_command
+
+    cmd = parse_command(["llama-server", "-m", "llama3-70b.Q4_K_M.gguf", "-sm", "row"], {})
+    assert cmd.settings["split_mode"] == "row"
+    assert any("--split-mode row: memory per GPU planned as the layer split" in n for n in cmd.notes)
+    two = tuple(Device.from_spec(CAT.gpu("rtx-4090"), i) for i in range(2))
+    layer = dataclasses.replace(req("llama3-70b", 8192), devices=two)
+    row = dataclasses.replace(layer, engine_settings={"split_mode": "row"})
+    a, b = estimate(layer), estimate(row)
+    assert [d.needed_bytes for d in a.devices] == [d.needed_bytes for d in b.devices]
+    assert sum(1 for d in b.devices if d.layers) == 2  # 42 GB of weights need both cards
+    assert "--split-mode row -ts " in b.engine_args["llama.cpp"]
+    assert "--split-mode layer -ts " in a.engine_args["llama.cpp"]

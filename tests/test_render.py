@@ -78,3 +78,35 @@ def test_warnings_are_data_with_a_stable_code_and_words():
     # notes carry their statement under code "assumed"
     assert all(set(n) == {"code", "message", "data"} for n in d["notes"])
     assert any(n["code"] == "assumed" and n["message"].startswith("context 8192") for n in d["notes"])
+
+
+def test_each_engine_memory_block_is_worded_as_its_own_log():
+    """vLLM's figures in the words of its start-up log, Ollama's in the words of its scheduler line; neither
+    borrows the other's."""
+    v = render("fit", gpufit.plan("llama3-8b", ["rtx-4090"], quant="int8", engine="vllm", context=8192))
+    assert "vllm at start-up" in v and "GPU KV cache size:" in v and "Available KV cache memory:" in v
+    assert "memory.required.full=" not in v
+    o = render("fit", gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", engine="ollama@0.12", context=8192))
+    assert "ollama@0.12 scheduler estimate" in o and "memory.required.full=" in o and "layers.offload=" in o
+    assert "GPU KV cache size" not in o and "CUDA total" not in o
+    # llama.cpp gives no start-up accounting of its own: no engine block at all
+    c = render("fit", gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", engine="llama.cpp", context=8192))
+    assert "at start-up" not in c and "scheduler estimate" not in c
+
+
+def test_fleet_reasons_are_data_worded_by_the_renderer():
+    """A node's reason is a Message with the figures (bytes, layer counts); render/words.py words it,
+    so the fleet's app layer formats no GiB. 3 GiB on GPU 0 and 1.5 GiB on GPU 1 are in use."""
+    from gpufit.estimator.types import Message
+
+    gib = 2**30
+    now = Message("node_offload", {"gpu_layers": 20, "layers": 32, "cpu_bytes": 6 * gib})
+    m = Message("node_fits_if_empty", {"in_use": [{"gpu": "0", "bytes": 3 * gib}, {"gpu": "1", "bytes": 3 * gib // 2}],
+                                       "now": now, "verdict": "offload"})
+    assert word(m) == ("would fit if its GPUs were empty (GPU 0 3.0 GiB, GPU 1 1.5 GiB in use now); now: only with "
+                       "CPU offload: 20 of 32 layers on the GPUs, 6.0 GiB in host RAM")
+    three = [{"gpu": str(i), "bytes": gib} for i in range(3)]
+    assert "(3.0 GiB on 3 GPUs in use now); now: no_fit" in word(
+        Message("node_fits_if_empty", {"in_use": three, "now": None, "verdict": "no_fit"}))
+    assert word(Message("node_cannot", {"empty": Message("node_no_fit", {"warning": None}), "verdict": "no_fit"})) \
+        == "not even with its GPUs empty: does not fit"

@@ -10,7 +10,8 @@ import pytest
 from gpufit.app import report as report_mod
 from gpufit.app.config import Config, ModelWatch
 from gpufit.errors import ExitCode, ProbeError
-from gpufit.app.report import build_report, run_report
+from gpufit.app.health import Status
+from gpufit.app.report import build_report, failure_report, run_report
 from gpufit.render import render as render_kind
 
 
@@ -33,7 +34,9 @@ def empty_config(tmp_path):
 
 
 def test_report_object_shape():
-    r = build_report(snapshot(healthy_gpu(0), healthy_gpu(1)), Config(), now=1714564800.0)
+    rep = build_report(snapshot(healthy_gpu(0), healthy_gpu(1)), Config(), now=1714564800.0)
+    r = rep.to_dict()
+    assert r == json.loads(render(rep, "json"))  # the JSON output is that object
     assert r["schema"] == "gpufit.report/1"
     assert r["time"] == "2024-05-01T12:00:00Z" and r["status"] == "ok" and r["success"] is True
     assert r["host"]["hostname"] == "gpu-box-1"
@@ -43,14 +46,24 @@ def test_report_object_shape():
         for c in g["checks"]:
             assert set(c) == {"name", "status", "value", "threshold", "unit", "message"}
     assert r["models"] == []
-    json.loads(render(r, "json"))  # serialisable as is
+    # a GPU of the report is its snapshot entry with the report's three keys added
+    assert set(r["gpus"][0]) == set(snapshot(healthy_gpu(0)).to_dict()["gpus"][0]) | {"catalog_key", "status", "checks"}
+    assert list(r) == ["schema", "host", "time", "timestamp", "duration_s", "success", "status", "source",
+                       "config_files", "host_checks", "gpus", "models", "error"]
+
+
+def test_failure_report_object():
+    r = failure_report("NVML: driver not loaded", now=1714564800.0, live=False).to_dict()
+    assert r["host"] == {"hostname": None} and r["time"] is None and r["success"] is False
+    assert (r["status"], r["error"], r["gpus"], r["models"]) == ("crit", "NVML: driver not loaded", [], [])
 
 
 def test_status_is_the_worst_check():
     r = build_report(snapshot(healthy_gpu(0), healthy_gpu(1, temperature_c=85)), Config())
-    assert (r["gpus"][0]["status"], r["gpus"][1]["status"], r["status"]) == ("ok", "warn", "warn")
+    assert (r.gpus[0].status, r.gpus[1].status, r.status) == (Status.OK, Status.WARN, Status.WARN)
+    assert r.exit_code == ExitCode.DEGRADED
     lost = dataclasses.replace(unsupported_gpu(2), available=False)
-    assert build_report(snapshot(healthy_gpu(0), lost), Config())["status"] == "crit"
+    assert build_report(snapshot(healthy_gpu(0), lost), Config()).status == Status.CRIT
 
 
 def test_text_render_says_what_is_wrong():
@@ -195,7 +208,9 @@ def test_no_usable_gpu_for_a_watched_model_is_the_entrys_error(monkeypatch):
 
     monkeypatch.setattr(app, "fit_on_snapshot", no_gpu)
     r = build_report(snapshot(healthy_gpu()), Config(models=(ModelWatch(name="llama3-8b"),)))
-    assert r["models"][0]["error"].startswith("no usable GPU") and r["models"][0]["status"] == "warn"
+    m = r.models[0]
+    assert m.error.startswith("no usable GPU") and m.status == Status.WARN and m.verdict is None
+    assert r.to_dict()["models"][0]["message"] == m.error  # the JSON's message is the error, worded as is
 
 
 def test_broken_model_entry_exits_6_not_4(tmp_path):
@@ -222,3 +237,31 @@ def test_a_bug_still_marks_the_prometheus_file_failed(tmp_path, monkeypatch):
 
     fams = {f.name: f for f in text_string_to_metric_families(out.read_text())}
     assert fams["gpufit_report_success"].samples[0].value == 0
+
+
+def test_renderers_take_a_pinned_report():
+    """A Report built by hand (no estimate): the text words the model line, the JSON carries the same
+    message, and Prometheus writes fits/needed/headroom from the typed fields."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from gpufit.app.report import ModelCheck, ModelDevice, Report
+    from gpufit.estimator.types import Verdict
+
+    gib = 2**30
+    m = ModelCheck("llama3-8b", "int8", 8192, 1, "vllm", "bf16", status=Status.WARN, verdict=Verdict.TIGHT,
+                   needed_bytes=int(9.5 * gib), headroom_bytes=gib // 2,
+                   devices=(ModelDevice("0", "GPU-1", int(9.5 * gib), gib // 2),))
+    rep = Report(success=True, status=Status.WARN, timestamp=1714564800.0, time="2024-05-01T12:00:00Z",
+                 hostname="box", models=(m,))
+    line = "tight: needs 9.5 GiB (int8, context 8192, vllm), headroom 0.5 GiB"
+    assert f"[WARN] llama3-8b int8: {line}" in render(rep, "text")
+    obj = json.loads(render(rep, "json"))
+    assert obj["models"][0]["message"] == line and obj["models"][0]["verdict"] == "tight"
+    assert obj["models"][0]["devices"] == [{"index": "0", "uuid": "GPU-1", "needed_bytes": int(9.5 * gib),
+                                            "headroom_bytes": gib // 2}]
+    values = {(s.name, s.labels.get("model")): s.value
+              for f in text_string_to_metric_families(render(rep, "prometheus")) for s in f.samples}
+    assert values[("gpufit_model_fits", "llama3-8b")] == 1  # tight is on the GPUs
+    assert values[("gpufit_model_needed_bytes", "llama3-8b")] == int(9.5 * gib)
+    assert values[("gpufit_model_headroom_bytes", "llama3-8b")] == gib // 2
+    assert values[("gpufit_report_status", None)] == 1

@@ -17,6 +17,7 @@ from .request import (
     build_request,
     candidates_for,
     choice_from_local,
+    exit_code,
     fit_on_snapshot,
     local_models,
     merge_server_options,
@@ -30,6 +31,6 @@ from .request import (
 # the app layer's entry points
 __all__ = [
     "build_request", "candidates_for", "choice_from_local", "DEFAULT_CONTEXT_CAP", "default_engine",
-    "fit_on_snapshot", "local_models", "MAX_BATCH", "merge_server_options", "ModelChoice", "ModelWarning",
+    "exit_code",    "fit_on_snapshot", "local_models", "MAX_BATCH", "merge_server_options", "ModelChoice", "ModelWarning",
     "parse_gpu_option", "parse_size", "resolve_checkpoint", "resolve_model", "run_estimate", "server_command",
 ]

@@ -7,16 +7,27 @@ overall status. `threshold` is always {"warn": x, "crit": y} (either may be null
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Thresholds
+from ..estimator.types import TextEnum
 from ..probe.snapshot import GpuState, HostInfo, Snapshot
-from ..units import GIB
 
-OK, WARN, CRIT, UNKNOWN = "ok", "warn", "crit", "unknown"
-STATUSES = (OK, WARN, CRIT, UNKNOWN)
+
+
+class Status(TextEnum):
+    """A check's, a GPU's, a model's or a whole report's status (DESIGN.md: ok | warn | crit, and unknown
+    for a reading the GPU does not give)."""
+    OK = "ok"
+    WARN = "warn"
+    CRIT = "crit"
+    UNKNOWN = "unknown"
+
+
+OK, WARN, CRIT, UNKNOWN = Status.OK, Status.WARN, Status.CRIT, Status.UNKNOWN
+STATUSES = tuple(Status)
 _RANK = {UNKNOWN: -1, OK: 0, WARN: 1, CRIT: 2}
 STATUS_VALUE = {OK: 0, WARN: 1, CRIT: 2}  # gpufit_*_health_status
 
@@ -28,18 +39,28 @@ POWER_REASONS = {"sw_power_cap": WARN, "hw_power_brake_slowdown": CRIT, "hw_slow
 
 @dataclass(frozen=True)
 class Check:
+    """One health check. `text` is its words where they hold no figure to format; a check whose words
+    carry sizes gives them as `data` instead, and render/words.py words it (`message`)."""
     name: str
-    status: str
+    status: Status
     value: object = None
     threshold: dict[str, Any] = field(default_factory=lambda: {"warn": None, "crit": None})
     unit: str | None = None
-    message: str = ""
+    text: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def message(self) -> str:
+        from ..render.words import check_words
+
+        return check_words(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"name": self.name, "status": str(self.status), "value": self.value,
+                "threshold": dict(self.threshold), "unit": self.unit, "message": self.message}
 
 
-def worst(statuses: Iterable[str]) -> str:
+def worst(statuses: Iterable[Status]) -> Status:
     """The overall status of several checks; unknowns do not count, no checks at all is ok."""
     best = OK
     for s in statuses:
@@ -59,7 +80,7 @@ def _unknown(name: str, what: str, gpu: GpuState | None = None, key: str | None 
                  f"{what} not reported" + (f" ({why})" if why else " (unsupported on this GPU or driver)"))
 
 
-def _level(value: float, warn: float | None, crit: float | None) -> str:
+def _level(value: float, warn: float | None, crit: float | None) -> Status:
     if crit is not None and value >= crit:
         return CRIT
     if warn is not None and value >= warn:
@@ -93,7 +114,7 @@ def check_temperature(g: GpuState, t: Thresholds) -> Check:
 BUSY_ONLY_REASONS = {"sw_power_cap"}
 
 
-def _throttle(name: str, what: str, table: dict[str, str], g: GpuState, t: Thresholds) -> Check:
+def _throttle(name: str, what: str, table: dict[str, Status], g: GpuState, t: Thresholds) -> Check:
     if "throttle_reasons" in g.errors:
         return _unknown(name, "clock throttle reasons", g, "throttle_reasons")
     active = [r for r in g.throttle_reasons if r in table]
@@ -154,7 +175,7 @@ def check_ecc(g: GpuState, t: Thresholds) -> list[Check]:
     ]
 
 
-def _flag(name: str, value: bool | None, status_if_true: str, yes: str, no: str, what: str) -> Check | None:
+def _flag(name: str, value: bool | None, status_if_true: Status, yes: str, no: str, what: str) -> Check | None:
     if value is None:
         return None  # not supported on this generation (page retirement is pre-Ampere, row remap Ampere+)
     th = _th(True, None) if status_if_true == WARN else _th(None, True)
@@ -232,14 +253,9 @@ def check_memory_held(g: GpuState, t: Thresholds) -> Check:
         return _unknown("memory_held", "memory in use", g, "memory", "bytes", th)
     ratio = m.used / m.total
     procs = sorted(g.processes, key=lambda p: -(p.used_bytes or 0))
-    who = ", ".join(
-        f"{p.name or '?'}[{p.pid}]" + (f" {p.used_bytes / GIB:.1f} GiB" if p.used_bytes is not None else "")
-        for p in procs[:5]
-    )
-    more = f" and {len(procs) - 5} more" if len(procs) > 5 else ""
-    held = f"{m.used / GIB:.1f} GiB of {m.total / GIB:.1f} GiB in use ({ratio:.0%})"
-    msg = f"{held}; held by {who}{more}" if procs else f"{held}; no processes listed"
-    return Check("memory_held", WARN if ratio >= t.memory_held_warn_ratio else OK, m.used, th, "bytes", msg)
+    data = {"used_bytes": m.used, "total_bytes": m.total, "ratio": ratio,
+            "processes": [{"name": p.name, "pid": p.pid, "used_bytes": p.used_bytes} for p in procs]}
+    return Check("memory_held", WARN if ratio >= t.memory_held_warn_ratio else OK, m.used, th, "bytes", data=data)
 
 
 GPU_CHECKS = (
@@ -277,8 +293,8 @@ def check_host_ram(h: HostInfo, t: Thresholds) -> Check:
     ratio = h.ram_available_bytes / h.ram_total_bytes
     s = CRIT if ratio < t.host_ram_available_crit_ratio else WARN if ratio < t.host_ram_available_warn_ratio else OK
     return Check("host_ram", s, round(ratio, 4), th, "ratio",
-                 f"{h.ram_available_bytes / GIB:.1f} GiB of {h.ram_total_bytes / GIB:.1f} GiB host RAM "
-                 f"available ({ratio:.0%}; warn below {t.host_ram_available_warn_ratio:.0%})")
+                 data={"available_bytes": h.ram_available_bytes, "total_bytes": h.ram_total_bytes, "ratio": ratio,
+                       "warn_ratio": t.host_ram_available_warn_ratio})
 
 
 def check_gpus_present(s: Snapshot, t: Thresholds) -> Check:

@@ -4,7 +4,8 @@ an inference server's own command line (`check -- vllm serve ...`). No click, no
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +15,14 @@ from ..estimator.types import FitResult
 if TYPE_CHECKING:
     from ..catalog import Catalog
     from ..probe.snapshot import Snapshot
+    from .request import ModelChoice
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-@dataclass(frozen=True)
-class LiveOptions:
-    """The estimate options of `here` / `check`, as given (None = not given)."""
-    model: str | None = None
-    server: tuple[str, ...] = ()  # the server's command line after `--` (program first)
+@dataclass(frozen=True, kw_only=True)
+class EstimateOptions:
+    """The estimate options every fitting command takes, as given (None = not given)."""
     quant: str | None = None
     context: int | None = None
     batch: int | None = None
@@ -28,10 +30,63 @@ class LiveOptions:
     engine: str = "auto"
     reserve: str = "0"
     gpu_memory_utilization: float | None = None
-    ram: str | None = None
+    ram: str | None = None  # host RAM for CPU offload
     min_headroom_bytes: int | None = None
-    gpus: str | None = None
     revision: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveOptions(EstimateOptions):
+    """`here` / `check`: MODEL or the server's command line after `--` (program first), on GPUs `gpus`."""
+    model: str | None = None
+    server: tuple[str, ...] = ()
+    gpus: str | None = None
+
+
+@dataclass(frozen=True)
+class EnvironmentOptions:
+    """What the engine's server would take from its environment, merged with the options given."""
+    context: int | None
+    kv_dtype: str | None
+    gpus: str | None
+    batch: int | None
+    settings: Mapping[str, Any]
+    notes: tuple[str, ...]
+
+
+def from_environment(choice: ModelChoice, model: str, engine: str, env: Mapping[str, str], *, quant: str | None,
+                     context: int | None, kv_dtype: str | None, gpu_memory_utilization: float | None,
+                     gpus: str | None, batch: int | None) -> EnvironmentOptions | None:
+    """The engine reads its server's environment (Ollama: OLLAMA_*) as the server would; options given
+    win where they agree and are refused where they contradict. None: the environment sets nothing."""
+    from .. import app
+    from ..estimator import engines
+
+    implied = engine if engine != "auto" else (choice.implied_engine or "auto")
+    if implied == "auto":
+        return None
+    cmd = engines.get(implied).environment_command(choice.ollama_tag or model, env)
+    if cmd is None:
+        return None
+    opts = app.merge_server_options(cmd, quant=quant, context=context, kv_dtype=kv_dtype,
+                                    gpu_memory_utilization=gpu_memory_utilization, gpus=gpus)
+    return EnvironmentOptions(
+        context=opts["context"], kv_dtype=opts["kv_dtype"], gpus=opts["gpus"],
+        batch=batch if batch is not None else cmd.batch,
+        settings={k: v for k, v in cmd.settings.items() if k != "ollama_tag"},
+        notes=("from the environment: " + " ".join(cmd.environment), *cmd.notes))
+
+
+def parse_env(values: Iterable[str]) -> dict[str, str]:
+    """`--env KEY=VALUE` (repeatable): the server's environment as it will start. A malformed one is a
+    usage error naming it."""
+    out: dict[str, str] = {}
+    for v in values:
+        key, eq, value = v.partition("=")
+        if not eq or not _ENV_KEY.match(key):
+            raise UsageError(f"--env {v!r}: write KEY=VALUE, e.g. --env OLLAMA_NUM_PARALLEL=4")
+        out[key] = value
+    return out
 
 
 def load_or_probe(snapshot_path: str | None) -> Snapshot:
@@ -93,19 +148,11 @@ def fit_live(o: LiveOptions, *, snapshot_path: str | None = None, env: Mapping[s
         if model is None:  # the CLI asks for one of the two before this
             raise UsageError("give MODEL, or the server's command line after --: gpufit check -- vllm serve MODEL")
         choice = app.resolve_model(model, catalog, o.revision, engine=engine)  # a bad model name fails before the probe runs
-        # the engine may read its server's environment (Ollama: OLLAMA_*) as the server would
-        from ..estimator import engines
-
-        implied = engine if engine != "auto" else (choice.implied_engine or "auto")
-        from_env = engines.get(implied).environment_command(choice.ollama_tag or model, env) if implied != "auto" else None
-        if from_env is not None:
-            opts = app.merge_server_options(from_env, quant=quant, context=context, kv_dtype=kv_dtype,
-                                            gpu_memory_utilization=util, gpus=gpus)
-            context, kv_dtype, gpus = opts["context"], opts["kv_dtype"], opts["gpus"]
-            batch = batch if batch is not None else from_env.batch
-            settings = {k: v for k, v in from_env.settings.items() if k != "ollama_tag"}
-            extra_notes.append("from the environment: " + " ".join(from_env.environment))
-            extra_notes.extend(from_env.notes)
+        ev = from_environment(choice, model, engine, env, quant=quant, context=context, kv_dtype=kv_dtype,
+                              gpu_memory_utilization=util, gpus=gpus, batch=batch)
+        if ev is not None:
+            context, kv_dtype, gpus, batch, settings = ev.context, ev.kv_dtype, ev.gpus, ev.batch, dict(ev.settings)
+            extra_notes.extend(ev.notes)
     try:
         snap = snapshot if snapshot is not None else load_or_probe(snapshot_path)
     except ProbeError as e:

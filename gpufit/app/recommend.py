@@ -14,6 +14,7 @@ from typing import Any
 from .request import build_request, ModelChoice
 from ..catalog import Catalog
 from ..catalog.types import QuantFormat
+from ..estimator.types import Verdict
 from ..estimator.engines import default_engine
 from ..estimator.fit import estimate
 from ..estimator.params import count_params
@@ -68,7 +69,7 @@ def recommend(catalog: Catalog, devices: tuple[Device, ...], *, context: int = 8
             req, _ = build_request(ModelChoice(m), devices, catalog, quant=q.key, context=ctx, engine=eng,
                                    host_ram_available_bytes=host_ram, planning=planning)
             res = estimate(req, alternatives=False) if _cheap_fit(req) else None
-            if res is None or res.verdict != "fits":  # tight is not a recommendation
+            if res is None or res.verdict != Verdict.FITS:  # tight is not a recommendation
                 continue
             tps = res.performance.decode_tokens_per_s
             if tps is not None and tps < min_tokens_per_s:

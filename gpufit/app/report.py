@@ -1,8 +1,8 @@
 """`gpufit report`: health checks + watched-model verdicts for cron / systemd timers.
 
-`build_report` turns a Snapshot and a Config into the `gpufit.report/1` object; `failure_report` is the
-object written when there is nothing to check (probe failed, bad config). Renderers: text, json,
-prometheus. `run_report` does it all and returns the exit code: 0 healthy, 4 warnings, 5 critical or
+`build_report` turns a Snapshot and a Config into a typed `Report` (the `gpufit.report/1` object once
+render/json.py has laid it out); `failure_report` is the one written when there is nothing to check (probe
+failed, bad config). Renderers (text, json, prometheus) take the Report. `run_report` does it all and returns the exit code: 0 healthy, 4 warnings, 5 critical or
 could not probe, 6 bad config / data file.
 """
 
@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from . import health
+from .health import Check, Status
 from ..errors import ConfigError, DataFileError, ExitCode, GpufitError, ProbeError, WriteError
-from ..units import GIB
+from ..estimator.types import Verdict
+from ..probe.snapshot import GpuState, HostInfo
+from ..render import formats_for
 
 if TYPE_CHECKING:
     from .config import Config, ModelWatch
     from ..catalog import Catalog
-    from ..probe.snapshot import GpuState, Snapshot
+    from ..probe.snapshot import Snapshot
 
 SCHEMA = "gpufit.report/1"
-from ..render import formats_for
-
 FORMATS = formats_for("report")
-STATUS_EXIT = {health.OK: ExitCode.OK, health.WARN: ExitCode.DEGRADED, health.CRIT: ExitCode.NO_PROBE}
+STATUS_EXIT = {Status.OK: ExitCode.OK, Status.WARN: ExitCode.DEGRADED, Status.CRIT: ExitCode.NO_PROBE}
 
 
 def _iso(ts: float) -> str:
@@ -44,101 +45,131 @@ def _catalog_key(catalog: Catalog | None, g: GpuState) -> str | None:
     return spec.key if spec else None
 
 
-def check_model(watch: ModelWatch, snapshot: Snapshot, catalog: Catalog | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GpuReport:
+    """One GPU of the report: what the probe read, its catalog match, its checks and their worst status."""
+    gpu: GpuState
+    status: Status
+    checks: tuple[Check, ...] = ()
+    catalog_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelDevice:
+    """A GPU a watched model would use, with what it needs there and what would be left."""
+    index: str
+    uuid: str | None
+    needed_bytes: int
+    headroom_bytes: int
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """A `[[model]]` entry of the config fitted on the box now. `error` is why no estimate ran (the
+    box has no usable GPU now); then verdict and the byte counts are None."""
+    name: str
+    quant: str | None
+    context: int | None
+    batch: int | None
+    engine: str | None
+    kv_dtype: str | None
+    status: Status = Status.WARN
+    verdict: Verdict | None = None
+    needed_bytes: int | None = None
+    headroom_bytes: int | None = None
+    devices: tuple[ModelDevice, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """The gpufit.report/1 object (DESIGN.md). `success` False is a run that had nothing to check (the
+    probe or the config failed): then `error` says why and `host` is None. `hostname` and `time` are
+    None for a capture of another box that did not record them, never this host's."""
+    success: bool
+    status: Status
+    timestamp: float
+    time: str | None
+    hostname: str | None
+    duration_s: float | None = None
+    host: HostInfo | None = None
+    source: str | None = None
+    config_files: tuple[str, ...] = ()
+    host_checks: tuple[Check, ...] = ()
+    gpus: tuple[GpuReport, ...] = ()
+    models: tuple[ModelCheck, ...] = ()
+    error: str | None = None
+    schema: str = SCHEMA
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return STATUS_EXIT[self.status]
+
+    def to_dict(self) -> dict[str, Any]:
+        from ..render.json import report_object
+
+        return report_object(self)
+
+
+def check_model(watch: ModelWatch, snapshot: Snapshot, catalog: Catalog | None) -> ModelCheck:
     """Fit one watched model on the snapshot now. Estimator failures become the entry's `error`."""
-    entry: dict[str, Any] = {
-        "name": watch.name, "quant": watch.quant, "context": watch.context, "batch": watch.batch,
-        "engine": watch.engine, "kv_dtype": watch.kv_dtype,
-        "status": health.WARN, "verdict": None, "needed_bytes": None, "headroom_bytes": None,
-        "devices": [], "message": "", "error": None,
-    }
     from . import request  # lazy: the estimator and catalog load only when a model is watched
 
+    asked = ModelCheck(watch.name, watch.quant, watch.context, watch.batch, watch.engine, watch.kv_dtype)
     try:
         result = request.fit_on_snapshot(
             watch.name, snapshot, quant=watch.quant, context=watch.context, batch=watch.batch,
             kv_dtype=watch.kv_dtype, engine=watch.engine, catalog=catalog,
             env={})  # the report is about the whole box, not this process's CUDA_VISIBLE_DEVICES
     except ProbeError as e:  # the box has no usable GPU now: a finding about the box, not the config
-        entry["error"] = entry["message"] = str(e)
-        return entry
+        return replace(asked, error=str(e))
     except GpufitError as e:  # a [[model]] entry no run can satisfy (context past the model's max, a quant
         # its engine cannot run, a broken model file): the config is at fault, exit 6 naming its line
         where = f"line {watch.line}: [[model]] name={watch.name!r}" if watch.line else f"[[model]] name={watch.name!r}"
         raise ConfigError(watch.path, str(e), where) from None
-    d = result.to_dict()
-    used = [x for x in d["devices"] if x.get("needed_bytes")]
-    headroom = min((x["headroom_bytes"] for x in used), default=None)
-    entry.update(
-        quant=d.get("quant"), context=d.get("context"), batch=d.get("batch"), engine=d.get("engine"),
-        kv_dtype=d.get("kv_dtype"), verdict=d["verdict"], needed_bytes=d["memory"]["total_bytes"],
-        headroom_bytes=headroom,
-        devices=[{k: x.get(k) for k in ("index", "uuid", "needed_bytes", "headroom_bytes")} for x in used],
-    )
-    entry["status"] = health.OK if d["verdict"] == "fits" else health.WARN
-    gib = "" if headroom is None else f", headroom {headroom / GIB:.1f} GiB"
-    entry["message"] = (f"{d['verdict']}: needs {d['memory']['total_bytes'] / GIB:.1f} GiB "
-                        f"({d.get('quant')}, context {d.get('context')}, {d.get('engine')}){gib}")
-    return entry
+    r = result.request
+    used = tuple(ModelDevice(d.index, d.uuid, d.needed_bytes, d.headroom_bytes)
+                 for d in result.devices if d.needed_bytes)
+    return replace(
+        asked, quant=r.quant.key, context=r.context, batch=r.batch, engine=r.engine_label,
+        kv_dtype=r.kv_dtype.key, verdict=Verdict(result.verdict), needed_bytes=result.memory.total_bytes,
+        headroom_bytes=min((d.headroom_bytes for d in used), default=None),
+        devices=used, status=Status.OK if result.verdict == Verdict.FITS else Status.WARN)
 
 
 def build_report(snapshot: Snapshot, config: Config, catalog: Catalog | None = None, *, started: float | None = None,
-                 now: float | None = None) -> dict[str, Any]:
+                 now: float | None = None) -> Report:
     """The gpufit.report/1 object for a snapshot. Pure apart from the clock and the model estimates."""
     now = time.time() if now is None else now
     t = config.thresholds
-    snap = snapshot.to_dict()
-    gpus: list[dict[str, Any]] = []
     live = snapshot.source == "nvml"
-    for g, d in zip(snapshot.gpus, snap["gpus"]):
-        checks = health.gpu_checks(g, t, live=live)
-        d["catalog_key"] = _catalog_key(catalog, g)
-        d["status"] = health.worst(c.status for c in checks)
-        d["checks"] = [c.to_dict() for c in checks]
-        gpus.append(d)
-    host_checks = [c.to_dict() for c in health.host_checks(snapshot, t)]
-    models = [check_model(m, snapshot, catalog) for m in config.models]
-    status = health.worst([*(g["status"] for g in gpus), *(c["status"] for c in host_checks),
-                           *(m["status"] for m in models)])
+    gpus = []
+    for g in snapshot.gpus:
+        checks = tuple(health.gpu_checks(g, t, live=live))
+        gpus.append(GpuReport(g, health.worst(c.status for c in checks), checks, _catalog_key(catalog, g)))
+    host_checks = tuple(health.host_checks(snapshot, t))
+    models = tuple(check_model(m, snapshot, catalog) for m in config.models)
+    status = health.worst([*(g.status for g in gpus), *(c.status for c in host_checks),
+                           *(m.status for m in models)])
     # a capture describes another box at another time: its own host name and time, or null, never ours
     hostname = snapshot.host.hostname or (socket.gethostname() if live else None)
-    return {
-        "schema": SCHEMA,
-        "host": {**snap["host"], "hostname": hostname},
-        "time": _iso(now) if live else snapshot.host.taken_at,
-        "timestamp": now,
-        "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
-        "success": True,
-        "status": status,
-        "source": snapshot.source,
-        "config_files": list(config.files),
-        "host_checks": host_checks,
-        "gpus": gpus,
-        "models": models,
-        "error": None,
-    }
+    return Report(
+        success=True, status=status, timestamp=now, time=_iso(now) if live else snapshot.host.taken_at,
+        hostname=hostname, duration_s=_duration(started), host=snapshot.host, source=snapshot.source,
+        config_files=tuple(config.files), host_checks=host_checks, gpus=tuple(gpus), models=models)
 
 
-def failure_report(error: str, *, status: str = health.CRIT, started: float | None = None,
-                   now: float | None = None, live: bool = True) -> dict[str, Any]:
+def _duration(started: float | None) -> float | None:
+    return None if started is None else round(max(0.0, time.time() - started), 6)
+
+
+def failure_report(error: str, *, status: Status = Status.CRIT, started: float | None = None,
+                   now: float | None = None, live: bool = True) -> Report:
     """What is written when there is nothing to check: success false, the error, a timestamp. `live`
     False: the report was about a snapshot of another box, so neither this host's name nor now is its."""
     now = time.time() if now is None else now
-    return {
-        "schema": SCHEMA,
-        "host": {"hostname": socket.gethostname() if live else None},
-        "time": _iso(now) if live else None,
-        "timestamp": now,
-        "duration_s": None if started is None else round(max(0.0, time.time() - started), 6),
-        "success": False,
-        "status": status,
-        "source": None,
-        "config_files": [],
-        "host_checks": [],
-        "gpus": [],
-        "models": [],
-        "error": error,
-    }
+    return Report(success=False, status=status, timestamp=now, time=_iso(now) if live else None,
+                  hostname=socket.gethostname() if live else None, duration_s=_duration(started), error=error)
 
 
 # ---- the command -----------------------------------------------------------------------------------
@@ -153,7 +184,7 @@ class ReportRun:
     stdout: str | None = None
 
 
-def _emit(report: dict[str, Any], fmt: str, output: str | None) -> str | None:
+def _emit(report: Report, fmt: str, output: str | None) -> str | None:
     """Render `report`; write it atomically to `output`, or return it for standard output."""
     from ..fsutil import write_atomic
     from ..render import render
@@ -217,11 +248,10 @@ def run_report(fmt: str | None = "text", output: str | None = None, config_path:
         text = _emit(report, fmt, output)
     except WriteError as e:  # no report reached monitoring; exit 2 also fails the systemd unit (not 4/5)
         return ReportRun(e.exit_code, (f"gpufit report: {e}",))
-    for g in report["gpus"]:
-        for c in g["checks"]:
-            if c["status"] in (health.WARN, health.CRIT):
-                said.append(f"gpufit report: GPU {g['index']} {c['name']} {c['status']}: {c['message']}")
-    for c in report["host_checks"]:
-        if c["status"] in (health.WARN, health.CRIT):
-            said.append(f"gpufit report: host {c['name']} {c['status']}: {c['message']}")
-    return ReportRun(STATUS_EXIT[report["status"]], tuple(said), text)
+    flagged = (Status.WARN, Status.CRIT)
+    for g in report.gpus:
+        said.extend(f"gpufit report: GPU {g.gpu.index} {c.name} {c.status}: {c.message}"
+                    for c in g.checks if c.status in flagged)
+    said.extend(f"gpufit report: host {c.name} {c.status}: {c.message}" for c in report.host_checks
+                if c.status in flagged)
+    return ReportRun(report.exit_code, tuple(said), text)

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from ..catalog import Catalog, load_catalog
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
-from ..errors import UsageError, did_you_mean_hint, unknown
+from ..errors import ExitCode, UsageError, did_you_mean_hint, unknown
 from ..estimator import engines as engine_registry
-from ..estimator.engines import default_engine
-from ..estimator.types import Device, FitRequest, FitResult
+from ..estimator.engines import EngineName, default_engine
+from ..estimator.types import Device, FitRequest, FitResult, Verdict
 
 if TYPE_CHECKING:
     from ..estimator.alternatives import Candidates
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 
+VERDICT_EXIT = {Verdict.FITS: ExitCode.OK, Verdict.TIGHT: ExitCode.OK, Verdict.OFFLOAD: ExitCode.DEGRADED,
+                Verdict.NO_FIT: ExitCode.NO_FIT}
 DEFAULT_CONTEXT_CAP = 8192  # default context = min(8192, the model's max) (DESIGN.md)
 # cards to count in "N of these would do" besides the selected one
 REFERENCE_GPUS = ("h100-sxm",)
@@ -206,7 +208,7 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     version = None
     if engine == "auto":
         if model.ollama_tag:  # a library tag is what `ollama run` serves
-            eng, why = "ollama", "the engine that serves Ollama tags"
+            eng, why = EngineName.OLLAMA, "the engine that serves Ollama tags"
         else:
             kind = "gguf" if model.is_gguf else q.kind
             eng = default_engine(kind)
@@ -214,9 +216,10 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
                    f"the default for {'GGUF types' if kind == 'gguf' else 'non-GGUF formats'}")
         notes.append(f"engine {eng}: {why} (default; --engine to change)")
     else:
-        eng, version = engine_registry.split_name(engine)
-        if eng not in engine_registry.ENGINES:
-            raise unknown("engine", eng, engine_registry.ENGINES)
+        name, version = engine_registry.split_name(engine)
+        if name not in engine_registry.ENGINES:
+            raise unknown("engine", name, engine_registry.ENGINES)
+        eng = EngineName(name)
     engine_obj = engine_registry.get(eng, version)  # an unknown version family is a usage error here
     if eng not in q.engines:
         raise UsageError(f"--quant {q.key} does not run on {eng}; engines that run it: {', '.join(q.engines)}")
@@ -283,6 +286,14 @@ def run_estimate(req: FitRequest, notes: list[str], catalog: Catalog, alternativ
     said = tuple(n if isinstance(n, Message) else Message("assumed", text=str(n))
                  for n in notes if not isinstance(n, ModelWarning))
     return dataclasses.replace(res, notes=said + res.notes, warnings=warns + res.warnings)
+
+
+def exit_code(res: FitResult, strict: bool = False) -> ExitCode:
+    """The exit code of `here`, `plan` and `check` for a result (DESIGN.md): 0 fits (and tight, unless
+    `strict`), 4 fits only with CPU offload (or tight under --strict), 3 does not fit."""
+    if res.verdict == Verdict.TIGHT and strict:
+        return ExitCode.DEGRADED
+    return VERDICT_EXIT[res.verdict]
 
 
 def fit_on_snapshot(model: str, snapshot: Snapshot, *, quant: str | None = None, context: int | None = None,

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
-from .engines import default_engine
-from .types import Alternative, Device, FitRequest, FitResult
+from .engines import EngineName, default_engine
+from .types import Alternative, Device, FitRequest, FitResult, Verdict
 
 MIN_USEFUL_CONTEXT = 2048  # a shorter context than this is not offered as an alternative
 MAX_CARDS = 64  # more than one node: TP inside a node x PP across nodes; beyond this we stop counting
@@ -27,7 +27,7 @@ def _fits(req: FitRequest) -> FitResult | None:
     from .fit import estimate
 
     r = estimate(req, alternatives=False)
-    return r if r.verdict in ("fits", "tight") else None
+    return r if r.verdict in (Verdict.FITS, Verdict.TIGHT) else None
 
 
 def _first_fit(req: FitRequest, quants: Sequence[QuantFormat], engine: str | None,
@@ -44,7 +44,7 @@ def _first_fit(req: FitRequest, quants: Sequence[QuantFormat], engine: str | Non
             if fallback_kv is None:
                 continue
             kv = fallback_kv
-        r = _fits(dataclasses.replace(req, quant=q, engine=eng, kv_dtype=kv))
+        r = _fits(dataclasses.replace(req, quant=q, engine=EngineName(eng), kv_dtype=kv))
         if r:
             return q, eng, r
     return None
@@ -65,7 +65,7 @@ def _cards_needed(req: FitRequest, spec: GpuSpec) -> tuple[int, FitResult] | Non
 def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
     req = result.request
     out: list[Alternative] = []
-    if result.verdict == "fits":
+    if result.verdict == Verdict.FITS:
         return out
     # 0. the engine's own settings that would make its refused start work (vLLM: a utilisation the
     #    free memory allows, its estimated maximum model length, an fp8 KV cache)
@@ -109,7 +109,7 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
 
             q = max(four, key=lambda q: q.quality)
             r = estimate(dataclasses.replace(req, quant=q), alternatives=False)
-            out.append(Alternative("quant", f"--quant {q.key}", "no_fit", {"quant": q.key}, r.memory.total_bytes,
+            out.append(Alternative("quant", f"--quant {q.key}", Verdict.NO_FIT, {"quant": q.key}, r.memory.total_bytes,
                                    data={"not_even_4bit": True}))
     # 2. a shorter context
     if req.context > MIN_USEFUL_CONTEXT:
@@ -132,17 +132,17 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
                 out.append(Alternative("batch", f"--batch {mb}: fits", r.verdict, {"batch": mb},
                                        r.memory.total_bytes, r.performance.decode_tokens_per_s))
     # 3. CPU offload, with the host RAM it needs (when the engine can and RAM was the only obstacle)
-    if result.verdict == "no_fit" and req.devices:
+    if result.verdict == Verdict.NO_FIT and req.devices:
         from .fit import estimate
 
         r = estimate(dataclasses.replace(req, host_ram_available_bytes=1 << 62), alternatives=False)
-        if r.verdict == "offload":
+        if r.verdict == Verdict.OFFLOAD:
             p = r.placement
             have = req.host_ram_available_bytes
             enough = have is not None and p.cpu_bytes <= have
             out.append(Alternative(
                 "offload", f"CPU offload: {p.gpu_layers} of {req.model.layers} layers on the GPU(s)",
-                "offload", {"engine": req.engine, "ram": p.cpu_bytes}, r.memory.total_bytes,
+                Verdict.OFFLOAD, {"engine": req.engine, "ram": p.cpu_bytes}, r.memory.total_bytes,
                 r.performance.decode_tokens_per_s,
                 data={"host_bytes": p.cpu_bytes, "host_ram": "enough" if enough else ("short" if have is not None else "unknown")}))
     # 4. N cards: of the kind selected, and of each reference card

@@ -18,6 +18,8 @@ from .types import (
     MemoryBreakdown,
     Performance,
     Placement,
+    Strategy,
+    Verdict,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,15 +36,15 @@ def min_headroom(req: FitRequest, total_bytes: int) -> int:
     return max(MIN_HEADROOM_FLOOR, int(total_bytes * MIN_HEADROOM_FRACTION))
 
 
-def _verdict(req: FitRequest, plan: Plan) -> str:
+def _verdict(req: FitRequest, plan: Plan) -> Verdict:
     if not plan.fits:
-        return "no_fit"
+        return Verdict.NO_FIT
     if plan.cpu_layers:
-        return "offload"
+        return Verdict.OFFLOAD
     for dp in plan.used:
         if usable(dp.device, req) - dp.needed < min_headroom(req, dp.device.total_bytes):
-            return "tight"
-    return "fits"
+            return Verdict.TIGHT
+    return Verdict.FITS
 
 
 def _fits(req: FitRequest) -> bool:
@@ -106,10 +108,10 @@ def engine_args(result: FitResult) -> dict[str, str]:
     """The command line that realises the plan on its engine, and on every other engine that runs the
     format where the placement means the same there (one GPU); a multi-GPU plan is one engine's own
     (vLLM's tensor parallelism is no llama.cpp split), so only that engine's line is printed."""
-    if result.verdict == "no_fit":
+    if result.verdict == Verdict.NO_FIT:
         return {}
     r = result.request
-    one_gpu = sum(1 for d in result.devices if d.needed_bytes) <= 1 and result.placement.strategy != "cpu_offload"
+    one_gpu = sum(1 for d in result.devices if d.needed_bytes) <= 1 and result.placement.strategy != Strategy.CPU_OFFLOAD
     out: dict[str, str] = {}
     for eng in engines.all_engines():
         if eng.key != r.engine and not one_gpu:
@@ -156,12 +158,12 @@ def estimate(req: FitRequest, alternatives: bool = True,
     em = s.engine.startup(req, plan) if plan.used else None
     refusal = em.refusal if em is not None else plan.refusal
     if refusal is not None:
-        verdict = "no_fit"
+        verdict = Verdict.NO_FIT
     decode, prefill, basis = estimate_speed(s, plan, req.batch, req.host_bandwidth_gbps)
-    if verdict == "no_fit":
+    if verdict == Verdict.NO_FIT:
         decode = prefill = None
         basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
-    ok = verdict in ("fits", "tight")
+    ok = verdict in (Verdict.FITS, Verdict.TIGHT)
     largest_ctx: int | None
     largest_batch: int | None
     if not limits:
@@ -184,7 +186,7 @@ def estimate(req: FitRequest, alternatives: bool = True,
     if refusal is not None:
         warnings.append(Message("engine_refuses", {"engine": s.engine.name, "refusal": refusal.code},
                                 text=refusal.message))
-    elif plan.reasons and verdict == "no_fit":
+    elif plan.reasons and verdict == Verdict.NO_FIT:
         warnings.extend(plan.reasons)
     cc_need = req.quant.min_compute_capability
     if cc_need:
@@ -193,7 +195,7 @@ def estimate(req: FitRequest, alternatives: bool = True,
         if old:
             warnings.append(Message("native_kernels_missing", {"quant": req.quant.key, "need": cc_need, "have": old}))
     mig = [d for d in req.devices if d.mig_profile or d.parent is not None]
-    if verdict == "no_fit" and len(mig) > 1:
+    if verdict == Verdict.NO_FIT and len(mig) > 1:
         big = max(mig, key=lambda d: d.free_bytes)
         warnings.append(Message("mig_one_at_a_time", {"gpu": big.index, "profile": big.mig_profile,
                                                       "free_bytes": big.free_bytes}))
@@ -213,7 +215,7 @@ def estimate(req: FitRequest, alternatives: bool = True,
         engine_memory=em, refusal=refusal,
     )
     result = dataclasses.replace(result, engine_args=engine_args(result))
-    if alternatives and candidates is not None and verdict != "fits":
+    if alternatives and candidates is not None and verdict != Verdict.FITS:
         if callable(candidates):
             candidates = candidates()
         from .alternatives import find_alternatives

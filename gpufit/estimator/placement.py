@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from . import engines
-from .types import Device, FitRequest, Message
+from .types import Device, FitRequest, Message, Strategy
 
 if TYPE_CHECKING:  # pragma: no cover
     from .engines.base import Refusal
@@ -42,7 +42,7 @@ class DevicePlan:
 @dataclass
 class Plan:
     """A placement under consideration: strategy, per-device parts, offloaded layers, and why it fails."""
-    strategy: str
+    strategy: Strategy
     fits: bool  # every used device holds what it must (and host RAM holds the offloaded part)
     devices: list[DevicePlan] = field(default_factory=list)
     tp: int = 1
@@ -128,7 +128,7 @@ def plan_single(s: Sizer, dev: Device) -> Plan:
     dp.activation = s.activation()
     dp.overhead = s.overhead
     ok = dp.needed <= usable(dev, s.req)
-    return Plan("single", ok, [dp], gpu_layers=m.layers, host_bytes=s.host_embed,
+    return Plan(Strategy.SINGLE, ok, [dp], gpu_layers=m.layers, host_bytes=s.host_embed,
                 reasons=[] if ok else [Message("gpu_short", {"gpu": dev.index, "name": dev.name, "needed_bytes": dp.needed,
                                                             "usable_bytes": usable(dev, s.req)})])
 
@@ -153,7 +153,7 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
             dp.overhead = s.engine.overhead_bytes(s.req, tp=k)
             plans.append(dp)
     ok = all(p.needed <= usable(p.device, s.req) for p in plans)
-    strategy = "tensor_parallel" if pp == 1 else "pipeline_parallel"
+    strategy = Strategy.TENSOR_PARALLEL if pp == 1 else Strategy.PIPELINE_PARALLEL
     return Plan(strategy, ok, plans, tp=k, pp=pp, gpu_layers=m.layers, host_bytes=s.host_embed,
                 reasons=[] if ok else [Message("rank_short", {"tensor_parallel": k, "pipeline_parallel": pp})])
 
@@ -204,7 +204,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         # offloaded layers keep their weights and KV in host RAM; the head goes with them
         cpu_bytes = int(round(s.ws.per_layer * cpu_layers + s.ws.output)) + s.kv(cpu_layers)
     used = [p for p in plans if p.layers]
-    strategy = "cpu_offload" if cpu_layers else ("layer_split" if len(used) > 1 else "single")
+    strategy = Strategy.CPU_OFFLOAD if cpu_layers else (Strategy.LAYER_SPLIT if len(used) > 1 else Strategy.SINGLE)
     if len(used) > 1 and not cpu_layers:
         strategy = s.engine.split_strategy
     reasons: list[Message] = []
@@ -236,7 +236,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         ok = cpu_layers == 0
         if not ok:
             reasons = [Message("layers_do_not_fit", {"cpu_layers": cpu_layers, "layers": m.layers})]
-    return Plan(strategy, ok, plans, pp=len(used) if strategy == "pipeline_parallel" else 1,
+    return Plan(strategy, ok, plans, pp=len(used) if strategy == Strategy.PIPELINE_PARALLEL else 1,
                 gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
                 reasons=reasons)
 
@@ -347,14 +347,14 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
 
     if n > len(devs):
         why = f"the flags ask for {tp} x {pp} = {n} GPUs, {len(devs)} selected"
-        return Plan("tensor_parallel" if pp == 1 else "pipeline_parallel", False, [], tp=tp, pp=pp,
+        return Plan(Strategy.TENSOR_PARALLEL if pp == 1 else Strategy.PIPELINE_PARALLEL, False, [], tp=tp, pp=pp,
                     reasons=[Message("flags_invalid", text=why)],
                     refusal=Refusal("not_enough_gpus", why, {"needed": n, "selected": len(devs)}))
     if not s.engine.tp_valid(m, tp):
         # vllm/config/model.py verify_with_parallel_config
         why = (f"Total number of attention heads ({m.heads}) must be divisible by tensor parallel size ({tp})"
                if m.heads % tp else f"{m.kv_heads} KV heads and tensor parallel size {tp}: neither divides the other")
-        return Plan("tensor_parallel", False, [], tp=tp, pp=pp, reasons=[Message("flags_invalid", text=why)],
+        return Plan(Strategy.TENSOR_PARALLEL, False, [], tp=tp, pp=pp, reasons=[Message("flags_invalid", text=why)],
                     refusal=Refusal("tensor_parallel_invalid", why, {"tensor_parallel": tp, "heads": m.heads,
                                                                     "kv_heads": m.kv_heads}))
     group = _index_order(devs)[:n]
@@ -389,7 +389,7 @@ def choose(req: FitRequest) -> Plan:
     s = Sizer(req)
     devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
     if not devs:
-        return Plan("single", False, [], reasons=[Message("no_gpu")])
+        return Plan(Strategy.SINGLE, False, [], reasons=[Message("no_gpu")])
     if any(d.parent is not None or d.mig_profile for d in devs):
         # a CUDA process sees one MIG device, and NCCL does not run across MIG devices: each MIG
         # device is a unit of its own (NVIDIA MIG user guide, "CUDA device enumeration")
@@ -405,7 +405,7 @@ def choose(req: FitRequest) -> Plan:
         # llama.cpp uses every visible GPU by default, split in proportion to free memory
         p = split_layers(s, _index_order(devs), allow_cpu=False, by_free=True)
         if p.fits:
-            p.strategy = "layer_split"
+            p.strategy = Strategy.LAYER_SPLIT
             return p
     single = plan_single(s, devs[0])
     if starts(s, single):
@@ -425,7 +425,7 @@ def choose(req: FitRequest) -> Plan:
             if fewest is not None:
                 candidates.append(fewest)
     if candidates:
-        return min(candidates, key=lambda p: (len(p.used), p.strategy != "tensor_parallel"))
+        return min(candidates, key=lambda p: (len(p.used), p.strategy != Strategy.TENSOR_PARALLEL))
     if single.fits:
         # it holds, but the engine refuses it: report that plan (the refusal says why)
         return single

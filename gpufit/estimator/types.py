@@ -14,32 +14,40 @@ from typing import TYPE_CHECKING, Any
 from ..catalog.types import GpuSpec, ModelSpec, QuantFormat
 
 if TYPE_CHECKING:  # pragma: no cover  (engines.base imports this module's users)
+    from .engines import EngineName
     from .engines.base import EngineMemory, Refusal
 
 FIT_SCHEMA = "gpufit.fit/1"
 
 
-class Verdict(str, enum.Enum):
-    """The closed set of verdicts (DESIGN.md); str-valued, so it compares and serialises as its text."""
+class TextEnum(str, enum.Enum):
+    """A closed set of names that are their text: compares equal to it, serialises as it (json), and
+    prints as it in every Python (3.11+ would print a plain (str, Enum) member as "Class.MEMBER")."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class Verdict(TextEnum):
+    """The closed set of verdicts (DESIGN.md)."""
     FITS = "fits"
     TIGHT = "tight"
     OFFLOAD = "offload"
     NO_FIT = "no_fit"
 
-    def __str__(self) -> str:
-        return self.value
+    @property
+    def fits(self) -> bool:
+        """All on the GPUs: fits, or fits below the wanted headroom (tight)."""
+        return self in (Verdict.FITS, Verdict.TIGHT)
 
 
-class Strategy(str, enum.Enum):
+class Strategy(TextEnum):
     """How a model is laid over the devices."""
     SINGLE = "single"
     TENSOR_PARALLEL = "tensor_parallel"
     PIPELINE_PARALLEL = "pipeline_parallel"
     LAYER_SPLIT = "layer_split"
     CPU_OFFLOAD = "cpu_offload"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)
@@ -109,7 +117,7 @@ class FitRequest:
     kv_dtype: QuantFormat
     context: int
     batch: int
-    engine: str  # an engine key of engines.REGISTRY: "vllm" | "llama.cpp" | "ollama" | "transformers"
+    engine: EngineName  # a key of engines.REGISTRY (a plain "vllm" is taken and made the enum member)
     devices: tuple[Device, ...]
     host_ram_available_bytes: int | None = None  # for CPU offload; None = unknown
     host_bandwidth_gbps: float | None = None  # host memory bandwidth for offloaded layers
@@ -127,6 +135,16 @@ class FitRequest:
     # the model as the user named a local file / folder (printed in the engine's command line)
     model_path: str | None = None
     batch_given: bool = False  # --batch was given (vLLM's --max-num-seqs is printed only then)
+
+    def __post_init__(self) -> None:
+        from .engines import EngineName  # the engines import this module: bound when a request is made
+
+        object.__setattr__(self, "engine", EngineName(self.engine))
+
+    @property
+    def engine_label(self) -> str:
+        """The engine as the user names it: "vllm", or "vllm@0.18" for an older family."""
+        return self.engine if self.engine_version is None else f"{self.engine}@{self.engine_version}"
 
 
 @dataclass(frozen=True)
@@ -161,7 +179,7 @@ class DeviceUse:
 @dataclass(frozen=True)
 class Placement:
     """How the model is laid over the devices (and host RAM)."""
-    strategy: str  # single | tensor_parallel | pipeline_parallel | layer_split | cpu_offload
+    strategy: Strategy
     tensor_parallel: int = 1
     pipeline_parallel: int = 1
     layers_per_device: tuple[int, ...] = ()
@@ -184,7 +202,7 @@ class Alternative:
     """Something that would fit instead, with the option values that realise it."""
     kind: str  # quant | context | gpus | offload | model | engine_setting
     summary: str  # what to change, in the user's own options (no units: render adds the figures)
-    verdict: str
+    verdict: Verdict
     changes: dict[str, Any] = field(default_factory=dict)  # the option values that realise it
     total_bytes: int | None = None
     decode_tokens_per_s: float | None = None
@@ -195,7 +213,7 @@ class Alternative:
 class FitResult:
     """The answer for one request; `to_dict()` is the gpufit.fit/1 object."""
     request: FitRequest
-    verdict: str
+    verdict: Verdict
     memory: MemoryBreakdown
     devices: tuple[DeviceUse, ...]
     placement: Placement

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import SnapshotError
 from ..fsutil import read_record
@@ -162,7 +163,7 @@ class Snapshot:
     schema: str = SCHEMA
 
     def to_dict(self) -> dict:
-        d = _to_jsonable(self)
+        d = to_jsonable(self)
         # schema first for readability
         return {"schema": d.pop("schema"), **d}
 
@@ -179,11 +180,11 @@ class Snapshot:
         return read_record(cls, data, SnapshotError, path, ignore_unknown_keys=True)
 
 
-def _to_jsonable(obj):
+def to_jsonable(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, (list, tuple)):
-        return [_to_jsonable(v) for v in obj]
+        return [to_jsonable(v) for v in obj]
     if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
     return obj

@@ -4,8 +4,8 @@ FORMATS is the registry: a format is one module with a RENDERERS table (the kind
 render -> a function of that result returning a string). Adding a format is one module and one line
 here; a command whose result needs a new kind adds one function to each format that renders it.
 
-Kinds: fit (FitResult), check (FitResult, one line), snapshot (Snapshot), report (gpufit.report/1
-object), recommend (rows), models / gpus / local_models (listings), fleet (app.fleet.FleetAnswer).
+Kinds: fit (FitResult), check (FitResult, one line), snapshot (Snapshot), report (app.report.Report, the
+gpufit.report/1 object), recommend (rows), models / gpus / local_models (listings), fleet (app.fleet.FleetAnswer).
 """
 
 from __future__ import annotations

@@ -3,15 +3,16 @@ named wherever a size is printed."""
 
 from __future__ import annotations
 
+from ..estimator.types import Strategy, Verdict
 from ..units import GIB
 from .words import alternative, word
 
 
 VERDICT_TEXT = {
-    "fits": "FITS",
-    "tight": "FITS, TIGHT",
-    "offload": "FITS ONLY WITH CPU OFFLOAD",
-    "no_fit": "DOES NOT FIT",
+    Verdict.FITS: "FITS",
+    Verdict.TIGHT: "FITS, TIGHT",
+    Verdict.OFFLOAD: "FITS ONLY WITH CPU OFFLOAD",
+    Verdict.NO_FIT: "DOES NOT FIT",
 }
 
 
@@ -67,12 +68,12 @@ def verdict_line(res) -> str:
     line = f"{VERDICT_TEXT[res.verdict]}: needs {gb(need)} ({gib(need)} GiB); {gb(free)} ({gib(free)} GiB) free on {where}"
     if r.reserve_bytes:
         line += f", less --reserve {gib(r.reserve_bytes)} GiB per GPU"
-    if res.verdict == "no_fit":
+    if res.verdict == Verdict.NO_FIT:
         short = need - free
         if short > 0:
             line += f"; short by {gb(short)}"
         elif res.refusal is not None:
-            name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+            name = r.engine_label
             line += f"; {name} would not start or serve it ({res.refusal.code})"
     elif used:
         worst = min(used, key=lambda d: d.headroom_bytes)
@@ -95,7 +96,7 @@ def fit_text(res) -> str:
     perf = res.performance
     p = res.placement
     lines = [
-        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine if r.engine_version is None else r.engine + '@' + r.engine_version}",
+        f"{m.name} ({m.key}) · {r.quant.key} · context {r.context} · batch {r.batch} · kv {r.kv_dtype.key} · engine {r.engine_label}",
         verdict_line(res),
         "",
         "Memory needed (GiB = 2^30 bytes)",
@@ -111,7 +112,7 @@ def fit_text(res) -> str:
         "",
     ]
     rows = [[d.index, d.name.replace("NVIDIA ", ""), d.catalog_key or "?", gib(d.total_bytes), gib(d.free_bytes),
-             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers) if res.verdict != "no_fit" else "-"] for d in res.devices]
+             gib(d.needed_bytes), gib(d.headroom_bytes), str(d.layers) if res.verdict != Verdict.NO_FIT else "-"] for d in res.devices]
     lines.append(table(rows, ["GPU", "name", "catalog", "total", "free", "needed", "headroom", "layers"]))
     lines.append("  (GiB; headroom = free - reserve - needed)")
     if p.tensor_parallel > 1 and p.pipeline_parallel > 1:
@@ -123,9 +124,9 @@ def fit_text(res) -> str:
     else:
         strat = p.strategy.replace("_", " ")
     extra = ""
-    if p.strategy == "cpu_offload":
+    if p.strategy == Strategy.CPU_OFFLOAD:
         extra = f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
-    if res.verdict != "no_fit":  # a model that does not fit has no placement to show
+    if res.verdict != Verdict.NO_FIT:  # a model that does not fit has no placement to show
         lines += ["", f"Placement: {strat}{extra}"]
     if perf.decode_tokens_per_s:
         b = perf.basis
@@ -171,26 +172,30 @@ def fit_text(res) -> str:
 
 
 def engine_memory_lines(res) -> list[str]:
-    """The engine's own start-up figures, worded as its log words them (vLLM: "Available KV cache
-    memory", "GPU KV cache size", "Maximum concurrency for N tokens per request")."""
+    """The engine's own start-up figures, worded as the log they reproduce words them."""
     em = res.engine_memory
     if em is None:
         return []
-    r = res.request
-    name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
-    req_ = em.extra.get("required")
-    if req_ is not None:
-        # Ollama's scheduler estimate, in the words of its "offload to cuda" log line
-        lay, graph = em.extra.get("layers", {}), em.extra.get("graph", {})
-        allocs = ", ".join(f"{gib(a)}" for a in req_.get("allocations_bytes", []))
-        return ["", f"{name} scheduler estimate (GPUs {em.device}, as its server log prints it):",
-                f"  layers.model={lay.get('model')} layers.offload={lay.get('offload')} "
-                f"layers.split={','.join(str(n) for n in lay.get('split', []))}",
-                f"  memory.required.full={gib(req_['full_bytes'])} GiB partial={gib(req_['partial_bytes'])} GiB "
-                f"kv={gib(req_['kv_bytes'], 2)} GiB allocations=[{allocs}] GiB",
-                f"  memory.graph.full={gib(graph.get('full_bytes'), 2)} GiB partial={gib(graph.get('partial_bytes'), 2)} GiB"
-                f" (num_ctx {em.extra.get('num_ctx')} x {em.extra.get('num_parallel')} slots)"]
-    out = ["", f"{name} at start-up (GPU {em.device}, the rank that bounds the pool):"]
+    return ENGINE_LOGS[em.log](em, res.request)
+
+
+def _scheduler_lines(em, r) -> list[str]:
+    """A per-GPU layer fit, in the words of Ollama's "offload to cuda" log line."""
+    req_, lay, graph = em.extra["required"], em.extra.get("layers", {}), em.extra.get("graph", {})
+    allocs = ", ".join(f"{gib(a)}" for a in req_.get("allocations_bytes", []))
+    return ["", f"{r.engine_label} scheduler estimate (GPUs {em.device}, as its server log prints it):",
+            f"  layers.model={lay.get('model')} layers.offload={lay.get('offload')} "
+            f"layers.split={','.join(str(n) for n in lay.get('split', []))}",
+            f"  memory.required.full={gib(req_['full_bytes'])} GiB partial={gib(req_['partial_bytes'])} GiB "
+            f"kv={gib(req_['kv_bytes'], 2)} GiB allocations=[{allocs}] GiB",
+            f"  memory.graph.full={gib(graph.get('full_bytes'), 2)} GiB partial={gib(graph.get('partial_bytes'), 2)} GiB"
+            f" (num_ctx {em.extra.get('num_ctx')} x {em.extra.get('num_parallel')} slots)"]
+
+
+def _kv_pool_lines(em, r) -> list[str]:
+    """A profile run then a KV pool, in the words of vLLM's start-up log ("Available KV cache memory",
+    "GPU KV cache size", "Maximum concurrency for N tokens per request")."""
+    out = ["", f"{r.engine_label} at start-up (GPU {em.device}, the rank that bounds the pool):"]
     if em.budget_bytes is not None:
         util = em.extra.get("utilization")
         out.append(f"  budget: {util:g} x CUDA total = {gib(em.budget_bytes, 2)} GiB" if util
@@ -212,10 +217,14 @@ def engine_memory_lines(res) -> list[str]:
     return out
 
 
+# EngineMemory.log -> the lines that word it
+ENGINE_LOGS = {"kv_pool": _kv_pool_lines, "scheduler": _scheduler_lines}
+
+
 def check_line(res) -> str:
     """The one line `gpufit check` prints on stderr: the verdict, and the engine's reason when it refuses."""
     r = res.request
-    name = r.engine if r.engine_version is None else f"{r.engine}@{r.engine_version}"
+    name = r.engine_label
     line = f"gpufit check: {r.model.key} {r.quant.key} ctx {r.context} batch {r.batch} on {name}: {verdict_line(res)}"
     if res.refusal is not None:
         line += f": {res.refusal.message}"
@@ -257,26 +266,28 @@ def gpus_text(gpus) -> str:
     return table(rows, ["key", "name", "GiB", "GB/s", "TFLOP/s 16b", "CC", "arch"])
 
 
-def report_text(report: dict) -> str:
+def report_text(report) -> str:
+    """An app.report.Report for a person: the overall status, then each check, GPU and watched model."""
+    from .words import model_check
+
     mark = {"ok": "ok  ", "warn": "WARN", "crit": "CRIT", "unknown": " ?  "}
-    host = report.get("host") or {}
-    when = report.get("time") or "time not in the capture"
-    name = host.get("hostname") or "host not in the capture"
-    out = [f"gpufit report  {name}  {when}  status: {report['status'].upper()}"]
-    if report.get("error"):
-        out.append(f"  error: {report['error']}")
-    for c in report.get("host_checks", []):
-        out.append(f"  [{mark[c['status']]}] host {c['name']}: {c['message']}")
-    for g in report.get("gpus", []):
-        key = f" ({g['catalog_key']})" if g.get("catalog_key") else ""
-        out.append(f"GPU {g['index']}: {g.get('name') or '?'}{key}  {g.get('uuid') or ''}  {g['status'].upper()}")
-        for c in g["checks"]:
-            out.append(f"  [{mark[c['status']]}] {c['name']}: {c['message']}")
-    if report.get("models"):
+    when = report.time or "time not in the capture"
+    name = report.hostname or "host not in the capture"
+    out = [f"gpufit report  {name}  {when}  status: {str(report.status).upper()}"]
+    if report.error:
+        out.append(f"  error: {report.error}")
+    for c in report.host_checks:
+        out.append(f"  [{mark[c.status]}] host {c.name}: {c.message}")
+    for g in report.gpus:
+        key = f" ({g.catalog_key})" if g.catalog_key else ""
+        out.append(f"GPU {g.gpu.index}: {g.gpu.name or '?'}{key}  {g.gpu.uuid or ''}  {str(g.status).upper()}")
+        for c in g.checks:
+            out.append(f"  [{mark[c.status]}] {c.name}: {c.message}")
+    if report.models:
         out.append("Models (memory in GiB = 2^30 bytes):")
-        for m in report["models"]:
-            q = f" {m['quant']}" if m.get("quant") else ""
-            out.append(f"  [{mark[m['status']]}] {m['name']}{q}: {m['message']}")
+        for m in report.models:
+            q = f" {m.quant}" if m.quant else ""
+            out.append(f"  [{mark[m.status]}] {m.name}{q}: {model_check(m)}")
     return "\n".join(out) + "\n"
 
 

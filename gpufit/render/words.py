@@ -39,6 +39,28 @@ WORDS: dict[str, Callable[[dict], str]] = {
 LEAD = {"engine_refuses": lambda d: f"{d['engine']} would refuse: "}
 
 
+def _in_use(d: list) -> str:
+    """What holds a node's GPUs: per GPU for up to two, else a total."""
+    if not d:
+        return "little"
+    if len(d) <= 2:
+        return ", ".join(f"GPU {u['gpu']} {_gib(u['bytes'])}" for u in d)
+    return f"{_gib(sum(u['bytes'] for u in d))} on {len(d)} GPUs"
+
+
+# why a node of `gpufit fleet` does not simply take the model now (app.fleet.rank.fit_node)
+WORDS.update({
+    "node_no_fit": lambda d: word(d["warning"]) if d.get("warning") is not None else "does not fit",
+    "node_offload": lambda d: (f"only with CPU offload: {d['gpu_layers']} of {d['layers']} layers on the GPUs, "
+                               f"{_gib(d['cpu_bytes'])} in host RAM"),
+    "node_tight": lambda d: "fits, with less than the minimum headroom on a card it uses",
+    "node_fits_if_empty": lambda d: (f"would fit if its GPUs were empty ({_in_use(d['in_use'])} in use now); now: "
+                                     + (word(d["now"]) if d.get("now") is not None else d["verdict"])),
+    "node_cannot": lambda d: "not even with its GPUs empty: " + (word(d["empty"]) if d.get("empty") is not None
+                                                                 else d["verdict"]),
+})
+
+
 def word(m) -> str:
     """The words for a Message (or a plain string, said as is)."""
     if isinstance(m, str):
@@ -59,3 +81,40 @@ def alternative(a) -> str:
         ram = {"enough": "", "short": " (more than the host has)", "unknown": " (give --ram to check)"}[d["host_ram"]]
         return f"{a.summary}, {_gib(d['host_bytes'])} in host RAM{ram}"
     return a.summary
+
+
+def model_check(m) -> str:
+    """A watched model's line of the report (app.report.ModelCheck): why no estimate ran, or the verdict,
+    what it needs and the smallest headroom left on the GPUs it would use."""
+    if m.error is not None:
+        return m.error
+    if m.verdict is None or m.needed_bytes is None:
+        return ""
+    room = "" if m.headroom_bytes is None else f", headroom {m.headroom_bytes / GIB:.1f} GiB"
+    return f"{m.verdict}: needs {m.needed_bytes / GIB:.1f} GiB ({m.quant}, context {m.context}, {m.engine}){room}"
+
+
+def _memory_held(d: dict) -> str:
+    held = f"{_gib(d['used_bytes'])} of {_gib(d['total_bytes'])} in use ({d['ratio']:.0%})"
+    procs = d["processes"]
+    if not procs:
+        return f"{held}; no processes listed"
+    who = ", ".join(f"{p['name'] or '?'}[{p['pid']}]" + ("" if p["used_bytes"] is None else f" {_gib(p['used_bytes'])}")
+                    for p in procs[:5])
+    more = f" and {len(procs) - 5} more" if len(procs) > 5 else ""
+    return f"{held}; held by {who}{more}"
+
+
+# the health checks whose words carry sizes (app.health.Check.data), by check name
+CHECK_WORDS: dict[str, Callable[[dict], str]] = {
+    "memory_held": _memory_held,
+    "host_ram": lambda d: (f"{_gib(d['available_bytes'])} of {_gib(d['total_bytes'])} host RAM available "
+                           f"({d['ratio']:.0%}; warn below {d['warn_ratio']:.0%})"),
+}
+
+
+def check_words(c) -> str:
+    """A health check's message: its own text, or its figures worded here."""
+    if c.data and c.name in CHECK_WORDS:
+        return CHECK_WORDS[c.name](dict(c.data))
+    return c.text

@@ -16,7 +16,7 @@ import math
 import os
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...errors import ExitCode, UsageError
@@ -46,15 +46,15 @@ def parse_duration(text: object, option: str) -> float:
     return s
 
 
-@dataclass
+@dataclass(frozen=True)
 class FleetAnswer:
     """The ranked nodes and everything needed to render them."""
     model: ModelSpec
     request: dict[str, Any]
-    nodes: list[NodeFit]  # ranked
-    notes: list[str]  # defaults taken (as `here` lists them)
-    said: list[str] = field(default_factory=list)  # series left out, sources disagreeing (stderr)
-    queries: list[str] = field(default_factory=list)
+    nodes: tuple[NodeFit, ...]  # ranked
+    notes: tuple[Any, ...]  # defaults taken (as `here` lists them)
+    said: tuple[str, ...] = ()  # series left out, sources disagreeing (stderr)
+    queries: tuple[str, ...] = ()
     endpoint: str = ""
     estimates: int = 0
 
@@ -163,8 +163,8 @@ def run_fleet(model: str, url: str, *, by: str | None = None, match: str | None 
         "gpu_memory_utilization": gpu_memory_utilization, "min_headroom_bytes": min_headroom_bytes,
         "top": top, "queries": list(client.queries),
     }
-    return FleetAnswer(model=choice.spec, request=request, nodes=ranked, notes=notes, said=said,
-                       queries=list(client.queries), endpoint=client.endpoint, estimates=est.estimates)
+    return FleetAnswer(model=choice.spec, request=request, nodes=tuple(ranked), notes=tuple(notes), said=tuple(said),
+                       queries=tuple(client.queries), endpoint=client.endpoint, estimates=est.estimates)
 
 
 @contextlib.contextmanager

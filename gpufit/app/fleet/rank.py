@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...errors import GpufitError
+from ...estimator.types import Message, TextEnum, Verdict
 from ...units import GIB
 from .sources import NodeView
 
@@ -25,39 +26,34 @@ if TYPE_CHECKING:
     from ...probe.snapshot import Snapshot
     from ..request import ModelChoice
 
-FITS = ("fits", "tight")
-# the four groups, in the order nodes are listed
-FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = "fits", "fits_if_empty", "cannot", "no_data"
 
 
-@dataclass
+class Group(TextEnum):
+    """The four groups of nodes, in the order they are listed."""
+    FITS_NOW = "fits"
+    FITS_IF_EMPTY = "fits_if_empty"
+    CANNOT = "cannot"
+    NO_DATA = "no_data"
+
+
+FITS_NOW, FITS_IF_EMPTY, CANNOT, NO_DATA = Group.FITS_NOW, Group.FITS_IF_EMPTY, Group.CANNOT, Group.NO_DATA
+
+
+@dataclass(frozen=True)
 class NodeFit:
     """One node's answer: what `nodes[]` of gpufit.fleet/1 holds, plus the group and sort key."""
     view: NodeView
-    group: str
-    verdict: str | None = None
+    group: Group
+    verdict: Verdict | None = None
     result: FitResult | None = None  # on the node as it is now
-    reason: str | None = None
+    reason: Message | None = None  # why it does not simply fit now (render/words.py words it)
     cards: int = 0
     headroom: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        r = self.result
-        snap = self.view.snapshot
-        perf = r.performance if r is not None else None
-        return {
-            "node": self.view.node,
-            "source": self.view.source,
-            "stale": self.view.stale,
-            "gpus": len(snap.gpus) if snap is not None else 0,
-            "verdict": self.verdict,
-            "placement": None if r is None else {**dataclasses.asdict(r.placement),
-                                                 "layers_per_device": list(r.placement.layers_per_device)},
-            "free_bytes": [] if r is None else [d.free_bytes for d in r.request.devices],
-            "decode_tokens_per_s": None if perf is None or self.verdict not in FITS else perf.decode_tokens_per_s,
-            "engine_args": {} if r is None else dict(r.engine_args),
-            "reason": self.reason,
-        }
+        from ...render.json import node_object
+
+        return node_object(self)
 
 
 class RequestOptions(TypedDict):
@@ -127,64 +123,55 @@ def _emptied(snapshot: Snapshot) -> Snapshot:
     return dataclasses.replace(snapshot, gpus=tuple(gpus))
 
 
-def _in_use(res: FitResult) -> str:
-    """What is using the node's GPUs, in memory: per GPU for up to two, else a total."""
+def _in_use(res: FitResult) -> list[dict[str, Any]]:
+    """What is using the node's GPUs: each GPU holding half a GiB or more, with the bytes it holds."""
     used = [(d.index, d.total_bytes - d.free_bytes) for d in res.request.devices]
-    busy = [(i, u) for i, u in used if u >= GIB // 2]
-    if not busy:
-        return "little"
-    if len(busy) <= 2:
-        return ", ".join(f"GPU {i} {u / GIB:.1f} GiB" for i, u in busy)
-    return f"{sum(u for _, u in busy) / GIB:.1f} GiB on {len(busy)} GPUs"
+    return [{"gpu": i, "bytes": u} for i, u in used if u >= GIB // 2]
 
 
-def _reason_now(res: FitResult) -> str | None:
-    if res.verdict == "no_fit":
-        from ...render.words import word
-
-        return word(res.warnings[0]) if res.warnings else "does not fit"
-    if res.verdict == "offload":
+def _reason_now(res: FitResult) -> Message | None:
+    """Why the model does not simply fit on the node as it is (None: it does)."""
+    if res.verdict == Verdict.NO_FIT:
+        return Message("node_no_fit", {"warning": res.warnings[0] if res.warnings else None})
+    if res.verdict == Verdict.OFFLOAD:
         p = res.placement
-        return (f"only with CPU offload: {p.gpu_layers} of {res.request.model.layers} layers on the GPUs, "
-                f"{p.cpu_bytes / GIB:.1f} GiB in host RAM")
-    if res.verdict == "tight":
-        return "fits, with less than the minimum headroom on a card it uses"
+        return Message("node_offload", {"gpu_layers": p.gpu_layers, "layers": res.request.model.layers,
+                                        "cpu_bytes": p.cpu_bytes})
+    if res.verdict == Verdict.TIGHT:
+        return Message("node_tight")
     return None
 
 
 def fit_node(est: Estimator, view: NodeView) -> NodeFit:
     if view.snapshot is None:
-        return NodeFit(view, NO_DATA, reason=view.reason)
+        return NodeFit(view, NO_DATA, reason=Message("node_no_data", text=view.reason or ""))
     try:
         res = est.fit(view.snapshot)
     except GpufitError as e:  # no usable GPU left on this node: say so, the others still rank
         reason = str(e)
         if view.notes:
             reason += " (" + "; ".join(view.notes) + ")"
-        return NodeFit(view, NO_DATA, reason=reason)
+        return NodeFit(view, NO_DATA, reason=Message("node_no_data", text=reason))
     used = [d for d in res.devices if d.needed_bytes]
     nf = NodeFit(view, CANNOT, verdict=res.verdict, result=res, reason=_reason_now(res), cards=len(used),
                  headroom=min((d.headroom_bytes for d in used), default=None))
-    if res.verdict in FITS:
-        nf.group = FITS_NOW
-        return nf
+    if res.verdict.fits:
+        return replace(nf, group=FITS_NOW)
     try:
         empty = est.fit(_emptied(view.snapshot))
     except GpufitError:
         return nf
-    if empty.verdict in FITS:
-        nf.group = FITS_IF_EMPTY
-        nf.reason = (f"would fit if its GPUs were empty ({_in_use(res)} in use now); now: "
-                     f"{nf.reason or res.verdict}")
-    else:  # why it cannot is what stops it on empty GPUs, not what is running now
-        nf.reason = f"not even with its GPUs empty: {_reason_now(empty) or empty.verdict}"
-    return nf
+    if empty.verdict.fits:
+        return replace(nf, group=FITS_IF_EMPTY, reason=Message(
+            "node_fits_if_empty", {"in_use": _in_use(res), "now": nf.reason, "verdict": str(res.verdict)}))
+    # why it cannot is what stops it on empty GPUs, not what is running now
+    return replace(nf, reason=Message("node_cannot", {"empty": _reason_now(empty), "verdict": str(empty.verdict)}))
 
 
 def rank(fits: list[NodeFit]) -> list[NodeFit]:
     """Fits now (fewest cards, most headroom, fastest, then name), fits if empty (fewest cards), cannot,
     no data (stale or empty), each group in that order."""
-    order = {FITS_NOW: 0, FITS_IF_EMPTY: 1, CANNOT: 2, NO_DATA: 3}
+    order = {g: i for i, g in enumerate(Group)}
 
     def key(f: NodeFit) -> tuple[int, int, int, float, str]:
         perf = f.result.performance.decode_tokens_per_s if f.result is not None else None

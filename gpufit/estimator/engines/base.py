@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
+from ..types import Strategy
 from .profiles import EngineProfile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -64,6 +65,10 @@ class EngineMemory:
     # which device the figures are for (the rank that bounds the pool)
     device: str | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    # which of the engine's own logs these figures reproduce, so the text can word them as that log does:
+    # "kv_pool" (a profile run then a KV pool: vLLM's gpu_worker), "scheduler" (a per-GPU layer fit:
+    # Ollama's "offload to cuda" line)
+    log: str = "kv_pool"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -122,7 +127,7 @@ class Engine:
     #: words for "Assumed:" when no version was asked for
     default_version_note: str | None = None
     #: the name a multi-GPU contiguous layer split has on this engine
-    split_strategy: str = "layer_split"
+    split_strategy: Strategy = Strategy.LAYER_SPLIT
     #: llama.cpp spreads over every visible GPU by default, in proportion to free memory
     uses_all_gpus: bool = False
     #: llama.cpp's n_layer + 1 split (output layer last) instead of a capacity-proportional one

@@ -14,6 +14,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
 from ..params import required
 from . import profiles
+from ..types import Strategy
 from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
 from .profiles import LLAMA_CPP
 
@@ -271,18 +272,19 @@ class LlamaCpp(Engine):
         if path is None and r.engine != self.key:
             return None  # no file to name: the line would not paste
         p = result.placement
-        ngl = p.gpu_layers if p.strategy == "cpu_offload" else 999
+        ngl = p.gpu_layers if p.strategy == Strategy.CPU_OFFLOAD else 999
         parts = [f"llama-server -m {path or 'MODEL.gguf'}", f"-c {r.context * r.batch}"]
         if r.batch > 1:
             parts.append(f"-np {r.batch}")
         parts.append(f"-ngl {ngl}")
         probed = not r.planning
         devs = [d for d in result.devices if d.needed_bytes] if probed else list(result.devices)
-        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != "cpu_offload":
+        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != Strategy.CPU_OFFLOAD:
             counts = [d.layers for d in devs]
             last = max(i for i, n in enumerate(counts) if n)
             counts[last] += 1  # the output layer
-            parts.append("--split-mode layer -ts " + ",".join(str(n) for n in counts))
+            mode = "row" if setting(r, "split_mode") == "row" else "layer"  # the split the command asked for
+            parts.append(f"--split-mode {mode} -ts " + ",".join(str(n) for n in counts))
         k, v = setting(r, "cache_type_k"), setting(r, "cache_type_v")
         kv = LLAMA_KV.get(r.kv_dtype.key)
         if not (k or v) and kv and kv not in ("f16", "bf16"):
@@ -540,8 +542,6 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         settings["cpu_moe_layers"] = tuple(sorted(host_layers))
     if other_ot:
         unknown_flags.append("-ot " + ",".join(other_ot) + " (only expert tensors sent to CPU are modelled)")
-    if settings.get("split_mode") == "row":
-        unknown_flags.append("--split-mode row (planned as the layer split; row split spreads each matrix)")
     n_par = got.get("n_parallel") or 1
     ctx = got.get("ctx_size")
     context = None
@@ -550,6 +550,13 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
             raise UsageError(f"llama.cpp -c {ctx} -np {n_par}: fewer cells than slots")
         context = ctx // n_par
     notes: list[str] = []
+    if settings.get("split_mode") == "row":
+        # src/llama-model.cpp: only --split-mode none keeps one GPU; row assigns layers (and their KV
+        # cells) to the GPUs as layer mode does and puts each layer's matrices in the CUDA split buffer,
+        # rows spread over every GPU by the same -ts proportions (make_gpu_buft_list)
+        notes.append("--split-mode row: memory per GPU planned as the layer split (llama.cpp places layers and "
+                     "their KV as in layer mode and spreads each matrix's rows over the GPUs in the same "
+                     "proportions); its speed is estimated as the layer split's")
     default_context = None
     if ctx is None:
         default_context = DEFAULT_CTX // n_par

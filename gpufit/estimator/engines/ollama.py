@@ -30,6 +30,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB, MIB
 from .. import memory
 from ..params import required
+from ..types import Strategy
 from .base import EngineMemory, PrefillBatching, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
@@ -537,7 +538,8 @@ class Ollama(LlamaCpp):
                                 "kv_bytes": est.required_kv, "allocations_bytes": list(est.allocations)},
                    "layers": {"model": req.model.layers + 1, "offload": est.layers, "split": list(est.split)},
                    "graph": {"full_bytes": est.graph_full, "partial_bytes": est.graph_partial},
-                   "num_ctx": req.context, "num_parallel": req.batch, "gpus": names})
+                   "num_ctx": req.context, "num_parallel": req.batch, "gpus": names},
+            log="scheduler")
 
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks."""
@@ -577,7 +579,7 @@ class Ollama(LlamaCpp):
         tag = (r.engine_settings or {}).get("ollama_tag")
         model = tag or r.model.key
         opts = ""
-        if p.strategy == "cpu_offload":
+        if p.strategy == Strategy.CPU_OFFLOAD:
             opts = f"  # or, per model: /set parameter num_gpu {p.gpu_layers}"
         return " ".join(env) + f" ollama serve & ollama run {model}" + opts
 

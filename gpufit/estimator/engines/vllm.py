@@ -35,6 +35,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB
 from .. import memory
 from ..params import attention_params, count_params, required
+from ..types import Strategy
 from .base import Engine, EngineMemory, Refusal, ServerCommand
 from .profiles import VLLM
 
@@ -414,7 +415,7 @@ class _Rank(NamedTuple):
 class Vllm(Engine):
     key = "vllm"
     profile = VLLM
-    split_strategy = "pipeline_parallel"
+    split_strategy = Strategy.PIPELINE_PARALLEL
 
     def __init__(self, fam: Family) -> None:
         self.fam = fam
@@ -662,7 +663,7 @@ class Vllm(Engine):
                 parts.append(f"{flag} {v}")
         if setting(r, "enforce_eager", False):
             parts.append("--enforce-eager")
-        if p.strategy == "cpu_offload" and p.cpu_bytes:
+        if p.strategy == Strategy.CPU_OFFLOAD and p.cpu_bytes:
             parts.append(f"--cpu-offload-gb {max(1, -(-p.cpu_bytes // GIB))}")
         env = ""
         if used and not r.planning:
