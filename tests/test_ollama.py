@@ -295,3 +295,13 @@ def test_the_weights_the_gpus_hold_are_the_blocks_placed():
     r = req("gpt-oss-20b", "mxfp4", 8192, free_gib=(3.6,), version="0.11.3")
     est = O.estimate_gpu_layers(r, [int(3.6 * GIB)], 8192, 1, "f16", False, fam=O.for_version("0.11.3").family)
     assert est.gpu_weights == GPT_OSS_20B_BLOCK
+
+
+@pytest.mark.parametrize("version,env,fa", [
+    ("0.11.7", None, False), ("0.11.8", None, True), ("0.11.8", False, True),  # the model's wish wins ...
+    ("0.12.4", False, False), ("0.12.4", None, True),  # ... until OLLAMA_FLASH_ATTENTION=0 may refuse it
+])
+def test_gpt_oss_flash_attention_by_release(version, env, fa):
+    settings = {} if env is None else {"flash_attn": env}
+    r = req("gpt-oss-20b", "mxfp4", 8192, version=version, **settings)
+    assert O.for_version(version).flash_attn(r) is fa

@@ -46,7 +46,7 @@ MINIMUM_MEMORY = 457 * MIB
 NUM_BATCH = 512
 # server/routes.go (>= 0.15.5): the default context by total VRAM (less OLLAMA_GPU_OVERHEAD per GPU)
 VRAM_CTX_TIERS = ((47 * GIB, 262144), (23 * GIB, 32768), (0, 4096))
-# server/sched.go: gpt-oss gets num_ctx >= 8192 (outside "low VRAM mode", total < 20 GiB, from 0.11.4)
+# server/routes.go: gpt-oss gets num_ctx >= 8192 (outside "low VRAM mode", total < 20 GiB, from 0.11.4)
 GPT_OSS_MIN_CTX = 8192
 LOW_VRAM = 20 * GIB
 # fs/ggml/ggml.go kvCacheBytesPerElement: q8_0 1 byte, q4_0 half a byte, else f16
@@ -92,19 +92,20 @@ class Family:
 
     @property
     def uniform_kv(self) -> bool:
-        """Before v0.6.3 GraphSize returned one KV total, charged as total / block_count a layer
-        (no sliding-window cells)."""
+        """Before v0.6.3 (f66216e39, heterogeneous KV layer sizes) GraphSize returned one KV total,
+        charged as total / block_count a layer (no sliding-window cells)."""
         return self.release < (0, 6, 3)
 
     @property
     def projector_first(self) -> bool:
-        """Before v0.7.1 an Ollama-engine vision projector (weights + graph) was charged to the first
-        GPU up front (gpuZeroOverhead); since then with the output layer (memoryLastLayer)."""
+        """Before v0.7.1 (d75557747) an Ollama-engine vision projector (weights + graph) was charged to
+        the first GPU up front (gpuZeroOverhead); since then with the output layer (memoryLastLayer)."""
         return self.release < (0, 7, 1)
 
     @property
     def llama_full_vocab(self) -> bool:
-        """Since v0.3.10 llama's graphFullOffload is at least the vocab graph, 4 x batch x (emb + vocab)."""
+        """Since v0.3.10 (2003d6015, "llama3.1 memory") llama's graphFullOffload is at least the vocab
+        graph, 4 x batch x (emb + vocab)."""
         return self.release >= (0, 3, 10)
 
     @property
@@ -124,9 +125,14 @@ class Family:
         return self.release >= (0, 11, 11) and m.family in OLLAMA_ENGINE_FAMILIES
 
     def flash_attn_default(self, m: ModelSpec) -> bool:
-        """v0.11.8 (85ccf7354) turns flash attention on for gpt-oss unless OLLAMA_FLASH_ATTENTION says
-        otherwise; before, OLLAMA_FLASH_ATTENTION (default off) decides for every model."""
+        """v0.11.8 (85ccf7354) turns flash attention on for gpt-oss (llm/memory.go: OLLAMA_FLASH_ATTENTION
+        || the model's wish); before, OLLAMA_FLASH_ATTENTION (default off) decides for every model."""
         return m.family == "gpt-oss" and self.release >= (0, 11, 8)
+
+    def flash_attn_overridable(self) -> bool:
+        """From v0.12.4 (fdb109469) OLLAMA_FLASH_ATTENTION=0 turns a model's default off; before, the
+        model's wish wins over the variable."""
+        return self.release >= (0, 12, 4)
 
 
 def family_for(release: Release, name: str | None = None) -> Family:
@@ -168,7 +174,7 @@ def default_num_ctx(fam: Family, m: ModelSpec, devices: Sequence["Device"], gpu_
     else:
         n = next(ctx for floor, ctx in VRAM_CTX_TIERS if total >= floor)
         why = f"Ollama's default num_ctx for {total / GIB:.0f} GiB of total VRAM"
-    # server/sched.go: unconditional before v0.11.4 (commit "Reduce gpt-oss context length for small VRAM")
+    # server/routes.go: unconditional before v0.11.4 ("server: Reduce gpt-oss context length for small VRAM GPUs")
     if m.family == "gpt-oss" and (fam.release < (0, 11, 4) or total >= LOW_VRAM) and n < GPT_OSS_MIN_CTX:
         n, why = GPT_OSS_MIN_CTX, "Ollama's minimum num_ctx for gpt-oss"
     return min(n, m.max_context), why
@@ -471,8 +477,12 @@ class Ollama(LlamaCpp):
 
     # ---- Ollama's own settings ------------------------------------------------------------------
     def flash_attn(self, req: "FitRequest") -> bool:
-        """OLLAMA_FLASH_ATTENTION where set, else the release's default for the model."""
-        return bool(setting(req, "flash_attn", self.family.flash_attn_default(req.model)))
+        """OLLAMA_FLASH_ATTENTION where set, else the release's default for the model (which the variable
+        cannot turn off before v0.12.4)."""
+        wish = self.family.flash_attn_default(req.model)
+        if wish and not self.family.flash_attn_overridable():
+            return True
+        return bool(setting(req, "flash_attn", wish))
 
     def kv_type(self, req: "FitRequest") -> str:
         """OLLAMA_KV_CACHE_TYPE applies only with flash attention (llm/memory.go)."""
