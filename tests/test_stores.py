@@ -502,3 +502,26 @@ def test_a_store_this_user_cannot_list_is_skipped_not_a_traceback(home):
         assert list_local() == []
     finally:
         hub.chmod(0o755)
+
+
+def test_nemotron_h_moe_gguf_reads_its_moe_sublayers(tmp_path):
+    """Nemotron 3 Nano as llama.cpp converts it (arch nemotron_h_moe): 'E' layers are MLP-only layers
+    (head_count_kv 0, feed_forward_length > 0) holding routed experts and a shared expert."""
+    from gpufit.modelfile.gguf_file import load_gguf
+
+    pattern = "MEM*EM"
+    kv = [2 if c == "*" else 0 for c in pattern]
+    ff = [32 if c == "E" else 0 for c in pattern]
+    ssm = _ssm(4, 128, 16, 2, 8)
+
+    def meta(w):
+        ssm(w)
+        w.add_expert_count(16)
+        w.add_expert_used_count(2)
+        w.add_expert_feed_forward_length(32)
+        w.add_expert_shared_feed_forward_length(64)
+        w.add_expert_shared_count(1)
+
+    s = load_gguf(_hybrid_gguf(tmp_path / "n.gguf", "nemotron_h_moe", 6, kv, ff, meta)).spec
+    assert (s.family, s.single_sublayer, s.linear_layers, s.mlp_only_layers, s.mlp) == ("nemotron-h", True, 3, 2, "plain")
+    assert (s.experts, s.experts_active, s.moe_intermediate, s.shared_experts) == (16, 2, 32, 2)

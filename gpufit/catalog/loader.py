@@ -31,7 +31,7 @@ TABLES: dict[str, type[Record]] = {"gpu": GpuSpec, "model": ModelSpec, "quant": 
 # an Ollama library name: NAME:TAG, both parts lowercase (ollama.com/library/NAME/tags)
 OLLAMA_TAG_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*:[a-z0-9][a-z0-9._-]*$")
 # bump when validation rules change, so cached records validated by older rules are not reused
-CACHE_RULES_VERSION = 7  # 7: entries start with the CRC-32 of their JSON
+CACHE_RULES_VERSION = 8  # 8: Gemma 4 shapes, KV sharing, per-layer embeddings; 7: entries start with a CRC-32
 MAX_CATALOG_BYTES = 64 * MIB  # the built-in files are ~160 kB together
 
 
@@ -216,6 +216,25 @@ def _check_invariants(rec: Record, path: PathArg, where: str) -> None:
             bad("mlp_only_layers needs single_sublayer (layers that are one sublayer each, as in Nemotron-H)")
         if rec.sliding_layers + rec.chunked_layers + rec.linear_layers + rec.mlp_only_layers > rec.layers:
             bad(f"sliding_layers + chunked_layers + linear_layers exceed layers ({rec.layers})")
+        for k in ("global_head_dim", "global_kv_heads", "per_layer_embed_vocab"):
+            if getattr(rec, k) is not None and getattr(rec, k) <= 0:
+                bad(f"{k} must be positive, got {getattr(rec, k)}")
+        if rec.global_kv_heads and rec.heads % rec.global_kv_heads:
+            bad(f"heads ({rec.heads}) must be a multiple of global_kv_heads ({rec.global_kv_heads})")
+        attn_full = (rec.layers - rec.sliding_layers - rec.chunked_layers - rec.linear_layers
+                     - rec.mlp_only_layers)
+        if not (0 <= rec.kv_shared_sliding <= min(rec.kv_shared_layers, rec.sliding_layers)
+                and 0 <= rec.kv_shared_layers - rec.kv_shared_sliding <= attn_full):
+            bad(f"kv_shared_layers ({rec.kv_shared_layers}) and kv_shared_sliding ({rec.kv_shared_sliding}) must "
+                f"count sliding ({rec.sliding_layers}) and full-attention ({attn_full}) layers the model has")
+        if rec.kv_shared_double_mlp and not rec.kv_shared_layers:
+            bad("kv_shared_double_mlp needs kv_shared_layers")
+        if rec.altup_inputs < 0 or rec.laurel_rank < 0:
+            bad("altup_inputs and laurel_rank cannot be negative")
+        if rec.per_layer_embed_dim < 0 or (rec.per_layer_embed_vocab and not rec.per_layer_embed_dim):
+            bad("per_layer_embed_vocab needs a positive per_layer_embed_dim")
+        if rec.single_sublayer and rec.experts and rec.dense_layers > rec.mlp_only_layers:
+            bad("dense_layers of a single-sublayer MoE model count its MLP-only layers: at most mlp_only_layers")
         if rec.experts and not (0 < rec.experts_active <= rec.experts and rec.moe_intermediate):
             bad("a MoE model needs 0 < experts_active <= experts and moe_intermediate")
         if rec.params is not None and rec.params <= 0:

@@ -103,11 +103,40 @@ class ModelSpec:
     mamba_state: int | None = None
     mamba_groups: int | None = None
     mamba_conv_bias: bool = True
+    # config.json mamba_ssm_cache_dtype float32 (Nemotron-H): vLLM keeps the SSM (temporal) part of the
+    # Mamba2 state in fp32, the conv part in the model dtype
+    mamba_ssm_fp32: bool = False
     # Nemotron-H: every layer is ONE sublayer (hybrid_override_pattern 'M' Mamba2, '*' attention, '-' MLP)
     # instead of a mixer plus an MLP; `mlp_only_layers` of `layers` hold just an MLP (no KV cache, no state),
     # the `linear_layers` just a Mamba2 mixer, the rest just attention
     single_sublayer: bool = False
     mlp_only_layers: int = 0
+    # per-layer-type attention shapes (Gemma 4): the full-attention layers use `global_head_dim` and
+    # `global_kv_heads` (config.json global_head_dim / num_global_key_value_heads) where they differ from
+    # the sliding layers' head_dim / kv_heads; `global_k_eq_v` (attention_k_eq_v): their K projection
+    # also serves as V (no v_proj; the cache still holds K and V, normed apart)
+    global_head_dim: int | None = None
+    global_kv_heads: int | None = None
+    global_k_eq_v: bool = False
+    # KV sharing (Gemma 3n / Gemma 4 num_kv_shared_layers): the last `kv_shared_layers` layers reuse the
+    # KV of the last earlier layer of their type, so they hold no cache and load no k/v projections;
+    # `kv_shared_sliding` of them are sliding-window layers, the rest full-attention layers
+    kv_shared_layers: int = 0
+    kv_shared_sliding: int = 0
+    # the KV-sharing layers' MLP is twice `intermediate` wide (Gemma 4 use_double_wide_mlp)
+    kv_shared_double_mlp: bool = False
+    # per-layer embeddings (Gemma 3n / Gemma 4 E-models, hidden_size_per_layer_input): a second token
+    # table of per_layer_embed_vocab x (layers x per_layer_embed_dim) read by row lookup (llama.cpp keeps
+    # it in host memory like token_embd), a projection of the hidden state to the same width, and per
+    # layer a gate (hidden -> dim), a projection back (dim -> hidden) and a norm
+    per_layer_embed_dim: int = 0
+    per_layer_embed_vocab: int | None = None
+    # Gemma 3n (transformers Gemma3nTextAltUp / Gemma3nTextLaurelBlock): AltUp keeps `altup_inputs`
+    # predictions of the hidden state (per layer a router hidden -> n, n x n and n x n^2 coefficients, two
+    # hidden-wide vectors; for the model n - 1 projections in and n - 1 out, hidden x hidden each);
+    # LAuReL adds a low-rank (laurel_rank) residual per layer
+    altup_inputs: int = 0
+    laurel_rank: int = 0
     # mixture of experts
     experts: int = 0  # routed experts per MoE layer
     experts_active: int = 0  # routed experts chosen per token

@@ -80,6 +80,9 @@ def block_bytes(m: ModelSpec, q: QuantFormat) -> list[int] | None:
     fmt = q.key
     if fmt not in BASE or m.linear_layers or m.single_sublayer or (m.is_moe and m.experts == 8):
         return None
+    if (m.global_head_dim or m.global_kv_heads or m.kv_shared_layers or m.per_layer_embed_dim
+            or m.altup_inputs or m.laurel_rank):
+        return None  # Gemma 3n / 4 layers (per-layer-type attention, AltUp, LAuReL): not covered here
     h, n = m.hidden, m.layers
     expert_ff = required(m, "moe_intermediate", m.moe_intermediate) if m.is_moe else 0
     attn = attention_params(m)

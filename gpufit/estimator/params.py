@@ -27,11 +27,13 @@ class ParamCounts:
     per_layer_active: int  # mean per-layer parameters used per token
     computed_total: int  # what the architecture adds up to, before a published total replaces it
     exact: bool  # True when `total` is a published figure
+    # per-layer embedding table (Gemma 3n / Gemma 4 E-models): a row lookup like `embed`, 0 without one
+    per_layer_embed: int = 0
 
     @property
     def body(self) -> int:
-        """Everything but embeddings and output head: the quantized transformer layers."""
-        return self.total - self.embed - self.output
+        """Everything but the embedding tables and the output head: the quantized transformer layers."""
+        return self.total - self.embed - self.output - self.per_layer_embed
 
     @property
     def head(self) -> int:
@@ -52,7 +54,18 @@ def required(m: ModelSpec, name: str, value: int | None) -> int:
     return value
 
 
-def attention_params(m: ModelSpec) -> int:
+def attention_shape(m: ModelSpec, full: bool = False) -> tuple[int, int]:
+    """(KV heads, head_dim) of a full-attention layer (`full`) or of the other attention layers: Gemma 4's
+    full-attention layers have their own (global_kv_heads, global_head_dim); every other model one shape."""
+    if full:
+        return m.global_kv_heads or m.kv_heads, m.global_head_dim or m.head_dim
+    return m.kv_heads, m.head_dim
+
+
+def attention_params(m: ModelSpec, full: bool = False, shared: bool = False) -> int:
+    """One attention block. `full`: a full-attention layer of a model whose full layers have their own
+    shape (Gemma 4); `shared`: a layer that reuses an earlier layer's KV (Gemma 3n / 4 KV sharing), which
+    loads no k/v projection."""
     h = m.hidden
     if m.is_mla:
         nope = m.qk_nope_head_dim or 0
@@ -67,13 +80,63 @@ def attention_params(m: ModelSpec) -> int:
         kv = h * (kv_rank + rope) + kv_rank + kv_rank * m.heads * (nope + v)
         o = m.heads * v * h
         return q + kv + o + indexer_params(m)
-    q = h * m.heads * m.head_dim
+    kv_heads, head_dim = attention_shape(m, full)
+    q = h * m.heads * head_dim
     if m.attn_output_gate:  # Qwen3-Next: q_proj emits query and gate, heads x head_dim each
         q *= 2
-    kv = 2 * h * m.kv_heads * m.head_dim
-    o = m.heads * m.head_dim * h
-    bias = (m.heads + 2 * m.kv_heads) * m.head_dim if m.attn_bias else 0
+    projections = 0 if shared else (1 if full and m.global_k_eq_v else 2)  # k (and v) projections
+    kv = projections * h * kv_heads * head_dim
+    o = m.heads * head_dim * h
+    bias = (m.heads + projections * kv_heads) * head_dim if m.attn_bias else 0
     return q + kv + o + bias
+
+
+def kv_shared_counts(m: ModelSpec) -> tuple[int, int]:
+    """(full-attention, sliding) layers among the KV-sharing ones."""
+    return m.kv_shared_layers - m.kv_shared_sliding, m.kv_shared_sliding
+
+
+def attention_layer_counts(m: ModelSpec) -> tuple[int, int, int]:
+    """(full-attention, sliding-window, chunked) layers: the ones that hold attention."""
+    full = m.layers - m.sliding_layers - m.chunked_layers - m.linear_layers - m.mlp_only_layers
+    return full, m.sliding_layers, m.chunked_layers
+
+
+def attention_shape_delta(m: ModelSpec) -> int:
+    """What the attention layers hold beyond `attention_params(m)` each: full-attention layers of their
+    own shape (Gemma 4) and KV-sharing layers without k/v projections (Gemma 3n / 4). 0 for every
+    model with one attention shape and no KV sharing."""
+    if not (m.global_head_dim or m.global_kv_heads or m.global_k_eq_v or m.kv_shared_layers):
+        return 0
+    full, sliding, chunked = attention_layer_counts(m)
+    shared_full, shared_sliding = kv_shared_counts(m)
+    base = attention_params(m)
+    return ((full - shared_full) * attention_params(m, full=True) + shared_full * attention_params(m, True, True)
+            + (sliding - shared_sliding) * base + shared_sliding * attention_params(m, shared=True)
+            + chunked * base - (full + sliding + chunked) * base)
+
+
+def per_layer_embedding_params(m: ModelSpec) -> tuple[int, int]:
+    """(table, the rest) of the per-layer embeddings (transformers Gemma3nTextModel / Gemma4TextModel):
+    the table per_layer_embed_vocab x layers*dim; the projection hidden -> layers*dim and its norm (dim),
+    and in every layer the gate hidden -> dim, the projection dim -> hidden and a norm (hidden)."""
+    dim = m.per_layer_embed_dim
+    if not dim:
+        return 0, 0
+    table = (m.per_layer_embed_vocab or m.vocab) * m.layers * dim
+    return table, m.hidden * m.layers * dim + dim + m.layers * (2 * m.hidden * dim + m.hidden)
+
+
+def gemma3n_block_params(m: ModelSpec) -> int:
+    """Gemma 3n's AltUp and LAuReL weights, all layers and the model-level AltUp projections
+    (transformers modeling_gemma3n.py): per layer AltUp correct_output_scale (hidden), correction_coefs
+    (n x n), prediction_coefs (n x n^2), modality_router (hidden x n), router_norm (hidden) and LAuReL
+    linear_left / linear_right (hidden x rank each), post_laurel_norm (hidden); altup_projections and
+    altup_unembed_projections, n - 1 of hidden x hidden each. 0 for every other model."""
+    n, r, h = m.altup_inputs, m.laurel_rank, m.hidden
+    altup = m.layers * (2 * h + n * n + n ** 3 + h * n) + 2 * (n - 1) * h * h if n else 0
+    laurel = m.layers * (2 * h * r + h) if r else 0
+    return altup + laurel
 
 
 def indexer_params(m: ModelSpec) -> int:
@@ -142,17 +205,33 @@ def count_params(m: ModelSpec) -> ParamCounts:
         body = body_active = m.layers * (attn + mlp_params(m.hidden, m.intermediate, m.mlp) + norms)
     if m.single_sublayer:
         # Nemotron-H: each layer is one sublayer with its own norm: attention, a Mamba2 mixer or an MLP
+        # ('E' MoE sublayers in Nemotron 3: `mlp_only_layers` less `dense_layers` of them hold the routed
+        # experts, shared experts and router instead of a dense MLP)
         attn_layers = m.layers - m.linear_layers - m.mlp_only_layers
         mlp = mlp_params(m.hidden, m.intermediate, m.mlp)
-        body = body_active = (attn_layers * (attn + m.hidden) + m.linear_layers * (mamba2_params(m) + m.hidden)
-                              + m.mlp_only_layers * (mlp + m.hidden))
+        mixers = attn_layers * (attn + m.hidden) + m.linear_layers * (mamba2_params(m) + m.hidden) + m.mlp_only_layers * m.hidden
+        if m.is_moe:
+            moe_n = m.mlp_only_layers - m.dense_layers
+            body = mixers + m.dense_layers * mlp + moe_n * (m.experts * expert + shared + router)
+            body_active = mixers + m.dense_layers * mlp + moe_n * (m.experts_active * expert + shared + router)
+        else:
+            body = body_active = mixers + m.mlp_only_layers * mlp
     elif m.linear_layers and (m.linear_key_heads or m.mamba_heads):
         # those layers hold a DeltaNet / Mamba2 mixer instead of attention
         swap = m.linear_layers * (linear_attention_params(m) + mamba2_params(m) - attn)
         body += swap
         body_active += swap
+    # Gemma 4 / 3n: full-attention layers of their own shape, KV-sharing layers without k/v (and, with
+    # use_double_wide_mlp, an MLP twice as wide), per-layer embeddings
+    extra = attention_shape_delta(m)
+    if m.kv_shared_double_mlp:
+        extra += m.kv_shared_layers * mlp_params(m.hidden, m.intermediate, m.mlp)
+    ple_table, ple_rest = per_layer_embedding_params(m)
+    extra += gemma3n_block_params(m)
+    body += extra + ple_rest
+    body_active += extra + ple_rest
     final_norm = m.hidden
-    computed = embed + output + body + final_norm
+    computed = embed + output + ple_table + body + final_norm
     computed_active = embed + output + body_active + final_norm
     total = m.params or computed
     if m.active_params:
@@ -163,8 +242,8 @@ def count_params(m: ModelSpec) -> ParamCounts:
         # scale the computed active share onto the published total
         active_all = round(total * computed_active / computed)
     else:
-        active_all = total
-    body_total = total - embed - output
+        active_all = total - ple_table  # the per-layer table is read by row, not multiplied
+    body_total = total - embed - output - ple_table
     per_layer = max(1, round(body_total / m.layers))
     per_layer_active = max(1, round((active_all - embed - output) / m.layers))
     active = active_all - (0 if m.tie_embeddings else embed)
@@ -177,4 +256,5 @@ def count_params(m: ModelSpec) -> ParamCounts:
         per_layer_active=per_layer_active,
         computed_total=computed,
         exact=m.params is not None,
+        per_layer_embed=ple_table,
     )

@@ -107,13 +107,16 @@ class Sizer:
 
     @property
     def embed_on_gpu(self) -> int:
-        return 0 if self.profile.embeddings_on_host else self.ws.embed
+        """Token embeddings (and a per-layer embedding table, Gemma 3n / 4) where the engine loads them
+        to the first GPU."""
+        return 0 if self.profile.embeddings_on_host else self.ws.embed + self.ws.per_layer_embed
 
     @property
     def host_embed(self) -> int:
         """What the engine keeps in host RAM whatever the layer placement: embeddings where it keeps
         them there, and what its own settings put there (engine.host_resident_bytes)."""
-        return (self.ws.embed if self.profile.embeddings_on_host else 0) + self.engine.host_resident_bytes(self.req)
+        host = self.ws.embed + self.ws.per_layer_embed if self.profile.embeddings_on_host else 0
+        return host + self.engine.host_resident_bytes(self.req)
 
     def layer_cost(self) -> float:
         """Bytes one more layer costs on a device: its weights and its KV."""

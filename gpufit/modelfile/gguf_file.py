@@ -27,6 +27,10 @@ GGUF_ARCHS = {
     "gemma": "gemma",
     "gemma2": "gemma2",
     "gemma3": "gemma3",
+    # per-layer attention shapes, KV-sharing layers, per-layer embeddings (src/llama-model.cpp
+    # LLM_ARCH_GEMMA3N / LLM_ARCH_GEMMA4)
+    "gemma3n": "gemma3n",
+    "gemma4": "gemma4",
     "phi3": "phi3",
     "deepseek2": "deepseek",
     "gpt-oss": "gpt-oss",
@@ -44,10 +48,14 @@ GGUF_ARCHS = {
     "qwen3next": "qwen3-next",
     "granitehybrid": "granite4-h",
     "nemotron_h": "nemotron-h",
+    # Nemotron 3 (LLM_ARCH_NEMOTRON_H_MOE): Nemotron-H whose MLP sublayers are MoE blocks
+    "nemotron_h_moe": "nemotron-h",
 }
-PLAIN_MLP_ARCHS = {"starcoder2", "nemotron_h"}  # up/down only, no gate (Nemotron-H: squared ReLU)
+PLAIN_MLP_ARCHS = {"starcoder2", "nemotron_h", "nemotron_h_moe"}  # up/down only, no gate (squared ReLU)
 # llama.cpp set_swa_pattern(n): layer il uses the sliding window iff il % n < n - 1
-SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gpt-oss": 2}
+SWA_PATTERN = {"gemma2": 2, "gemma3": 6, "gemma3n": 5, "gpt-oss": 2}
+# llama.cpp LLM_ARCH_GEMMA3N: hparams.n_layer_kv_from_start = 20 (the layers after it reuse the KV)
+GEMMA3N_KV_FROM_START = 20
 
 # LlamaFileType members whose lowercased name is not the gpufit quant key
 _FILE_TYPE_QUANT = {"ALL_F32": "fp32", "MOSTLY_F16": "fp16", "MOSTLY_BF16": "bf16", "MOSTLY_MXFP4_MOE": "mxfp4",
@@ -140,7 +148,7 @@ def _hybrid(path: Path, arch: str, header: GgufHeader, meta, key, layers: int, n
     full_attention_interval-th layer attention. granitehybrid / nemotron_h (Mamba2): time_step_rank = heads,
     inner_size = heads x head dim; a layer whose head_count_kv entry is 0 has no attention (and, for
     nemotron_h, one whose feed_forward_length entry is also 0 is the Mamba2 mixer, else an MLP)."""
-    if arch not in ("qwen3next", "granitehybrid", "nemotron_h"):
+    if arch not in ("qwen3next", "granitehybrid", "nemotron_h", "nemotron_h_moe"):
         return {}
     conv = meta.int(key("ssm.conv_kernel"), required=True)
     inner = meta.int(key("ssm.inner_size"), required=True)
@@ -171,6 +179,55 @@ def _hybrid(path: Path, arch: str, header: GgufHeader, meta, key, layers: int, n
                              key("feed_forward_length"))
     return dict(out, single_sublayer=True, linear_layers=sum(1 for a, f in zip(kv, ff) if a == 0 and f == 0),
                 mlp_only_layers=sum(1 for a, f in zip(kv, ff) if a == 0 and f > 0))
+
+
+def _gemma_n(path: Path, arch: str, header: GgufHeader, meta, key, layers: int,
+             dims: dict[str, tuple[int, ...]]) -> dict:
+    """Gemma 3n / 4 GGUF metadata (llama.cpp src/llama-model.cpp): attention.sliding_window_pattern (one
+    bool per layer, true = sliding; gemma3n: every 5th layer full), attention.shared_kv_layers (the last
+    layers reuse the KV; gemma3n: all past n_layer_kv_from_start 20), embedding_length_per_layer_input
+    (per_layer_token_embd.weight holds its rows), gemma3n's altup.num_inputs and laurel_l rank; gemma4's
+    per-layer head_count_kv with key_length (full layers) and key_length_swa (sliding ones), and full
+    layers without attn_v (attention_k_eq_v: K serves as V)."""
+    if arch not in ("gemma3n", "gemma4"):
+        return {}
+    pattern = header.metadata.get(key("attention.sliding_window_pattern"))
+    if isinstance(pattern, GgufArray) and len(pattern.values) >= layers and all(isinstance(x, bool) for x in pattern.values):
+        sliding = [bool(x) for x in pattern.values[:layers]]
+    else:
+        n = SWA_PATTERN.get(arch, 6)
+        sliding = [il % n < n - 1 for il in range(layers)]
+    shared = meta.int(key("attention.shared_kv_layers"))
+    if shared is None:
+        shared = max(0, layers - GEMMA3N_KV_FROM_START) if arch == "gemma3n" else 0
+    if shared > layers:
+        raise ModelFileError(path, f"shared_kv_layers {shared} exceeds block_count {layers}",
+                             key("attention.shared_kv_layers"))
+    out: dict = {}
+    if shared:
+        out.update(kv_shared_layers=shared, kv_shared_sliding=sum(sliding[layers - shared:]))
+    ple = meta.int(key("embedding_length_per_layer_input"))
+    table = dims.get("per_layer_token_embd.weight")
+    if ple and table and len(table) == 2:
+        out.update(per_layer_embed_dim=ple, per_layer_embed_vocab=table[1])  # ggml order: ne[1] = rows
+    if arch == "gemma3n":
+        laurel = dims.get("blk.0.laurel_l.weight")
+        out.update(altup_inputs=meta.int(key("altup.num_inputs")) or 0,
+                   laurel_rank=laurel[1] if laurel and len(laurel) == 2 else 0)
+        return out
+    kv = _per_layer(header, key("attention.head_count_kv"), layers)
+    full = [i for i in range(layers) if not sliding[i]]
+    swa = [i for i in range(layers) if sliding[i]]
+    if kv is not None and full and swa:
+        out.update(kv_heads=kv[swa[0]], global_kv_heads=kv[full[0]])
+    swa_dim = meta.int(key("attention.key_length_swa"))
+    full_dim = meta.int(key("attention.key_length"))
+    if swa_dim and full_dim:
+        out.update(head_dim=swa_dim, global_head_dim=full_dim)
+    own = [i for i in full if i < layers - shared]
+    if own and f"blk.{own[0]}.attn_v.weight" not in dims:
+        out["global_k_eq_v"] = True
+    return out
 
 
 def _quant(gguf, ft: int | None) -> tuple[str | None, list[str]]:
@@ -242,7 +299,8 @@ def load_gguf(path: Path) -> ModelFile:
                                  key("expert_feed_forward_length"))
         shared = meta.int(key("expert_shared_count")) or 0
         shared_ff = meta.int(key("expert_shared_feed_forward_length"))
-        if shared_ff and not shared:  # Qwen2-MoE: one wide shared expert
+        if shared_ff and (not shared or arch == "nemotron_h_moe"):
+            # Qwen2-MoE: one wide shared expert; Nemotron 3: one shared expert of 2 x the routed width
             shared = max(1, round(shared_ff / moe_inter))
         moe = dict(experts=experts, experts_active=meta.int(key("expert_used_count"), required=True),
                    shared_experts=shared, moe_intermediate=moe_inter,
@@ -266,6 +324,19 @@ def load_gguf(path: Path) -> ModelFile:
                              key("attention.head_count_kv"))
 
     hybrid = _hybrid(path, arch, header, meta, key, layers, notes)
+    hybrid.update(_gemma_n(path, arch, header, meta, key, layers, {t[0]: tuple(t[4]) for t in tensors}))
+    head_dim = hybrid.pop("head_dim", head_dim)
+    kv_heads = hybrid.pop("kv_heads", kv_heads)
+    if "global_kv_heads" in hybrid:  # the per-layer head_count_kv is read per layer kind, not as its largest
+        notes = [n for n in notes if not n.startswith(key("attention.head_count_kv"))]
+    if arch == "gemma4":
+        widths = _per_layer(header, key("feed_forward_length"), layers)
+        if widths and len(set(widths)) == 2 and max(widths) == 2 * min(widths) and hybrid.get("kv_shared_layers"):
+            ff = min(widths)  # use_double_wide_mlp: the KV-sharing layers' MLP is twice as wide
+            hybrid["kv_shared_double_mlp"] = True
+        if experts and ff and not moe.get("shared_experts"):
+            # Gemma4TextDecoderLayer: a dense MLP of feed_forward_length beside the routed experts
+            moe["shared_experts"] = max(1, round(ff / moe["moe_intermediate"]))
 
     window = meta.int(key("attention.sliding_window")) or None
     n_sliding = 0

@@ -44,6 +44,38 @@ _GEMMA3_TEXT_DEFAULTS = (
     ("sliding_window_pattern", 6),
 )
 
+# transformers Gemma4TextConfig defaults (configuration_gemma4.py): the class's dataclass fields and the
+# global_head_dim its __post_init__ takes (512); sliding_window_pattern 6 is what it lays out without
+# layer_types (5 sliding : 1 full)
+_GEMMA4_TEXT_DEFAULTS = (
+    ("vocab_size", 262144),
+    ("num_attention_heads", 8),
+    ("num_key_value_heads", 4),
+    ("head_dim", 256),
+    ("global_head_dim", 512),
+    ("max_position_embeddings", 131072),
+    ("sliding_window", 512),
+    ("sliding_window_pattern", 6),
+    ("vocab_size_per_layer_input", 262144),
+)
+
+# transformers Gemma3nTextConfig defaults (configuration_gemma3n.py; the E4B shape): layer_types default
+# to full attention on every 5th layer
+_GEMMA3N_TEXT_DEFAULTS = (
+    ("vocab_size", 262400),
+    ("num_attention_heads", 8),
+    ("num_key_value_heads", 2),
+    ("head_dim", 256),
+    ("max_position_embeddings", 32768),
+    ("sliding_window", 512),
+    ("sliding_window_pattern", 5),
+    ("vocab_size_per_layer_input", 262144),
+    ("hidden_size_per_layer_input", 256),
+    ("num_kv_shared_layers", 15),
+    ("altup_num_inputs", 4),
+    ("laurel_rank", 64),
+)
+
 MODEL_TYPES: dict[str, HfArch] = {
     "llama": HfArch("llama"),
     "mistral": HfArch("mistral", "all"),
@@ -61,6 +93,13 @@ MODEL_TYPES: dict[str, HfArch] = {
     "gemma2": HfArch("gemma2", "every2", tie_default=True),
     "gemma3": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),  # multimodal: text_config
     "gemma3_text": HfArch("gemma3", "pattern", defaults=_GEMMA3_TEXT_DEFAULTS, tie_default=True),
+    # Gemma 4 (transformers gemma4, Gemma4TextConfig): sliding and full-attention layers of different
+    # shapes, KV-sharing layers, per-layer embeddings on the E-models, a MoE block beside the MLP on 26B-A4B
+    # Gemma 3n (transformers gemma3n): KV-sharing layers, per-layer embeddings, AltUp and LAuReL
+    "gemma3n": HfArch("gemma3n", "pattern", defaults=_GEMMA3N_TEXT_DEFAULTS, tie_default=True),  # text_config
+    "gemma3n_text": HfArch("gemma3n", "pattern", defaults=_GEMMA3N_TEXT_DEFAULTS, tie_default=True),
+    "gemma4": HfArch("gemma4", "pattern", defaults=_GEMMA4_TEXT_DEFAULTS, tie_default=True),  # text_config
+    "gemma4_text": HfArch("gemma4", "pattern", defaults=_GEMMA4_TEXT_DEFAULTS, tie_default=True),
     # Phi-3 configs carry sliding_window (2047 on mini-4k) but llama.cpp disables Phi SWA and vLLM's
     # Phi3 kernels attend to the full context: counting the full KV cache is the safe side.
     "phi3": HfArch("phi3"),
@@ -163,8 +202,8 @@ def read_config(path: Path) -> HfConfig:
                 f"text_config.model_type {inner!r} is not supported; supported: {supported_types()}",
                 "text_config.model_type",
             )
-    elif model_type == "gemma3":
-        raise ModelFileError(path, "model_type gemma3 needs a text_config object", "text_config")
+    elif model_type in ("gemma3", "gemma3n", "gemma4"):
+        raise ModelFileError(path, f"model_type {model_type} needs a text_config object", "text_config")
     arch = MODEL_TYPES[text.get("model_type") or model_type]
     raw_dtype = text.get("torch_dtype") or text.get("dtype") or cfg.get("torch_dtype") or cfg.get("dtype")
     torch_dtype = _TORCH_DTYPES.get(str(raw_dtype).removeprefix("torch.")) if raw_dtype else None
@@ -235,9 +274,9 @@ def _sliding(k: _Keys, arch: HfArch, layers: int) -> tuple[int | None, int]:
 
 def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> dict:
     experts = k.first("n_routed_experts", "num_local_experts", "num_experts") or 0
-    if not experts:
+    if not experts or k.d.get("enable_moe_block") is False:  # Gemma4TextConfig: experts only with the flag
         return {}
-    active = k.first("num_experts_per_tok", "experts_per_token", "num_experts_per_token")
+    active = k.first("num_experts_per_tok", "experts_per_token", "num_experts_per_token", "top_k_experts")
     if not active:
         raise ModelFileError(
             k.path, "MoE config has experts but no num_experts_per_tok", k.prefix + "num_experts_per_tok"
@@ -247,7 +286,11 @@ def _moe(k: _Keys, model_type: str, layers: int, intermediate: int | None) -> di
     if not moe_inter:
         raise ModelFileError(k.path, "MoE config has no moe_intermediate_size", k.prefix + "moe_intermediate_size")
     shared = k.first("n_shared_experts") or 0
-    shared_width = k.first("shared_expert_intermediate_size")  # Qwen2-MoE: one wide shared expert
+    # Qwen2-MoE: one wide shared expert; Nemotron 3: moe_shared_expert_intermediate_size
+    shared_width = k.first("shared_expert_intermediate_size", "moe_shared_expert_intermediate_size")
+    if model_type in ("gemma4", "gemma4_text") and intermediate:
+        # Gemma4TextDecoderLayer: the dense MLP (intermediate_size) runs beside the routed experts
+        shared_width = intermediate
     if shared_width:
         shared = max(1, round(shared_width / moe_inter))
     dense = k.first("first_k_dense_replace") or 0
@@ -340,7 +383,7 @@ def _granite_hybrid(k: _Keys, layers: int, moe: dict) -> dict:
     return out
 
 
-def _nemotron_h(k: _Keys, layers: int) -> dict:
+def _nemotron_h(k: _Keys, layers: int, moe: dict) -> dict:
     """NemotronHConfig: hybrid_override_pattern has one character per layer, 'M' a Mamba2 mixer, '*'
     attention, '-' an MLP; each layer is just that sublayer. Mamba2 state per layer per sequence as for
     Granite 4.0-H: conv (inner + 2 x groups x state) x (kernel - 1) + heads x head_dim x state."""
@@ -348,16 +391,67 @@ def _nemotron_h(k: _Keys, layers: int) -> dict:
     if not isinstance(pattern, str) or len(pattern) != layers or set(pattern) - set("M*-E"):
         raise ModelFileError(k.path, f"expected hybrid_override_pattern of {layers} characters from M * -",
                              k.prefix + "hybrid_override_pattern")
-    if "E" in pattern:
-        raise ModelFileError(k.path, "MoE layers ('E') in hybrid_override_pattern are not supported yet "
-                             "(Nemotron 3 Nano MoE)", k.prefix + "hybrid_override_pattern")
+    if "E" in pattern and not moe:
+        raise ModelFileError(k.path, "hybrid_override_pattern has MoE layers ('E') but the config names no "
+                             "n_routed_experts / num_experts_per_tok", k.prefix + "n_routed_experts")
+    if "-" in pattern and "E" in pattern and k.d.get("intermediate_size") is None:
+        k.int("intermediate_size")  # raises: the dense '-' layers need their width
     heads, hd = k.int("mamba_num_heads"), k.int("mamba_head_dim")
     state, groups, conv = k.int("ssm_state_size"), k.int("n_groups", 8), k.int("conv_kernel", 4)
     inner = heads * hd
-    return dict(single_sublayer=True, mlp_only_layers=pattern.count("-"), linear_layers=pattern.count("M"),
+    # 'E' (NemotronHMoE: routed experts, a shared expert, a router) and '-' (a dense MLP) are both MLP-only
+    # layers; with experts, the '-' ones are the dense_layers among them
+    extra = dict(dense_layers=pattern.count("-")) if moe else {}
+    return dict(single_sublayer=True, mlp_only_layers=pattern.count("-") + pattern.count("E"),
+                linear_layers=pattern.count("M"), **extra,
                 linear_state_elems=(inner + 2 * groups * state) * (conv - 1) + heads * hd * state,
                 mamba_heads=heads, mamba_head_dim=hd, mamba_state=state, mamba_groups=groups,
-                linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)))
+                linear_conv_kernel=conv, mamba_conv_bias=bool(k.d.get("use_conv_bias", True)),
+                # vLLM's NemotronH hook reads mamba_ssm_cache_dtype, float32 where the config leaves it out
+                mamba_ssm_fp32=str(k.d.get("mamba_ssm_cache_dtype") or "float32") == "float32")
+
+
+def _gemma4(k: _Keys, layers: int) -> dict:
+    """Gemma4TextConfig: full-attention layers of global_head_dim (and num_global_key_value_heads where
+    attention_k_eq_v, their K serving as V); KV sharing and per-layer embeddings as Gemma 3n's, with an
+    MLP twice as wide in the sharing layers under use_double_wide_mlp."""
+    k_eq_v = bool(k.d.get("attention_k_eq_v", False))
+    out: dict = dict(global_head_dim=k.int("global_head_dim"), global_k_eq_v=k_eq_v)
+    global_kv = k.opt_int("num_global_key_value_heads", minimum=1)
+    if global_kv and k_eq_v:  # the override applies where attention_k_eq_v (configuration_gemma4.py)
+        out["global_kv_heads"] = global_kv
+    out.update(_kv_sharing_and_ple(k, layers))
+    if out.get("kv_shared_layers"):
+        out["kv_shared_double_mlp"] = bool(k.d.get("use_double_wide_mlp", False))
+    return out
+
+
+def _kv_sharing_and_ple(k: _Keys, layers: int) -> dict:
+    """Gemma 3n / 4: the last num_kv_shared_layers layers reuse the KV of the last earlier layer of their
+    type (kv_sharing_modes: they hold no cache and load no k/v projection); hidden_size_per_layer_input
+    > 0 adds the per-layer embeddings (vocab_size_per_layer_input rows)."""
+    types = k.d.get("layer_types")
+    if isinstance(types, list):
+        if len(types) != layers:
+            raise ModelFileError(k.path, f"layer_types lists {len(types)} layers, num_hidden_layers is {layers}",
+                                 k.prefix + "layer_types")
+        sliding = [t == "sliding_attention" for t in types]
+    else:
+        p = k.int("sliding_window_pattern", 6)
+        sliding = [(i + 1) % p != 0 for i in range(layers)]
+    if k.d.get("global_head_dim") is not None:
+        sliding[-1] = False  # Gemma4TextConfig forces the last layer to full attention
+    out: dict = {}
+    shared = k.int("num_kv_shared_layers", 0, minimum=0)
+    if shared > layers:
+        raise ModelFileError(k.path, f"num_kv_shared_layers = {shared} exceeds num_hidden_layers {layers}",
+                             k.prefix + "num_kv_shared_layers")
+    if shared:
+        out.update(kv_shared_layers=shared, kv_shared_sliding=sum(sliding[layers - shared:]))
+    ple = k.int("hidden_size_per_layer_input", 0, minimum=0)
+    if ple:
+        out.update(per_layer_embed_dim=ple, per_layer_embed_vocab=k.int("vocab_size_per_layer_input"))
+    return out
 
 
 def _mla(k: _Keys) -> dict:
@@ -391,6 +485,12 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
         raise ModelFileError(path, f"num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}",
                              k.prefix + "num_key_value_heads")
     head_dim = k.int("head_dim", hidden // heads)
+    widths = k.d.get("intermediate_size")
+    if isinstance(widths, list):  # Gemma3nTextConfig: one width per layer
+        if len(widths) != layers or len(set(map(repr, widths))) != 1:
+            raise ModelFileError(path, f"intermediate_size lists {len(widths)} widths; gpufit reads one width for "
+                                 f"all {layers} layers", k.prefix + "intermediate_size")
+        k.d["intermediate_size"] = widths[0]
     intermediate = k.opt_int("intermediate_size", minimum=1)
     moe = _moe(k, hc.model_type, layers, intermediate)
     if intermediate is None:
@@ -408,7 +508,12 @@ def build_spec(path: Path, hc: HfConfig, *, key: str, name: str, source: str, ti
     elif inner_type == "granitemoehybrid":
         linear.update(_granite_hybrid(k, layers, moe))
     elif inner_type == "nemotron_h":
-        linear.update(_nemotron_h(k, layers))
+        linear.update(_nemotron_h(k, layers, moe))
+    elif inner_type in ("gemma4", "gemma4_text"):
+        linear.update(_gemma4(k, layers))
+    elif inner_type in ("gemma3n", "gemma3n_text"):
+        linear.update(_kv_sharing_and_ple(k, layers))
+        linear.update(altup_inputs=k.int("altup_num_inputs", minimum=1), laurel_rank=k.int("laurel_rank", minimum=1))
     for f in ("intermediate", "shared_experts", "dense_layers"):
         if f in linear:
             v = linear.pop(f)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
-from ..params import required
+from ..params import attention_shape, required
 from . import profiles
 from ..types import Strategy
 from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
@@ -40,11 +40,16 @@ FLASH_ATTN_DEFAULT = True
 # LLM_ARCH_GEMMA2, GEMMA3, GEMMA3N, COHERE2, OPENAI_MOE (gpt-oss) and LLAMA4 (chunked). Mistral 7B
 # v0.1 has `sliding_window` in its config.json, but it converts to the llama architecture, which has
 # none: its KV cache holds every token on every layer (4 GiB at 32k).
-SWA_FAMILIES = ("gemma2", "gemma3", "gemma3n", "gpt-oss", "command-r7b", "llama4")
+# LLM_ARCH_GEMMA4 likewise (LLAMA_SWA_TYPE_STANDARD, the per-layer pattern from
+# gemma4.attention.sliding_window_pattern).
+SWA_FAMILIES = ("gemma2", "gemma3", "gemma3n", "gemma4", "gpt-oss", "command-r7b", "llama4")
 # src/llama-kv-cache-iswa.cpp: the sliding layers' cache holds
 #   min(n_ctx, pad(n_swa x n_seq + n_ubatch, 256))  cells (unified),  n_ctx with --swa-full
 # the ubatch being written sees its window back from its first token, hence + n_ubatch
 KV_PAD = 256
+# recurrent (Mamba2 / gated DeltaNet) state elements are f32: src/llama-model.cpp create_memory passes
+# GGML_TYPE_F32 as the hybrid memory's recurrent_type_k / recurrent_type_v, one state per n_seq_max
+RECURRENT_STATE_BYTES = 4
 
 
 def setting(req: "FitRequest", key: str, default: Any = None) -> Any:
@@ -80,24 +85,34 @@ def kv_element_bits(req: "FitRequest") -> tuple[float, float]:
     return (KV_TYPE_BITS[k] if k else default), (KV_TYPE_BITS[v] if v else default)
 
 
-def kv_widths(m: ModelSpec) -> tuple[int, int]:
+def kv_widths(m: ModelSpec, full: bool = False) -> tuple[int, int]:
     """Elements per token and layer in the K and the V cache. MLA (DeepSeek V2/V3) as llama.cpp
     stores it: one head of kv_lora_rank + rope dims for K and kv_lora_rank for V (n_head_kv = 1,
-    src/llama-model.cpp LLM_ARCH_DEEPSEEK2); else KV heads x head_dim each."""
+    src/llama-model.cpp LLM_ARCH_DEEPSEEK2); else KV heads x head_dim each, `full` at the shape of the
+    full-attention layers (Gemma 4: head_count_kv per layer, key_length / key_length_swa)."""
     if m.is_mla:
         rank = required(m, "kv_lora_rank", m.kv_lora_rank)
         return rank + (m.qk_rope_head_dim or 0), rank
-    return m.kv_heads * m.head_dim, m.kv_heads * m.head_dim
+    heads, head_dim = attention_shape(m, full)
+    return heads * head_dim, heads * head_dim
 
 
 def llama_cpp_kv_bytes(req: "FitRequest", layers: int | None = None, swa_applied: bool = True) -> int:
+    """K and V cells of the layers that keep a cache: the KV-sharing layers of Gemma 3n / 4 have none
+    (src/llama-model.cpp n_layer_kv_from_start = n_layer - shared_kv_layers; llama-kv-cache.cpp skips
+    layers without hparams.has_kv), the others at their own width; the Mamba / DeltaNet layers keep one
+    recurrent state per sequence slot instead, in f32 (llama-model.cpp create_memory: the hybrid memory's
+    recurrent_type_k / recurrent_type_v GGML_TYPE_F32, recurrent_kv_size max(1, n_seq_max))."""
     m = req.model
     full, swa = kv_cells(req, swa_applied)
-    n_swa = (m.sliding_layers or m.chunked_layers) if swa is not None else 0
-    cells = (m.layers - n_swa) * full + n_swa * (swa or 0)
-    kw, vw = kv_widths(m)
+    n_full, n_sliding, n_chunked = memory.cache_layer_counts(m)
+    n_swa = (n_sliding or n_chunked) if swa is not None else 0
+    n_other = n_sliding + n_chunked - n_swa  # windowed layers llama.cpp does not window: full cells
     kb, vb = kv_element_bits(req)
-    total = cells * (kw * kb + vw * vb) / 8
+    fk, fv = kv_widths(m, full=True)
+    ok, ov = kv_widths(m)
+    total = (n_full * full * (fk * kb + fv * vb) + (n_other * full + n_swa * (swa or 0)) * (ok * kb + ov * vb)) / 8
+    total += memory.state_bytes(m, dtype_bytes=RECURRENT_STATE_BYTES) * req.batch
     if layers is not None:
         total = total * layers / m.layers
     return int(-(-total // 1))

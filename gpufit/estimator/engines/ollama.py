@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB, MIB
 from .. import memory
-from ..params import required
+from ..params import attention_layer_counts, attention_shape, required
 from ..types import Strategy
 from .base import EngineMemory, PrefillBatching, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, setting
@@ -220,6 +220,8 @@ def kv_per_layer(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int,
     elif m.family == "gpt-oss":
         out = [int((parallel * GPT_OSS_SWA_CELLS + batch) * per_cell) if i % 2 == 0 else full
                for i in range(m.layers)]
+    if m.kv_shared_layers or m.global_head_dim or m.global_kv_heads:
+        out = _gemma_n_kv(m, out, ctx, KV_BYTES.get(kv_type, 2.0))
     return out
 
 
@@ -229,6 +231,25 @@ def kv_full_context(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int
     m = req.model
     per_cell = 2 * m.kv_heads * m.head_dim * KV_BYTES.get(kv_type, 2.0)
     return int(num_ctx * parallel * per_cell) * m.layers
+
+
+def _gemma_n_kv(m: ModelSpec, out: list[int], ctx: int, elem: float) -> list[int]:
+    """Gemma 3n / 4: GGUF head_count_kv and key_length / key_length_swa are per layer, so each
+    full-attention layer (every n-th, the pattern of their config.json layer_types) is costed at its own
+    width, and the last shared_kv_layers layers hold no cache (they read an earlier layer's)."""
+    full, sliding, chunked = attention_layer_counts(m)
+    period = (full + sliding + chunked) // full if full else 0
+    heads, head_dim = attention_shape(m, full=True)
+    first_shared = m.layers - m.kv_shared_layers
+    res = []
+    for i, v in enumerate(out):
+        if i >= first_shared:
+            res.append(0)
+        elif period and (i + 1) % period == 0:
+            res.append(int(ctx * 2 * heads * head_dim * elem))
+        else:
+            res.append(v)
+    return res
 
 
 def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, flash_attn: bool,

@@ -25,6 +25,7 @@ vllm/v1/core/kv_cache_utils.py `get_kv_cache_config`, `check_enough_kv_cache_mem
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -242,6 +243,10 @@ class LayerKind:
     count: int
     page_bytes: int  # bytes of one block of `block_size` tokens of one layer
     window: int | None = None
+    # blocks of this kind hold `block_scale` x block_size tokens: vLLM unifies the page sizes of the
+    # attention kinds by raising the block size of the smaller pages (vllm/v1/core/kv_cache_utils.py
+    # unify_kv_cache_spec_page_size: block_size x max_page // page, the pages must divide)
+    block_scale: int = 1
 
 
 def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[LayerKind]:
@@ -258,25 +263,37 @@ def layer_kinds(req: "FitRequest", tp: int, layers: int | None = None) -> list[L
         if m.indexer_head_dim:
             per_token += m.indexer_head_dim + m.indexer_head_dim // 128 * 4
         page = int(BLOCK_SIZE * per_token)
+        page_full = page
     else:
-        page = int(2 * BLOCK_SIZE * max(1, m.kv_heads // tp) * m.head_dim * b)
+        # FullAttentionSpec / SlidingWindowSpec: 2 x block x KV heads per rank x head_dim x dtype, each
+        # layer kind at its own shape (Gemma 4's full-attention layers: global_kv_heads x global_head_dim)
+        page = int(BLOCK_SIZE * memory.kv_bytes_per_token_layer(m, req.kv_dtype, tp))
+        page_full = int(BLOCK_SIZE * memory.kv_bytes_per_token_layer(m, req.kv_dtype, tp, full=True))
 
     def n(k: int) -> int:
         return int(round(k * share))
 
     kinds: list[LayerKind] = []
-    # MLP-only layers (Nemotron-H '-') cache nothing
-    full = m.layers - m.sliding_layers - m.chunked_layers - m.linear_layers - m.mlp_only_layers
+    # MLP-only layers (Nemotron-H '-' / 'E') cache nothing; nor do KV-sharing layers (Gemma 3n / 4): a
+    # layer with kv_sharing_target_layer_name gets no KV cache spec of its own
+    # (vllm/v1/worker/gpu_model_runner.py get_kv_cache_spec)
+    full, sliding, chunked = memory.cache_layer_counts(m)
     if full:
-        kinds.append(LayerKind("mla" if m.is_mla else "full", n(full), page))
-    if m.sliding_layers and not setting(req, "disable_hybrid_kv_cache_manager", False):
-        kinds.append(LayerKind("sliding", n(m.sliding_layers), page, required(m, "sliding_window", m.sliding_window)))
-    elif m.sliding_layers:
-        kinds.append(LayerKind("full", n(m.sliding_layers), page))
-    if m.chunked_layers:
-        kinds.append(LayerKind("chunked", n(m.chunked_layers), page, required(m, "attention_chunk", m.attention_chunk)))
+        kinds.append(LayerKind("mla" if m.is_mla else "full", n(full), page_full))
+    if sliding and not setting(req, "disable_hybrid_kv_cache_manager", False):
+        kinds.append(LayerKind("sliding", n(sliding), page, required(m, "sliding_window", m.sliding_window)))
+    elif sliding:
+        kinds.append(LayerKind("full", n(sliding), page))
+    if chunked:
+        kinds.append(LayerKind("chunked", n(chunked), page, required(m, "attention_chunk", m.attention_chunk)))
     if m.linear_layers:
         state = int((m.linear_state_elems or 0) * _model_dtype_bytes(req) / tp)
+        if m.mamba_ssm_fp32 and m.mamba_heads:
+            # vllm/model_executor/models/config.py NemotronHForCausalLMConfig: mamba_ssm_cache_dtype "auto"
+            # takes the HF config's (default float32); the temporal state heads x head_dim x state is then
+            # fp32, the conv state (elements - that) stays in the model dtype (MambaStateDtypeCalculator)
+            ssm = m.mamba_heads * required(m, "mamba_head_dim", m.mamba_head_dim) * required(m, "mamba_state", m.mamba_state)
+            state = int(((m.linear_state_elems or 0) - ssm) * _model_dtype_bytes(req) / tp + ssm * 4 / tp)
         kinds.append(LayerKind("linear", n(m.linear_layers), state))
     return [k for k in kinds if k.count > 0]
 
@@ -295,7 +312,7 @@ def _tokens_needed(k: LayerKind, max_model_len: int, batched: int) -> int:
 def _blocks_needed(k: LayerKind, max_model_len: int, batched: int, block: int) -> int:
     if k.kind == "linear":
         return 1  # MambaSpec: one state page per request (mamba_cache_mode "none")
-    blocks = -(-_tokens_needed(k, max_model_len, batched) // block)
+    blocks = -(-_tokens_needed(k, max_model_len, batched) // (block * k.block_scale))
     return blocks + 1 if k.kind == "sliding" else blocks  # +1: the window need not start at a block edge
 
 
@@ -338,6 +355,16 @@ def kv_layout(req: "FitRequest", tp: int, layers: int | None = None) -> KVLayout
                            k.window) for k in kinds]
     attn = [k for k in kinds if k.kind != "linear"]
     page = max((k.page_bytes for k in attn), default=0)
+    if len({k.page_bytes for k in attn}) > 1:
+        # attention kinds of different page sizes (Gemma 4): the smaller pages hold more tokens
+        if any(page % k.page_bytes for k in attn):
+            from ...errors import UsageError
+
+            raise UsageError(f"vLLM cannot unify the KV page sizes of {req.model.name} "
+                             f"({sorted({k.page_bytes for k in attn})} bytes): they do not divide")
+        kinds = [dataclasses.replace(k, page_bytes=page, block_scale=page // k.page_bytes)
+                 if k.kind != "linear" else k for k in kinds]
+        attn = [k for k in kinds if k.kind != "linear"]
     lin = [k for k in kinds if k.kind == "linear"]
     if lin and attn:
         # raise the attention block so one attention page holds a Mamba/linear state, then pad that
@@ -435,7 +462,7 @@ class Vllm(Engine):
             per_layer = expert_params * q.bits_per_weight / 8 * _mxfp4_expert_factor(m, 1) + other * 2
             active = (pc.per_layer_active - other) * q.bits_per_weight / 8 + other * 2
             ws = memory.WeightSplit(embed=ws.embed, output=ws.output, per_layer=per_layer,
-                                    per_layer_active=active)
+                                    per_layer_active=active, per_layer_embed=ws.per_layer_embed)
         return ws
 
     def rank_layer_bytes(self, req: "FitRequest", ws: memory.WeightSplit, layers: int, tp: int) -> float:
