@@ -305,3 +305,12 @@ def test_gpt_oss_flash_attention_by_release(version, env, fa):
     settings = {} if env is None else {"flash_attn": env}
     r = req("gpt-oss-20b", "mxfp4", 8192, version=version, **settings)
     assert O.for_version(version).flash_attn(r) is fa
+
+
+def test_an_output_layer_left_in_host_ram_is_said():
+    """#11711's card (0.11.2, gpt-oss:20b, 16 GiB free): the estimate places all 24 blocks but not the
+    1.1 GiB BF16 output layer (graph 4 GiB partial): layers.offload=24 of 25."""
+    r = req("gpt-oss-20b", "mxfp4", 8192, free_gib=(16.0,), version="0.11.2")
+    eng = O.for_version("0.11.2")
+    assert eng.estimate(r)[1].layers == 24
+    assert any("output layer (1.1 GiB) in host RAM: layers.offload=24 of 25" in n for n in eng.notes(r))

@@ -588,6 +588,12 @@ class Ollama(LlamaCpp):
             out.append(f"Ollama {self.family.name} runs {req.model.name} on its own engine, which places layers by the "
                        "runner's measured sizes (llm/server.go createLayout); this plan is the llm/memory.go estimate "
                        "its llama runner uses, the figures its server log prints up to 0.11.10")
+        if self.family.old_estimate and req.devices:
+            _, est = self.estimate(req)
+            if est.layers == req.model.layers:  # every block, not the output layer (layers.offload N of N+1)
+                out.append(f"Ollama {self.family.name}'s estimate leaves the output layer "
+                           f"({est.output_bytes / GIB:.1f} GiB) in host RAM: layers.offload={est.layers} of "
+                           f"{req.model.layers + 1}, which `ollama ps` shows as partly CPU")
         if self.family.parallel > 1 and req.batch == 1 and setting(req, "num_parallel_env") is None:
             out.append(f"Ollama {self.family.name} would run {self.family.parallel} slots (num_ctx x "
                        f"{self.family.parallel} cells) where they fit; --batch {self.family.parallel} plans that")
