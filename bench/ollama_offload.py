@@ -266,17 +266,15 @@ def compare(cat, i, row):
     par = int(number(row["num_parallel"]) or 1)
     # the log's num_ctx is the runner's context, num_ctx x parallel (ollama-scheduling.md, point 2)
     ctx = int(number(row["num_ctx"]) // par) if number(row["num_ctx"]) else None
+    devs = tuple(Device(index=str(i), name="gpu", total_bytes=int(a * GIB), free_bytes=int(a * GIB))
+                 for i, a in enumerate(avail))
     if ctx is None:
-        devs0 = tuple(Device(index=str(i), name="gpu", total_bytes=int(a * GIB), free_bytes=int(a * GIB))
-                      for i, a in enumerate(avail))
-        ctx = O.default_num_ctx(fam, spec, devs0)[0]
+        ctx = O.default_num_ctx(fam, spec, devs)[0]
     kv = "q8_0" if row["kv_cache_type"].startswith("q8_0") else "q4_0" if row["kv_cache_type"].startswith("q4_0") else "f16"
     fa_text = row["flash_attention"].lower()
     fa = fa_text.startswith(("enabled", "on", "true", "1")) if fa_text else fam.flash_attn_default(spec)
     if ctx > spec.max_context:
         spec = replace(spec, max_context=ctx)
-    devs = tuple(Device(index=str(i), name="gpu", total_bytes=int(a * GIB), free_bytes=int(a * GIB))
-                 for i, a in enumerate(avail))
     req = FitRequest(model=spec, quant=cat.quant(quant), kv_dtype=cat.kv_dtype("fp16"), context=ctx, batch=par,
                      engine="ollama", devices=devs, engine_version=fam.name)
     frees = [int(a * GIB) for a in avail]
@@ -288,9 +286,10 @@ def compare(cat, i, row):
                 <= 0.005 + 0.01 * logged_kv]
     if number(row["num_parallel"]) or number(row["num_ctx"]):
         used, est = O.schedule(req, frees, ctx, par, kv_type, fa, fam=fam)
-    elif len(said_par) == 1 and said_par[0] != tries[0]:
+    elif len(said_par) == 1:
         par = said_par[0]
-        said.append(f"the log's kv ({logged_kv:.3g} GiB) is the scheduler's {par}-slot try")
+        if par != tries[0]:
+            said.append(f"the log's kv ({logged_kv:.3g} GiB) is the scheduler's {par}-slot try")
         req = replace(req, batch=par)
         used, est = O.schedule(req, frees, ctx, par, kv_type, fa, fam=fam)
     else:  # the log does not say: the scheduler's own default slots, then 1
