@@ -46,7 +46,7 @@ def _estimate_options(f=None, *, schema: str = "gpufit.fit/1"):
         click.option("--context", "-c", type=int, help="Tokens of context per sequence. Default: min(8192, the model's max)."),
         click.option("--batch", "-b", type=int, default=None, help="Concurrent sequences (default 1)."),
         click.option("--kv-dtype", help="KV-cache dtype: fp16 bf16 fp8 q8_0 q4_0 ... Default: fp16/bf16."),
-        click.option("--engine", default="auto", show_default=True, help="vllm | llama.cpp | ollama | transformers | auto (llama.cpp for GGUF types, else vLLM); ENGINE@VERSION for an older release family (vllm@0.18, vllm@0.7)."),
+        click.option("--engine", default="auto", show_default=True, help="vllm | llama.cpp | ollama | transformers | auto (llama.cpp for GGUF types, else vLLM); ENGINE@VERSION for an older release family (vllm@0.18, vllm@0.7, ollama@0.6) or an Ollama release (ollama@0.11.3)."),
         click.option("--reserve", default="0", help="Memory to keep free on each GPU, e.g. 2GiB."),
         click.option("--gpu-memory-utilization", type=float, help="vLLM's up-front claim per GPU (default 0.9)."),
         click.option("--min-headroom", help="Free memory each used GPU must keep, e.g. 2GiB (default max(1 GiB, 5 % of the card)); less is 'tight'."),

@@ -2,15 +2,20 @@
 (llm/memory.go, fs/ggml/ggml.go GraphSize) and per-GPU minimum (discover/gpu.go). It loads a model onto
 the fewest GPUs that hold it.
 
-Version families (`--engine ollama@0.6` ...), from Ollama's source (ollama/ollama, tags v0.1-v0.30):
-  0.6   (<= 0.6.6)       num_ctx 2048, 4 parallel slots when they fit, the memory.go estimate
-  0.9   (0.6.7 - 0.9.x)  num_ctx 4096, 2 slots, the memory.go estimate
-  0.12  (0.10 - 0.12.10) num_ctx 4096, 1 slot, the memory.go estimate
-  current (>= 0.15.5)    num_ctx by total VRAM (server/routes.go: >= 47 GiB 262144, >= 23 GiB 32768,
-                         else 4096), 1 slot; GGML models load through llama-server (v0.30+), so the
-                         placement is llama.cpp's, with Ollama's per-GPU minimum kept free
-The memory.go families place layers as Ollama's estimate does and report its `memory.required.*`
-figures in `engine_memory`; `bench/ollama_offload.py` compares them with 67 public server logs.
+Version families (`--engine ollama@0.6`, or one release: `ollama@0.11.3`), from Ollama's source
+(ollama/ollama, tags v0.1.45 - v0.12.10 read one by one):
+  0.3 / 0.4 / 0.5 / 0.6 (<= 0.6.6)  num_ctx 2048, 4 parallel slots when they fit
+  0.9 (0.6.7 - 0.9.x)               num_ctx 4096, 2 slots
+  0.11 / 0.12 (0.10 - 0.12.10)      num_ctx 4096, 1 slot
+  current (>= 0.15.5)               num_ctx by total VRAM (server/routes.go: >= 47 GiB 262144, >= 23 GiB
+                                    32768, else 4096), 1 slot; GGML models load through llama-server
+                                    (v0.30+), so the placement is llama.cpp's, with Ollama's per-GPU
+                                    minimum kept free
+Within the memory.go families a release's own behaviour applies (Family: blocks from blk.0 up before
+0.7.0, one KV total before 0.6.3, the projector up front before 0.7.1, gpt-oss's graph by 0.11.x
+release, ...), with each block's bytes as the GGUF holds them (gguf_types). They place layers as
+Ollama's estimate does and report its `memory.required.*` figures in `engine_memory`;
+`bench/ollama_offload.py` compares them with the public server logs, each at its own release.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ MINIMUM_MEMORY = 457 * MIB
 NUM_BATCH = 512
 # server/routes.go (>= 0.15.5): the default context by total VRAM (less OLLAMA_GPU_OVERHEAD per GPU)
 VRAM_CTX_TIERS = ((47 * GIB, 262144), (23 * GIB, 32768), (0, 4096))
-# server/sched.go: gpt-oss gets num_ctx >= 8192 (outside "low VRAM mode", total < 20 GiB, from 0.11.4)
+# server/routes.go: gpt-oss gets num_ctx >= 8192 (outside "low VRAM mode", total < 20 GiB, from 0.11.4)
 GPT_OSS_MIN_CTX = 8192
 LOW_VRAM = 20 * GIB
 # fs/ggml/ggml.go kvCacheBytesPerElement: q8_0 1 byte, q4_0 half a byte, else f16
@@ -58,6 +63,16 @@ GPT_OSS_SWA_CELLS = 4096
 GEMMA3_VISION = {"image": 896, "patch": 14, "channels": 3, "heads": 16, "width": 1152}
 
 
+Release = tuple[int, int, int]
+# catalog families the Ollama engine runs in v0.12.x (fs/ggml/ggml.go OllamaEngineRequired at v0.12.3)
+OLLAMA_ENGINE_FAMILIES = ("gemma3", "gpt-oss", "qwen3", "qwen3-2507", "llama4", "qwen3-vl")
+# models whose Ollama library GGUF is another architecture than the catalog family suggests: the
+# library's mistral-small3.1 / 3.2 carry the Pixtral tower as "mistral3" (no GraphSize case: the
+# fallback); Mistral Small 2501 and Mistral Nemo convert as "llama" (llama.cpp convert_hf_to_gguf.py)
+LLAMA_ARCH_FAMILIES = ("llama2", "llama3", "mistral", "mixtral", "yi", "mistral-nemo", "mistral-small")
+NOT_LLAMA_ARCH = ("mistral-small-3.2-24b",)
+
+
 @dataclass(frozen=True)
 class Family:
     name: str | None  # None = the current release
@@ -65,19 +80,89 @@ class Family:
     parallel: int  # default slots (tried first when OLLAMA_NUM_PARALLEL is unset; else 1)
     old_estimate: bool  # llm/memory.go EstimateGPULayers places the layers
     note: str
-    # before v0.7.0 (commit 0478d440f) memory.go placed layers from blk.0 upward; since then from the last
-    ascending: bool = False
+    # the release whose llm/memory.go and fs/ggml/ggml.go this family follows (the last of its line)
+    release: Release = (0, 12, 10)
+
+    # ---- what changed between releases (ollama/ollama, the tags named) ---------------------------
+    @property
+    def ascending(self) -> bool:
+        """Before v0.7.0 (commit 0478d440f) memory.go placed layers from blk.0 upward and counted
+        every layer left over at the size of the last block."""
+        return self.release < (0, 7, 0)
+
+    @property
+    def uniform_kv(self) -> bool:
+        """Before v0.6.3 (f66216e39, heterogeneous KV layer sizes) GraphSize returned one KV total,
+        charged as total / block_count a layer (no sliding-window cells)."""
+        return self.release < (0, 6, 3)
+
+    @property
+    def projector_first(self) -> bool:
+        """Before v0.7.1 (d75557747) an Ollama-engine vision projector (weights + graph) was charged to
+        the first GPU up front (gpuZeroOverhead); since then with the output layer (memoryLastLayer)."""
+        return self.release < (0, 7, 1)
+
+    @property
+    def llama_full_vocab(self) -> bool:
+        """Since v0.3.10 (2003d6015, "llama3.1 memory") llama's graphFullOffload is at least the vocab
+        graph, 4 x batch x (emb + vocab)."""
+        return self.release >= (0, 3, 10)
+
+    @property
+    def gpt_oss_graph(self) -> str:
+        """fs/ggml/ggml.go case "gptoss", over kvTotal at the full context on every layer:
+        v0.11.0-0.11.2 full = 4 x heads / KV heads x kvTotal / 6 and partial = 2 x full; v0.11.3-0.11.4
+        (fcec04bf4) partial = full; since v0.11.5 partial = 2 x heads / KV heads x kvTotal / 6 (full
+        falls back to partial) and, with flash attention (v0.11.8), (4 x slots + ctx / 1024 + 110) MiB."""
+        if self.release < (0, 11, 3):
+            return "double"
+        return "full" if self.release < (0, 11, 5) else "partial"
+
+    def own_engine_layout(self, m: ModelSpec) -> bool:
+        """From v0.11.11 a model the Ollama engine runs (fs/ggml/ggml.go OllamaEngineRequired, v0.12.3:
+        gemma3, gemma3n, mistral3, qwen3, qwen3moe, llama4, mllama, qwen25vl, gptoss) is placed by the
+        runner's measured layout (llm/server.go createLayout), not by llm/memory.go."""
+        return self.release >= (0, 11, 11) and m.family in OLLAMA_ENGINE_FAMILIES
+
+    def flash_attn_default(self, m: ModelSpec) -> bool:
+        """v0.11.8 (85ccf7354) turns flash attention on for gpt-oss (llm/memory.go: OLLAMA_FLASH_ATTENTION
+        || the model's wish); before, OLLAMA_FLASH_ATTENTION (default off) decides for every model."""
+        return m.family == "gpt-oss" and self.release >= (0, 11, 8)
+
+    def flash_attn_overridable(self) -> bool:
+        """From v0.12.4 (fdb109469) OLLAMA_FLASH_ATTENTION=0 turns a model's default off; before, the
+        model's wish wins over the variable."""
+        return self.release >= (0, 12, 4)
+
+
+def family_for(release: Release, name: str | None = None) -> Family:
+    """The family a release belongs to, from server/sched.go defaultParallel (4 to v0.6.6, 2 from v0.6.7,
+    1 from v0.10.0) and envconfig OLLAMA_CONTEXT_LENGTH (2048 to v0.6.6, then 4096)."""
+    ctx = 2048 if release < (0, 6, 7) else 4096
+    par = 4 if release < (0, 6, 7) else 2 if release < (0, 10, 0) else 1
+    label = name or ".".join(map(str, release))
+    return Family(label, ctx, par, True, f"Ollama {label}: num_ctx {ctx}, {par} parallel slot{'s' if par > 1 else ''}"
+                  f"{' where they fit' if par > 1 else ''}, the llm/memory.go estimate", release=release)
 
 
 FAMILIES = {
-    "0.6": Family("0.6", 2048, 4, True, "Ollama 0.6 (<= 0.6.6): num_ctx 2048, 4 parallel slots where they fit, "
-                  "the llm/memory.go estimate", ascending=True),
-    "0.9": Family("0.9", 4096, 2, True, "Ollama 0.9 (0.6.7 - 0.9.x): num_ctx 4096, 2 parallel slots where they fit, "
-                  "the llm/memory.go estimate"),
-    "0.12": Family("0.12", 4096, 1, True, "Ollama 0.12 (0.10 - 0.12.10): num_ctx 4096, 1 slot, the llm/memory.go estimate"),
+    "0.3": family_for((0, 3, 14), "0.3"),
+    "0.4": family_for((0, 4, 7), "0.4"),
+    "0.5": family_for((0, 5, 13), "0.5"),
+    "0.6": family_for((0, 6, 6), "0.6"),
+    "0.9": family_for((0, 9, 6), "0.9"),
+    "0.11": family_for((0, 11, 11), "0.11"),
+    "0.12": family_for((0, 12, 10), "0.12"),
     None: Family(None, None, 1, False, "Ollama: current release (>= 0.15.5: num_ctx by total VRAM, 1 slot, "
-                 "llama-server placement); --engine ollama@0.12, @0.9 or @0.6 for older releases"),
+                 "llama-server placement); --engine ollama@0.12, @0.9, @0.6 ... (or a release, ollama@0.11.3) "
+                 "for older ones", release=(99, 0, 0)),
 }
+# the oldest release whose llm/memory.go this module follows (EstimateGPULayers as of v0.1.45)
+OLDEST = (0, 1, 45)
+LAST_OLD_ESTIMATE = (0, 12, 10)  # v0.12.11 (f560bd077) moved every model to the new layout
+# the last release of each line (`git tag` of ollama/ollama): a patch past it was never released
+LAST_PATCH = {(0, 1): 48, (0, 2): 8, (0, 3): 14, (0, 4): 7, (0, 5): 13, (0, 6): 8, (0, 7): 1, (0, 8): 0,
+              (0, 9): 6, (0, 10): 1, (0, 11): 11, (0, 12): 10}
 
 
 def default_num_ctx(fam: Family, m: ModelSpec, devices: Sequence["Device"], gpu_overhead: int = 0) -> tuple[int, str]:
@@ -89,7 +174,8 @@ def default_num_ctx(fam: Family, m: ModelSpec, devices: Sequence["Device"], gpu_
     else:
         n = next(ctx for floor, ctx in VRAM_CTX_TIERS if total >= floor)
         why = f"Ollama's default num_ctx for {total / GIB:.0f} GiB of total VRAM"
-    if m.family == "gpt-oss" and (fam.name in ("0.6", "0.9") or total >= LOW_VRAM) and n < GPT_OSS_MIN_CTX:
+    # server/routes.go: unconditional before v0.11.4 ("server: Reduce gpt-oss context length for small VRAM GPUs")
+    if m.family == "gpt-oss" and (fam.release < (0, 11, 4) or total >= LOW_VRAM) and n < GPT_OSS_MIN_CTX:
         n, why = GPT_OSS_MIN_CTX, "Ollama's minimum num_ctx for gpt-oss"
     return min(n, m.max_context), why
 
@@ -108,28 +194,43 @@ class OllamaEstimate:
     graph_partial: int
     layer_bytes: int  # blk.0 weights + its KV
     output_bytes: int  # output layer (output_norm + output or token_embd)
+    gpu_weights: int = 0  # weights of the blocks (and output layer, projector weights) the GPUs hold
 
 
-def kv_per_layer(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int) -> list[int]:
-    """fs/ggml/ggml.go GraphSize: KV bytes of each layer for num_ctx x parallel cells."""
+def kv_per_layer(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int,
+                 fam: Family | None = None) -> list[int]:
+    """fs/ggml/ggml.go GraphSize: KV bytes of each layer for num_ctx x parallel cells (before v0.6.3
+    one total, charged evenly: total / block_count a layer)."""
+    fam = fam or FAMILIES["0.12"]
     m = req.model
     ctx = num_ctx * parallel
     per_cell = 2 * m.kv_heads * m.head_dim * KV_BYTES.get(kv_type, 2.0)
     if m.is_mla:  # deepseek2 GGUF: K = kv_lora_rank + rope, V = v_head_dim, per head as GGUF lists them
         per_cell = m.kv_heads * ((m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0) + (m.v_head_dim or 0)) \
             * KV_BYTES.get(kv_type, 2.0)
-    out = [int(ctx * per_cell)] * m.layers
-    batch = min(num_ctx, NUM_BATCH)
+    full = int(ctx * per_cell)
+    if fam.uniform_kv:
+        total = int(ctx * m.layers * per_cell)
+        return [total // m.layers] * m.layers
+    out = [full] * m.layers
+    batch = min(ctx, NUM_BATCH)
     if m.family == "gemma3" and m.sliding_window:
         cells = parallel * m.sliding_window + batch
-        out = [int(ctx * per_cell) if (i + 1) % GEMMA3_GLOBAL_EVERY == 0 else int(cells * per_cell)
-               for i in range(m.layers)]
+        out = [full if (i + 1) % GEMMA3_GLOBAL_EVERY == 0 else int(cells * per_cell) for i in range(m.layers)]
     elif m.family == "gpt-oss":
-        out = [int((parallel * GPT_OSS_SWA_CELLS + batch) * per_cell) if i % 2 == 0 else int(ctx * per_cell)
+        out = [int((parallel * GPT_OSS_SWA_CELLS + batch) * per_cell) if i % 2 == 0 else full
                for i in range(m.layers)]
     if m.kv_shared_layers or m.global_head_dim or m.global_kv_heads:
         out = _gemma_n_kv(m, out, ctx, KV_BYTES.get(kv_type, 2.0))
     return out
+
+
+def kv_full_context(req: "FitRequest", kv_type: str, num_ctx: int, parallel: int) -> int:
+    """GraphSize's kvTotal: the full context on every layer, summed before an architecture's own cache
+    sizes replace the per-layer figures (what gpt-oss's graph estimate is taken from)."""
+    m = req.model
+    per_cell = 2 * m.kv_heads * m.head_dim * KV_BYTES.get(kv_type, 2.0)
+    return int(num_ctx * parallel * per_cell) * m.layers
 
 
 def _gemma_n_kv(m: ModelSpec, out: list[int], ctx: int, elem: float) -> list[int]:
@@ -151,20 +252,23 @@ def _gemma_n_kv(m: ModelSpec, out: list[int], ctx: int, elem: float) -> list[int
     return res
 
 
-def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, flash_attn: bool) -> tuple[int, int]:
+def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, flash_attn: bool,
+                fam: Family | None = None, kv_type: str = "f16") -> tuple[int, int]:
     """(graphPartialOffload, graphFullOffload) of GraphSize for the architectures gpufit's catalog
     has (llama / mistral / mixtral, gemma*, qwen2, deepseek2, gpt-oss); others take Ollama's fallback,
     partial = GQA x kv / 6, full = partial."""
+    fam = fam or FAMILIES["0.12"]
     m = req.model
     ctx = num_ctx * parallel
-    batch = min(num_ctx, NUM_BATCH)
+    batch = min(ctx, NUM_BATCH)
     emb, heads, kvh, vocab = m.hidden, m.heads, m.kv_heads, m.vocab
     hd = m.head_dim
     full = partial = 0
-    fam = m.family
-    if fam in ("llama2", "llama3", "llama3.1", "llama3.2", "llama3.3", "mistral", "mixtral", "yi",
-               "deepseek-r1-distill-llama"):
-        full = max(4 * batch * (1 + 4 * emb + ctx * (1 + heads)), 4 * batch * (emb + vocab))
+    family = m.family
+    if family in LLAMA_ARCH_FAMILIES and m.key not in NOT_LLAMA_ARCH:
+        full = 4 * batch * (1 + 4 * emb + ctx * (1 + heads))
+        if fam.llama_full_vocab:
+            full = max(full, 4 * batch * (emb + vocab))
         partial = 4 * batch * emb + max(
             4 * batch * (1 + emb + max(ctx, emb)) + emb * emb * 9 // 16 + 4 * ctx * (batch * heads + hd * kvh),
             4 * batch * (emb + vocab) + emb * vocab * 105 // 128)
@@ -174,25 +278,31 @@ def graph_sizes(req: "FitRequest", num_ctx: int, parallel: int, kv_total: int, f
             partial = max(4 * batch * (3 + hd * kvh + emb + ctx * (1 + heads) + ff)
                           + (emb * emb + 3 * emb * kvh * ff) * 9 // 16,
                           4 * batch * (1 + 2 * emb + ctx * (1 + heads)) + emb * (6 * ctx * kvh // heads + emb * 9 // 16))
-    elif fam in ("gemma2", "gemma3"):
+    elif family in ("gemma2", "gemma3"):
         full = max(4 * batch * (emb + vocab), 4 * batch * (2 + ctx + ctx * heads + 2 * emb + 2 * hd * heads))
         partial = max(4 * emb * batch + emb * vocab * 105 // 128 + 4 * vocab * batch,
                       4 * batch * (2 * emb + 1 + 2 * hd * heads + ctx + ctx * heads) + 4 * hd * ctx * 8
                       + emb * hd * heads * 9 // 16)
-    elif fam in ("qwen2", "qwen2.5", "qwen2.5-coder", "deepseek-r1-distill-qwen"):
+    elif family in ("qwen2", "qwen2.5", "qwen2.5-coder", "deepseek-r1-distill-qwen"):
         full = max(4 * batch * (emb + vocab), 4 * batch * (1 + 2 * emb + ctx + ctx * heads))
         partial = max(4 * batch * (emb + vocab) + emb * vocab * 105 // 128,
                       4 * (batch * (1 + 2 * emb + ctx * (1 + heads)) + emb * (1 + ctx)))
-    elif fam in ("deepseek-v2", "deepseek-v3", "deepseek-r1") and m.is_mla:
+    elif family in ("deepseek-v2", "deepseek-v3", "deepseek-r1") and m.is_mla:
         hk = (m.qk_nope_head_dim or 0) + (m.qk_rope_head_dim or 0)
         full = max(4 * batch * (3 * emb + vocab), 4 * batch * (3 * emb + 2 + ctx * (1 + kvh) + 2 * hk * kvh))
         partial = max(4 * batch * (3 * emb + vocab) + emb * vocab * 105 // 128,
                       4 * batch * (2 * emb + 1 + 2 * hk * kvh + ctx + ctx * kvh) + 4 * hk * ctx * kvh
                       + emb * hk * kvh * 9 // 16)
-    elif fam == "gpt-oss":
-        partial = 2 * heads // max(kvh, 1) * kv_total // 6
-        if flash_attn:
-            partial = (4 * parallel + (ctx >> 10) + 110) * MIB
+    elif family == "gpt-oss":
+        kv_full = kv_full_context(req, kv_type, num_ctx, parallel)
+        gqa = heads // max(kvh, 1)
+        if fam.gpt_oss_graph == "partial":
+            partial = 2 * gqa * kv_full // 6
+            if flash_attn:
+                partial = (4 * parallel + (ctx >> 10) + 110) * MIB
+        else:
+            full = 4 * gqa * kv_full // 6
+            partial = 2 * full if fam.gpt_oss_graph == "double" else full
     if partial == 0:
         partial = heads // max(kvh, 1) * kv_total // 6
     if full == 0:
@@ -216,10 +326,15 @@ def projector_bytes(m: ModelSpec) -> tuple[int, int]:
 
 
 def layer_weights(m: ModelSpec, q: QuantFormat) -> list[int]:
-    """Bytes of each block as the GGUF holds it: DeepSeek's leading dense layers are a fraction of its
-    MoE layers (memory.go reads every blk.i's own size); the body total is the catalog's."""
+    """Bytes of each block as the GGUF holds it (memory.go reads every blk.i's own size): a K-quant
+    mix per layer where llama.cpp's quantizer varies the types (gguf_types); else DeepSeek's leading
+    dense layers as a fraction of its MoE layers, the body total being the catalog's."""
+    from ..gguf_types import block_bytes
     from ..params import attention_params, mlp_params
 
+    mixed = block_bytes(m, q)
+    if mixed is not None:
+        return mixed
     ws = memory.weight_split(m, q)
     body = ws.per_layer * m.layers
     if not (m.is_moe and m.dense_layers):
@@ -233,65 +348,90 @@ def layer_weights(m: ModelSpec, q: QuantFormat) -> list[int]:
     return [int(round(p * scale)) for p in params]
 
 
+def output_layer_bytes(m: ModelSpec, q: QuantFormat) -> int:
+    """memoryLayerOutput: output_norm (F32) + output.weight, or token_embd where the output is tied --
+    quantized then as the output tensor (llama-quant.cpp: Q6_K for K-quants and Q4_x, Q8_0 for Q8_0)."""
+    ws = memory.weight_split(m, q)
+    head = ws.output
+    if not head:
+        bits = q.output_bits if (q.kind == "gguf" and q.output_bits) else (q.embed_bits or q.bits_per_weight)
+        head = int(m.vocab * m.hidden * bits / 8)
+    return m.hidden * 4 + head
+
+
 def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, parallel: int, kv_type: str,
                         flash_attn: bool, gpu_overhead: int = 0, num_gpu: int | None = None,
-                        ascending: bool = False) -> OllamaEstimate:
-    """llm/memory.go estimateGPULayers for one library's GPUs (free memory of each, in the order the
-    scheduler passes them): per-GPU admission, layers from the last block down round-robin over the
-    GPUs with room, the output layer last, then the full or partial graph on every GPU used."""
+                        fam: Family | None = None) -> OllamaEstimate:
+    """llm/memory.go EstimateGPULayers for one library's GPUs (free memory of each, in the order the
+    scheduler passes them): per-GPU admission, layers round-robin over the GPUs with room (from the
+    last block down since v0.7.0, from blk.0 up before), the output layer last, then the full or
+    partial graph on every GPU used."""
+    fam = fam or FAMILIES["0.12"]
     m = req.model
-    ws = memory.weight_split(m, req.quant)
-    kv = kv_per_layer(req, kv_type, num_ctx, parallel)
+    kv = kv_per_layer(req, kv_type, num_ctx, parallel, fam)
     kv_total = sum(kv)
-    partial, full = graph_sizes(req, num_ctx, parallel, kv_total, flash_attn)
+    partial, full = graph_sizes(req, num_ctx, parallel, kv_total, flash_attn, fam, kv_type)
     if len(free) > 1:
         full = partial  # multigpu always uses the partial graph size
+    graph = max(partial, full)
     blks = layer_weights(m, req.quant)
     layer0 = blks[0] + kv[0]
-    # output_norm + output (token_embd when tied), and a vision projector with its graph
     proj_w, proj_g = projector_bytes(m)
-    output = m.hidden * 4 + (ws.output or ws.embed) + proj_w + proj_g
+    output = output_layer_bytes(m, req.quant)
+    # the vision projector: on the first GPU up front before v0.7.1, with the output layer since
+    zero = proj_w + proj_g if fam.projector_first else 0
+    if not fam.projector_first:
+        output += proj_w + proj_g
     n = len(free)
     split = [0] * n
     alloc = [0] * n
     with_space: list[int] = []
     for i, f in enumerate(free):
-        if f < gpu_overhead + max(partial, full) + MINIMUM_MEMORY + 2 * layer0:
+        gzo = zero if not with_space else 0
+        if f < gpu_overhead + gzo + graph + MINIMUM_MEMORY + 2 * layer0:
             continue
         with_space.append(i)
         alloc[i] += MINIMUM_MEMORY + layer0
     overflow = 0
+    if with_space:  # (a projector no GPU takes is not counted in required.full before v0.7.1)
+        alloc[with_space[0]] += zero
     count = 0
-    for i in (range(m.layers) if ascending else range(m.layers - 1, -1, -1)):
+    on_gpu = proj_w if (zero and with_space) else 0
+    order = range(m.layers) if fam.ascending else range(m.layers - 1, -1, -1)
+    size = layer0
+    for i in order:
         size = blks[i] + kv[i]
         if num_gpu is not None and count >= num_gpu:
-            overflow += size
+            if not fam.ascending:
+                overflow += size
             continue
         j = len(with_space)
         placed = False
         while j > 0:
             g = with_space[i % j]
-            used = alloc[g] + max(partial, full)
-            if free[g] > gpu_overhead + used + size:
+            if free[g] > gpu_overhead + alloc[g] + graph + size:
                 alloc[g] += size
                 split[g] += 1
                 count += 1
                 placed = True
+                on_gpu += blks[i]
                 break
             with_space.pop(i % j)
             j -= 1
-        if not placed:
+        if not placed and not fam.ascending:
             overflow += size
+    if fam.ascending and count < m.layers:
+        overflow += (m.layers - count) * size  # every layer left over at the last block's size
     fully = count >= m.layers
     if num_gpu is None or count < num_gpu:
         j = len(with_space)
         while j > 0:
             g = with_space[count % j]
-            used = alloc[g] + max(partial, full)
-            if free[g] > gpu_overhead + used + output:
+            if free[g] > gpu_overhead + alloc[g] + graph + output:
                 alloc[g] += output
                 split[g] += 1
                 count += 1
+                on_gpu += output - (0 if fam.projector_first else proj_g)
                 break
             j -= 1
     if count < m.layers + 1:
@@ -304,11 +444,12 @@ def estimate_gpu_layers(req: "FitRequest", free: Sequence[int], num_ctx: int, pa
     return OllamaEstimate(layers=count, split=tuple(split), required_full=required_partial + overflow,
                           required_partial=required_partial if count else 0, required_kv=kv_total,
                           allocations=tuple(alloc if count else [0] * n), graph_full=full, graph_partial=partial,
-                          layer_bytes=layer0, output_bytes=output)
+                          layer_bytes=layer0, output_bytes=output, gpu_weights=on_gpu if count else 0)
 
 
 def schedule(req: "FitRequest", frees: Sequence[int], num_ctx: int, parallel: int, kv_type: str, flash_attn: bool,
-             gpu_overhead: int = 0, spread: bool = False, ascending: bool = False) -> tuple[list[int], OllamaEstimate]:
+             gpu_overhead: int = 0, spread: bool = False, fam: Family | None = None
+             ) -> tuple[list[int], OllamaEstimate]:
     """server/sched.go with llm/memory.go pickBestFullFitByLibrary: GPUs by free memory, largest first;
     the fewest that hold every layer (all of them with OLLAMA_SCHED_SPREAD), else all with partial
     offload. Returns the indexes (into `frees`) of the GPUs used and the estimate over them."""
@@ -317,11 +458,11 @@ def schedule(req: "FitRequest", frees: Sequence[int], num_ctx: int, parallel: in
     for k in sizes:
         sub = order[:k]
         est = estimate_gpu_layers(req, [frees[i] for i in sub], num_ctx, parallel, kv_type, flash_attn, gpu_overhead,
-                                  ascending=ascending)
+                                  fam=fam)
         if est.layers >= req.model.layers + 1:
             return sub, est
     est = estimate_gpu_layers(req, [frees[i] for i in order], num_ctx, parallel, kv_type, flash_attn, gpu_overhead,
-                              ascending=ascending)
+                              fam=fam)
     return order, est
 
 
@@ -332,7 +473,7 @@ def schedule_default_parallel(req: "FitRequest", frees: Sequence[int], fam: Fami
     first that loads every layer on the GPUs wins (else the last tried). Returns (slots, GPUs, estimate)."""
     tries = [fam.parallel, 1] if fam.parallel > 1 else [1]
     for par in tries:
-        used, est = schedule(req, frees, num_ctx, par, kv_type, flash_attn, gpu_overhead, spread, fam.ascending)
+        used, est = schedule(req, frees, num_ctx, par, kv_type, flash_attn, gpu_overhead, spread, fam)
         if est.layers >= req.model.layers + 1:
             return par, used, est
     return tries[-1], used, est
@@ -356,10 +497,18 @@ class Ollama(LlamaCpp):
             self.swa_families = SWA_FAMILIES
 
     # ---- Ollama's own settings ------------------------------------------------------------------
+    def flash_attn(self, req: "FitRequest") -> bool:
+        """OLLAMA_FLASH_ATTENTION where set, else the release's default for the model (which the variable
+        cannot turn off before v0.12.4)."""
+        wish = self.family.flash_attn_default(req.model)
+        if wish and not self.family.flash_attn_overridable():
+            return True
+        return bool(setting(req, "flash_attn", wish))
+
     def kv_type(self, req: "FitRequest") -> str:
         """OLLAMA_KV_CACHE_TYPE applies only with flash attention (llm/memory.go)."""
         kv = LLAMA_KV.get(req.kv_dtype.key, "f16")
-        return kv if setting(req, "flash_attn", False) else "f16"
+        return kv if self.flash_attn(req) else "f16"
 
     def gpu_overhead(self, req: "FitRequest") -> int:
         return int(setting(req, "gpu_overhead", 0))
@@ -368,21 +517,22 @@ class Ollama(LlamaCpp):
                  devices: Sequence["Device"] | None = None) -> tuple[list[int], OllamaEstimate]:
         devs = list(devices if devices is not None else req.devices)
         frees = [max(0, d.free_bytes - req.reserve_bytes) for d in devs]
-        return schedule(req, frees, req.context, req.batch, self.kv_type(req), bool(setting(req, "flash_attn", False)),
-                        self.gpu_overhead(req), bool(setting(req, "sched_spread", False)), self.family.ascending)
+        return schedule(req, frees, req.context, req.batch, self.kv_type(req), self.flash_attn(req),
+                        self.gpu_overhead(req), bool(setting(req, "sched_spread", False)), self.family)
 
     # ---- what the engine holds (memory.go families) -----------------------------------------------
     def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         if not self.family.old_estimate:
             return super().kv_bytes(req, layers, tp)
-        total = sum(kv_per_layer(req, self.kv_type(req), req.context, req.batch))
+        total = sum(kv_per_layer(req, self.kv_type(req), req.context, req.batch, self.family))
         return int(math.ceil(total * (layers if layers is not None else req.model.layers) / req.model.layers))
 
     def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
         if not self.family.old_estimate:
             return super().activation_bytes(req, tp, multi_gpu)
-        kv_total = sum(kv_per_layer(req, self.kv_type(req), req.context, req.batch))
-        partial, full = graph_sizes(req, req.context, req.batch, kv_total, bool(setting(req, "flash_attn", False)))
+        kv_total = sum(kv_per_layer(req, self.kv_type(req), req.context, req.batch, self.family))
+        partial, full = graph_sizes(req, req.context, req.batch, kv_total, self.flash_attn(req), self.family,
+                                    self.kv_type(req))
         return partial if multi_gpu else max(partial, full)
 
     def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
@@ -412,7 +562,7 @@ class Ollama(LlamaCpp):
         devs = list(req.devices)
         names = [devs[i].index for i in used]
         return EngineMemory(
-            weights_bytes=sum(int(round(memory.weight_split(req.model, req.quant).per_layer)) * n for n in est.split),
+            weights_bytes=est.gpu_weights,
             activation_peak_bytes=est.graph_full if est.layers >= req.model.layers + 1 else est.graph_partial,
             device=",".join(names),
             extra={"required": {"full_bytes": est.required_full, "partial_bytes": est.required_partial,
@@ -434,6 +584,16 @@ class Ollama(LlamaCpp):
         out = super().notes(req)
         if self.family.name is not None:
             out.append(self.family.note)
+        if self.family.old_estimate and self.family.own_engine_layout(req.model):
+            out.append(f"Ollama {self.family.name} runs {req.model.name} on its own engine, which places layers by the "
+                       "runner's measured sizes (llm/server.go createLayout); this plan is the llm/memory.go estimate "
+                       "its llama runner uses, the figures its server log prints up to 0.11.10")
+        if self.family.old_estimate and req.devices:
+            _, est = self.estimate(req)
+            if est.layers == req.model.layers:  # every block, not the output layer (layers.offload N of N+1)
+                out.append(f"Ollama {self.family.name}'s estimate leaves the output layer "
+                           f"({est.output_bytes / GIB:.1f} GiB) in host RAM: layers.offload={est.layers} of "
+                           f"{req.model.layers + 1}, which `ollama ps` shows as partly CPU")
         if self.family.parallel > 1 and req.batch == 1 and setting(req, "num_parallel_env") is None:
             out.append(f"Ollama {self.family.name} would run {self.family.parallel} slots (num_ctx x "
                        f"{self.family.parallel} cells) where they fit; --batch {self.family.parallel} plans that")
@@ -480,19 +640,36 @@ class Ollama(LlamaCpp):
 
 
 _FAMILIES = {name: Ollama(fam) for name, fam in FAMILIES.items()}
-_ALIASES = {"0.5": "0.6", "0.6": "0.6", "0.7": "0.9", "0.8": "0.9", "0.9": "0.9", "0.10": "0.12", "0.11": "0.12",
-            "0.12": "0.12"}
+# a minor version without a patch: the family of its line (0.7 and 0.8 behave as 0.9's last release)
+_ALIASES = {"0.3": "0.3", "0.4": "0.4", "0.5": "0.5", "0.6": "0.6", "0.7": "0.9",
+            "0.8": "0.9", "0.9": "0.9", "0.10": "0.11", "0.11": "0.11", "0.12": "0.12"}
+_RELEASES: dict[Release, Ollama] = {}
+
+
+def parse_release(version: str) -> Release | None:
+    """'0.11.3' (also '0.11.3-rc1', 'v0.5.4-0-g2ddc32d') -> (0, 11, 3); None when it is not X.Y.Z."""
+    import re
+
+    hit = re.match(r"^v?(\d+)\.(\d+)\.(\d+)", version.strip())
+    return (int(hit.group(1)), int(hit.group(2)), int(hit.group(3))) if hit else None
 
 
 def for_version(version: str | None) -> Ollama:
+    """`ollama@0.6` (a line's family) or `ollama@0.11.3` (that release: what changed in its
+    llm/memory.go and fs/ggml/ggml.go, v0.1.45 - v0.12.10)."""
     if version is None:
         return _FAMILIES[None]
-    key = _ALIASES.get(".".join(version.split(".")[:2]))
-    if key is None:
-        from ...errors import unknown
+    key = _ALIASES.get(version.strip())
+    if key is not None:
+        return _FAMILIES[key]
+    rel = parse_release(version)
+    if rel is not None and OLDEST <= rel <= LAST_OLD_ESTIMATE and rel[2] <= LAST_PATCH.get(rel[:2], -1):
+        if rel not in _RELEASES:
+            _RELEASES[rel] = Ollama(family_for(rel))
+        return _RELEASES[rel]
+    from ...errors import unknown
 
-        raise unknown("Ollama version family", version, [k for k in FAMILIES if k])
-    return _FAMILIES[key]
+    raise unknown("Ollama version family", version, [k for k in FAMILIES if k])
 
 
 # ---- `ollama run TAG` / `ollama serve` and the server's environment (envconfig/config.go) -------------
