@@ -2,7 +2,7 @@
 """Fit gpufit's llama.cpp speed factors to the measured rows bench/accuracy.py maps.
 
     .venv/bin/python bench/calibrate.py          # the fitted factors
-    .venv/bin/python bench/calibrate.py --cv     # and the leave-one-GPU-out decode error
+    .venv/bin/python bench/calibrate.py --cv     # and the leave-one-GPU-out decode and prefill errors
 
 Decode model (gpufit/estimator/speed.py), per token on a layer split:
     seconds = sum over devices of bytes read there / (bandwidth x efficiency[memory class])

@@ -1,12 +1,15 @@
 """Speed: decode is memory-bound, prefill is compute-bound.
 
 decode s/token = sum over the devices a token passes through of bytes read there / (bandwidth x
-efficiency) + interconnect latency; bytes read = the layers' active weights + their KV for the tokens
-already in context (+ the output head on the last device). Offloaded layers read host memory.
-prefill tokens/s = efficiency x dense tensor FLOP/s / (2 x active parameters per token).
-The efficiencies are per engine and, where measurements fitted one, per memory class (decode) or kind of
-datasheet figure (prefill); llama.cpp also pays a fixed latency per layer and token. All in engines.py,
-fitted by bench/calibrate.py; `basis` says which factor was used.
+efficiency) + layers x the engine's fixed per-layer time (llama.cpp: cycles / the card's boost clock)
++ interconnect latency; bytes read = the layers' active weights + their KV for the tokens already in
+context (+ the output head on the last device). Offloaded layers read host memory.
+prefill (prefill_rate): per ubatch, GEMM FLOPs / (datasheet tensor rate x efficiency x the share of
+SMs the GEMMs' tile waves keep busy, at most the board's power-limited rate) + weight, dequantization
+and score bytes / (bandwidth x the decode efficiency), pipelined over the stages of a layer split.
+The efficiencies are per engine and, where measurements fitted one, per memory class; constants in
+engines/ (profiles.py, llama_cpp.py PREFILL_FIT), fitted by bench/calibrate.py; `basis` says which
+factor was used.
 """
 
 from __future__ import annotations
