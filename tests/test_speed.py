@@ -128,7 +128,9 @@ def test_sm_count_from_tensor_or_fp32_cores():
     ada = dataclasses.replace(card(), compute_capability="8.9", tensor_cores=512)
     volta = dataclasses.replace(card(), compute_capability="7.0", tensor_cores=640)
     pascal = dataclasses.replace(card(), compute_capability="6.1", cuda_cores=3584)
-    assert [speed.sm_count(c) for c in (ada, volta, pascal, card())] == [128, 80, 28, None]
+    # both given: the CUDA cores decide (an L4 lists 7,424 = 58 SMs x 128)
+    both = dataclasses.replace(card(), compute_capability="8.9", cuda_cores=7424, tensor_cores=240)
+    assert [speed.sm_count(c) for c in (ada, volta, pascal, both, card())] == [128, 80, 28, 58, None]
 
 
 def test_the_wave_share_scales_the_gemm_rate_before_the_power_cap():

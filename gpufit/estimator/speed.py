@@ -194,24 +194,29 @@ def gemm_rate(dev: Device, quant: QuantFormat, engine: Engine, wave: float = 1.0
 
 # Tensor cores per streaming multiprocessor, by compute capability major: Volta and Turing 8, Ampere,
 # Ada, Hopper and Blackwell 4 (NVIDIA's Volta, Turing, Ampere GA100/GA102, Ada AD102, Hopper GH100 and
-# Blackwell architecture whitepapers); FP32 cores per SM where a card has no tensor cores (Pascal:
-# 6.0 64, 6.1/6.2 128; CUDA C++ Programming Guide, compute capabilities table)
+# Blackwell architecture whitepapers); FP32 cores per SM where the catalog gives no tensor cores (CUDA
+# C++ Programming Guide, throughput of 32-bit floating-point add/multiply per SM and clock)
 TENSOR_CORES_PER_SM = {7: 8, 8: 4, 9: 4, 10: 4, 11: 4, 12: 4}
-FP32_CORES_PER_SM = {"6.0": 64, "6.1": 128, "6.2": 128}
+FP32_CORES_PER_SM = {"6.0": 64, "6.1": 128, "6.2": 128, "7.0": 64, "7.2": 64, "7.5": 64, "8.0": 64, "8.6": 128,
+                     "8.7": 128, "8.9": 128, "9.0": 128, "10.0": 128, "10.3": 128, "11.0": 128, "12.0": 128,
+                     "12.1": 128}
 # the output tile one SM computes per step of a tensor-core GEMM: 128 x 128, the default threadblock
 # tile of CUTLASS's and cuBLAS's FP16 tensor-op kernels
 GEMM_TILE = 128
 
 
 def sm_count(spec: GpuSpec | None) -> int | None:
-    """Streaming multiprocessors of a card, from its tensor (or FP32) core count; None when unknown."""
+    """Streaming multiprocessors of a card, from its FP32 (CUDA) core count, else its tensor core
+    count; None when neither is known."""
     if spec is None:
         return None
+    per = FP32_CORES_PER_SM.get(spec.compute_capability)
+    if spec.cuda_cores and per:
+        return spec.cuda_cores // per
     major = int(float(spec.compute_capability))
     if spec.tensor_cores and major in TENSOR_CORES_PER_SM:
         return spec.tensor_cores // TENSOR_CORES_PER_SM[major]
-    per = FP32_CORES_PER_SM.get(spec.compute_capability)
-    return spec.cuda_cores // per if spec.cuda_cores and per else None
+    return None
 
 
 def wave_efficiency(m: ModelSpec, sms: int | None, tokens: int, tp: int = 1) -> float:
