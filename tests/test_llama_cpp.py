@@ -233,3 +233,32 @@ def test_split_mode_row_is_planned_as_the_layer_split_and_printed_as_row():
     assert sum(1 for d in b.devices if d.layers) == 2  # 42 GB of weights need both cards
     assert "--split-mode row -ts " in b.engine_args["llama.cpp"]
     assert "--split-mode layer -ts " in a.engine_args["llama.cpp"]
+
+
+@pytest.mark.parametrize("ngl,verdict,head_on_host", [(32, "offload", True), (33, "fits", False), (999, "fits", False)])
+def test_ngl_counts_the_output_layer_as_llama_cpp_does(ngl, verdict, head_on_host):
+    """src/llama-model.cpp: the output layer is layer n_layer + 1, on a GPU only when -ngl > n_layer. Llama 3
+    8B has 32 blocks: -ngl 32 keeps its Q6_K head (128,256 x 4,096 x 6.5625 bits / 8 = 430,940,160 bytes) in
+    host RAM, which the CPU then computes: an offload, exit 4. The token embeddings (x 4.5 bits / 8 =
+    295,501,824 bytes) stay in host RAM either way."""
+    import dataclasses
+
+    r = estimate(dataclasses.replace(req("llama3-8b", 8192, n_gpu_layers=ngl), host_ram_available_bytes=64 * GIB))
+    assert r.verdict == verdict
+    head, embed = 430_940_160, 295_501_824
+    assert r.placement.cpu_bytes == embed + (head if head_on_host else 0) and r.placement.gpu_layers == 32
+    if head_on_host:
+        assert "-ngl 32" in r.engine_args["llama.cpp"]
+        assert r.performance.basis["cpu_bytes_per_token"] == head  # the head is read from host RAM
+
+
+def test_a_pinned_ngl_that_leaves_the_head_on_the_cpu_offers_every_layer_on_the_gpu():
+    import dataclasses
+
+    from gpufit.estimator.alternatives import Candidates
+
+    r = estimate(dataclasses.replace(req("llama3-8b", 8192, n_gpu_layers=32), host_ram_available_bytes=64 * GIB),
+                 candidates=Candidates())
+    alt = next(a for a in r.alternatives if a.kind == "engine_setting")
+    assert alt.summary.startswith("-ngl 33 (every layer, the output layer too, on the GPUs): fits")
+    assert alt.changes["engine_settings"]["n_gpu_layers"] == 33

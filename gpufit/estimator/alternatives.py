@@ -140,8 +140,10 @@ def find_alternatives(result: FitResult, c: Candidates) -> list[Alternative]:
             p = r.placement
             have = req.host_ram_available_bytes
             enough = have is not None and p.cpu_bytes <= have
+            what = ("every layer on the GPU(s) but the output layer" if p.gpu_layers == req.model.layers
+                    else f"{p.gpu_layers} of {req.model.layers} layers on the GPU(s)")
             out.append(Alternative(
-                "offload", f"CPU offload: {p.gpu_layers} of {req.model.layers} layers on the GPU(s)",
+                "offload", f"CPU offload: {what}",
                 Verdict.OFFLOAD, {"engine": req.engine, "ram": p.cpu_bytes}, r.memory.total_bytes,
                 r.performance.decode_tokens_per_s,
                 data={"host_bytes": p.cpu_bytes, "host_ram": "enough" if enough else ("short" if have is not None else "unknown")}))

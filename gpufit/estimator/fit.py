@@ -39,7 +39,7 @@ def min_headroom(req: FitRequest, total_bytes: int) -> int:
 def _verdict(req: FitRequest, plan: Plan) -> Verdict:
     if not plan.fits:
         return Verdict.NO_FIT
-    if plan.cpu_layers:
+    if plan.cpu_layers or plan.head_on_host:
         return Verdict.OFFLOAD
     for dp in plan.used:
         if usable(dp.device, req) - dp.needed < min_headroom(req, dp.device.total_bytes):
@@ -51,7 +51,7 @@ def _fits(req: FitRequest) -> bool:
     from .placement import starts
 
     p = choose(req)
-    return not p.cpu_layers and starts(Sizer(req), p)
+    return not (p.cpu_layers or p.head_on_host) and starts(Sizer(req), p)
 
 
 def _largest(req: FitRequest, field: Literal["context", "batch"], hi: int) -> int | None:

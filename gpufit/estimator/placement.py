@@ -51,6 +51,9 @@ class Plan:
     cpu_layers: int = 0
     cpu_bytes: int = 0
     host_bytes: int = 0  # engine keeps in host RAM anyway (llama.cpp token embeddings)
+    # every transformer layer on the GPUs but the output layer in host RAM (llama.cpp -ngl N_LAYER,
+    # Ollama's layers.offload N of N+1): the CPU computes the head, so it is an offload
+    head_on_host: bool = False
     reasons: list[Message] = field(default_factory=list)  # why it does not fit: Message objects (render words them)
     refusal: Refusal | None = None  # the engine's own refusal of this layout
 
@@ -191,10 +194,12 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     else:
         layers = _apportion(min(m.layers, sum(caps)), caps, caps)
     n_gpu = sum(layers)
+    # the engine's count includes the output layer (llama.cpp: the head is on a GPU only when -ngl > n_layer)
+    head_on_host = max_layers is not None and max_layers <= m.layers and n_gpu == m.layers
     plans = []
     last = out_dev if out_dev is not None else max((i for i, n in enumerate(layers) if n), default=len(devs) - 1)
     for i, d in enumerate(devs):
-        dp = DevicePlan(d, layers=layers[i], is_last=(i == last and n_gpu == m.layers))
+        dp = DevicePlan(d, layers=layers[i], is_last=(i == last and n_gpu == m.layers and not head_on_host))
         if layers[i] or dp.is_last:
             dp.weights = s.weights(layers[i], 1, i == 0, dp.is_last)
             dp.kv = s.kv(layers[i])
@@ -206,9 +211,12 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     if cpu_layers:
         # offloaded layers keep their weights and KV in host RAM; the head goes with them
         cpu_bytes = int(round(s.ws.per_layer * cpu_layers + s.ws.output)) + s.kv(cpu_layers)
+    elif head_on_host:
+        cpu_bytes = int(round(s.ws.output))
     used = [p for p in plans if p.layers]
-    strategy = Strategy.CPU_OFFLOAD if cpu_layers else (Strategy.LAYER_SPLIT if len(used) > 1 else Strategy.SINGLE)
-    if len(used) > 1 and not cpu_layers:
+    offload = bool(cpu_layers) or head_on_host
+    strategy = Strategy.CPU_OFFLOAD if offload else (Strategy.LAYER_SPLIT if len(used) > 1 else Strategy.SINGLE)
+    if len(used) > 1 and not offload:
         strategy = s.engine.split_strategy
     reasons: list[Message] = []
 
@@ -221,7 +229,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
         ok = not short
         if short:
             reasons = [shortfall(short)]
-    elif cpu_layers and allow_cpu:
+    elif offload and allow_cpu:
         host = s.req.host_ram_available_bytes
         ok = n_gpu > 0 and host is not None and cpu_bytes + s.host_embed <= host
         short = [p for p in plans if p.needed > usable(p.device, s.req)] if max_layers is not None else []
@@ -241,7 +249,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
             reasons = [Message("layers_do_not_fit", {"cpu_layers": cpu_layers, "layers": m.layers})]
     return Plan(strategy, ok, plans, pp=len(used) if strategy == Strategy.PIPELINE_PARALLEL else 1,
                 gpu_layers=n_gpu, cpu_layers=cpu_layers, cpu_bytes=cpu_bytes, host_bytes=s.host_embed,
-                reasons=reasons)
+                reasons=reasons, head_on_host=head_on_host)
 
 
 def llama_cpp_split(n_layer: int, weights: Sequence[float]) -> tuple[list[int], int]:
@@ -401,7 +409,7 @@ def choose(req: FitRequest) -> Plan:
     if fixed is not None:
         return _fixed(s, devs, *fixed)
     limit = s.engine.gpu_layer_limit(req)
-    if limit is not None and limit < req.model.layers:
+    if limit is not None and limit <= req.model.layers:
         # the server's own flags keep layers on the CPU: plan exactly that offload
         return split_layers(s, _index_order(devs), allow_cpu=True, max_layers=max(0, limit))
     if len(devs) > 1 and s.engine.uses_all_gpus:

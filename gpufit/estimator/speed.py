@@ -157,6 +157,12 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
         bytes_per_token += cpu_read
         basis["host_bandwidth_gbps"] = host_bw
         basis["cpu_bytes_per_token"] = int(cpu_read)
+    elif plan.head_on_host:  # every block on the GPUs, the output layer computed from host RAM
+        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
+        seconds += head / (host_bw * 1e9)
+        bytes_per_token += head
+        basis["host_bandwidth_gbps"] = host_bw
+        basis["cpu_bytes_per_token"] = int(head)
     basis["bandwidth_gbps"] = bws[0] if len(set(bws)) == 1 else bws
     basis["bytes_per_token"] = int(bytes_per_token)
     decode = batch / seconds if seconds > 0 else None

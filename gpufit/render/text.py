@@ -124,7 +124,9 @@ def fit_text(res) -> str:
     else:
         strat = p.strategy.replace("_", " ")
     extra = ""
-    if p.strategy == Strategy.CPU_OFFLOAD:
+    if p.strategy == Strategy.CPU_OFFLOAD and p.gpu_layers == m.layers:
+        extra = f", every layer on GPU but the output layer; {gib(p.cpu_bytes)} GiB in host RAM"
+    elif p.strategy == Strategy.CPU_OFFLOAD:
         extra = f", {p.gpu_layers}/{m.layers} layers on GPU, {gib(p.cpu_bytes)} GiB in host RAM"
     if res.verdict != Verdict.NO_FIT:  # a model that does not fit has no placement to show
         lines += ["", f"Placement: {strat}{extra}"]

@@ -17,8 +17,10 @@ WORDS: dict[str, Callable[[dict], str]] = {
     "rank_short": lambda d: f"tensor parallel {d['tensor_parallel']} x pipeline {d['pipeline_parallel']}: a rank is short",
     "gpus_short": lambda d: "short on " + ", ".join(f"GPU {g['gpu']} by {_gib(g['short_bytes'])}" for g in d["short"]),
     "no_layer_fits": lambda d: "not even one layer fits on the GPUs",
-    "offload_ram_unknown": lambda d: (f"CPU offload would put {d['cpu_layers']} of {d['layers']} layers "
-                                      f"({_gib(d['host_bytes'])}) in host RAM, whose size is not known (--ram)"),
+    "offload_ram_unknown": lambda d: (
+        (f"CPU offload would put {d['cpu_layers']} of {d['layers']} layers ({_gib(d['host_bytes'])}) in host RAM"
+         if d["cpu_layers"] else f"the output layer would stay in host RAM ({_gib(d['host_bytes'])} there in all)")
+        + ", whose size is not known (--ram)"),
     "offload_ram_short": lambda d: (f"offloaded part needs {_gib(d['host_bytes'])} of host RAM, "
                                     f"{_gib(d['available_bytes'])} available"),
     "layers_do_not_fit": lambda d: f"{d['cpu_layers']} of {d['layers']} layers do not fit on the GPUs",

@@ -198,7 +198,9 @@ class Engine:
         return None
 
     def gpu_layer_limit(self, req: "FitRequest") -> int | None:
-        """At most this many transformer layers on the GPUs (llama.cpp -ngl), None = as many as fit."""
+        """This many layers on the GPUs, counted as llama.cpp's -ngl counts them (the output layer is layer
+        n_layer + 1: n_layer puts every block on the GPUs and keeps the output layer in host RAM; more
+        than n_layer is everything, returned as None), None = as many as fit."""
         return None
 
     def split_weights(self, req: "FitRequest", n_devices: int) -> list[float] | None:

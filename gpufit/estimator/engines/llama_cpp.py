@@ -256,6 +256,17 @@ class LlamaCpp(Engine):
         ngl = setting(req, "n_gpu_layers")
         return ngl if ngl is not None and ngl <= req.model.layers else None
 
+    def alternatives(self, result: "FitResult") -> list[tuple[str, dict[str, Any]]]:
+        """-ngl that keeps layers (or just the output layer) in host RAM: every layer on the GPUs, if
+        that fits (src/llama-model.cpp: the output layer goes to a GPU only when -ngl > n_layer)."""
+        r = result.request
+        ngl = setting(r, "n_gpu_layers")
+        if ngl is None or ngl > r.model.layers:
+            return []
+        every = r.model.layers + 1
+        return [(f"-ngl {every} (every layer, the output layer too, on the GPUs)",
+                 {"engine_settings": {**r.engine_settings, "n_gpu_layers": every}})]
+
     def split_weights(self, req: "FitRequest", n_devices: int) -> list[float] | None:
         ts = setting(req, "tensor_split")
         if not ts:
