@@ -262,3 +262,13 @@ def test_a_pinned_ngl_that_leaves_the_head_on_the_cpu_offers_every_layer_on_the_
     alt = next(a for a in r.alternatives if a.kind == "engine_setting")
     assert alt.summary.startswith("-ngl 33 (every layer, the output layer too, on the GPUs): fits")
     assert alt.changes["engine_settings"]["n_gpu_layers"] == 33
+
+
+def test_no_kv_offload_reads_the_cache_from_host_ram_when_decoding():
+    """-nkvo: the CPU attends over a cache in host RAM. Llama 3 8B's f16 cache is 32 layers x 2 x 8 heads x
+    128 x 2 bytes = 131,072 bytes a token; at the 64 tokens decode is timed at that is 8,388,608 bytes a
+    token read from host RAM instead of from the card."""
+    on, off = estimate(req("llama3-8b", 8192)), estimate(req("llama3-8b", 8192, no_kv_offload=True))
+    assert off.performance.basis["host_kv_bytes_per_token"] == 32 * 2 * 8 * 128 * 2 * 64 == 8_388_608
+    assert "host_kv_bytes_per_token" not in on.performance.basis
+    assert off.performance.decode_tokens_per_s < on.performance.decode_tokens_per_s

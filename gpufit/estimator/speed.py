@@ -105,12 +105,16 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     }
     if not used:
         return None, None, basis
-    kv_tok = memory.kv_bytes_per_token_layer(m, req.kv_dtype, plan.tp)
+    ctx = min(DECODE_CONTEXT_TOKENS if decode_context is None else decode_context, req.context)
+    # the cache a decoded token attends to, each caching layer at its own shape and window (shared-KV and
+    # linear layers cache nothing; a linear layer's fixed state is read and written instead), all
+    # sequences, one rank, the whole model: a device reads its share of the layers
+    kv_read = (memory.kv_bytes_per_token(m, req.kv_dtype, ctx, plan.tp) + memory.state_bytes(m, plan.tp)) * batch
+    kv_host = s.engine.kv_on_host(req)  # llama.cpp --no-kv-offload: the CPU reads it, from host RAM
     # weights the engine's own settings keep in host RAM (expert tensors) are read there, on the CPU
     host_read = s.engine.host_read_bytes_per_token(req)
     # the output head is read for every token; a tied head is the embedding matrix itself
     head = s.ws.output if s.ws.output or not m.tie_embeddings else s.ws.embed
-    ctx = min(DECODE_CONTEXT_TOKENS if decode_context is None else decode_context, req.context)
     bytes_per_token = 0.0
     bws = []
     # ranks of one tensor-parallel stage read at the same time; stages (pipeline parallel / layer
@@ -130,7 +134,7 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
             weights_read = (s.ws.per_layer_active * m.layers - host_read) * dp.layers / m.layers / tp
             if dp.is_last:
                 weights_read += head / tp
-            b = weights_read + kv_tok * dp.layers * ctx * batch
+            b = weights_read + (0.0 if kv_host else kv_read * dp.layers / m.layers)
             bytes_per_token += b
             stage_s = max(stage_s, b / (bw * 1e9 * dev_eff) + dp.layers * layer_latency_s(s.profile, dp.device.spec))
         seconds += stage_s
@@ -148,9 +152,15 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
         bytes_per_token += host_read
         basis["host_bandwidth_gbps"] = host_bw
         basis["host_expert_bytes_per_token"] = int(host_read)
+    if kv_host:
+        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
+        seconds += kv_read / (host_bw * 1e9)
+        bytes_per_token += kv_read
+        basis["host_bandwidth_gbps"] = host_bw
+        basis["host_kv_bytes_per_token"] = int(kv_read)
     if plan.cpu_layers:
         host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
-        cpu_read = s.ws.per_layer_active * plan.cpu_layers + kv_tok * plan.cpu_layers * ctx * batch
+        cpu_read = s.ws.per_layer_active * plan.cpu_layers + (0.0 if kv_host else kv_read * plan.cpu_layers / m.layers)
         if not any(d.is_last for d in used):
             cpu_read += head
         seconds += cpu_read / (host_bw * 1e9)

@@ -197,6 +197,10 @@ class Engine:
         """(tensor parallel, pipeline parallel) the server's own flags pin, or None to choose."""
         return None
 
+    def kv_on_host(self, req: "FitRequest") -> bool:
+        """The KV cache lives in host RAM and the CPU attends over it (llama.cpp --no-kv-offload)."""
+        return False
+
     def gpu_layer_limit(self, req: "FitRequest") -> int | None:
         """This many layers on the GPUs, counted as llama.cpp's -ngl counts them (the output layer is layer
         n_layer + 1: n_layer puts every block on the GPUs and keeps the output layer in host RAM; more

@@ -232,6 +232,11 @@ class LlamaCpp(Engine):
         n = host_expert_layers(req)
         return n * expert_layer_bytes(req, active=True) if n else 0.0
 
+    def kv_on_host(self, req: "FitRequest") -> bool:
+        """--no-kv-offload (-nkvo): the KV cache and the attention over it stay on the CPU (common/arg.cpp
+        no_kv_offload -> llama_context_params.offload_kqv = false)."""
+        return bool(setting(req, "no_kv_offload", False))
+
     def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         if setting(req, "no_kv_offload", False):
             return 0
