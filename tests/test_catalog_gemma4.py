@@ -21,7 +21,7 @@ from gpufit.estimator.engines import llama_cpp, vllm
 from gpufit.estimator.fit import estimate
 from gpufit.estimator.params import count_params
 from gpufit.estimator.types import Device, FitRequest
-from gpufit.modelfile.hf_config import build_spec, read_config
+from config_helpers import spec_from_config
 
 CAT = load_catalog()
 CTX = 32768
@@ -29,11 +29,7 @@ BF16 = 2
 
 
 def _spec(tmp_path, cfg, tie=True):
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    spec, _ = build_spec(p, read_config(p), key="x", name="x", source=str(p), tie=tie, attn_bias=False,
-                         native_dtype="bf16", params=None, params_source=None)
-    return spec
+    return spec_from_config(tmp_path, cfg, tie)
 
 
 def card(key):

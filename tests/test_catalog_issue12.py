@@ -11,7 +11,7 @@ import pytest
 
 from gpufit.catalog import load_catalog
 from gpufit.estimator.params import count_params, linear_attention_params
-from gpufit.modelfile.hf_config import build_spec, read_config
+from config_helpers import spec_from_config
 
 BF16 = 2
 CTX = 32768
@@ -80,10 +80,7 @@ def test_qwen3_next_kv_at_32k_by_hand(cat):
 
 
 def test_qwen3_next_config_json_gives_the_catalog_shape(tmp_path, cat):
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(QWEN3_NEXT_CONFIG))
-    spec, _ = build_spec(p, read_config(p), key="x", name="x", source=str(p), tie=False, attn_bias=False,
-                         native_dtype="bf16", params=None, params_source=None)
+    spec = spec_from_config(tmp_path, QWEN3_NEXT_CONFIG)
     m = cat.model("Qwen/Qwen3-Next-80B-A3B-Instruct")
     for f in ("layers", "hidden", "heads", "kv_heads", "head_dim", "vocab", "max_context", "experts",
               "experts_active", "shared_experts", "moe_intermediate", "linear_layers", "linear_state_elems",
@@ -96,11 +93,7 @@ def test_qwen3_next_config_json_gives_the_catalog_shape(tmp_path, cat):
 def test_layer_types_list_wins_over_the_interval(tmp_path):
     cfg = dict(QWEN3_NEXT_CONFIG, num_hidden_layers=4,
                layer_types=["linear_attention", "full_attention", "full_attention", "linear_attention"])
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    spec, _ = build_spec(p, read_config(p), key="x", name="x", source=str(p), tie=False, attn_bias=False,
-                         native_dtype="bf16", params=None, params_source=None)
-    assert spec.linear_layers == 2
+    assert spec_from_config(tmp_path, cfg).linear_layers == 2
 
 
 # ---- aliases and fixed facts --------------------------------------------------------------------
@@ -150,11 +143,7 @@ LLAMA4_SCOUT_TEXT = {  # meta-llama/Llama-4-Scout-17B-16E-Instruct config.json t
 
 
 def _spec(tmp_path, cfg):
-    p = tmp_path / "config.json"
-    p.write_text(json.dumps(cfg))
-    spec, _ = build_spec(p, read_config(p), key="x", name="x", source=str(p), tie=False, attn_bias=False,
-                         native_dtype="bf16", params=None, params_source=None)
-    return spec
+    return spec_from_config(tmp_path, cfg)
 
 
 def test_llama4_scout_text_shape_plus_vision_encoder_is_the_published_total(cat):

@@ -146,33 +146,26 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
     if len(stages) > 1:
         seconds += (len(stages) - 1) * engines.STAGE_HOP_LATENCY_S
         basis["stage_hop_latency_s"] = engines.STAGE_HOP_LATENCY_S
-    if host_read:
-        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
-        seconds += host_read / (host_bw * 1e9)
-        bytes_per_token += host_read
-        basis["host_bandwidth_gbps"] = host_bw
-        basis["host_expert_bytes_per_token"] = int(host_read)
-    if kv_host:
-        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
-        seconds += kv_read / (host_bw * 1e9)
-        bytes_per_token += kv_read
-        basis["host_bandwidth_gbps"] = host_bw
-        basis["host_kv_bytes_per_token"] = int(kv_read)
+    # what the CPU reads from host RAM for each token, one part after the other: expert tensors the
+    # engine keeps there, a cache kept there (--no-kv-offload), offloaded layers (with the head when no
+    # GPU holds it) or the output layer alone
+    cpu_read = 0.0
     if plan.cpu_layers:
-        host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
         cpu_read = s.ws.per_layer_active * plan.cpu_layers + (0.0 if kv_host else kv_read * plan.cpu_layers / m.layers)
         if not any(d.is_last for d in used):
             cpu_read += head
-        seconds += cpu_read / (host_bw * 1e9)
-        bytes_per_token += cpu_read
-        basis["host_bandwidth_gbps"] = host_bw
-        basis["cpu_bytes_per_token"] = int(cpu_read)
-    elif plan.head_on_host:  # every block on the GPUs, the output layer computed from host RAM
+    elif plan.head_on_host:
+        cpu_read = head
+    host_parts = {"host_expert_bytes_per_token": host_read, "host_kv_bytes_per_token": kv_read if kv_host else 0.0,
+                  "cpu_bytes_per_token": cpu_read}
+    if any(host_parts.values()):
         host_bw = host_bandwidth_gbps or engines.HOST_DECODE_BANDWIDTH_GBPS
-        seconds += head / (host_bw * 1e9)
-        bytes_per_token += head
         basis["host_bandwidth_gbps"] = host_bw
-        basis["cpu_bytes_per_token"] = int(head)
+        for key, n in host_parts.items():
+            if n:
+                seconds += n / (host_bw * 1e9)
+                bytes_per_token += n
+                basis[key] = int(n)
     basis["bandwidth_gbps"] = bws[0] if len(set(bws)) == 1 else bws
     basis["bytes_per_token"] = int(bytes_per_token)
     decode = batch / seconds if seconds > 0 else None
