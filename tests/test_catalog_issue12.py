@@ -5,7 +5,6 @@ engine modules can be checked against the same numbers."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from gpufit.catalog import load_catalog
