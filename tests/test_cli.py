@@ -357,3 +357,20 @@ def test_here_env_options_go_over_this_shells_environment():
     assert d["batch"] == 2
     _, d = fit_json(*args, env={"OLLAMA_NUM_PARALLEL": "4"})
     assert d["batch"] == 4
+
+
+def test_check_a_llama_server_without_c_plans_the_context_fit_leaves_it():
+    """No -c: llama.cpp starts from the model's training context; on a 3090 with 23.7 GiB free Llama 3.1 8B
+    Q4_K_M keeps all 131,072 tokens, on the dual A5000 (1.6 and 6.7 GiB free) --fit cuts it."""
+    def here(snap, *server):
+        r = run("here", "--snapshot", str(snap), "--json", "--", "llama-server", "-m", "llama3.1-8b.Q4_K_M.gguf",
+                *server)
+        assert "Traceback" not in r.output
+        return json.loads(r.stdout)
+
+    assert here(FIX / "influxdata_telegraf__rtx-3090-v12.xml")["context"] == 131072
+    d = here(DUAL_A5000)
+    assert 4096 <= d["context"] < 131072 and d["context"] % 256 == 0
+    assert any("llama.cpp --fit cut the model's 131072-token context" in n["message"] for n in d["notes"])
+    d = here(DUAL_A5000, "--fit", "off")
+    assert d["context"] == 131072 and d["verdict"] == "no_fit"

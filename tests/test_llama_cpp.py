@@ -127,10 +127,17 @@ def test_environment_is_read_and_the_command_line_wins():
     assert (c.context, c.batch, c.gpus) == (2048, 4, "2,3")
 
 
-def test_no_ctx_flag_is_llama_cpp_s_default_and_said():
+def test_no_ctx_flag_is_the_training_context_left_to_fit_and_said():
+    """common/common.h: n_ctx 0 (the model's training context) and fit_params on by default."""
     c = parse(["-m", "m.gguf"], {})
-    assert c.context is None and c.default_context == 4096 and "default context of 4096" in c.notes[0]
-    assert parse(["-m", "m.gguf", "-c", "0"], {}).default_context == 0  # the model's own maximum
+    assert c.context is None and c.default_context == 0 and c.settings["ctx_auto"] is True
+    assert "the model's training context, which --fit shrinks" in c.notes[0]
+    assert parse(["-m", "m.gguf", "-c", "0"], {}).settings["ctx_auto"] is True
+    assert "ctx_auto" not in parse(["-m", "m.gguf", "-c", "8192"], {}).settings
+    off = parse(["-m", "m.gguf", "--fit", "off", "-fitt", "2048", "--fit-ctx", "8192"], {})
+    assert (off.settings["fit"], off.settings["fit_target_mib"], off.settings["fit_min_ctx"]) == (False, (2048,), 8192)
+    with pytest.raises(UsageError, match="--fit 'maybe': expected on or off"):
+        parse(["-m", "m.gguf", "--fit", "maybe"], {})
 
 
 def test_override_tensor_patterns_pick_the_expert_layers():
@@ -272,3 +279,47 @@ def test_no_kv_offload_reads_the_cache_from_host_ram_when_decoding():
     assert off.performance.basis["host_kv_bytes_per_token"] == 32 * 2 * 8 * 128 * 2 * 64 == 8_388_608
     assert "host_kv_bytes_per_token" not in on.performance.basis
     assert off.performance.decode_tokens_per_s < on.performance.decode_tokens_per_s
+
+
+
+def _fit_req(gpu, **settings):
+    import dataclasses
+
+    r = req("llama3.1-8b", CAT.model("llama3.1-8b").max_context, gpu=gpu, ctx_auto=True, **settings)
+    return dataclasses.replace(r, host_ram_available_bytes=64 * GIB)
+
+
+def test_fit_cuts_an_unset_context_to_what_leaves_the_margin_free():
+    """common/fit.cpp step 2 on one 16 GiB card: Llama 3.1 8B Q4_K_M at its 131,072-token training context
+    needs more than 16 GiB - 1024 MiB, so the context is interpolated between 4,096 and 131,072 where the
+    use meets that target, then rounded down to 256 cells. The use at a context is the weights on the
+    card, 131,072 bytes of f16 KV a token (2 x 8 heads x 128 x 2 bytes x 32 layers), the flash-attention
+    compute buffer for a 512-token ubatch, and the per-GPU overhead."""
+    from gpufit.estimator import memory
+
+    r = _fit_req("rtx-4080")
+    m, eng = r.model, llama_cpp.for_version(None)
+    ws = eng.weight_split(m, r.quant, None)
+    weights = ws.per_layer * m.layers + ws.output  # the token embeddings stay in host RAM
+
+    def use(c):
+        return weights + 131_072 * c + llama_cpp.compute_bytes(m, c, 512, True, False) + eng.overhead_bytes(r)
+
+    target = 16 * GIB - 1024 * 2**20
+    assert use(131_072) > target > use(4096)
+    want = 4096 + (131_072 - 4096) * int(target - use(4096)) // int(use(131_072) - use(4096))
+    want -= want % 256
+    ctx, why = eng.fitted_context(r)
+    assert ctx == want and 4096 < ctx < 131_072
+    assert "llama.cpp --fit cut the model's 131072-token context" in why
+    assert memory.kv_bytes_per_token_layer(m, r.kv_dtype) * m.layers == 131_072
+
+
+def test_fit_keeps_the_context_where_it_fits_or_where_told_not_to():
+    import dataclasses
+
+    assert llama_cpp.for_version(None).fitted_context(_fit_req("rtx-4090")) is None  # 21 GiB + 1 GiB fit in 24
+    assert llama_cpp.for_version(None).fitted_context(_fit_req("rtx-4080", fit=False)) is None
+    r = _fit_req("rtx-2060")  # 6 GiB: not even 4,096 tokens (5.6 GiB) meet 5 GiB, so the minimum is kept
+    assert llama_cpp.for_version(None).fitted_context(r)[0] == 4096
+    assert estimate(dataclasses.replace(r, context=4096)).verdict != "fits"  # and llama.cpp offloads from there

@@ -249,8 +249,6 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         raise UsageError(f"--gpu-memory-utilization must be in (0, 1], got {gpu_memory_utilization}")
     if reserve_bytes < 0:
         raise UsageError("--reserve cannot be negative")
-    if batch > 1:
-        notes.append(f"batch {batch}: {batch} concurrent sequences of {context} tokens each")
     if model.ollama_tag:
         engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
     engine_settings = engine_obj.settings_for(m, q, catalog, dict(engine_settings or {}))
@@ -262,6 +260,12 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         planning=planning, engine_version=engine_obj.version, engine_settings=dict(engine_settings or {}),
         model_path=model_path, batch_given=batch > 1 if batch_given is None else batch_given,
     )
+    fitted = engine_obj.fitted_context(req)  # the engine shrinks a context it was left to choose
+    if fitted is not None:
+        req = dataclasses.replace(req, context=fitted[0])
+        notes.append(fitted[1])
+    if batch > 1:
+        notes.append(f"batch {batch}: {batch} concurrent sequences of {req.context} tokens each")
     return req, notes
 
 

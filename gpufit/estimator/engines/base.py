@@ -197,6 +197,11 @@ class Engine:
         """(tensor parallel, pipeline parallel) the server's own flags pin, or None to choose."""
         return None
 
+    def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
+        """(context, why) where the engine itself shrinks a context it was left to choose, to fit the GPUs
+        it finds (llama.cpp --fit); None where it keeps the request's."""
+        return None
+
     def kv_on_host(self, req: "FitRequest") -> bool:
         """The KV cache lives in host RAM and the CPU attends over it (llama.cpp --no-kv-offload)."""
         return False

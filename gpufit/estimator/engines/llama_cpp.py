@@ -232,6 +232,56 @@ class LlamaCpp(Engine):
         n = host_expert_layers(req)
         return n * expert_layer_bytes(req, active=True) if n else 0.0
 
+    def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
+        """common/fit.cpp, step 2: a context the command line left to llama.cpp (no -c, or -c 0) starts at
+        the model's training context; where the layout llama.cpp would load leaves some GPU less than its
+        margin free (--fit-target, 1024 MiB) and the GPUs together are short, the context is cut to the
+        linear interpolation between --fit-ctx (4096) and the maximum that meets the summed target (less
+        half a layer per GPU and one more on a split, a sixth for MoE), rounded down to 256 cells."""
+        if not setting(req, "ctx_auto", False) or not setting(req, "fit", True) or not req.devices:
+            return None
+        import dataclasses
+
+        from ..placement import Sizer, _index_order, split_layers
+
+        devs = _index_order(list(req.devices))
+        nd = len(devs)
+        mib = setting(req, "fit_target_mib") or (FIT_TARGET_MIB,)
+        margins = [mib[min(i, len(mib) - 1)] * 1024 * 1024 for i in range(nd)]
+        free = [d.free_bytes for d in devs]
+        streams = 1 if setting(req, "kv_unified", False) else req.batch
+        ngl = self.gpu_layer_limit(req)
+
+        def used(per_seq: int) -> tuple[list[int], int]:
+            """Bytes per GPU of the layout llama.cpp would load at this context, and the weights among them."""
+            s = Sizer(dataclasses.replace(req, context=per_seq))
+            plan = (split_layers(s, devs, allow_cpu=True, max_layers=ngl) if ngl is not None
+                    else split_layers(s, devs, allow_cpu=False, by_free=True))
+            by_dev = {dp.device.index: dp for dp in plan.devices}
+            parts = [by_dev[d.index] if d.index in by_dev else None for d in devs]
+            return [p.needed if p else 0 for p in parts], sum(int(p.weights) if p else 0 for p in parts)
+
+        max_total = req.model.max_context * streams
+        min_total = setting(req, "fit_min_ctx", FIT_MIN_CTX) * streams
+        at_max, weights = used(max_total // req.batch)
+        if all(f - u >= mg for f, u, mg in zip(free, at_max, margins)):
+            return None  # "no changes needed"
+        surplus = sum(free) - sum(at_max) - sum(margins)
+        if surplus >= 0 or max_total <= min_total:
+            return None  # llama.cpp re-splits the layers instead (step 3), or the model's context is small
+        target = sum(free) - sum(margins)
+        if nd > 1:  # only whole layers (dense) or whole tensors (about a third of a layer, MoE) move
+            target -= (nd + 1) * (weights // req.model.layers) // (6 if req.model.is_moe else 2)
+        at_min = sum(used(min_total // req.batch)[0])
+        n_ctx = min_total
+        if target > at_min and sum(at_max) > at_min:
+            n_ctx += (max_total - min_total) * (target - at_min) // (sum(at_max) - at_min)
+            align = FIT_CTX_ALIGN * streams
+            n_ctx = max(n_ctx - n_ctx % align, min_total)
+        per_seq = n_ctx // req.batch
+        return per_seq, (f"context {per_seq}: llama.cpp --fit cut the model's {req.model.max_context}-token context "
+                         f"to keep {margins[0] // (1024 * 1024)} MiB free on each GPU (common/fit.cpp; -c to set it)")
+
     def kv_on_host(self, req: "FitRequest") -> bool:
         """--no-kv-offload (-nkvo): the KV cache and the attention over it stay on the CPU (common/arg.cpp
         no_kv_offload -> llama_context_params.offload_kqv = false)."""
@@ -377,6 +427,9 @@ _FLAGS = {
     "-ncmoe": ("n_cpu_moe", "int0"), "--n-cpu-moe": ("n_cpu_moe", "int0"),
     "-ot": ("override_tensor", "ot"), "--override-tensor": ("override_tensor", "ot"),
     "-dev": ("device", "str"), "--device": ("device", "str"),
+    "-fit": ("fit", "onoff"), "--fit": ("fit", "onoff"),
+    "-fitt": ("fit_target_mib", "mib_list"), "--fit-target": ("fit_target_mib", "mib_list"),
+    "-fitc": ("fit_min_ctx", "int"), "--fit-ctx": ("fit_min_ctx", "int"),
 }
 # switches (no value)
 _SWITCHES = {"-nkvo": "no_kv_offload", "--no-kv-offload": "no_kv_offload", "-cmoe": "cpu_moe", "--cpu-moe": "cpu_moe",
@@ -392,7 +445,7 @@ _IGNORED_VALUE = {"--host", "--port", "-t", "--threads", "-tb", "--threads-batch
                   "--timeout", "-to", "--threads-http", "--reasoning-format", "--reasoning-budget", "-hf", "--hf-repo",
                   "-hff", "--hf-file", "--mmproj", "-mm", "--lora", "--grammar", "--system-prompt-file", "-sys",
                   "--cache-reuse", "--keep", "--numa", "--rope-scaling", "--rope-freq-base", "--rope-freq-scale",
-                  "--yarn-orig-ctx", "-cb", "--metrics-port", "--fit-target", "-fitt", "--fit-ctx", "-fitc",
+                  "--yarn-orig-ctx", "-cb", "--metrics-port",
                   "--cache-ram", "-cram", "--ctx-checkpoints", "--spec-type"}
 _IGNORED_SWITCH = {"--jinja", "--no-mmap", "--mlock", "--metrics", "--verbose", "-v", "--no-webui", "--embedding",
                    "--embeddings", "--cont-batching", "-cb", "--no-warmup", "--flash-attn-auto", "--log-disable",
@@ -406,8 +459,12 @@ _ENV = {"LLAMA_ARG_MODEL": "--model", "LLAMA_ARG_CTX_SIZE": "--ctx-size", "LLAMA
         "LLAMA_ARG_CACHE_TYPE_V": "--cache-type-v", "LLAMA_ARG_FLASH_ATTN": "--flash-attn",
         "LLAMA_ARG_N_CPU_MOE": "--n-cpu-moe", "LLAMA_ARG_CPU_MOE": "--cpu-moe",
         "LLAMA_ARG_NO_KV_OFFLOAD": "--no-kv-offload", "LLAMA_ARG_SWA_FULL": "--swa-full"}
-# common/common.h: n_ctx 4096 when -c is not given (0 = the model's training context)
-DEFAULT_CTX = 4096
+# common/common.h (common_params): n_ctx 0 when -c is not given, i.e. the model's training context, and
+# fit_params on (--fit): an unset context is shrunk until every GPU keeps fit_params_target (1024 MiB) free,
+# down to fit_params_min_ctx (4096, --fit-ctx), by common/fit.cpp common_params_fit_impl step 2
+FIT_TARGET_MIB = 1024
+FIT_MIN_CTX = 4096
+FIT_CTX_ALIGN = 256  # common/fit.cpp: "round down context for CUDA backend", a multiple of 256 x n_streams
 # catalog KV-dtype keys of the ggml cache types
 KV_CATALOG = {"f16": "fp16", "bf16": "bf16", "f32": "fp32", "q8_0": "q8_0", "q4_0": "q4_0", "q4_1": "q4_1",
               "q5_0": "q5_0", "q5_1": "q5_1", "iq4_nl": "iq4_nl"}
@@ -450,6 +507,18 @@ def _read(flag: str, raw: str, kind: str) -> _Value:
         if not parts or any(x < 0 for x in parts) or not sum(parts):
             raise bad("expected proportions like 3,1")
         return tuple(parts)
+    if kind == "onoff":
+        if raw.lower() not in ("on", "off"):
+            raise bad("expected on or off")
+        return raw.lower() == "on"
+    if kind == "mib_list":  # common/arg.cpp --fit-target: one MiB figure for every device, or one per device
+        try:
+            mib = tuple(int(x) for x in raw.split(","))
+        except ValueError:
+            raise bad("expected MiB, or MiB per device like 1024,2048") from None
+        if any(x < 0 for x in mib):
+            raise bad("cannot be negative")
+        return mib
     if kind == "split_mode":
         if raw not in ("none", "layer", "row"):
             from ...errors import unknown
@@ -560,7 +629,8 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         raise UsageError("llama.cpp command line names no model: give -m FILE.gguf")
     settings: dict[str, Any] = {"model_file": model}
     for k in ("n_batch", "n_ubatch", "n_gpu_layers", "tensor_split", "split_mode", "main_gpu", "cache_type_k",
-              "cache_type_v", "no_kv_offload", "swa_full", "kv_unified", "flash_attn"):
+              "cache_type_v", "no_kv_offload", "swa_full", "kv_unified", "flash_attn", "fit", "fit_target_mib",
+              "fit_min_ctx"):
         if got.get(k) is not None:
             settings[k] = got[k]
     host_layers: set[int] = set()
@@ -592,13 +662,13 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
                      "their KV as in layer mode and spreads each matrix's rows over the GPUs in the same "
                      "proportions); its speed is estimated as the layer split's")
     default_context = None
-    if ctx is None:
-        default_context = DEFAULT_CTX // n_par
-        notes.append(f"no -c: llama.cpp's default context of {DEFAULT_CTX} cells"
-                     + (f", {default_context} per slot of {n_par}" if n_par > 1 else ""))
-    elif ctx == 0:
+    if not ctx:  # not given, or -c 0: the model's training context, which --fit may shrink
         default_context = 0
-        notes.append("-c 0: the model's training context")
+        settings["ctx_auto"] = True
+        fit = settings.get("fit", True)
+        notes.append(("no -c" if ctx is None else "-c 0") + ": llama.cpp's default is the model's training context"
+                     + (", which --fit shrinks where it leaves a GPU less than its margin free" if fit else
+                        " (--fit off: kept whole)"))
     cache_type = settings.get("cache_type_k") or settings.get("cache_type_v")
     kv_dtype = KV_CATALOG.get(cache_type) if cache_type else None
     gpus = env.get("CUDA_VISIBLE_DEVICES")
