@@ -323,3 +323,29 @@ def test_fit_keeps_the_context_where_it_fits_or_where_told_not_to():
     r = _fit_req("rtx-2060")  # 6 GiB: not even 4,096 tokens (5.6 GiB) meet 5 GiB, so the minimum is kept
     assert llama_cpp.for_version(None).fitted_context(r)[0] == 4096
     assert estimate(dataclasses.replace(r, context=4096)).verdict != "fits"  # and llama.cpp offloads from there
+
+
+def test_fit_refills_a_card_that_would_keep_less_than_its_margin():
+    """common/fit.cpp steps 1 and 3: llama-server with no -ngl loads the default layout only where every GPU
+    keeps 1024 MiB free; a card left with 512 MiB gets as many layers as fit under that margin, the rest in
+    host RAM: an offload, where -ngl 999 or --fit off would load all 32 layers and fit."""
+    import dataclasses
+
+    from gpufit.estimator.placement import Sizer
+
+    base = dataclasses.replace(req("llama3-8b", 8192), host_ram_available_bytes=64 * GIB)
+    s = Sizer(base)
+    full = s.overhead + s.activation(multi_gpu=False) + s.ws.output + s.layer_cost() * 32
+    dev = dataclasses.replace(base.devices[0], free_bytes=int(full) + 512 * 2**20)
+    r = dataclasses.replace(base, devices=(dev,), engine_settings={"fit_layout": True})
+    cap = int((dev.free_bytes - 1024 * 2**20 - (s.overhead + s.activation(multi_gpu=False) + s.ws.output))
+              // s.layer_cost())
+    res = estimate(r)
+    assert res.verdict == "offload" and res.placement.gpu_layers == cap < 32
+    assert res.devices[0].headroom_bytes >= 1024 * 2**20
+    for pinned in ({"fit_layout": True, "fit": False}, {"n_gpu_layers": 999}):
+        other = estimate(dataclasses.replace(r, engine_settings=pinned))
+        assert other.verdict in ("fits", "tight") and other.placement.gpu_layers == 32
+    assert parse(["-m", "m.gguf"], {}).settings["fit_layout"] is True
+    for pins in (["-ngl", "99"], ["-ngl", "all"], ["-ts", "1,1"], ["--n-cpu-moe", "4"], ["-sm", "row"]):
+        assert "fit_layout" not in parse(["-m", "m.gguf", *pins], {}).settings, pins

@@ -165,11 +165,12 @@ def plan_tensor_parallel(s: Sizer, devs: list[Device], pp: int = 1) -> Plan:
 
 
 def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = False,
-                 by_free: bool = False, max_layers: int | None = None) -> Plan:
-    """Contiguous layer ranges in proportion to what each device can hold after its fixed costs.
-    The last device also holds the output head. With `allow_cpu`, layers that fit nowhere go to host RAM.
-    With `force`, every layer is placed in proportion to usable memory even where it does not fit, so
-    a no-fit report shows each device's shortfall."""
+                 by_free: bool = False, max_layers: int | None = None, margin: int = 0) -> Plan:
+    """Contiguous layer ranges in proportion to what each device can hold after its fixed costs (and
+    `margin`, memory the engine keeps free on each device). The last device also holds the output head.
+    With `allow_cpu`, layers that fit nowhere go to host RAM. With `force`, every layer is placed in
+    proportion to usable memory even where it does not fit, so a no-fit report shows each device's
+    shortfall."""
     m = s.m
     multi = len(devs) > 1
     act = s.activation(multi_gpu=multi)
@@ -177,7 +178,7 @@ def split_layers(s: Sizer, devs: list[Device], allow_cpu: bool, force: bool = Fa
     caps = []
     for i, d in enumerate(devs):
         fixed = s.overhead + act + (s.ws.output if i == len(devs) - 1 else 0) + (s.embed_on_gpu if i == 0 else 0)
-        caps.append(max(0, int((usable(d, s.req) - fixed) // cost)))
+        caps.append(max(0, int((usable(d, s.req) - margin - fixed) // cost)))
     out_dev = None
     if by_free or (force and s.engine.splits_like_llama_cpp):
         # llama.cpp's own split: in proportion to free memory, over n_layer + 1 parts (the output
@@ -394,6 +395,18 @@ def _fewest_cards(s: Sizer, devs: list[Device]) -> Plan | None:
     return best
 
 
+def _refit(s: Sizer, devs: list[Device], margin: int) -> Plan:
+    """An engine that fits its own layout to the GPUs it finds (llama.cpp --fit, common/fit.cpp): the
+    layout it would load, where every GPU it uses keeps `margin` free (step 1); else the GPUs refilled
+    so that each keeps it, the layers left over in host RAM (step 3)."""
+    p = split_layers(s, devs, allow_cpu=False, by_free=True)
+    if p.fits and all(usable(dp.device, s.req) - dp.needed >= margin for dp in p.used):
+        if len(p.used) > 1:
+            p.strategy = Strategy.LAYER_SPLIT
+        return p
+    return split_layers(s, devs, allow_cpu=True, margin=margin)
+
+
 def choose(req: FitRequest) -> Plan:
     """The placement the engine would use on these devices: single if it fits, else the smallest
     multi-GPU arrangement that fits, else CPU offload, else the best failing plan (for the report)."""
@@ -412,6 +425,9 @@ def choose(req: FitRequest) -> Plan:
     if limit is not None and limit <= req.model.layers:
         # the server's own flags keep layers on the CPU: plan exactly that offload
         return split_layers(s, _index_order(devs), allow_cpu=True, max_layers=max(0, limit))
+    margin = s.engine.fit_margin(req)
+    if margin is not None:
+        return _refit(s, _index_order(devs), margin)
     if len(devs) > 1 and s.engine.uses_all_gpus:
         # llama.cpp uses every visible GPU by default, split in proportion to free memory
         p = split_layers(s, _index_order(devs), allow_cpu=False, by_free=True)

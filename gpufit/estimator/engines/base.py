@@ -197,6 +197,11 @@ class Engine:
         """(tensor parallel, pipeline parallel) the server's own flags pin, or None to choose."""
         return None
 
+    def fit_margin(self, req: "FitRequest") -> int | None:
+        """Bytes the engine keeps free on each GPU when it lays the model out itself (llama.cpp --fit
+        with no -ngl / -ts / -ot given); None where the layout is the one the request's flags pin."""
+        return None
+
     def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
         """(context, why) where the engine itself shrinks a context it was left to choose, to fit the GPUs
         it finds (llama.cpp --fit); None where it keeps the request's."""

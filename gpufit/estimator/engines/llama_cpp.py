@@ -232,6 +232,14 @@ class LlamaCpp(Engine):
         n = host_expert_layers(req)
         return n * expert_layer_bytes(req, active=True) if n else 0.0
 
+    def fit_margin(self, req: "FitRequest") -> int | None:
+        """common/fit.cpp refits only what the command line left open: no -ngl, -ts, -ot / --n-cpu-moe,
+        no row split (each makes common_params_fit_impl abort before step 3), --fit on. Then every GPU
+        keeps --fit-target free (1024 MiB; the first figure where several are given)."""
+        if not setting(req, "fit_layout", False) or not setting(req, "fit", True):
+            return None
+        return int((setting(req, "fit_target_mib") or (FIT_TARGET_MIB,))[0]) * 1024 * 1024
+
     def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
         """common/fit.cpp, step 2: a context the command line left to llama.cpp (no -c, or -c 0) starts at
         the model's training context; where the layout llama.cpp would load leaves some GPU less than its
@@ -496,8 +504,10 @@ def _read(flag: str, raw: str, kind: str) -> _Value:
             raise bad("must be at least " + ("0" if kind == "int0" else "1"))
         return v
     if kind == "ngl":
-        if raw in ("auto", "all", "-1"):
+        if raw in ("auto", "-1"):  # common_params n_gpu_layers -1: auto, left to --fit
             return None
+        if raw == "all" or raw.lstrip("-").isdigit() and int(raw) <= -2:  # <= -2: all
+            return ALL_LAYERS
         return _read(flag, raw, "int0")
     if kind == "split":
         try:
@@ -644,6 +654,11 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         host_layers |= layers
     if host_layers:
         settings["cpu_moe_layers"] = tuple(sorted(host_layers))
+    # --fit lays the model out itself only where no flag pins the layout (common/fit.cpp aborts step 3
+    # on -ngl, -ts, tensor overrides -ot / --n-cpu-moe / --cpu-moe, and --split-mode row)
+    if (got.get("n_gpu_layers") is None and not got.get("tensor_split") and not host_layers
+            and not got.get("override_tensor") and got.get("split_mode") != "row"):
+        settings["fit_layout"] = True
     if other_ot:
         unknown_flags.append("-ot " + ",".join(other_ot) + " (only expert tensors sent to CPU are modelled)")
     n_par = got.get("n_parallel") or 1
