@@ -2,6 +2,7 @@
 (KV per layer, graph sizes, per-GPU admission, layers from the last block down, the output layer last),
 its environment and `ollama run` command lines. Figures by hand, or from the public server log named."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -313,4 +314,10 @@ def test_an_output_layer_left_in_host_ram_is_said():
     r = req("gpt-oss-20b", "mxfp4", 8192, free_gib=(16.0,), version="0.11.2")
     eng = O.for_version("0.11.2")
     assert eng.estimate(r)[1].layers == 24
-    assert any("output layer (1.1 GiB) in host RAM: layers.offload=24 of 25" in n for n in eng.notes(r))
+    from gpufit.render.words import word
+
+    assert any("output layer (1.1 GiB) in host RAM: layers.offload=24 of 25" in word(n) for n in eng.notes(r))
+    res = estimate(dataclasses.replace(r, host_ram_available_bytes=64 * 2**30), alternatives=False)
+    assert res.verdict == "offload" and res.placement.gpu_layers == 24  # the head is computed on the CPU
+    note = next(n for n in res.notes if n.code == "ollama_output_on_host")
+    assert (note.data["offload"], note.data["layers"]) == (24, 25)  # figures, worded by render

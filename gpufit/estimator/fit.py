@@ -211,7 +211,8 @@ def estimate(req: FitRequest, alternatives: bool = True,
     result = FitResult(
         request=req, verdict=verdict, memory=_breakdown(s, plan), devices=tuple(uses),
         placement=placement, performance=perf, warnings=tuple(warnings),
-        notes=tuple(Message("engine_default", {"engine": s.engine.name}, text=n) for n in s.engine.notes(req)),
+        notes=tuple(n if isinstance(n, Message) else Message("engine_default", {"engine": s.engine.name}, text=n)
+                    for n in s.engine.notes(req)),
         engine_memory=em, refusal=refusal,
     )
     result = dataclasses.replace(result, engine_args=engine_args(result))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
-from ..types import Strategy
+from ..types import Message, Strategy
 from .profiles import EngineProfile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -236,8 +236,9 @@ class Engine:
         changes; a "kv_dtype" value is a format key). The core checks each with the estimator."""
         return []
 
-    def notes(self, req: "FitRequest") -> list[str]:
-        """Defaults this engine took for the request (said under "Assumed:")."""
+    def notes(self, req: "FitRequest") -> list[str | Message]:
+        """Defaults this engine took for the request (said under "Assumed:"): words, or a Message with
+        figures that render/words.py words."""
         return [self.default_version_note] if self.default_version_note and self.version is None else []
 
     # ---- the command line -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
 from ..params import attention_shape, required
 from . import profiles
-from ..types import Strategy
+from ..types import Message, Strategy
 from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
 from .profiles import LLAMA_CPP
 
@@ -340,7 +340,7 @@ class LlamaCpp(Engine):
     def parse_command(self, argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         return parse_command(argv, env)
 
-    def notes(self, req: "FitRequest") -> list[str]:
+    def notes(self, req: "FitRequest") -> list[str | Message]:
         out = super().notes(req)
         m = req.model
         if (m.sliding_layers or m.chunked_layers) and m.family not in self.swa_families:

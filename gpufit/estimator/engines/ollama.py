@@ -30,7 +30,7 @@ from ...catalog.types import ModelSpec, QuantFormat
 from ...units import GIB, MIB
 from .. import memory
 from ..params import attention_layer_counts, attention_shape, required
-from ..types import Strategy
+from ..types import Message, Strategy
 from .base import EngineMemory, PrefillBatching, ServerCommand
 from .llama_cpp import LLAMA_KV, LlamaCpp, setting
 from .profiles import OLLAMA
@@ -580,7 +580,7 @@ class Ollama(LlamaCpp):
                         settings: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
         return default_num_ctx(self.family, m, devices, int((settings or {}).get("gpu_overhead", 0)))
 
-    def notes(self, req: "FitRequest") -> list[str]:
+    def notes(self, req: "FitRequest") -> list[str | Message]:
         out = super().notes(req)
         if self.family.name is not None:
             out.append(self.family.note)
@@ -591,9 +591,8 @@ class Ollama(LlamaCpp):
         if self.family.old_estimate and req.devices:
             _, est = self.estimate(req)
             if est.layers == req.model.layers:  # every block, not the output layer (layers.offload N of N+1)
-                out.append(f"Ollama {self.family.name}'s estimate leaves the output layer "
-                           f"({est.output_bytes / GIB:.1f} GiB) in host RAM: layers.offload={est.layers} of "
-                           f"{req.model.layers + 1}, which `ollama ps` shows as partly CPU")
+                out.append(Message("ollama_output_on_host", {"release": self.family.name, "output_bytes": est.output_bytes,
+                                                             "offload": est.layers, "layers": req.model.layers + 1}))
         if self.family.parallel > 1 and req.batch == 1 and setting(req, "num_parallel_env") is None:
             out.append(f"Ollama {self.family.name} would run {self.family.parallel} slots (num_ctx x "
                        f"{self.family.parallel} cells) where they fit; --batch {self.family.parallel} plans that")
