@@ -349,3 +349,31 @@ def test_fit_refills_a_card_that_would_keep_less_than_its_margin():
     assert parse(["-m", "m.gguf"], {}).settings["fit_layout"] is True
     for pins in (["-ngl", "99"], ["-ngl", "all"], ["-ts", "1,1"], ["--n-cpu-moe", "4"], ["-sm", "row"]):
         assert "fit_layout" not in parse(["-m", "m.gguf", *pins], {}).settings, pins
+
+
+def test_fit_moves_the_first_layers_experts_to_host_ram_for_a_moe_model():
+    """common/fit.cpp step 3 for MoE: Qwen3 30B-A3B Q4_K_M on a 12 GiB card does not fit whole; --fit keeps
+    every layer's dense part on the card and the routed experts of as few leading layers in host RAM as
+    leave 1024 MiB free: k = ceil((need with every expert on the card - (12 GiB - 1024 MiB)) / one layer's
+    experts), one layer's 128 experts being 3 x 2,048 x 768 weights at Q4_K_M."""
+    import dataclasses
+    import math
+
+    from gpufit.estimator.placement import Sizer
+
+    r = dataclasses.replace(req("qwen3-30b-a3b", 4096, gpu="rtx-3060"), host_ram_available_bytes=64 * GIB,
+                            engine_settings={"fit_layout": True})
+    s = Sizer(r)
+    need = s.overhead + s.activation(multi_gpu=False) + s.ws.output + s.layer_cost() * 48
+    experts = 128 * 3 * 2048 * 768 * CAT.quant("q4_k_m").bits_per_weight / 8
+    assert llama_cpp.expert_layer_bytes(r) == pytest.approx(experts, rel=1e-9)
+    k = math.ceil((need - (r.devices[0].free_bytes - 1024 * 2**20)) / experts)
+    new, said = llama_cpp.for_version(None).refit(r)
+    assert new.engine_settings["cpu_moe_layers"] == tuple(range(k)) and 0 < k < 48
+    assert f"as --n-cpu-moe {k}" in said[0]
+    res = estimate(new, alternatives=False)
+    assert res.verdict in ("fits", "tight") and res.placement.gpu_layers == 48
+    assert res.devices[0].headroom_bytes >= 1024 * 2**20
+    # a dense model is refilled by whole layers instead; a model that fits whole is left alone
+    assert llama_cpp.for_version(None).fitted_experts(dataclasses.replace(r, devices=(
+        Device.from_spec(CAT.gpu("h100-sxm"), 0),))) is None

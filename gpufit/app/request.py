@@ -251,7 +251,10 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         raise UsageError("--reserve cannot be negative")
     if model.ollama_tag:
         engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
-    engine_settings = engine_obj.settings_for(m, q, catalog, dict(engine_settings or {}))
+    engine_settings = dict(engine_settings or {})
+    for other in engine_registry.all_engines():  # each completes what its own printed line needs (Ollama:
+        engine_settings = other.settings_for(m, q, catalog, engine_settings)  # the library tag)
+    engine_settings = engine_obj.settings_for(m, q, catalog, engine_settings)
     req = FitRequest(
         model=m, quant=q, kv_dtype=kv, context=context, batch=batch, engine=eng, devices=devices,
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,
@@ -260,10 +263,10 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
         planning=planning, engine_version=engine_obj.version, engine_settings=dict(engine_settings or {}),
         model_path=model_path, batch_given=batch > 1 if batch_given is None else batch_given,
     )
-    fitted = engine_obj.fitted_context(req)  # the engine shrinks a context it was left to choose
-    if fitted is not None:
-        req = dataclasses.replace(req, context=fitted[0])
-        notes.append(fitted[1])
+    refit = engine_obj.refit(req)  # what the engine changes itself to fit these GPUs (llama.cpp --fit)
+    if refit is not None:
+        req = refit[0]
+        notes.extend(refit[1])
     if batch > 1:
         notes.append(f"batch {batch}: {batch} concurrent sequences of {req.context} tokens each")
     return req, notes

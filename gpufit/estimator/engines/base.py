@@ -202,9 +202,9 @@ class Engine:
         with no -ngl / -ts / -ot given); None where the layout is the one the request's flags pin."""
         return None
 
-    def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
-        """(context, why) where the engine itself shrinks a context it was left to choose, to fit the GPUs
-        it finds (llama.cpp --fit); None where it keeps the request's."""
+    def refit(self, req: "FitRequest") -> tuple["FitRequest", tuple[str, ...]] | None:
+        """The request as the engine itself changes it to fit the GPUs it finds, with why (llama.cpp
+        --fit: a context it was left to choose, expert tensors to host RAM); None where it keeps it."""
         return None
 
     def kv_on_host(self, req: "FitRequest") -> bool:

@@ -240,6 +240,57 @@ class LlamaCpp(Engine):
             return None
         return int((setting(req, "fit_target_mib") or (FIT_TARGET_MIB,))[0]) * 1024 * 1024
 
+    def refit(self, req: "FitRequest") -> tuple["FitRequest", tuple[str, ...]] | None:
+        """common/fit.cpp on what the command line left open: the context (step 2), then for a MoE model
+        the routed experts of the first layers to host RAM, as few as leave every GPU its margin with
+        every layer's dense part on the GPUs (step 3 fills dense-only layers, then gives layers back
+        their experts while they fit)."""
+        import dataclasses
+
+        said: list[str] = []
+        ctx = self.fitted_context(req)
+        if ctx is not None:
+            req = dataclasses.replace(req, context=ctx[0])
+            said.append(ctx[1])
+        experts = self.fitted_experts(req)
+        if experts is not None:
+            req = dataclasses.replace(req, engine_settings={**req.engine_settings, "cpu_moe_layers": experts})
+            said.append(f"llama.cpp --fit keeps the routed experts of the first {len(experts)} layers in host RAM "
+                        f"(as --n-cpu-moe {len(experts)}), so every GPU keeps its margin free (common/fit.cpp)")
+        return (req, tuple(said)) if said else None
+
+    def fitted_experts(self, req: "FitRequest") -> tuple[int, ...] | None:
+        """The fewest leading layers whose experts go to host RAM so that the refilled layout keeps every
+        layer on the GPUs; None where the model is dense, the layout already fits, or not even all the
+        experts in host RAM would keep every layer's dense part on the GPUs."""
+        margin = self.fit_margin(req)
+        if margin is None or not req.model.is_moe or not req.devices or host_expert_layers(req):
+            return None
+        import dataclasses
+
+        from ..placement import Sizer, _index_order, _refit, split_layers
+
+        devs = _index_order(list(req.devices))
+
+        def on_gpus(k: int) -> bool:
+            r = dataclasses.replace(req, engine_settings={**req.engine_settings, "cpu_moe_layers": tuple(range(k))})
+            s = Sizer(r)
+            p = _refit(s, devs, margin) if k == 0 else split_layers(s, devs, allow_cpu=True, margin=margin)
+            return p.fits and not p.cpu_layers and not p.head_on_host
+
+        if on_gpus(0):
+            return None
+        lo, hi = 0, req.model.layers  # on_gpus(lo) is false; find the least k with on_gpus(k)
+        if not on_gpus(hi):
+            return None
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if on_gpus(mid):
+                hi = mid
+            else:
+                lo = mid
+        return tuple(range(hi))
+
     def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
         """common/fit.cpp, step 2: a context the command line left to llama.cpp (no -c, or -c 0) starts at
         the model's training context; where the layout llama.cpp would load leaves some GPU less than its

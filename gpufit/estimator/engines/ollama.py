@@ -602,6 +602,11 @@ class Ollama(LlamaCpp):
         r = result.request
         if "ollama" not in r.quant.engines:
             return None
+        tag = (r.engine_settings or {}).get("ollama_tag")
+        if r.engine != self.key and (tag is None or (r.engine_settings or {}).get("cpu_moe_layers")):
+            # another engine's plan: Ollama's line only where a library tag serves the model and the plan
+            # is one Ollama makes (it keeps no expert tensors in host RAM on its own)
+            return None
         p = result.placement
         env = [f"OLLAMA_CONTEXT_LENGTH={r.context}"]
         if r.batch > 1:
@@ -612,7 +617,6 @@ class Ollama(LlamaCpp):
         used = [d.index for d in result.devices if d.needed_bytes]
         if used and not r.planning:
             env.insert(0, "CUDA_VISIBLE_DEVICES=" + ",".join(used))
-        tag = (r.engine_settings or {}).get("ollama_tag")
         model = tag or r.model.key
         opts = ""
         if p.strategy == Strategy.CPU_OFFLOAD:
