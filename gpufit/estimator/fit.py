@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ..units import GIB
 from . import engines
-from .placement import Plan, Sizer, choose, usable
+from .placement import Plan, Sizer, choose, least_true, usable
 from .speed import estimate_speed
 from .types import (
     DeviceUse,
@@ -66,14 +66,7 @@ def _largest(req: FitRequest, field: Literal["context", "batch"], hi: int) -> in
         return None
     if ok(hi):
         return hi
-    lo = 1
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if ok(mid):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+    return least_true(lambda v: not ok(v), 1, hi) - 1
 
 
 def max_context(req: FitRequest) -> int | None:

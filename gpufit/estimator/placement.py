@@ -62,6 +62,18 @@ class Plan:
         return [d for d in self.devices if d.needed]
 
 
+def least_true(pred: Callable[[int], bool], lo: int, hi: int) -> int:
+    """The least k in (lo, hi] with pred(k), by bisection, for a pred that is false at lo, true at hi and
+    stays true once true (more room, a smaller context, more layers' experts in host RAM)."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if pred(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
 def usable(dev: Device, req: FitRequest) -> int:
     return dev.free_bytes - req.reserve_bytes
 

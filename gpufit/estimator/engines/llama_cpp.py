@@ -268,7 +268,7 @@ class LlamaCpp(Engine):
             return None
         import dataclasses
 
-        from ..placement import Sizer, _index_order, _refit, split_layers
+        from ..placement import Sizer, _index_order, _refit, least_true, split_layers
 
         devs = _index_order(list(req.devices))
 
@@ -278,18 +278,9 @@ class LlamaCpp(Engine):
             p = _refit(s, devs, margin) if k == 0 else split_layers(s, devs, allow_cpu=True, margin=margin)
             return p.fits and not p.cpu_layers and not p.head_on_host
 
-        if on_gpus(0):
+        if on_gpus(0) or not on_gpus(req.model.layers):
             return None
-        lo, hi = 0, req.model.layers  # on_gpus(lo) is false; find the least k with on_gpus(k)
-        if not on_gpus(hi):
-            return None
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if on_gpus(mid):
-                hi = mid
-            else:
-                lo = mid
-        return tuple(range(hi))
+        return tuple(range(least_true(on_gpus, 0, req.model.layers)))
 
     def fitted_context(self, req: "FitRequest") -> tuple[int, str] | None:
         """common/fit.cpp, step 2: a context the command line left to llama.cpp (no -c, or -c 0) starts at
