@@ -62,14 +62,16 @@ def boost_clock_ghz(spec: GpuSpec | None) -> float | None:
     return spec.fp32_tflops * 1e3 / (2 * spec.cuda_cores)
 
 
+# where a card's boost clock is unknown: a middling one (RTX 3090 1.70, H100 PCIe 1.75 GHz)
+FALLBACK_BOOST_CLOCK_GHZ = 1.7
+
+
 def layer_latency_s(profile: EngineProfile, spec: GpuSpec | None) -> float:
     """The engine's fixed time per layer and decoded token on this card: its small per-layer kernels
     (norms, rope, softmax, adds, copies) take a number of GPU clock cycles, so the time is the
-    profile's cycles / the card's boost clock; the profile's seconds where either is unknown."""
-    ghz = boost_clock_ghz(spec)
-    if profile.decode_layer_cycles and ghz:
-        return profile.decode_layer_cycles / (ghz * 1e9)
-    return profile.decode_layer_latency_s
+    profile's cycles / the card's boost clock (FALLBACK_BOOST_CLOCK_GHZ where the catalog cannot say)."""
+    ghz = boost_clock_ghz(spec) or FALLBACK_BOOST_CLOCK_GHZ
+    return profile.decode_layer_cycles / (ghz * 1e9)
 
 
 def _bandwidth(dev: Device) -> float | None:

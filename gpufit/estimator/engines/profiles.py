@@ -34,10 +34,9 @@ class EngineProfile:
     supports_tensor_parallel: bool
     source: str
     # fixed time per transformer layer per decoded token that does not shrink with the bytes read
-    # (kernel launches, small ops, synchronisation), seconds; 0 where no measurement calibrates it
-    decode_layer_latency_s: float = 0.0
-    # the same fixed time in GPU clock cycles (the small kernels run at the core clock): the time on a
-    # card is cycles / its boost clock (speed.layer_latency_s); 0 = not clock-scaled
+    # (kernel launches, small ops, synchronisation), in GPU clock cycles (the small kernels run at the
+    # core clock): the time on a card is cycles / its boost clock (speed.layer_latency_s); 0 where no
+    # measurement calibrates it
     decode_layer_cycles: float = 0.0
 
 
@@ -68,9 +67,6 @@ VLLM = EngineProfile(
 # 2024 builds, 1-8 GPUs), divided by each card's boost clock (speed.boost_clock_ghz: RTX 3090 1.70
 # GHz -> 129 us, RTX 4090 2.52 GHz -> 87 us, A100 1.41 GHz -> 156 us per layer).
 LLAMA_CPP_DECODE_LAYER_CYCLES = 220e3
-# where a card's clock is unknown: the cycles at 1.7 GHz, a middling boost clock (RTX 3090 1.70, H100
-# PCIe 1.75)
-LLAMA_CPP_DECODE_LAYER_LATENCY_S = LLAMA_CPP_DECODE_LAYER_CYCLES / 1.7e9
 
 # llama.cpp: CUDA context ~250-300 MiB (not in its log); compute buffer sized by ggml-alloc for one
 # ubatch (default n_ubatch = 512, common/common.h); token_embd kept in host memory
@@ -90,7 +86,6 @@ LLAMA_CPP = EngineProfile(
     supports_tensor_parallel=False,
     source="llama.cpp: common/common.h (n_ubatch 512), src/llama-model.cpp (input layer on CPU), "
     "load logs in bench/data/memory.csv; speed factors fitted on bench/data/tokens_per_s.csv",
-    decode_layer_latency_s=LLAMA_CPP_DECODE_LAYER_LATENCY_S,
     decode_layer_cycles=LLAMA_CPP_DECODE_LAYER_CYCLES,
 )
 
