@@ -252,9 +252,10 @@ def build_request(model: ModelChoice, devices: tuple[Device, ...], catalog: Cata
     if model.ollama_tag:
         engine_settings = {**(engine_settings or {}), "ollama_tag": model.ollama_tag}
     engine_settings = dict(engine_settings or {})
-    for other in engine_registry.all_engines():  # each completes what its own printed line needs (Ollama:
-        engine_settings = other.settings_for(m, q, catalog, engine_settings)  # the library tag)
-    engine_settings = engine_obj.settings_for(m, q, catalog, engine_settings)
+    # every engine, the request's own among them, completes what its printed line needs (Ollama: the
+    # library tag); a version family completes them as its engine's current release does
+    for other in engine_registry.all_engines():
+        engine_settings = other.settings_for(m, q, catalog, engine_settings)
     req = FitRequest(
         model=m, quant=q, kv_dtype=kv, context=context, batch=batch, engine=eng, devices=devices,
         host_ram_available_bytes=host_ram_available_bytes, reserve_bytes=reserve_bytes,
