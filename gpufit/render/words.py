@@ -50,12 +50,12 @@ def _in_use(d: list) -> str:
     return f"{_gib(sum(u['bytes'] for u in d))} on {len(d)} GPUs"
 
 
-WORDS["ollama_output_on_host"] = lambda d: (
-    f"Ollama {d['release']}'s estimate leaves the output layer ({_gib(d['output_bytes'])}) in host RAM: "
-    f"layers.offload={d['offload']} of {d['layers']}, which `ollama ps` shows as partly CPU")
-
-# why a node of `gpufit fleet` does not simply take the model now (app.fleet.rank.fit_node)
 WORDS.update({
+    # an engine's note with figures (engines/ollama.py notes)
+    "ollama_output_on_host": lambda d: (
+        f"Ollama {d['release']}'s estimate leaves the output layer ({_gib(d['output_bytes'])}) in host RAM: "
+        f"layers.offload={d['offload']} of {d['layers']}, which `ollama ps` shows as partly CPU"),
+    # why a node of `gpufit fleet` does not simply take the model now (app.fleet.rank.fit_node)
     "node_no_fit": lambda d: word(d["warning"]) if d.get("warning") is not None else "does not fit",
     "node_offload": lambda d: (f"only with CPU offload: {d['gpu_layers']} of {d['layers']} layers on the GPUs, "
                                f"{_gib(d['cpu_bytes'])} in host RAM"),
