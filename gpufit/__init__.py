@@ -59,34 +59,23 @@ def load_catalog() -> "Catalog":
     return _load()
 
 
-def _estimate(model: str, devices, catalog, *, planning: bool, host_ram: int | None, quant: str | None,
-              context: int | None, batch: int, kv_dtype: str | None, engine: str, reserve_bytes: int,
-              gpu_memory_utilization: float | None, alternatives: bool) -> "FitResult":
-    from . import app
-
-    choice = app.resolve_model(model, catalog)
-    req, notes = app.build_request(choice, devices, catalog, quant=quant, context=context, batch=batch,
-                                   kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
-                                   gpu_memory_utilization=gpu_memory_utilization,
-                                   host_ram_available_bytes=host_ram, planning=planning)
-    return app.run_estimate(req, notes, catalog, alternatives=alternatives)
-
-
 def fit(model: str, snap: "Snapshot | None" = None, *, gpus: str | None = None, quant: str | None = None,
         context: int | None = None, batch: int = 1, kv_dtype: str | None = None, engine: str = "auto",
         reserve_bytes: int = 0, gpu_memory_utilization: float | None = None,
         alternatives: bool = True) -> "FitResult":
     """The verdict for `model` on the GPUs of `snap` (default: probe this box now), as `gpufit here` gives
     it. `gpus` selects GPUs ("0,2" or UUIDs) as `--gpus` does."""
+    from . import app
     from .app.devices import select_devices
 
     catalog = load_catalog()
     snap = snapshot() if snap is None else snap
     devices = select_devices(snap, catalog, gpus, {})
-    return _estimate(model, devices, catalog, planning=False, host_ram=snap.host.ram_available_bytes,
-                     quant=quant, context=context, batch=batch, kv_dtype=kv_dtype, engine=engine,
-                     reserve_bytes=reserve_bytes, gpu_memory_utilization=gpu_memory_utilization,
-                     alternatives=alternatives)
+    req, notes = app.build_request(app.resolve_model(model, catalog), devices, catalog, quant=quant, context=context,
+                                   batch=batch, kv_dtype=kv_dtype, engine=engine, reserve_bytes=reserve_bytes,
+                                   gpu_memory_utilization=gpu_memory_utilization,
+                                   host_ram_available_bytes=snap.host.ram_available_bytes)
+    return app.run_estimate(req, notes, catalog, alternatives=alternatives)
 
 
 def plan(model: str, gpus: list[str], *, quant: str | None = None, context: int | None = None,
