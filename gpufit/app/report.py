@@ -132,7 +132,7 @@ def check_model(watch: ModelWatch, snapshot: Snapshot, catalog: Catalog | None) 
                  for d in result.devices if d.needed_bytes)
     return replace(
         asked, quant=r.quant.key, context=r.context, batch=r.batch, engine=r.engine_label,
-        kv_dtype=r.kv_dtype.key, verdict=Verdict(result.verdict), needed_bytes=result.memory.total_bytes,
+        kv_dtype=r.kv_dtype.key, verdict=result.verdict, needed_bytes=result.memory.total_bytes,
         headroom_bytes=min((d.headroom_bytes for d in used), default=None),
         devices=used, status=Status.OK if result.verdict == Verdict.FITS else Status.WARN)
 
