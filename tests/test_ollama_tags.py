@@ -116,3 +116,23 @@ def test_a_tag_naming_a_mistyped_model_names_the_nearest_catalog_models(tmp_path
         load_catalog((p,))
     assert "t.toml" in str(e.value)
     assert "model 'qwen9-4b' is not in the catalog; did you mean qwen3-4b, qwen3-14b, qwen3-8b?" in str(e.value)
+
+
+def test_another_engines_plan_prints_an_ollama_line_only_for_a_tag_that_serves_it():
+    """The library serves llama3.1:8b as Q4_K_M, so a llama.cpp plan of Llama 3.1 8B Q4_K_M can name that
+    tag; llama3:8b is Q4_0, so no tag serves Llama 3 8B Q4_K_M and no `ollama run <catalog key>` is made
+    up; a plan that keeps experts in host RAM (which Ollama does not do on its own) gets none either."""
+    import gpufit
+
+    a = gpufit.plan("llama3.1-8b", ["rtx-4090"], quant="q4_k_m", engine="llama.cpp")
+    assert a.engine_args["ollama"].endswith("ollama run llama3.1:8b")
+    b = gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", engine="llama.cpp")
+    assert "ollama" not in b.engine_args and "llama.cpp" in b.engine_args
+    from gpufit.app.live import LiveOptions, fit_live
+
+    snap = "tests/fixtures/nvidia-smi/influxdata_telegraf__rtx-3090-v12.xml"
+    line = ("llama-server", "-m", "Qwen3-30B-A3B-Q4_K_M.gguf", "-c", "8192")
+    whole = fit_live(LiveOptions(server=line), snapshot_path=snap, env={})
+    assert whole.engine_args["ollama"].endswith("ollama run qwen3:30b")
+    experts = fit_live(LiveOptions(server=line + ("-ncmoe", "8")), snapshot_path=snap, env={})
+    assert "--n-cpu-moe 8" in experts.engine_args["llama.cpp"] and "ollama" not in experts.engine_args
