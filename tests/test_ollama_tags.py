@@ -130,7 +130,9 @@ def test_another_engines_plan_prints_an_ollama_line_only_for_a_tag_that_serves_i
     assert "ollama" not in b.engine_args and "llama.cpp" in b.engine_args
     from gpufit.app.live import LiveOptions, fit_live
 
-    snap = "tests/fixtures/nvidia-smi/influxdata_telegraf__rtx-3090-v12.xml"
+    from pathlib import Path
+
+    snap = str(Path(__file__).parent / "fixtures" / "nvidia-smi" / "influxdata_telegraf__rtx-3090-v12.xml")
     line = ("llama-server", "-m", "Qwen3-30B-A3B-Q4_K_M.gguf", "-c", "8192")
     whole = fit_live(LiveOptions(server=line), snapshot_path=snap, env={})
     assert whole.engine_args["ollama"].endswith("ollama run qwen3:30b")
