@@ -149,6 +149,18 @@ def test_override_tensor_patterns_pick_the_expert_layers():
     assert "cpu_moe_layers" not in c.settings and any("-ot attn_q=CPU" in u for u in c.unknown)
 
 
+def test_any_tensor_override_turns_pipeline_parallelism_off():
+    """src/llama-context.cpp: !model.has_tensor_overrides(), whatever the pattern sends where."""
+    engine = llama_cpp.for_version(None)
+    m = CAT.model("llama3-8b")
+    for flags, depth in (([], 4), (["-ot", "attn_q=CUDA1"], 1), (["--n-cpu-moe", "2"], 1), (["-nkvo"], 1)):
+        c = parse(["-m", "m.gguf", *flags], {})
+        req = FitRequest(model=m, quant=CAT.quant("q4_k_m"), kv_dtype=CAT.kv_dtype("fp16"), context=4096,
+                         batch=1, engine="llama.cpp", devices=(), engine_settings=c.settings)
+        assert engine.pipeline_depth(req, full_offload=True) == depth, flags
+        assert engine.pipeline_depth(req, full_offload=False) == 1
+
+
 def test_unknown_flags_are_collected_not_fatal():
     c = parse(["-m", "m.gguf", "--frobnicate", "3", "--port", "8080", "--jinja"], {})
     assert c.unknown == ("--frobnicate 3",) and c.ignored == ("--port", "--jinja")

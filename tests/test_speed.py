@@ -77,20 +77,70 @@ def test_board_power_caps_the_gemm_rate():
     assert pro == pytest.approx(71e12 * FIT["gemm_efficiency"]) and kind == "fp16"
 
 
+def split_stage(layers, cells, hop=False):
+    """One 512-token ubatch on a device holding `layers` of Llama 3 8B's 32 (flash attention on):
+    its GEMMs, one pass over its F16 weights, and its scores over `cells` cached cells."""
+    gemm = 71e12 * 2 * FIT["gemm_efficiency"]
+    share = layers / 32
+    return (share * (512 * 2 * BODY / gemm + 2 * BODY / (936e9 * GDDR) + 512 * cells * 32 * 4 * 32 * 128 / gemm)
+            + (engines.STAGE_HOP_LATENCY_S if hop else 0.0))
+
+
 def test_a_layer_split_pipelines_the_ubatches_of_a_batch():
+    """2048 tokens = 4 ubatches; ubatch j attends the (j + 1) x 512 cells cached up to its last token.
+    The first device (17 layers) is the slower stage, so it works back to back and the second (15
+    layers) only adds the last ubatch's time."""
     s, plan = sized(n=2)
     assert [d.layers for d in plan.used] == [17, 15]
-    rate, _ = speed.prefill_rate(s, plan, 2048, flash_attn=True)
-    gemm = 71e12 * 2 * FIT["gemm_efficiency"]
-    # 4 ubatches of 512 attending 1280 cells on average ((0 + 2048) / 2 + 256)
-    cells = 1024 + 256
+    rate, basis = speed.prefill_rate(s, plan, 2048, flash_attn=True)
+    assert basis["pipeline_depth"] == 4
+    seconds = sum(split_stage(17, 512 * (j + 1)) for j in range(4)) + split_stage(15, 2048, hop=True)
+    assert rate == pytest.approx(2048 / seconds, rel=1e-9)
 
-    def stage(layers):
-        share = layers / 32
-        return share * (512 * 2 * BODY / gemm + 2 * BODY / (936e9 * GDDR) + 512 * cells * 32 * 4 * 32 * 128 / gemm)
 
-    t17, t15 = stage(17), stage(15) + engines.STAGE_HOP_LATENCY_S
-    assert rate == pytest.approx(2048 / (t17 + t15 + 3 * max(t17, t15)), rel=1e-9)
+def test_the_next_batch_follows_the_last_through_the_pipeline():
+    """llama_context::decode does not synchronize: a 4096-token prompt's second batch of 2048 enters
+    the first device as soon as it is free, so the 8 ubatches run back to back there too."""
+    s, plan = sized(n=2)
+    rate, _ = speed.prefill_rate(s, plan, 4096, flash_attn=True)
+    seconds = sum(split_stage(17, 512 * (j + 1)) for j in range(8)) + split_stage(15, 4096, hop=True)
+    assert rate == pytest.approx(4096 / seconds, rel=1e-9)
+
+
+@pytest.mark.parametrize("settings", [{"no_kv_offload": True}, {"split_mode": "row"}, {"tensor_overrides": True},
+                                      {"n_gpu_layers": 32}])
+def test_without_pipeline_parallelism_the_host_waits_on_each_device(settings):
+    """src/llama-context.cpp keeps one copy of the graph inputs with the KV cache in host RAM, -sm
+    row, any -ot, or the output layer on the CPU (-ngl 32 of Llama 3 8B's 33). Over 4 GPUs the host
+    then hands ubatch j + 1 to the first GPU only once the last has ubatch j: slower than the 4-deep
+    pipeline, faster than none."""
+    s, plan = sized(n=4, context=4096)
+    on, basis_on = speed.prefill_rate(s, plan, 4096, flash_attn=True)
+    assert basis_on["pipeline_depth"] == 4
+    s1 = Sizer(dataclasses.replace(s.req, engine_settings=settings))
+    rate, basis = speed.prefill_rate(s1, choose(s1.req), 4096, flash_attn=True)
+    assert basis["pipeline_depth"] == 1
+    assert rate < on
+
+
+def test_one_gpu_has_no_pipeline():
+    s, plan = sized()
+    _, basis = speed.prefill_rate(s, plan, 4096, flash_attn=True)
+    assert basis["pipeline_depth"] == 1
+
+
+def test_pipeline_seconds_schedules_stages_in_order():
+    # two stages, the second slower: it sets the pace once the first ubatch reaches it
+    assert speed.pipeline_seconds([[1, 2], [1, 2], [1, 2]], 4) == 1 + 2 * 3
+    # three equal stages, three ubatches, 4 copies: the classic pipeline, (3 + 3 - 1) x 1
+    assert speed.pipeline_seconds([[1, 1, 1]] * 3, 4) == 5
+    # one copy: ubatch 1 is queued on stage 2 once stage 2 is done with ubatch 0 (t=3), and only then
+    # on stage 0 of ubatch 2: ubatch 0 leaves at 3, ubatch 1 at 4 (it waited on stage 1 for 0 to
+    # leave at 2), ubatch 2 enters stage 0 at 3 (host) and leaves stage 2 at 6
+    assert speed.pipeline_seconds([[1, 1, 1]] * 3, 1) == 6
+    # a single stage: the ubatches back to back whatever the depth
+    assert speed.pipeline_seconds([[2], [3]], 1) == speed.pipeline_seconds([[2], [3]], 4) == 5
+    assert speed.pipeline_seconds([], 4) == 0.0
 
 
 def test_a_tied_head_is_read_per_token_like_an_untied_one():

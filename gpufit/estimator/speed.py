@@ -253,6 +253,29 @@ def wave_efficiency(m: ModelSpec, sms: int | None, tokens: int, tp: int = 1) -> 
     return busy / total
 
 
+def pipeline_seconds(times: list[list[float]], depth: int) -> float:
+    """Seconds for ubatches to pass a chain of stages, `times[j][i]` being ubatch j's time on stage
+    i. A stage runs one ubatch at a time, in order; ubatch j enters stage i once it has left stage
+    i - 1 and ubatch j - 1 has left stage i. One host thread queues the work in that order and,
+    before queueing ubatch j on stage i, waits until stage i has finished ubatch j - depth: llama.cpp's
+    scheduler (ggml/src/ggml-backend.cpp compute_splits) reuses its `depth` copies of the split inputs
+    in turn, waiting on the event of the copy it is about to overwrite, or, with one copy and no
+    events, synchronizing the device. While the host waits nothing further is queued, so with depth
+    1 a stage can take ubatch j + 1 only once the last stage has been handed ubatch j."""
+    if not times:
+        return 0.0
+    n_stages = len(times[0])
+    end = [[0.0] * n_stages for _ in times]
+    host = 0.0
+    for j, row in enumerate(times):
+        for i, t in enumerate(row):
+            if j >= depth:
+                host = max(host, end[j - depth][i])
+            ready = max(host, end[j][i - 1] if i else 0.0, end[j - 1][i] if j else 0.0)
+            end[j][i] = ready + t
+    return end[-1][-1]
+
+
 def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_attn: bool | None = None,
                  n_batch: int | None = None, n_ubatch: int | None = None) -> tuple[float | None, dict[str, Any]]:
     """Prompt tokens/s for a prompt of `prompt_tokens` (default PREFILL_PROMPT_TOKENS, at most the
@@ -267,8 +290,9 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
           heads x bytes per cell / achieved bandwidth, with it only 4 x heads x head_dim FLOPs per cell.
     Achieved bandwidth = datasheet x the engine's decode efficiency for the card's memory class
     (engines.decode_efficiency): these passes are memory-bound streaming kernels like decode's.
-    Stages of a layer split pipeline the ubatches of one batch: a batch of k ubatches takes the sum
-    of the stage times plus (k - 1) times the slowest (llama.cpp's pipeline parallelism)."""
+    Over a layer split the ubatches go through the stages as pipeline_seconds schedules them, as
+    many in flight as the engine's pipeline_depth (llama.cpp: 4 with every layer on the GPUs, across
+    batches too; 1 otherwise)."""
     req, m = s.req, s.m
     d = s.engine.prefill_batching(req)
     fa = d["flash_attn"] if flash_attn is None else flash_attn
@@ -319,16 +343,21 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         if not fa:
             cell += m.heads * fit["attn_bytes_per_head_cell"] / bw_b
         per_stage.append((share * flops_tok / (rate * tp), share * body_bytes / bw_b, share * m.layers * cell))
-    seconds, done = 0.0, 0
+    depth = s.engine.pipeline_depth(req, not plan.cpu_layers and not plan.head_on_host) if len(stages) > 1 else 1
+    basis["pipeline_depth"] = depth
+    # each ubatch's seconds on each stage: its GEMMs, one pass over the stage's weights, and its
+    # scores over every cell cached up to its last token (the KQ product spans all of them)
+    ubatch_times = []
+    done = 0
     while done < n:
         b = min(nb, n - done)
-        k = -(-b // ub)
-        u = b / k
-        cells = done + b / 2 + u / 2  # cells an average ubatch of this batch attends to
-        times = [u * a + w + u * cells * c for a, w, c in per_stage]
-        times = [t + (engines.STAGE_HOP_LATENCY_S if i else 0.0) for i, t in enumerate(times)]
-        seconds += sum(times) + (k - 1) * max(times)
+        for start in range(0, b, ub):
+            u = min(ub, b - start)
+            cells = done + start + u
+            ubatch_times.append([u * a + w + u * cells * c + (engines.STAGE_HOP_LATENCY_S if i else 0.0)
+                                 for i, (a, w, c) in enumerate(per_stage)])
         done += b
+    seconds = pipeline_seconds(ubatch_times, depth)
     basis["gemm_tokens_per_s"] = min(rates) * tp / flops_tok
     rate = n / seconds
     if plan.cpu_layers:

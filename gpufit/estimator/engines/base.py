@@ -185,6 +185,13 @@ class Engine:
         step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
         return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
 
+    def pipeline_depth(self, req: "FitRequest", full_offload: bool) -> int:
+        """How many ubatches of a prompt the engine keeps in flight over the stages of a layer split
+        (1: each ubatch passes every stage before the next one starts). `full_offload`: every layer
+        and the output layer are on the GPUs. The default: 1 (vLLM and transformers run one prompt's
+        steps one after another)."""
+        return 1
+
     def overhead_bytes(self, req: "FitRequest", tp: int = 1) -> int:
         """Per-GPU runtime overhead outside the model's tensors (CUDA context, workspaces, graphs)."""
         return self.profile.cuda_context_bytes + self.profile.cuda_graph_bytes

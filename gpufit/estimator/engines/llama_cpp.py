@@ -36,6 +36,14 @@ KV_TYPE_BITS = {"f32": 32.0, "f16": 16.0, "bf16": 16.0, "q8_0": 8.5, "q4_0": 4.5
 N_BATCH = 2048
 N_UBATCH = 512
 FLASH_ATTN_DEFAULT = True
+# pipeline parallelism: src/llama-context.cpp enables it when the model spans several devices with
+# every layer and the output layer on them (n_gpu_layers > n_layer), -sm layer, the KV cache offloaded
+# and no tensor overrides (-ot, --cpu-moe, --n-cpu-moe); the scheduler then keeps GGML_SCHED_MAX_COPIES
+# (4, ggml/src/ggml-backend.cpp) copies of the graph inputs, so up to 4 ubatches are in flight, and
+# llama_context::decode returns without synchronizing, so one batch's ubatches follow the last
+# batch's through the pipeline. Otherwise n_copies is 1 and the scheduler synchronizes each device
+# before copying its inputs, which leaves little overlap (speed.pipeline_seconds).
+PIPELINE_COPIES = 4
 # model families whose sliding window llama.cpp applies: src/llama-model.cpp sets hparams.swa_type for
 # LLM_ARCH_GEMMA2, GEMMA3, GEMMA3N, COHERE2, OPENAI_MOE (gpt-oss) and LLAMA4 (chunked). Mistral 7B
 # v0.1 has `sliding_window` in its config.json, but it converts to the llama architecture, which has
@@ -151,10 +159,10 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 # The byte terms run at the decode fit's achieved bandwidth for the card's memory class
 # (profiles.DECODE_EFFICIENCY_BY_MEMORY), which the fit takes as given.
 PREFILL_FIT: PrefillFit = {
-    "gemm_efficiency": 0.639,
-    "tflops_per_watt": 0.625,
-    "attn_bytes_per_head_cell": 18.2,
-    "dequant_bytes_per_weight": 4.77,
+    "gemm_efficiency": 0.653,
+    "tflops_per_watt": 0.657,
+    "attn_bytes_per_head_cell": 23.9,
+    "dequant_bytes_per_weight": 4.58,
     "fp16_accumulate": True,
     "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
 }
@@ -354,6 +362,12 @@ class LlamaCpp(Engine):
         """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on)."""
         return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
                 "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
+
+    def pipeline_depth(self, req: "FitRequest", full_offload: bool) -> int:
+        """PIPELINE_COPIES where src/llama-context.cpp turns pipeline parallelism on, else 1."""
+        on = (full_offload and setting(req, "split_mode") != "row" and not setting(req, "no_kv_offload", False)
+              and not setting(req, "cpu_moe_layers", ()) and not setting(req, "tensor_overrides", False))
+        return PIPELINE_COPIES if on else 1
 
     def gpu_layer_limit(self, req: "FitRequest") -> int | None:
         """-ngl N: the last N transformer layers on the GPUs (N > n_layer also takes the output
@@ -696,6 +710,8 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         host_layers |= layers
     if host_layers:
         settings["cpu_moe_layers"] = tuple(sorted(host_layers))
+    if got.get("override_tensor"):
+        settings["tensor_overrides"] = True  # any -ot turns pipeline parallelism off (pipeline_depth)
     # --fit lays the model out itself only where no flag pins the layout (common/fit.cpp aborts step 3
     # on -ngl, -ts, tensor overrides -ot / --n-cpu-moe / --cpu-moe, and --split-mode row)
     if (got.get("n_gpu_layers") is None and not got.get("tensor_split") and not host_layers
