@@ -135,6 +135,38 @@ def map_engine(row: dict) -> str:
     return "llama.cpp"
 
 
+def notebook(row: dict) -> str:
+    """The source without its cell: the runs of one machine, one build, one session."""
+    return re.sub(r" \(cell \d+\)$", "", row["source"])
+
+
+def contradicts_its_notebook(rows: list[dict]) -> dict[int, str]:
+    """Prompt rows that their own notebook contradicts, by id(row), with the reason. Two checks on
+    the measurements alone (no estimate is consulted):
+    - F16 slower than Q4_K_M for the same model, GPU count and test. Both run the same FP16 GEMMs
+      through cuBLAS in these builds, Q4_K_M after dequantizing its weights first, so an F16 prompt
+      cannot be the slower one; every other notebook agrees, F16 1.03-3.4x the faster.
+    - a single `main prompt eval` run below a third of the same notebook's llama-bench pp 512 for
+      the same model, quant and GPU count (the others reach 0.52-0.95x of it; the 3 caught, 0.05-0.12x)."""
+    by: dict[tuple, dict[tuple, float]] = {}
+    for r in rows:
+        v = number(r["tokens_per_s"])
+        if v is not None:
+            by.setdefault((notebook(r), r["model"], r["gpu_count"]), {}).setdefault((r["quant"], r["test"].strip()), v)
+    out = {}
+    for r in rows:
+        v = number(r["tokens_per_s"])
+        test = r["test"].strip()
+        if v is None:
+            continue
+        same = by[(notebook(r), r["model"], r["gpu_count"])]
+        if r["quant"] == "F16" and PP_RE.match(test) and v < same.get(("Q4_K_M", test), 0.0):
+            out[id(r)] = "F16 prompt slower than Q4_K_M in the same notebook (same GEMMs, minus the dequantization)"
+        elif test.startswith("main prompt eval") and v < same.get((r["quant"], "pp 512"), 0.0) / 3:
+            out[id(r)] = "main prompt eval below a third of the same notebook's llama-bench pp 512"
+    return out
+
+
 def build_2023(row: dict) -> bool:
     """XiongjieDai's LLaMA 1 / Llama 2 notebooks ran a 2023 llama.cpp (`main`, old log format): with
     several GPUs it split every weight matrix by rows (the default before llama.cpp PR #4766, Jan
@@ -252,6 +284,9 @@ def speed_tables(cat: Catalog, rows: list[dict]):
                         "informational)", "tok/s")
     old_decode = Table("decode tokens/s, 2023 llama.cpp row split over several GPUs (informational)", "tok/s")
     old_prompt = Table("prompt tokens/s, 2023 llama.cpp row split over several GPUs (informational)", "tok/s")
+    contradicted = Table("prompt tokens/s that contradict their own notebook (informational; "
+                         "accuracy.contradicts_its_notebook)", "tok/s")
+    screened = contradicts_its_notebook(rows)
     oom, ran = [], []
     for row in rows:
         test = row["test"].strip()
@@ -296,6 +331,9 @@ def speed_tables(cat: Catalog, rows: list[dict]):
         if kind == "prompt" and build_2023(row) and not multi_2023:
             prompt.skipped["2023 llama.cpp build (shown in its informational table)"] += 1
             table = prompt_2023
+        elif id(row) in screened and table is prompt:
+            prompt.skipped[screened[id(row)] + " (shown in its informational table)"] += 1
+            table = contradicted
         e = estimate(cat, c)
         if not e.fits_on_gpus:
             table.skipped["gpufit predicts no fit on the GPUs (counted in the OOM table)"] += 1
@@ -307,7 +345,7 @@ def speed_tables(cat: Catalog, rows: list[dict]):
             table.skipped["no speed from gpufit (spec lacks bandwidth / FLOP/s)"] += 1
             continue
         table.add(measured, pred, label(row), row["source"])
-    return decode, prompt, prompt_2023, old_decode, old_prompt, oom, ran
+    return decode, prompt, prompt_2023, old_decode, old_prompt, oom, ran, contradicted
 
 
 def memory_tables(cat: Catalog, rows: list[dict]):
@@ -457,7 +495,8 @@ def vllm_spot_table(cat: Catalog) -> Table:
 
 def run(worst: int = 5, show_skipped: bool = False) -> dict:
     cat = load_catalog()
-    decode, prompt, prompt_2023, old_decode, old_prompt, oom1, ran1 = speed_tables(cat, read("tokens_per_s.csv"))
+    decode, prompt, prompt_2023, old_decode, old_prompt, oom1, ran1, contradicted = speed_tables(
+        cat, read("tokens_per_s.csv"))
     mem, oom2, ran2 = memory_tables(cat, read("memory.csv"))
     print("gpufit accuracy against bench/data (public measurements; sources in bench/data/SOURCES.md)")
     print("error = (gpufit - measured) / measured; median / p90 of |error|")
@@ -467,7 +506,7 @@ def run(worst: int = 5, show_skipped: bool = False) -> dict:
     hold_decode.name = "decode tokens/s on held-out cards (tokens_per_s_holdout.csv; no constant was fitted to them)"
     hold_prompt.name = "prompt tokens/s on held-out cards (tokens_per_s_holdout.csv; no constant was fitted to them)"
     out = {}
-    for t in (decode, prompt, hold_decode, hold_prompt, *mem, prompt_2023, old_decode, old_prompt,
+    for t in (decode, prompt, hold_decode, hold_prompt, *mem, prompt_2023, contradicted, old_decode, old_prompt,
               vllm_spot_table(cat)):
         print_table(t, worst, show_skipped)
         out[t.name] = summary(t)

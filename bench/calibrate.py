@@ -14,10 +14,10 @@ efficiency that fits all rows best with the same latency.
 Prefill (speed.prefill_rate): per ubatch, GEMM FLOPs / min(datasheet tensor rate x gemm_efficiency x
 the share of SMs the GEMMs' 128 x 128 tile waves keep busy, tflops_per_watt x board watts) + weight bytes (+ dequant_bytes_per_weight per parameter for quantized
 GGUF) / achieved bandwidth + attention over the cached cells (FLOPs at the GEMM rate, without flash
-attention attn_bytes_per_head_cell / achieved bandwidth), the ubatches of a batch pipelined over a
-layer split. Achieved bandwidth = datasheet x the decode fit's efficiency for the memory class (the
+attention attn_bytes_per_head_cell / achieved bandwidth), the ubatches pipelined over a layer split
+as speed.pipeline_seconds schedules them. Achieved bandwidth = datasheet x the decode fit's efficiency for the memory class (the
 same memory-bound streaming). The four constants minimise the mean |log(gpufit / measured)| over every
-May 2024 prompt row (Nelder-Mead); --cv refits decode and prefill without each card in turn.
+May 2024 prompt row but those their own notebook contradicts (accuracy.contradicts_its_notebook) (Nelder-Mead); --cv refits decode and prefill without each card in turn.
 Prints the factors to put in gpufit/estimator/engines/ (profiles.py for decode, llama_cpp.py PREFILL_FIT). It never looks at one row alone.
 """
 
@@ -133,6 +133,7 @@ class PrefillRow:
     stages: list  # per stage: dict of the terms speed.prefill_rate adds, at unit constants
     config: object
     gpu: str
+    depth: int  # ubatches in flight over the layer split (Engine.pipeline_depth)
 
 
 def prefill_rows(cat) -> list[PrefillRow]:
@@ -142,13 +143,15 @@ def prefill_rows(cat) -> list[PrefillRow]:
     from gpufit.estimator.params import count_params
 
     out = []
-    for row in A.read("tokens_per_s.csv"):
+    rows = A.read("tokens_per_s.csv")
+    screened = A.contradicts_its_notebook(rows)  # accuracy.py shows these in their own table
+    for row in rows:
         test = row["test"].strip()
         pp = A.PP_RE.match(test)
         if not (pp or test.startswith("main prompt eval")):
             continue
         measured = A.number(row["tokens_per_s"])
-        if measured is None or A.build_2023(row):
+        if measured is None or A.build_2023(row) or id(row) in screened:
             continue
         try:
             n = int(pp.group(1)) if pp else int(row["n_prompt"] or 0)
@@ -175,7 +178,9 @@ def prefill_rows(cat) -> list[PrefillRow]:
                            "dequant_s": share * pc.body / bw if quantized else 0.0,
                            "cell_flops": share * m.layers * 4 * m.heads * m.head_dim,
                            "cell_bytes_s": share * m.layers * m.heads / bw})
-        out.append(PrefillRow(measured, n, stages, c, c.gpu))
+        full = not e.plan.cpu_layers and not e.plan.head_on_host
+        depth = s.engine.pipeline_depth(s.req, full) if len(stages) > 1 else 1
+        out.append(PrefillRow(measured, n, stages, c, c.gpu, depth))
     return out
 
 
@@ -194,17 +199,16 @@ def prefill_model(r: PrefillRow, p: dict, mem: dict) -> float:
                                           if not BENCH_FLASH_ATTN else 0.0)
         per.append((st["flops"] / rate, (st["weights_s"] + st["dequant_s"] * p["dequant_bytes_per_weight"]) / me,
                     cell))
-    ub, seconds, done = 512, 0.0, 0
+    ub, done, ubatches = 512, 0, []
     while done < r.n:
         b = min(BENCH_N_BATCH, r.n - done)
-        k = -(-b // ub)
-        u = b / k
-        cells = done + b / 2 + u / 2
-        times = [u * a + w + u * cells * c for a, w, c in per]
-        times = [t + (engines.STAGE_HOP_LATENCY_S if i else 0.0) for i, t in enumerate(times)]
-        seconds += sum(times) + (k - 1) * max(times)
+        for start in range(0, b, ub):
+            u = min(ub, b - start)
+            cells = done + start + u
+            ubatches.append([u * a + w + u * cells * c + (engines.STAGE_HOP_LATENCY_S if i else 0.0)
+                             for i, (a, w, c) in enumerate(per)])
         done += b
-    return r.n / seconds
+    return r.n / speed.pipeline_seconds(ubatches, r.depth)
 
 
 def prefill_loss(rows, p, mem) -> float:
@@ -292,6 +296,7 @@ def main() -> int:
     print(f"  at the fit: median |error| {pct_abs(errs, 0.5):.1f} %, p90 {pct_abs(errs, 0.9):.1f} %")
     # the fit's arithmetic must be the estimator's: check one row against speed.prefill_rate
     _check_against_estimator(cat, pre[0], p)
+    _check_against_estimator(cat, next(r for r in pre if len(r.stages) > 1 and r.n > 2048), p)
     if "--cv" in sys.argv:
         n, med, p90 = prefill_cross_validate(pre, rows)
         print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "

@@ -147,7 +147,8 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 
 
 # Prefill (speed.prefill_rate), fitted by `bench/calibrate.py` on the May 2024 llama-bench / main
-# rows (283 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, see bench/accuracy.py):
+# rows (272 prompts, 1-8 GPUs; the 2023 builds ran other kernels and n_batch 512, and 11 rows that
+# their own notebook contradicts are left out: bench/accuracy.py contradicts_its_notebook):
 #   gemm_efficiency     achieved / datasheet tensor rate of the GEMMs' kind (llama.cpp: FP16 accumulate)
 #                       on the SMs the ubatch's tile waves keep busy (speed.wave_efficiency)
 #   tflops_per_watt     sustained tensor TFLOP/s per board watt: a 350 W H100 PCIe cannot hold the
@@ -159,10 +160,10 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 # The byte terms run at the decode fit's achieved bandwidth for the card's memory class
 # (profiles.DECODE_EFFICIENCY_BY_MEMORY), which the fit takes as given.
 PREFILL_FIT: PrefillFit = {
-    "gemm_efficiency": 0.653,
-    "tflops_per_watt": 0.657,
-    "attn_bytes_per_head_cell": 23.9,
-    "dequant_bytes_per_weight": 4.58,
+    "gemm_efficiency": 0.667,
+    "tflops_per_watt": 0.661,
+    "attn_bytes_per_head_cell": 24.3,
+    "dequant_bytes_per_weight": 4.61,
     "fp16_accumulate": True,
     "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
 }
