@@ -6,11 +6,13 @@
 
 Decode model (gpufit/estimator/speed.py), per token on a layer split:
     seconds = sum over devices of bytes read there / (bandwidth x efficiency[memory class])
-              + layers x per-layer cycles / the card's boost clock + (devices - 1) x stage hop latency
-Fitted: one efficiency per memory class with data (HBM, GDDR) and one per-layer cycle count shared by all,
-by grid search minimising the mean |log(gpufit / measured)| over every decode row (a robust fit: no
-row can pull it far); the engine default (cards of a class without data, e.g. LPDDR) is the single
-efficiency that fits all rows best with the same latency.
+              + layers x per-layer cycles / the card's boost clock
+              + on several devices: split fixed + (devices - 1) x split per_hop
+Fitted: one efficiency per memory class with data (HBM, GDDR), one per-layer cycle count shared by all
+and the two split latencies (on the multi-GPU rows, in turn with the rest), by grid search minimising
+the mean |log(gpufit / measured)| over every decode row (a robust fit: no row can pull it far); the
+engine default (cards of a class without data, e.g. LPDDR) is the single efficiency that fits all
+rows best with the same latency.
 Prefill (speed.prefill_rate): per ubatch, GEMM FLOPs / min(datasheet tensor rate x gemm_efficiency x
 the share of SMs the GEMMs' 128 x 128 tile waves keep busy, tflops_per_watt x board watts) + weight bytes (+ dequant_bytes_per_weight per parameter for quantized
 GGUF) / achieved bandwidth + attention over the cached cells (FLOPs at the GEMM rate, without flash
@@ -18,7 +20,8 @@ attention attn_bytes_per_head_cell / achieved bandwidth), the ubatches pipelined
 as speed.pipeline_seconds schedules them. Achieved bandwidth = datasheet x the decode fit's efficiency for the memory class (the
 same memory-bound streaming). The four constants minimise the mean |log(gpufit / measured)| over every
 May 2024 prompt row but those their own notebook contradicts (accuracy.contradicts_its_notebook) (Nelder-Mead); --cv refits decode and prefill without each card in turn.
-Prints the factors to put in gpufit/estimator/engines/ (profiles.py for decode, llama_cpp.py PREFILL_FIT). It never looks at one row alone.
+Prints the factors to put in gpufit/estimator/engines/ (profiles.py for decode and the split latency,
+llama_cpp.py PREFILL_FIT). It never looks at one row alone.
 """
 
 from __future__ import annotations
@@ -70,13 +73,19 @@ def decode_rows(cat):
     return out
 
 
-def loss(rows, eff: dict, cycles: float, default: float | None = None) -> float:
-    total = 0.0
-    for measured, b, layers, hops, cls, _, ghz in rows:
-        e = eff.get(cls, default)
-        seconds = b / e + layers * cycles / (ghz * 1e9) + hops * engines.STAGE_HOP_LATENCY_S
-        total += abs(math.log((1 / seconds) / measured))
-    return total / len(rows)
+def split_s(hops: int, split: dict) -> float:
+    """llama_cpp.LlamaCpp.split_latency_s with the constants `split` (fixed, per_hop)."""
+    return split["fixed"] + hops * split["per_hop"] if hops else 0.0
+
+
+def decode_seconds(row, eff: dict, cycles: float, split: dict, default: float | None = None) -> float:
+    _, b, layers, hops, cls, _, ghz = row
+    return b / eff.get(cls, default) + layers * cycles / (ghz * 1e9) + split_s(hops, split)
+
+
+def loss(rows, eff: dict, cycles: float, default: float | None = None, split: dict | None = None) -> float:
+    split = split or profiles.LLAMA_CPP_DECODE_SPLIT_S
+    return sum(abs(math.log((1 / decode_seconds(r, eff, cycles, split, default)) / r[0])) for r in rows) / len(rows)
 
 
 def grid(lo, hi, step):
@@ -84,21 +93,29 @@ def grid(lo, hi, step):
     return [round(lo + i * step, 6) for i in range(n + 1)]
 
 
-def fit_decode(rows):
+def fit_decode(rows, rounds: int = 3):
+    """(efficiency per memory class, per-layer cycles, default efficiency, split latency). The split
+    latency only touches multi-GPU rows: fitted in turn with the rest, `rounds` times, from none."""
     classes = sorted({r[4] for r in rows})
-    best = None
-    for cycles in grid(0, 400e3, 5e3):
-        # each class's efficiency only touches its own rows: fit them one at a time for this latency
-        eff = {}
-        for cls in classes:
-            sub = [r for r in rows if r[4] == cls]
-            eff[cls] = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(sub, {cls: e}, cycles))
-        val = loss(rows, eff, cycles)
-        if best is None or val < best[0]:
-            best = (val, eff, cycles)
-    _, eff, cycles = best
-    default = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(rows, {}, cycles, default=e))
-    return eff, cycles, default
+    multi = [r for r in rows if r[3]]
+    split = {"fixed": 0.0, "per_hop": 0.0}
+    for _ in range(rounds):
+        best = None
+        for cycles in grid(0, 400e3, 5e3):
+            # each class's efficiency only touches its own rows: fit them one at a time for this latency
+            eff = {}
+            for cls in classes:
+                sub = [r for r in rows if r[4] == cls]
+                eff[cls] = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(sub, {cls: e}, cycles, split=split))
+            val = loss(rows, eff, cycles, split=split)
+            if best is None or val < best[0]:
+                best = (val, eff, cycles)
+        _, eff, cycles = best
+        if multi:
+            split = min(({"fixed": f, "per_hop": h} for f in grid(0, 1.5e-3, 0.05e-3) for h in grid(0, 0.5e-3, 0.025e-3)),
+                        key=lambda sp: loss(multi, eff, cycles, split=sp))
+    default = min(grid(0.30, 1.00, 0.01), key=lambda e: loss(rows, {}, cycles, default=e, split=split))
+    return eff, cycles, default, split
 
 
 def cross_validate(rows) -> tuple[int, float, float]:
@@ -108,11 +125,9 @@ def cross_validate(rows) -> tuple[int, float, float]:
     for gpu in sorted({r[5].gpu for r in rows}):
         train = [r for r in rows if r[5].gpu != gpu]
         test = [r for r in rows if r[5].gpu == gpu]
-        eff, cycles, default = fit_decode(train)
-        for measured, b, layers, hops, cls, _, ghz in test:
-            seconds = (b / eff.get(cls, default) + layers * cycles / (ghz * 1e9)
-                       + hops * engines.STAGE_HOP_LATENCY_S)
-            errs.append(abs((1 / seconds) / measured - 1) * 100)
+        eff, cycles, default, split = fit_decode(train)
+        for r in test:
+            errs.append(abs((1 / decode_seconds(r, eff, cycles, split, default)) / r[0] - 1) * 100)
     errs.sort()
     return len(errs), statistics.median(errs), errs[int(0.9 * (len(errs) - 1))]
 
@@ -266,7 +281,7 @@ def prefill_cross_validate(rows, dec_rows) -> tuple[int, float, float]:
     memory efficiencies the prefill uses come from a decode fit that did not see the card either."""
     errs = []
     for gpu in sorted({r.gpu for r in rows}):
-        eff, _, default = fit_decode([r for r in dec_rows if r[5].gpu != gpu])
+        eff, _, default, _ = fit_decode([r for r in dec_rows if r[5].gpu != gpu])
         mem = (eff, default)
         p = fit_prefill([r for r in rows if r.gpu != gpu], mem)
         errs += [(prefill_model(r, p, mem) / r.measured - 1) * 100 for r in rows if r.gpu == gpu]
@@ -276,13 +291,17 @@ def prefill_cross_validate(rows, dec_rows) -> tuple[int, float, float]:
 def main() -> int:
     cat = A.load_catalog()
     rows = decode_rows(cat)
-    eff, cycles, default = fit_decode(rows)
+    eff, cycles, default, split = fit_decode(rows)
     print(f"decode: {len(rows)} rows "
           + ", ".join(f"{k} {sum(1 for r in rows if r[4] == k)}" for k in sorted(eff)))
     print(f"  DECODE_EFFICIENCY_BY_MEMORY['llama.cpp'] = {eff}")
     print(f"  decode_layer_cycles = {cycles / 1e3:.0f}e3")
     print(f"  engine default decode_efficiency = {default}")
-    print(f"  mean |log error| at the fit: {loss(rows, eff, cycles):.4f}")
+    print(f"  LLAMA_CPP_DECODE_SPLIT_S = {{'fixed': {split['fixed'] * 1e3:.2f}e-3, 'per_hop': {split['per_hop'] * 1e3:.3f}e-3}}"
+          f" ({sum(1 for r in rows if r[3])} multi-GPU rows)")
+    errs = [(1 / decode_seconds(r, eff, cycles, split) / r[0] - 1) * 100 for r in rows]
+    print(f"  mean |log error| at the fit: {loss(rows, eff, cycles, split=split):.4f}; "
+          f"median |error| {pct_abs(errs, 0.5):.1f} %, p90 {pct_abs(errs, 0.9):.1f} %")
     if "--cv" in sys.argv:
         n, med, p90 = cross_validate(rows)
         print(f"  leave-one-GPU-out: {n} rows predicted by fits that never saw their card: "

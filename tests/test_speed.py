@@ -197,8 +197,27 @@ def test_the_per_layer_decode_time_is_cycles_at_the_boost_clock():
     r3090, r4090 = CAT.gpu("rtx-3090"), CAT.gpu("rtx-4090")
     assert speed.boost_clock_ghz(r3090) == pytest.approx(35.6e3 / (2 * 10496))
     prof = profiles.LLAMA_CPP
-    assert prof.decode_layer_cycles == 220e3
-    assert speed.layer_latency_s(prof, r3090) == pytest.approx(220e3 / 1.6959e9, rel=1e-4)
-    assert speed.layer_latency_s(prof, r4090) == pytest.approx(220e3 / (82.6e12 / (2 * 16384)), rel=1e-12)
-    assert speed.layer_latency_s(prof, card()) == speed.layer_latency_s(prof, None) == 220e3 / 1.7e9
+    assert prof.decode_layer_cycles == 195e3
+    assert speed.layer_latency_s(prof, r3090) == pytest.approx(195e3 / 1.6959e9, rel=1e-4)
+    assert speed.layer_latency_s(prof, r4090) == pytest.approx(195e3 / (82.6e12 / (2 * 16384)), rel=1e-12)
+    assert speed.layer_latency_s(prof, card()) == speed.layer_latency_s(prof, None) == 195e3 / 1.7e9
     assert speed.layer_latency_s(profiles.VLLM, r3090) == 0.0  # vLLM has no fitted per-layer time
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+def test_a_layer_split_adds_llama_cpps_split_latency_to_each_token(n):
+    """Same card n times: the token reads the same bytes at the same bandwidth and runs the same
+    layers, so the only difference from one card is profiles.LLAMA_CPP_DECODE_SPLIT_S, 0.75 ms +
+    0.05 ms per hop (2 GPUs: 0.80 ms, 4: 0.90 ms, 8: 1.10 ms)."""
+    s1, p1 = sized(quant="q4_k_m", context=4096)
+    sn, pn = sized(quant="q4_k_m", context=4096, n=n)
+    assert len(pn.used) == n
+    one, _, _ = speed.estimate_speed(s1, p1, 1)
+    many, _, basis = speed.estimate_speed(sn, pn, 1)
+    assert basis["split_latency_s"] == pytest.approx(0.75e-3 + (n - 1) * 0.05e-3, rel=1e-12)
+    assert 1 / many - 1 / one == pytest.approx(0.75e-3 + (n - 1) * 0.05e-3, rel=1e-6)
+
+
+def test_other_engines_keep_the_plain_hop_latency():
+    assert engines.REGISTRY[engines.EngineName.VLLM].for_version(None).split_latency_s(4) == 3 * profiles.STAGE_HOP_LATENCY_S
+    assert llama_cpp.for_version(None).split_latency_s(1) == 0.0

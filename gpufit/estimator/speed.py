@@ -2,7 +2,7 @@
 
 decode s/token = sum over the devices a token passes through of bytes read there / (bandwidth x
 efficiency) + layers x the engine's fixed per-layer time (llama.cpp: cycles / the card's boost clock)
-+ interconnect latency; bytes read = the layers' active weights + their KV for the tokens already in
++ interconnect latency (all-reduces; the engine's split latency over a layer split); bytes read = the layers' active weights + their KV for the tokens already in
 context (+ the output head on the last device). Offloaded layers read host memory.
 prefill (prefill_rate): per ubatch, GEMM FLOPs / (datasheet tensor rate x efficiency x the share of
 SMs the GEMMs' tile waves keep busy, at most the board's power-limited rate) + weight, dequantization
@@ -146,8 +146,9 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
         basis["interconnect"] = link
         basis["allreduce_latency_s"] = engines.ALLREDUCE_LATENCY_S[link]
     if len(stages) > 1:
-        seconds += (len(stages) - 1) * engines.STAGE_HOP_LATENCY_S
-        basis["stage_hop_latency_s"] = engines.STAGE_HOP_LATENCY_S
+        split_s = s.engine.split_latency_s(len(stages))
+        seconds += split_s
+        basis["split_latency_s"] = split_s
     # what the CPU reads from host RAM for each token, one part after the other: expert tensors the
     # engine keeps there, a cache kept there (--no-kv-offload), offloaded layers (with the head when no
     # GPU holds it) or the output layer alone

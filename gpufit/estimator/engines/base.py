@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from ...catalog.types import ModelSpec, QuantFormat
 from .. import memory
 from ..types import Message, Strategy
+from . import profiles
 from .profiles import EngineProfile
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -184,6 +185,11 @@ class Engine:
         """How the engine runs a prompt: n_batch, n_ubatch tokens, flash_attn. The default: one
         step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
         return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
+
+    def split_latency_s(self, stages: int) -> float:
+        """Seconds a decoded token spends passing between the stages of a layer split (0 on one
+        stage). The default: profiles.STAGE_HOP_LATENCY_S per hop."""
+        return (stages - 1) * profiles.STAGE_HOP_LATENCY_S
 
     def pipeline_depth(self, req: "FitRequest", full_offload: bool) -> int:
         """How many ubatches of a prompt the engine keeps in flight over the stages of a layer split

@@ -160,10 +160,10 @@ def compute_bytes(m: ModelSpec, n_ctx: int, n_ubatch: int, flash_attn: bool, mul
 # The byte terms run at the decode fit's achieved bandwidth for the card's memory class
 # (profiles.DECODE_EFFICIENCY_BY_MEMORY), which the fit takes as given.
 PREFILL_FIT: PrefillFit = {
-    "gemm_efficiency": 0.667,
-    "tflops_per_watt": 0.661,
-    "attn_bytes_per_head_cell": 24.3,
-    "dequant_bytes_per_weight": 4.61,
+    "gemm_efficiency": 0.668,
+    "tflops_per_watt": 0.672,
+    "attn_bytes_per_head_cell": 24.2,
+    "dequant_bytes_per_weight": 4.55,
     "fp16_accumulate": True,
     "source": "llama.cpp, fitted by bench/calibrate.py on bench/data/tokens_per_s.csv",
 }
@@ -363,6 +363,13 @@ class LlamaCpp(Engine):
         """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on)."""
         return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
                 "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
+
+    def split_latency_s(self, stages: int) -> float:
+        """profiles.LLAMA_CPP_DECODE_SPLIT_S: a fixed cost once there are several stages, plus one per hop."""
+        if stages <= 1:
+            return 0.0
+        split = profiles.LLAMA_CPP_DECODE_SPLIT_S
+        return split["fixed"] + (stages - 1) * split["per_hop"]
 
     def pipeline_depth(self, req: "FitRequest", full_offload: bool) -> int:
         """PIPELINE_COPIES where src/llama-context.cpp turns pipeline parallelism on, else 1."""

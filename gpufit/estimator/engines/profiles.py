@@ -65,8 +65,8 @@ VLLM = EngineProfile(
 # launch gaps dominate on small models). They run at the core clock, so the fixed part is a number of
 # cycles: fitted with the decode efficiencies below (bench/calibrate.py, 371 decode rows, 2023 and May
 # 2024 builds, 1-8 GPUs), divided by each card's boost clock (speed.boost_clock_ghz: RTX 3090 1.70
-# GHz -> 129 us, RTX 4090 2.52 GHz -> 87 us, A100 1.41 GHz -> 156 us per layer).
-LLAMA_CPP_DECODE_LAYER_CYCLES = 220e3
+# GHz -> 115 us, RTX 4090 2.52 GHz -> 77 us, A100 1.41 GHz -> 138 us per layer).
+LLAMA_CPP_DECODE_LAYER_CYCLES = 195e3
 
 # llama.cpp: CUDA context ~250-300 MiB (not in its log); compute buffer sized by ggml-alloc for one
 # ubatch (default n_ubatch = 512, common/common.h); token_embd kept in host memory
@@ -176,11 +176,19 @@ def memory_class(memory_type: str | None) -> str | None:
     return None
 
 
+# Decode over a layer split: what a token pays beyond its layers' reads, a fixed cost once the model
+# spans devices plus a cost per hop, fitted with the factors below by bench/calibrate.py over the
+# 183 multi-GPU decode rows. Measured against the one-GPU runs of the same card and model: 0.37 /
+# 0.64 / 0.83 ms per token on 2 / 4 / 8 RTX 4090s, 0.6-0.9 ms on 4 RTX 4000 Ada / 6000 Ada / A6000,
+# 0.9-1.5 ms on 4 H100 PCIe / A100 PCIe (one host thread queues every device's work per token, and
+# the hidden state crosses PCIe at each hop).
+LLAMA_CPP_DECODE_SPLIT_S = {"fixed": 0.75e-3, "per_hop": 0.05e-3}
+
 # Decode: achieved / datasheet bandwidth by memory class, fitted together with the per-layer cycles
 # by grid search minimising the mean |log(gpufit / measured)| over 371 decode rows (GDDR 251: 3090,
 # 4090, 4000 Ada, 6000 Ada, A6000; HBM 120: A100 PCIe / SXM4, H100 PCIe). HBM cards reach a smaller
 # share of their bandwidth at batch 1 (too few bytes in flight per matrix-vector kernel).
-_LLAMA_CPP_DECODE = {"GDDR": 0.91, "HBM": 0.67}
+_LLAMA_CPP_DECODE = {"GDDR": 0.91, "HBM": 0.65}
 DECODE_EFFICIENCY_BY_MEMORY: dict[str, dict[str, float]] = {
     "llama.cpp": _LLAMA_CPP_DECODE,
     "ollama": _LLAMA_CPP_DECODE,
