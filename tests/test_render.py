@@ -110,3 +110,14 @@ def test_fleet_reasons_are_data_worded_by_the_renderer():
         Message("node_fits_if_empty", {"in_use": three, "now": None, "verdict": "no_fit"}))
     assert word(Message("node_cannot", {"empty": Message("node_no_fit", {"warning": None}), "verdict": "no_fit"})) \
         == "not even with its GPUs empty: does not fit"
+
+
+def test_the_speed_basis_names_the_split_latency_where_there_is_one():
+    """4 x RTX 4090 llama.cpp: 0.75 + 3 x 0.05 ms per token between the GPUs
+    (profiles.LLAMA_CPP_DECODE_SPLIT_S)."""
+    split = gpufit.plan("llama3-70b", ["rtx-4090:4"], quant="q4_k_m", context=8192, engine="llama.cpp")
+    basis = next(line for line in render("fit", split).splitlines() if line.startswith("  basis:"))
+    assert "+ 0.90 ms between GPUs" in basis
+    one = gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", context=8192, engine="llama.cpp")
+    basis = next(line for line in render("fit", one).splitlines() if line.startswith("  basis:"))
+    assert "between GPUs" not in basis

@@ -146,6 +146,7 @@ def fit_text(res) -> str:
         lines.append(
             f"  basis: {read} / ({bw_text} GB/s x {b.get('efficiency'):.2f} efficiency)"
             + (f" + {m.layers} layers x {lat * 1e6:.0f} us" if lat else "")
+            + (f" + {b['split_latency_s'] * 1e3:.2f} ms between GPUs" if b.get("split_latency_s") else "")
             + (f"; prefill {b.get('tflops'):.0f} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency'):.2f}"
                + (", flash attention" if b.get("flash_attn") else ", no flash attention")
                if b.get("tflops") else "")
