@@ -221,3 +221,15 @@ def test_a_layer_split_adds_llama_cpps_split_latency_to_each_token(n):
 def test_other_engines_keep_the_plain_hop_latency():
     assert engines.REGISTRY[engines.EngineName.VLLM].for_version(None).split_latency_s(4) == 3 * profiles.STAGE_HOP_LATENCY_S
     assert llama_cpp.for_version(None).split_latency_s(1) == 0.0
+
+
+def test_ollama_pipelines_a_prompt_over_its_gpus_like_llama_cpp():
+    """num_batch 512 is one ubatch per llama_decode; the runner does not synchronize between a
+    prompt's batches (runner/llamarunner/runner.go), so they flow through the GPUs as llama.cpp's
+    ubatches of one batch do. Llama 3 70B Q4_K_M (about 40 GiB) needs two of the 24 GiB test cards
+    (Ollama uses the fewest GPUs that hold the model)."""
+    s, plan = sized(model="llama3-70b", quant="q4_k_m", n=2, context=4096, engine="ollama")
+    assert len(plan.used) == 2 and not plan.head_on_host and not plan.cpu_layers
+    rate, basis = speed.prefill_rate(s, plan, 2048, flash_attn=True)
+    assert (basis["pipeline_depth"], basis["n_batch"], basis["n_ubatch"]) == (4, 512, 512)
+    assert rate > 0

@@ -573,7 +573,10 @@ class Ollama(LlamaCpp):
             log="scheduler")
 
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
-        """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks."""
+        """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks.
+        The pipeline depth is llama.cpp's (LlamaCpp.pipeline_depth): runner/llamarunner/runner.go
+        processBatch synchronizes only after a batch with outputs, so a prompt's batches follow one
+        another through the GPUs."""
         return {"n_batch": NUM_BATCH, "n_ubatch": NUM_BATCH, "flash_attn": bool(setting(req, "flash_attn", False))}
 
     def default_context(self, m: ModelSpec, devices: Sequence["Device"],
