@@ -65,7 +65,7 @@ def decode_rows(cat):
         decode_ctx = ctx // 2 if tg else min(int(row["n_gen"] or 0), ctx) // 2
         _, _, basis = A.speeds(cat, c, decode_ctx)
         spec = cat.gpus[c.gpu]
-        bw = spec.bandwidth_gbps * 1e9
+        bw = speed._bandwidth(e.plan.used[0].device) * 1e9  # the datasheet's, less what in-band ECC takes
         full_bw_s = basis["bytes_per_token"] / bw
         hops = len(e.plan.used) - 1
         out.append((measured, full_bw_s, cat.models[c.model].layers, hops,
@@ -185,7 +185,7 @@ def prefill_rows(cat) -> list[PrefillRow]:
             tf, kind = speed.tflops_for(dev, s.req.quant)
             peak = tf * 1e12 * (2 if kind == "fp16" and dev.spec.vendor_class == "geforce" else 1)
             share = dp.layers / m.layers
-            bw = dev.spec.bandwidth_gbps * 1e9
+            bw = speed._bandwidth(dev) * 1e9
             wave = speed.wave_efficiency(m, speed.sm_count(dev.spec), min(512, n))
             stages.append({"peak": peak, "watts": dev.spec.tdp_w, "flops": share * 2 * pc.body_active, "wave": wave,
                            "memory_class": engines.memory_class(dev.spec.memory_type),

@@ -216,3 +216,13 @@ def test_devices_from_specs(catalog):
     assert devs[0].free_bytes == devs[0].total_bytes == 85520809984
     assert devs[0].nvlink is True and devs[2].nvlink is False
     assert devs[2].catalog_key == "v100s-pcie-32gb"
+
+
+def test_the_ecc_mode_the_driver_reports_reaches_each_unit(catalog):
+    """ECC on GDDR memory takes bandwidth (speed.ecc_bandwidth_share), so each unit carries the mode
+    the capture gives: on for the L40S and A10G captures, on for every MIG device of the A100."""
+    for name in ("utkuozdemir_nvidia_gpu_exporter__linux-x86_64__nvidia-l40s__595.80.txt",
+                 "influxdata_telegraf__a10g.xml", "influxdata_telegraf__a100-sxm4-v12.xml"):
+        units = select_devices(load_snapshot(CAPTURES / name), catalog)
+        assert units and all(u.ecc is True for u in units), name
+    assert all(u.ecc is None for u in devices_from_specs([(catalog.gpus["v100s-pcie-32gb"], 2)]))

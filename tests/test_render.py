@@ -121,3 +121,13 @@ def test_the_speed_basis_names_the_split_latency_where_there_is_one():
     one = gpufit.plan("llama3-8b", ["rtx-4090"], quant="q4_k_m", context=8192, engine="llama.cpp")
     basis = next(line for line in render("fit", one).splitlines() if line.startswith("  basis:"))
     assert "between GPUs" not in basis
+
+
+def test_the_speed_basis_says_when_in_band_ecc_takes_bandwidth():
+    """L40S (datacenter GDDR6, ECC on by default): 864 GB/s x 15/16 = 810; the RTX 6000 Ada (same
+    AD102, a workstation card with ECC off by default) keeps its 960."""
+    def basis(gpu):
+        res = gpufit.plan("llama3-8b", [gpu], quant="q4_k_m", context=4096, engine="llama.cpp")
+        return next(line for line in render("fit", res).splitlines() if line.startswith("  basis:"))
+    assert "(810 GB/s left by in-band ECC x 0.91 efficiency)" in basis("l40s")
+    assert "(960 GB/s x 0.91 efficiency)" in basis("rtx-6000-ada")

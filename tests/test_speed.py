@@ -233,3 +233,34 @@ def test_ollama_pipelines_a_prompt_over_its_gpus_like_llama_cpp():
     rate, basis = speed.prefill_rate(s, plan, 2048, flash_attn=True)
     assert (basis["pipeline_depth"], basis["n_batch"], basis["n_ubatch"]) == (4, 512, 512)
     assert rate > 0
+
+
+def _decode_s(spec, ecc=None):
+    """Seconds per token of Llama 3 8B Q4_K_M on one `spec` card with the given ECC mode."""
+    dev = dataclasses.replace(Device.from_spec(spec, 0), ecc=ecc)
+    req = FitRequest(model=CAT.model("llama3-8b"), quant=CAT.quant("q4_k_m"), kv_dtype=CAT.kv_dtype("fp16"),
+                     context=4096, batch=1, engine="llama.cpp", devices=(dev,))
+    decode, _, basis = speed.estimate_speed(Sizer(req), choose(req), 1)
+    return 1 / decode, basis
+
+
+def test_in_band_ecc_on_gddr_leaves_15_16_of_the_bandwidth():
+    """The same GDDR6 card as a datacenter part (ECC on by default) reads at 936 x 15/16 GB/s: the
+    bandwidth term grows by 16/15, the per-layer time does not change."""
+    workstation = card(vendor="workstation", memory="GDDR6")
+    datacenter = dataclasses.replace(workstation, vendor_class="datacenter")
+    off, b_off = _decode_s(workstation)
+    on, b_on = _decode_s(datacenter)
+    assert b_on["bandwidth_gbps"] == pytest.approx(936 * 15 / 16) and b_on["ecc_bandwidth_share"] == 15 / 16
+    assert "ecc_bandwidth_share" not in b_off and b_off["bandwidth_gbps"] == 936
+    bandwidth_term = b_off["bytes_per_token"] / (936e9 * GDDR)
+    assert on - off == pytest.approx(bandwidth_term * (16 / 15 - 1), rel=1e-9)
+    # what the driver reports wins over the class default, both ways
+    assert _decode_s(datacenter, ecc=False)[0] == pytest.approx(off, rel=1e-12)
+    assert _decode_s(workstation, ecc=True)[0] == pytest.approx(on, rel=1e-12)
+
+
+def test_hbm_ecc_is_side_band_and_costs_no_bandwidth():
+    hbm = card(vendor="datacenter", memory="HBM2e")
+    assert _decode_s(hbm, ecc=True)[0] == pytest.approx(_decode_s(hbm, ecc=False)[0], rel=1e-12)
+    assert "ecc_bandwidth_share" not in _decode_s(hbm, ecc=True)[1]

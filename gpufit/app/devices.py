@@ -50,6 +50,7 @@ def _gpu_unit(g: GpuState, snap: Snapshot, spec: GpuSpec | None) -> _Unit | None
         bf16_tflops=spec.bf16_tflops if spec else None,
         nvlink=any(link.up for link in g.nvlink),
         reserved_bytes=None if g.unified_memory else (int(g.memory.reserved) if g.memory.reserved is not None else None),
+        ecc=g.ecc.enabled,
     )
     return _Unit(dev, g.index, tuple(n for n in (str(g.index), g.uuid) if n))
 
@@ -75,6 +76,7 @@ def _mig_units(g: GpuState, spec: GpuSpec | None) -> list[_Unit]:
             nvlink=False,  # NVLink is not available to MIG devices
             mig_profile=m.profile,
             parent=g.uuid or str(g.index),
+            ecc=g.ecc.enabled,
         )
         group = (g.index, m.gpu_instance_id) if m.gpu_instance_id is not None else None
         units.append(_Unit(dev, g.index, tuple(n for n in (index, m.uuid) if n), group, m.compute_instance_id))

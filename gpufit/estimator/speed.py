@@ -74,10 +74,35 @@ def layer_latency_s(profile: EngineProfile, spec: GpuSpec | None) -> float:
     return profile.decode_layer_cycles / (ghz * 1e9)
 
 
+# In-band ECC: GDDR memory keeps the check bits beside the data in the same DRAM, 1/16 of it (NVML
+# reports 46068 of the A40's and L40S's 49152 MiB with ECC on; NVIDIA's V100 whitepaper contrasts this
+# inline ECC, 6.25 % of a Tesla K40's GDDR5, with HBM2's side-band ECC, "without a bandwidth or
+# capacity penalty"), so a read moves 16 bytes for 15 of data. Datacenter cards ship with ECC on,
+# GeForce and workstation cards with it off (Chaos support, "ECC State for Nvidia GPUs").
+GDDR_ECC_BANDWIDTH_SHARE = 15 / 16
+
+
+def ecc_enabled(dev: Device) -> bool:
+    """ECC on for this unit: as the driver reports it, else the default of the card's class."""
+    if dev.ecc is not None:
+        return dev.ecc
+    return bool(dev.spec and dev.spec.vendor_class == "datacenter")
+
+
+def ecc_bandwidth_share(dev: Device) -> float:
+    """The share of the bandwidth left for data: GDDR_ECC_BANDWIDTH_SHARE with ECC on GDDR memory,
+    1 otherwise (HBM's ECC is side-band)."""
+    spec = dev.spec
+    if spec is not None and engines.memory_class(spec.memory_type) == "GDDR" and ecc_enabled(dev):
+        return GDDR_ECC_BANDWIDTH_SHARE
+    return 1.0
+
+
 def _bandwidth(dev: Device) -> float | None:
-    if dev.bandwidth_gbps:
-        return dev.bandwidth_gbps
-    return dev.spec.bandwidth_gbps if dev.spec else None
+    """GB/s this unit's reads reach at 100 % efficiency: its (share of the) datasheet bandwidth, less
+    what in-band ECC takes."""
+    bw = dev.bandwidth_gbps or (dev.spec.bandwidth_gbps if dev.spec else None)
+    return bw * ecc_bandwidth_share(dev) if bw else None
 
 
 def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float | None = None,
@@ -170,6 +195,8 @@ def estimate_speed(s: Sizer, plan: Plan, batch: int, host_bandwidth_gbps: float 
                 bytes_per_token += n
                 basis[key] = int(n)
     basis["bandwidth_gbps"] = bws[0] if len(set(bws)) == 1 else bws
+    if any(ecc_bandwidth_share(d.device) < 1 for d in used):
+        basis["ecc_bandwidth_share"] = GDDR_ECC_BANDWIDTH_SHARE
     basis["bytes_per_token"] = int(bytes_per_token)
     decode = batch / seconds if seconds > 0 else None
     prefill, pre_basis = prefill_rate(s, plan, prefill_tokens, flash_attn, n_batch, n_ubatch)

@@ -78,6 +78,9 @@ class Device:
     # the physical GPU this unit is part of (MIG devices of one card share it): units with the same
     # parent are never combined by tensor / pipeline parallelism
     parent: str | None = None
+    # ECC mode as the driver reports it (None: not reported, or a catalog card: speed.ecc_enabled
+    # takes the card class's default)
+    ecc: bool | None = None
 
     @property
     def catalog_key(self) -> str | None:

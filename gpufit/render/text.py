@@ -144,7 +144,9 @@ def fit_text(res) -> str:
                 f"{p.tensor_parallel} ranks" if p.tensor_parallel > 1 else f"{gb(b.get('bytes_per_token'))} read per token")
         bw_text = "/".join(f"{x:.0f}" for x in bw) if isinstance(bw, list) else f"{bw:.0f}"
         lines.append(
-            f"  basis: {read} / ({bw_text} GB/s x {b.get('efficiency'):.2f} efficiency)"
+            f"  basis: {read} / ({bw_text} GB/s"
+            + (" left by in-band ECC" if b.get("ecc_bandwidth_share") else "")
+            + f" x {b.get('efficiency'):.2f} efficiency)"
             + (f" + {m.layers} layers x {lat * 1e6:.0f} us" if lat else "")
             + (f" + {b['split_latency_s'] * 1e3:.2f} ms between GPUs" if b.get("split_latency_s") else "")
             + (f"; prefill {b.get('tflops'):.0f} TFLOP/s {b.get('tflops_dtype')} x {b.get('prefill_efficiency'):.2f}"

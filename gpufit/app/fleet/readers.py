@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, TypedDict, overload
 
-from ...probe.snapshot import GpuState, HostInfo, Memory, Mig, MigDevice, NvLink, Snapshot
+from ...probe.snapshot import Ecc, GpuState, HostInfo, Memory, Mig, MigDevice, NvLink, Snapshot
 from ...units import MIB
 
 if TYPE_CHECKING:
@@ -95,6 +95,7 @@ class _Gpu:
     mig_enabled: bool | None = None
     nvlink_up: int = 0
     unified: bool = False
+    ecc: bool | None = None  # ECC mode (in-band ECC on GDDR costs bandwidth: speed.ecc_bandwidth_share)
     migs: dict[str, _MigRec] = field(default_factory=dict)  # key -> {index, uuid, profile, gi, ci, mem}
 
 
@@ -151,6 +152,8 @@ def _read_gpufit(samples: Sequence[Sample], by: str | None, nodes: Nodes) -> Non
             g.mig_enabled = s.value == 1
         elif name == "gpufit_gpu_unified_memory":
             g.unified = s.value == 1
+        elif name == "gpufit_gpu_ecc_enabled":
+            g.ecc = s.value == 1 if math.isfinite(s.value) else None
         elif name == "gpufit_gpu_nvlink_links_up":
             g.nvlink_up = int(s.value) if math.isfinite(s.value) and s.value > 0 else 0
         elif name.startswith("gpufit_gpu_memory_"):
@@ -297,7 +300,7 @@ def snapshot_of(node: str, source: str, n: _Node, at: float) -> Snapshot:
             index=index, name=g.name, uuid=g.uuid, pci_bus_id=g.pci_bus_id, pci_device_id=g.pci_device_id,
             memory=mem, mig=Mig(enabled=g.mig_enabled, devices=migs),
             nvlink=tuple(NvLink(link=i, up=True) for i in range(g.nvlink_up)),
-            unified_memory=g.unified, available=g.available,
+            unified_memory=g.unified, available=g.available, ecc=Ecc(enabled=g.ecc),
             errors={} if g.available else {"gpu": f"GPU {index} is reported lost or erroring (gpufit_gpu_available 0)"},
         ))
     taken = datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")

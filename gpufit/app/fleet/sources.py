@@ -45,7 +45,8 @@ FREE_METRIC = {"gpufit": "gpufit_gpu_memory_free_bytes", "dcgm": "DCGM_FI_DEV_FB
                "nvidia_smi": "nvidia_smi_memory_free_bytes"}
 SERIES = {
     "gpufit": ("gpufit_gpu_info|gpufit_gpu_available|gpufit_gpu_memory_(total|free|reserved)_bytes"
-               "|gpufit_gpu_mig_enabled|gpufit_gpu_nvlink_links_up|gpufit_gpu_unified_memory|gpufit_mig_info"
+               "|gpufit_gpu_mig_enabled|gpufit_gpu_nvlink_links_up|gpufit_gpu_unified_memory|gpufit_gpu_ecc_enabled"
+               "|gpufit_mig_info"
                "|gpufit_mig_memory_(total|free)_bytes|gpufit_host_memory_(total|available)_bytes"
                "|gpufit_report_timestamp_seconds"),
     "dcgm": "DCGM_FI_DEV_FB_(FREE|USED|RESERVED)",
