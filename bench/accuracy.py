@@ -63,6 +63,7 @@ class Config:
     quant: str  # catalog key
     context: int
     engine: str = "llama.cpp"
+    ecc: bool | None = None  # as the run's nvidia-smi table shows it, where it differs from the card class's default
 
 
 @dataclass
@@ -135,6 +136,17 @@ def map_engine(row: dict) -> str:
     return "llama.cpp"
 
 
+# ECC mode of the runs whose GDDR card ran with ECC other than its class's default (speed.ecc_enabled:
+# datacenter on, GeForce and workstation off), from the "Volatile Uncorr. ECC" column of the nvidia-smi
+# table at the top of each notebook ("0" = on, "Off", "N/A"). Every other GDDR notebook agrees with its
+# class (the A40 and L40S ones on, the rest off); HBM's ECC costs no bandwidth, so HBM cards are not listed.
+_XD = "github:XiongjieDai/GPU-Benchmarks-on-LLM-Inference@aa72e0ec86c356c41f8281c9733e9a13c3675800:"
+ECC_ON = {
+    _XD + "LLaMA 2/Professional GPUs/6000_Ada_v2.ipynb": True,  # RTX 6000 Ada, ECC "0"
+    _XD + "LLaMA/Professional GPUs/6000_Ada.ipynb": True,  # the same machine's LLaMA (v1) runs
+}
+
+
 def notebook(row: dict) -> str:
     """The source without its cell: the runs of one machine, one build, one session."""
     return re.sub(r" \(cell \d+\)$", "", row["source"])
@@ -191,7 +203,7 @@ def config_for(cat: Catalog, row: dict, context: int | None) -> Config:
         raise Skip("context not stated")
     if context > m.max_context:
         raise Skip(f"context {context} beyond the model's {m.max_context}")
-    return Config(g.key, gpu_count(row), m.key, q.key, context, engine)
+    return Config(g.key, gpu_count(row), m.key, q.key, context, engine, ECC_ON.get(notebook(row)))
 
 
 # ---- asking gpufit ------------------------------------------------------------------------------
@@ -200,7 +212,7 @@ _EST: dict[Config, Estimate] = {}
 
 
 def request(cat: Catalog, c: Config):
-    devices = devices_from_specs([(cat.gpus[c.gpu], c.count)])
+    devices = tuple(dataclasses.replace(d, ecc=c.ecc) for d in devices_from_specs([(cat.gpus[c.gpu], c.count)]))
     # the measured builds (2023, May 2024) ran without flash attention, llama.cpp's default then
     req, _ = build_request(ModelChoice(cat.models[c.model]), devices, cat, quant=c.quant,
                            context=c.context, engine=c.engine, kv_dtype="fp16", planning=True,

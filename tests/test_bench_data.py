@@ -123,3 +123,19 @@ def test_the_skip_reasons_name_what_is_missing(acc, cat):
             reasons.add(str(s))
     assert "Apple silicon (gpufit estimates NVIDIA GPUs)" in reasons
     assert "model 'LLaMA (v1)' not in the catalog" in reasons
+
+
+def test_each_ecc_exception_names_a_notebook_of_the_data(acc):
+    """accuracy.ECC_ON keys are notebooks (sources without their cell) that rows come from: a key
+    that matches nothing would silently leave a run at its class default."""
+    notebooks = {acc.notebook(r) for name in ("tokens_per_s.csv", "tokens_per_s_holdout.csv") for r in acc.read(name)}
+    assert acc.ECC_ON and set(acc.ECC_ON) <= notebooks
+
+
+def test_the_notebook_screen_catches_only_what_its_rules_say(acc):
+    rows = acc.read("tokens_per_s.csv")
+    screened = acc.contradicts_its_notebook(rows)
+    caught = [r for r in rows if id(r) in screened]
+    assert len(caught) == 11
+    assert all(r["quant"] == "F16" or r["test"].startswith("main prompt eval") for r in caught)
+    assert not any(r["test"].startswith("tg") or r["test"].startswith("main eval") for r in caught)
