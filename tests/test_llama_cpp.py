@@ -389,3 +389,71 @@ def test_fit_moves_the_first_layers_experts_to_host_ram_for_a_moe_model():
     # a dense model is refilled by whole layers instead; a model that fits whole is left alone
     assert llama_cpp.for_version(None).fitted_experts(dataclasses.replace(r, devices=(
         Device.from_spec(CAT.gpu("h100-sxm"), 0),))) is None
+
+
+# ---- --split-mode tensor (docs/multi-gpu.md; src/llama-arch.cpp llm_arch_supports_sm_tensor) ------------
+def _two_4090(model, context, **settings):
+    two = tuple(Device.from_spec(CAT.gpu("rtx-4090"), i) for i in range(2))
+    return FitRequest(**{**req(model, context, **settings).__dict__, "devices": two})
+
+
+def test_split_mode_tensor_is_read_and_turns_fit_off():
+    c = parse(["-m", "m.gguf", "-sm", "tensor"], {})
+    assert c.settings["split_mode"] == "tensor" and "fit_layout" not in c.settings
+    assert any("--split-mode tensor (experimental)" in n for n in c.notes)
+    assert any("kept whole" in n for n in c.notes)  # no -c: the training context, which --fit cannot cut here
+    with pytest.raises(UsageError, match="tensor"):  # the did-you-mean lists it
+        parse(["-m", "m.gguf", "-sm", "tensr"], {})
+
+
+def test_split_mode_tensor_splits_every_layer_and_its_kv_over_the_gpus():
+    """Llama 3 70B Q4_K_M at 8192 on 2 x RTX 4090: both GPUs hold all 80 layers' shares. KV by hand:
+    80 layers x 8192 cells x (K + V: 2 x 8 heads x 128) x 2 bytes = 2,684,354,560, half on each; the
+    weights on each GPU are half of what the layer split puts on the two together."""
+    r = _two_4090("llama3-70b", 8192, split_mode="tensor")
+    plan = choose(r)
+    assert (plan.strategy, plan.tp, [d.layers for d in plan.used]) == ("tensor_parallel", 2, [80, 80])
+    assert [d.kv for d in plan.used] == [2_684_354_560 // 2] * 2
+    layer = choose(_two_4090("llama3-70b", 8192))
+    assert layer.strategy == "layer_split"
+    assert sum(d.weights for d in plan.used) == pytest.approx(sum(d.weights for d in layer.used), rel=1e-6)
+    res = estimate(r, alternatives=False)
+    assert res.verdict == "fits" and res.placement.tensor_parallel == 2
+    line = res.engine_args["llama.cpp"]
+    assert "--split-mode tensor" in line and "-ts" not in line
+    # no measured rows calibrate its speed: none is claimed, and the basis says why
+    assert res.performance.decode_tokens_per_s is None and "experimental" in res.performance.basis["note"]
+
+
+@pytest.mark.parametrize("model, settings, code, words", [
+    ("llama3-8b", {"flash_attn": False}, "sm_tensor_flash_attn", "SPLIT_MODE_TENSOR requires flash_attn to be enabled"),
+    ("llama3-8b", {"cache_type_k": "q8_0", "cache_type_v": "q8_0"}, "sm_tensor_kv_quantized",
+     "simultaneous use of SPLIT_MODE_TENSOR and KV cache quantization not implemented"),
+    ("deepseek-v2-lite", {}, "sm_tensor_arch", "LLAMA_SPLIT_MODE_TENSOR not implemented for architecture 'deepseek2'"),
+    ("gemma3n-e4b", {}, "sm_tensor_arch", "architecture 'gemma3n'"),
+])
+def test_split_mode_tensor_start_up_checks_refuse_as_llama_cpp_does(model, settings, code, words):
+    from test_placement import _cands
+
+    res = estimate(_two_4090(model, 4096, split_mode="tensor", **settings), candidates=_cands())
+    assert res.verdict == "no_fit" and res.refusal.code == code and words in res.refusal.message
+    fixes = [a.summary for a in res.alternatives if a.kind == "engine_setting"]
+    assert any(f.startswith("--split-mode layer") for f in fixes), fixes
+    if code == "sm_tensor_flash_attn":
+        assert any(f.startswith("-fa on") for f in fixes)
+    if code == "sm_tensor_kv_quantized":
+        assert any(f.startswith("-ctk f16 -ctv f16") for f in fixes)
+
+
+def test_check_with_split_mode_tensor_and_flash_attention_off_exits_3():
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from gpufit.cli import cli
+
+    snap = Path(__file__).parent / "fixtures" / "nvidia-smi" / "influxdata_telegraf__dual_a5000-v13.xml"
+    r = CliRunner().invoke(cli, ["check", "--snapshot", str(snap), "--", "llama-server", "-m",
+                                 "llama3-8b.Q4_K_M.gguf", "-sm", "tensor", "-c", "4096", "-fa", "off"])
+    assert r.exit_code == 3 and "SPLIT_MODE_TENSOR requires flash_attn to be enabled" in r.output
+    assert "Traceback" not in r.output

@@ -156,6 +156,9 @@ def estimate(req: FitRequest, alternatives: bool = True,
     if verdict == Verdict.NO_FIT:
         decode = prefill = None
         basis = {"method": basis["method"], "note": "no speed: the model does not fit"}
+    elif (why := s.engine.speed_unknown(req)) is not None:
+        decode = prefill = None
+        basis = {"method": basis["method"], "note": f"no speed: {why}"}
     ok = verdict in (Verdict.FITS, Verdict.TIGHT)
     largest_ctx: int | None
     largest_batch: int | None

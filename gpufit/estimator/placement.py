@@ -382,9 +382,13 @@ def _fixed(s: Sizer, devs: list[Device], tp: int, pp: int) -> Plan:
                     refusal=Refusal("tensor_parallel_invalid", why, {"tensor_parallel": tp, "heads": m.heads,
                                                                     "kv_heads": m.kv_heads}))
     group = _index_order(devs)[:n]
-    if n == 1:
-        return plan_single(s, group[0])
-    return plan_tensor_parallel(s, group, pp=pp)
+    plan = plan_single(s, group[0]) if n == 1 else plan_tensor_parallel(s, group, pp=pp)
+    # flags the engine refuses to start with (llama.cpp --split-mode tensor with flash attention off, ...)
+    refusal = s.engine.capability_refusal(s.req, plan.used)
+    if refusal is not None and plan.refusal is None:
+        plan.refusal = refusal
+        plan.reasons = [*plan.reasons, Message("flags_invalid", text=refusal.message)]
+    return plan
 
 
 def _fewest_cards(s: Sizer, devs: list[Device]) -> Plan | None:

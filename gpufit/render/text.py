@@ -156,6 +156,8 @@ def fit_text(res) -> str:
         if "not calibrated" in str(b.get("efficiency_from", "")):
             lines.append(f"  ({b['efficiency_from']}: a datasheet-based figure"
                          + (", likely optimistic for MoE models at batch 1)" if m.is_moe else ")"))
+    elif res.verdict != Verdict.NO_FIT and perf.basis.get("note"):
+        lines.append(f"Speed: not estimated ({perf.basis['note'].removeprefix('no speed: ')})")
     if perf.max_context is not None:
         lines.append(f"Largest context at batch {r.batch}: {perf.max_context} tokens; "
                      f"largest batch at context {r.context}: {perf.max_batch} (in the free memory)")

@@ -186,6 +186,11 @@ class Engine:
         step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
         return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
 
+    def speed_unknown(self, req: "FitRequest") -> str | None:
+        """Why this engine's speed is not estimated for the request (a mode no measurement or model
+        covers), or None."""
+        return None
+
     def split_latency_s(self, stages: int) -> float:
         """Seconds a decoded token spends passing between the stages of a layer split (0 on one
         stage). The default: profiles.STAGE_HOP_LATENCY_S per hop."""
@@ -241,7 +246,7 @@ class Engine:
         return None
 
     def capability_refusal(self, req: "FitRequest", devices: Sequence["DevicePlan"]) -> Refusal | None:
-        """A dtype or format the cards cannot run on this engine."""
+        """A dtype or format the cards cannot run on this engine, or flags it refuses to start with."""
         return None
 
     def alternatives(self, result: "FitResult") -> list[tuple[str, dict[str, Any]]]:

@@ -15,10 +15,11 @@ from .. import memory
 from ..params import attention_shape, required
 from . import profiles
 from ..types import Message, Strategy
-from .base import Engine, PrefillBatching, PrefillFit, ServerCommand
+from .base import Engine, PrefillBatching, PrefillFit, Refusal, ServerCommand
 from .profiles import LLAMA_CPP
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..placement import DevicePlan
     from ..types import FitRequest, FitResult
 
 DEFAULT_FOR_KINDS = ("gguf",)
@@ -44,6 +45,19 @@ FLASH_ATTN_DEFAULT = True
 # batch's through the pipeline. Otherwise n_copies is 1 and the scheduler synchronizes each device
 # before copying its inputs, which leaves little overlap (speed.pipeline_seconds).
 PIPELINE_COPIES = 4
+# --split-mode tensor (experimental since llama.cpp PR #19378, 2026): a "meta device" over the GPUs
+# that splits every layer's weights and its KV cache between them (docs/multi-gpu.md). Start-up refuses
+# it with flash attention off, with a quantized KV cache, and for the architectures
+# src/llama-arch.cpp llm_arch_supports_sm_tensor lists (by catalog / GGUF family here, with the
+# llama.cpp arch name the error quotes).
+SM_TENSOR_KV_TYPES = ("f32", "f16", "bf16")
+# common/arg.cpp --split-mode (row: deprecated, still parsed)
+SPLIT_MODES = ("none", "layer", "row", "tensor")
+SM_TENSOR_UNSUPPORTED = {
+    "deepseek": "deepseek2", "deepseek-v2": "deepseek2", "deepseek-v3": "deepseek2", "kimi-k2": "deepseek2",
+    "minimax-m2": "minimax-m2", "nemotron-h": "nemotron_h", "granite4-h": "granitehybrid",
+    "gemma3n": "gemma3n", "olmo2": "olmo2",
+}
 # model families whose sliding window llama.cpp applies: src/llama-model.cpp sets hparams.swa_type for
 # LLM_ARCH_GEMMA2, GEMMA3, GEMMA3N, COHERE2, OPENAI_MOE (gpt-oss) and LLAMA4 (chunked). Mistral 7B
 # v0.1 has `sliding_window` in its config.json, but it converts to the llama architecture, which has
@@ -172,6 +186,11 @@ PREFILL_FIT: PrefillFit = {
 EXPERT_TENSORS = ("ffn_up_exps", "ffn_down_exps", "ffn_gate_exps")
 
 
+def tensor_mode(req: "FitRequest") -> bool:
+    """--split-mode tensor: every GPU holds a share of every layer (its weights and its KV cache)."""
+    return bool(setting(req, "split_mode") == "tensor")
+
+
 def host_expert_layers(req: "FitRequest") -> int:
     """How many MoE layers keep their expert tensors in host RAM."""
     m = req.model
@@ -245,7 +264,7 @@ class LlamaCpp(Engine):
         """common/fit.cpp refits only what the command line left open: no -ngl, -ts, -ot / --n-cpu-moe,
         no row split (each makes common_params_fit_impl abort before step 3), --fit on. Then every GPU
         keeps --fit-target free (1024 MiB; the first figure where several are given)."""
-        if not setting(req, "fit_layout", False) or not setting(req, "fit", True):
+        if not setting(req, "fit_layout", False) or not setting(req, "fit", True) or tensor_mode(req):
             return None
         return int((setting(req, "fit_target_mib") or (FIT_TARGET_MIB,))[0]) * 1024 * 1024
 
@@ -297,7 +316,8 @@ class LlamaCpp(Engine):
         margin free (--fit-target, 1024 MiB) and the GPUs together are short, the context is cut to the
         linear interpolation between --fit-ctx (4096) and the maximum that meets the summed target (less
         half a layer per GPU and one more on a split, a sixth for MoE), rounded down to 256 cells."""
-        if not setting(req, "ctx_auto", False) or not setting(req, "fit", True) or not req.devices:
+        if (not setting(req, "ctx_auto", False) or not setting(req, "fit", True) or not req.devices
+                or tensor_mode(req)):  # docs/multi-gpu.md: --fit is not supported with tensor
             return None
         import dataclasses
 
@@ -349,7 +369,8 @@ class LlamaCpp(Engine):
     def kv_bytes(self, req: "FitRequest", layers: int | None = None, tp: int = 1) -> int:
         if setting(req, "no_kv_offload", False):
             return 0
-        return llama_cpp_kv_bytes(req, layers, swa_applied=req.model.family in self.swa_families)
+        # tensor mode splits the KV cache over the GPUs with the weights (tp = the GPUs it spans)
+        return llama_cpp_kv_bytes(req, layers, swa_applied=req.model.family in self.swa_families) // tp
 
     def activation_bytes(self, req: "FitRequest", tp: int = 1, multi_gpu: bool = False) -> int:
         fa = setting(req, "flash_attn", FLASH_ATTN_DEFAULT)
@@ -364,6 +385,40 @@ class LlamaCpp(Engine):
         return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
                 "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
 
+    def tp_valid(self, m: ModelSpec, k: int) -> bool:
+        """--split-mode tensor splits tensor segments in proportion (-ts, evenly by default) with no
+        divisibility rule in docs/multi-gpu.md; llama.cpp reaches tensor parallelism only through it."""
+        return True
+
+    def fixed_placement(self, req: "FitRequest") -> tuple[int, int] | None:
+        """--split-mode tensor: one tensor-parallel group over every GPU the process sees."""
+        return (max(1, len(req.devices)), 1) if tensor_mode(req) else None
+
+    def capability_refusal(self, req: "FitRequest", devices: Sequence["DevicePlan"]) -> Refusal | None:
+        """The start-up checks of --split-mode tensor (docs/multi-gpu.md, "Limitations and gotchas"; the
+        messages are llama.cpp's own)."""
+        if not tensor_mode(req):
+            return None
+        if setting(req, "flash_attn", FLASH_ATTN_DEFAULT) is False:
+            return Refusal("sm_tensor_flash_attn", "SPLIT_MODE_TENSOR requires flash_attn to be enabled", {})
+        types = [t for t in (setting(req, "cache_type_k"), setting(req, "cache_type_v"),
+                             LLAMA_KV.get(req.kv_dtype.key)) if t]
+        if any(t not in SM_TENSOR_KV_TYPES for t in types):
+            return Refusal("sm_tensor_kv_quantized",
+                           "simultaneous use of SPLIT_MODE_TENSOR and KV cache quantization not implemented",
+                           {"cache_types": sorted(set(types))})
+        arch = SM_TENSOR_UNSUPPORTED.get(req.model.family)
+        if arch:
+            return Refusal("sm_tensor_arch", f"LLAMA_SPLIT_MODE_TENSOR not implemented for architecture '{arch}'",
+                           {"architecture": arch})
+        return None
+
+    def speed_unknown(self, req: "FitRequest") -> str | None:
+        if tensor_mode(req) and len(req.devices) > 1:
+            return ("llama.cpp --split-mode tensor is experimental (docs/multi-gpu.md) and no measured rows "
+                    "calibrate its speed")
+        return None
+
     def split_latency_s(self, stages: int) -> float:
         """profiles.LLAMA_CPP_DECODE_SPLIT_S: a fixed cost once there are several stages, plus one per hop."""
         if stages <= 1:
@@ -373,7 +428,8 @@ class LlamaCpp(Engine):
 
     def pipeline_depth(self, req: "FitRequest", full_offload: bool) -> int:
         """PIPELINE_COPIES where src/llama-context.cpp turns pipeline parallelism on, else 1."""
-        on = (full_offload and setting(req, "split_mode") != "row" and not setting(req, "no_kv_offload", False)
+        on = (full_offload and setting(req, "split_mode") not in ("row", "tensor")
+              and not setting(req, "no_kv_offload", False)
               and not setting(req, "cpu_moe_layers", ()) and not setting(req, "tensor_overrides", False))
         return PIPELINE_COPIES if on else 1
 
@@ -385,14 +441,28 @@ class LlamaCpp(Engine):
 
     def alternatives(self, result: "FitResult") -> list[tuple[str, dict[str, Any]]]:
         """-ngl that keeps layers (or just the output layer) in host RAM: every layer on the GPUs, if
-        that fits (src/llama-model.cpp: the output layer goes to a GPU only when -ngl > n_layer)."""
+        that fits (src/llama-model.cpp: the output layer goes to a GPU only when -ngl > n_layer); for a
+        refused --split-mode tensor start, the flag it lacks and the layer split."""
         r = result.request
+        out: list[tuple[str, dict[str, Any]]] = []
+        code = result.refusal.code if result.refusal is not None else ""
+        if code.startswith("sm_tensor_"):
+            # what the refused --split-mode tensor start needs (docs/multi-gpu.md), or the default split
+            if code == "sm_tensor_flash_attn":
+                out.append(("-fa on (--split-mode tensor needs flash attention)",
+                            {"engine_settings": {**r.engine_settings, "flash_attn": True}}))
+            if code == "sm_tensor_kv_quantized":
+                plain = {k: v for k, v in r.engine_settings.items() if k not in ("cache_type_k", "cache_type_v")}
+                out.append(("-ctk f16 -ctv f16 (--split-mode tensor needs an unquantized KV cache)",
+                            {"engine_settings": plain, "kv_dtype": "fp16"}))
+            out.append(("--split-mode layer (the default split)",
+                        {"engine_settings": {**r.engine_settings, "split_mode": "layer"}}))
         ngl = setting(r, "n_gpu_layers")
-        if ngl is None or ngl > r.model.layers:
-            return []
-        every = r.model.layers + 1
-        return [(f"-ngl {every} (every layer, the output layer too, on the GPUs)",
-                 {"engine_settings": {**r.engine_settings, "n_gpu_layers": every}})]
+        if ngl is not None and ngl <= r.model.layers:
+            every = r.model.layers + 1
+            out.append((f"-ngl {every} (every layer, the output layer too, on the GPUs)",
+                        {"engine_settings": {**r.engine_settings, "n_gpu_layers": every}}))
+        return out
 
     def split_weights(self, req: "FitRequest", n_devices: int) -> list[float] | None:
         ts = setting(req, "tensor_split")
@@ -435,7 +505,9 @@ class LlamaCpp(Engine):
         parts.append(f"-ngl {ngl}")
         probed = not r.planning
         devs = [d for d in result.devices if d.needed_bytes] if probed else list(result.devices)
-        if sum(1 for d in result.devices if d.layers) > 1 and p.strategy != Strategy.CPU_OFFLOAD:
+        if p.strategy == Strategy.TENSOR_PARALLEL:
+            parts.append("--split-mode tensor")  # every GPU a share of every layer: no -ts (even by default)
+        elif sum(1 for d in result.devices if d.layers) > 1 and p.strategy != Strategy.CPU_OFFLOAD:
             counts = [d.layers for d in devs]
             last = max(i for i, n in enumerate(counts) if n)
             counts[last] += 1  # the output layer
@@ -594,10 +666,10 @@ def _read(flag: str, raw: str, kind: str) -> _Value:
             raise bad("cannot be negative")
         return mib
     if kind == "split_mode":
-        if raw not in ("none", "layer", "row"):
+        if raw not in SPLIT_MODES:
             from ...errors import unknown
 
-            raise unknown(f"llama.cpp {flag} mode", raw, ("none", "layer", "row"))
+            raise unknown(f"llama.cpp {flag} mode", raw, SPLIT_MODES)
         return raw
     if kind == "kv":
         if raw not in KV_TYPE_BITS:
@@ -723,7 +795,7 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
     # --fit lays the model out itself only where no flag pins the layout (common/fit.cpp aborts step 3
     # on -ngl, -ts, tensor overrides -ot / --n-cpu-moe / --cpu-moe, and --split-mode row)
     if (got.get("n_gpu_layers") is None and not got.get("tensor_split") and not host_layers
-            and not got.get("override_tensor") and got.get("split_mode") != "row"):
+            and not got.get("override_tensor") and got.get("split_mode") not in ("row", "tensor")):
         settings["fit_layout"] = True
     if other_ot:
         unknown_flags.append("-ot " + ",".join(other_ot) + " (only expert tensors sent to CPU are modelled)")
@@ -742,14 +814,19 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         notes.append("--split-mode row: memory per GPU planned as the layer split (llama.cpp places layers and "
                      "their KV as in layer mode and spreads each matrix's rows over the GPUs in the same "
                      "proportions); its speed is estimated as the layer split's")
+    if settings.get("split_mode") == "tensor":
+        notes.append("--split-mode tensor (experimental): each GPU holds an even share of every layer's weights "
+                     "and of the KV cache (docs/multi-gpu.md)"
+                     + (", -ts planned as that even split" if settings.get("tensor_split") else "")
+                     + "; each GPU's compute buffer counted as one GPU's; --fit does not run in this mode")
     default_context = None
     if not ctx:  # not given, or -c 0: the model's training context, which --fit may shrink
         default_context = 0
         settings["ctx_auto"] = True
-        fit = settings.get("fit", True)
+        fit = settings.get("fit", True) and settings.get("split_mode") != "tensor"
         notes.append(("no -c" if ctx is None else "-c 0") + ": llama.cpp's default is the model's training context"
                      + (", which --fit shrinks where it leaves a GPU less than its margin free" if fit else
-                        " (--fit off: kept whole)"))
+                        " (--fit off or --split-mode tensor: kept whole)"))
     cache_type = settings.get("cache_type_k") or settings.get("cache_type_v")
     kv_dtype = KV_CATALOG.get(cache_type) if cache_type else None
     gpus = env.get("CUDA_VISIBLE_DEVICES")
