@@ -213,10 +213,11 @@ _EST: dict[Config, Estimate] = {}
 
 def request(cat: Catalog, c: Config):
     devices = tuple(dataclasses.replace(d, ecc=c.ecc) for d in devices_from_specs([(cat.gpus[c.gpu], c.count)]))
-    # the measured builds (2023, May 2024) ran without flash attention, llama.cpp's default then
+    # the measured builds (2023, May 2024) ran without flash attention, llama.cpp's default then, and
+    # multiplied quantized prompts through cuBLAS on an FP16 copy (MMQ only up to 32 tokens then)
     req, _ = build_request(ModelChoice(cat.models[c.model]), devices, cat, quant=c.quant,
                            context=c.context, engine=c.engine, kv_dtype="fp16", planning=True,
-                           engine_settings={"flash_attn": False})
+                           engine_settings={"flash_attn": False, "force_cublas": True})
     return req
 
 
@@ -505,6 +506,32 @@ def vllm_spot_table(cat: Catalog) -> Table:
     return t
 
 
+def current_build_table(cat: Catalog) -> Table:
+    """llama.cpp as it is now (bench/data/llama_cpp_current.csv): gpufit's default path -- MMQ for
+    quantized prompts, flash attention on, its pipeline over the layer split -- against a 2026 build.
+    No constant was fitted to these rows."""
+    t = Table("llama.cpp, current build (spot check of the default path; nothing fitted to it)", "tok/s")
+    for row in read("llama_cpp_current.csv"):
+        depth, test = int(row["depth"]), row["test"]
+        n = int(re.sub(r"\D", "", test))
+        devices = devices_from_specs([(cat.gpu(row["gpu"]), int(row["gpu_count"]))])
+        req, _ = build_request(ModelChoice(cat.model(row["model"])), devices, cat, quant=row["quant"],
+                               context=depth + n + 256, engine="llama.cpp", planning=True,
+                               engine_settings={"split_mode": row["split_mode"]})
+        plan = placement.choose(req)
+        s = placement.Sizer(req)
+        if test.startswith("tg"):
+            pred, _, _ = speed.estimate_speed(s, plan, 1, decode_context=depth + n // 2)
+        elif depth:
+            continue  # a prompt after a filled cache: prefill_rate starts from an empty one
+        else:
+            _, pred, _ = speed.estimate_speed(s, plan, 1, prefill_tokens=n)
+        if pred is not None:
+            t.add(float(row["tokens_per_s"]), pred, f"{row['gpu_count']}x {row['gpu']} | {row['model']} "
+                  f"{row['quant']} | {test}" + (f" @ d{depth}" if depth else ""), row["source"])
+    return t
+
+
 def run(worst: int = 5, show_skipped: bool = False) -> dict:
     cat = load_catalog()
     decode, prompt, prompt_2023, old_decode, old_prompt, oom1, ran1, contradicted = speed_tables(
@@ -519,7 +546,7 @@ def run(worst: int = 5, show_skipped: bool = False) -> dict:
     hold_prompt.name = "prompt tokens/s on held-out cards (tokens_per_s_holdout.csv; no constant was fitted to them)"
     out = {}
     for t in (decode, prompt, hold_decode, hold_prompt, *mem, prompt_2023, contradicted, old_decode, old_prompt,
-              vllm_spot_table(cat)):
+              vllm_spot_table(cat), current_build_table(cat)):
         print_table(t, worst, show_skipped)
         out[t.name] = summary(t)
     out["oom"] = oom_table(cat, oom1 + oom2, ran1 + ran2, worst)

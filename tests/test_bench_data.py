@@ -27,7 +27,7 @@ def cat(acc):
 
 def test_sources_file_names_every_csv_the_benchmark_reads():
     text = (BENCH / "data" / "SOURCES.md").read_text()
-    for name in ("tokens_per_s.csv", "memory.csv", "tokens_per_s_holdout.csv"):
+    for name in ("tokens_per_s.csv", "memory.csv", "tokens_per_s_holdout.csv", "llama_cpp_current.csv"):
         assert (BENCH / "data" / name).is_file()
         assert name in text
 
@@ -139,3 +139,13 @@ def test_the_notebook_screen_catches_only_what_its_rules_say(acc):
     assert len(caught) == 11
     assert all(r["quant"] == "F16" or r["test"].startswith("main prompt eval") for r in caught)
     assert not any(r["test"].startswith("tg") or r["test"].startswith("main eval") for r in caught)
+
+
+def test_current_build_rows_map_onto_the_catalog(acc, cat):
+    """Each spot-check row names a catalog card, model and quant, a split mode llama.cpp takes and its URL."""
+    rows = acc.read("llama_cpp_current.csv")
+    assert len(rows) == 5
+    for r in rows:
+        assert cat.gpu(r["gpu"]) and cat.model(r["model"]) and cat.quant(r["quant"])
+        assert r["split_mode"] in ("layer", "row", "tensor", "none") and r["source"].startswith("https://")
+        assert float(r["tokens_per_s"]) > 0 and int(r["depth"]) >= 0

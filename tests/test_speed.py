@@ -264,3 +264,21 @@ def test_hbm_ecc_is_side_band_and_costs_no_bandwidth():
     hbm = card(vendor="datacenter", memory="HBM2e")
     assert _decode_s(hbm, ecc=True)[0] == pytest.approx(_decode_s(hbm, ecc=False)[0], rel=1e-12)
     assert "ecc_bandwidth_share" not in _decode_s(hbm, ecc=True)[1]
+
+
+def test_current_llama_cpp_multiplies_quantized_weights_as_stored():
+    """ggml-cuda/mmq.cu: from compute capability 7.5 the MMQ kernels run on the Q4_K_M weights as
+    stored; a build forcing cuBLAS (and llama.cpp before June 2024) first dequantizes them to FP16,
+    per ubatch: dequant_bytes_per_weight x body parameters more traffic at the decode bandwidth."""
+    s, plan = sized(quant="q4_k_m")
+    mmq, b_mmq = speed.prefill_rate(s, plan, 512, flash_attn=True)
+    legacy = Sizer(dataclasses.replace(s.req, engine_settings={"force_cublas": True}))
+    cublas, b_cublas = speed.prefill_rate(legacy, plan, 512, flash_attn=True)
+    assert b_mmq["quantized_gemm"].startswith("mmq") and b_cublas["quantized_gemm"].startswith("dequantized")
+    assert 512 / cublas - 512 / mmq == pytest.approx(FIT["dequant_bytes_per_weight"] * BODY / (936e9 * GDDR), rel=1e-9)
+    # Volta has FP16 tensor cores but no int8 MMA: large batches go through cuBLAS there
+    volta = dataclasses.replace(card(), compute_capability="7.0")
+    sv, pv = sized(quant="q4_k_m", spec=volta)
+    assert speed.prefill_rate(sv, pv, 512, flash_attn=True)[1]["quantized_gemm"].startswith("dequantized")
+    # F16 weights have nothing to dequantize either way
+    assert "quantized_gemm" not in speed.prefill_rate(*sized(), 512, flash_attn=True)[1]

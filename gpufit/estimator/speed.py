@@ -342,8 +342,10 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     tp = plan.tp
     stages = [used[i:i + tp] for i in range(0, len(used), tp)]
     body_bytes = s.ws.per_layer * m.layers
-    if fit["dequant_bytes_per_weight"] and req.quant.kind == "gguf" and req.quant.bits_per_weight < 16:
-        body_bytes += fit["dequant_bytes_per_weight"] * pc.body
+    # quantized weights are dequantized to an FP16 copy per ubatch where the engine's GEMMs need one
+    # (cuBLAS); from `mmq_from_cc` on the engine multiplies them as stored
+    quantized = req.quant.kind == "gguf" and req.quant.bits_per_weight < 16
+    dequant = fit["dequant_bytes_per_weight"] * pc.body if quantized else 0.0
     attn_flops_cell = 4 * m.heads * m.head_dim
     per_stage = []  # (seconds per ubatch token, seconds per weight pass, seconds per token-cell)
     rates = []
@@ -367,10 +369,14 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         basis.setdefault("prefill_memory_efficiency", mem_eff)
         share = sum(dp.layers for dp in st[:1]) / m.layers
         bw_b = bw * 1e9 * tp * mem_eff
+        mmq = d["mmq_from_cc"] is not None and dev.spec is not None and float(dev.spec.compute_capability) >= d["mmq_from_cc"]
+        if quantized:
+            basis.setdefault("quantized_gemm", "mmq (weights as stored)" if mmq else "dequantized to fp16 per ubatch")
+        stage_bytes = body_bytes + (0.0 if mmq else dequant)
         cell = attn_flops_cell / (rate * tp)
         if not fa:
             cell += m.heads * fit["attn_bytes_per_head_cell"] / bw_b
-        per_stage.append((share * flops_tok / (rate * tp), share * body_bytes / bw_b, share * m.layers * cell))
+        per_stage.append((share * flops_tok / (rate * tp), share * stage_bytes / bw_b, share * m.layers * cell))
     depth = s.engine.pipeline_depth(req, not plan.cpu_layers and not plan.head_on_host) if len(stages) > 1 else 1
     basis["pipeline_depth"] = depth
     # each ubatch's seconds on each stage: its GEMMs, one pass over the stage's weights, and its

@@ -36,10 +36,13 @@ class PrefillFit(TypedDict):
 
 
 class PrefillBatching(TypedDict):
-    """How an engine runs a prompt (Engine.prefill_batching)."""
+    """How an engine runs a prompt (Engine.prefill_batching). `mmq_from_cc`: the compute capability
+    from which the engine multiplies quantized weights as they are stored (llama.cpp's MMQ kernels),
+    with no FP16 copy of them per ubatch; None where it always makes the copy (or has none to make)."""
     n_batch: int
     n_ubatch: int
     flash_attn: bool
+    mmq_from_cc: float | None
 
 
 @dataclass(frozen=True)
@@ -184,7 +187,8 @@ class Engine:
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
         """How the engine runs a prompt: n_batch, n_ubatch tokens, flash_attn. The default: one
         step of the profile's step tokens with flash attention (vLLM's chunked prefill)."""
-        return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True}
+        return {"n_batch": self.profile.step_tokens, "n_ubatch": self.profile.step_tokens, "flash_attn": True,
+                "mmq_from_cc": None}
 
     def speed_unknown(self, req: "FitRequest") -> str | None:
         """Why this engine's speed is not estimated for the request (a mode no measurement or model

@@ -45,6 +45,16 @@ FLASH_ATTN_DEFAULT = True
 # batch's through the pipeline. Otherwise n_copies is 1 and the scheduler synchronizes each device
 # before copying its inputs, which leaves little overlap (speed.pipeline_seconds).
 PIPELINE_COPIES = 4
+# Quantized prompt GEMMs: ggml/src/ggml-cuda/mmq.cu ggml_cuda_should_use_mmq takes the MMQ kernels
+# (int8 tensor-core MMA on the weights as stored, the activations quantized to q8_1) for every
+# k-quant, legacy quant, IQ type and MXFP4 wherever turing_mma_available (compute capability 7.5 on),
+# at every batch size: no FP16 copy of the weights is made, unless the build sets
+# GGML_CUDA_FORCE_CUBLAS (engine setting force_cublas). Builds before June 2024 (llama.cpp PRs #7676,
+# #8075) used MMQ only up to 32 tokens and dequantized to FP16 for cuBLAS above that: the May 2024
+# rows bench/calibrate.py fits ran that way, and it plans them with force_cublas. MMQ is modelled at
+# the FP16 GEMM rate those rows fit: PR #7676 measured Llama 3 8B Q4_0 pp512 at 10,359 tok/s on an
+# RTX 4090 with it, 1.10 x the 9,382 of the same card's F16 through cuBLAS (XiongjieDai, May 2024).
+MMQ_FROM_CC = 7.5
 # --split-mode tensor (experimental since llama.cpp PR #19378, 2026): a "meta device" over the GPUs
 # that splits every layer's weights and its KV cache between them (docs/multi-gpu.md). Start-up refuses
 # it with flash attention off, with a quantized KV cache, and for the architectures
@@ -381,9 +391,11 @@ class LlamaCpp(Engine):
         return PREFILL_FIT
 
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
-        """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on)."""
+        """-b / -ub / -fa, else common/common.h's n_batch 2048, n_ubatch 512 and -fa auto (on); quantized
+        weights through MMQ from Turing on (MMQ_FROM_CC), unless the build forces cuBLAS."""
         return {"n_batch": setting(req, "n_batch", N_BATCH), "n_ubatch": setting(req, "n_ubatch", N_UBATCH),
-                "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT)}
+                "flash_attn": setting(req, "flash_attn", FLASH_ATTN_DEFAULT),
+                "mmq_from_cc": None if setting(req, "force_cublas", False) else MMQ_FROM_CC}
 
     def tp_valid(self, m: ModelSpec, k: int) -> bool:
         """--split-mode tensor splits tensor segments in proportion (-ts, evenly by default) with no

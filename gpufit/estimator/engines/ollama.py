@@ -32,7 +32,7 @@ from .. import memory
 from ..params import attention_layer_counts, attention_shape, required
 from ..types import Message, Strategy
 from .base import EngineMemory, PrefillBatching, ServerCommand
-from .llama_cpp import LLAMA_KV, LlamaCpp, setting
+from .llama_cpp import LLAMA_KV, MMQ_FROM_CC, LlamaCpp, setting
 from .profiles import OLLAMA
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -573,11 +573,13 @@ class Ollama(LlamaCpp):
             log="scheduler")
 
     def prefill_batching(self, req: "FitRequest") -> PrefillBatching:
-        """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks.
+        """api/types.go: num_batch 512 (one ubatch); flash attention where OLLAMA_FLASH_ATTENTION asks;
+        quantized weights through the vendored ggml's MMQ kernels, as llama.cpp's (llama_cpp.MMQ_FROM_CC).
         The pipeline depth is llama.cpp's (LlamaCpp.pipeline_depth): runner/llamarunner/runner.go
         processBatch synchronizes only after a batch with outputs, so a prompt's batches follow one
         another through the GPUs."""
-        return {"n_batch": NUM_BATCH, "n_ubatch": NUM_BATCH, "flash_attn": bool(setting(req, "flash_attn", False))}
+        return {"n_batch": NUM_BATCH, "n_ubatch": NUM_BATCH, "flash_attn": bool(setting(req, "flash_attn", False)),
+                "mmq_from_cc": MMQ_FROM_CC}
 
     def default_context(self, m: ModelSpec, devices: Sequence["Device"],
                         settings: Mapping[str, Any] | None = None) -> tuple[int, str] | None:
