@@ -522,10 +522,8 @@ def current_build_table(cat: Catalog) -> Table:
         s = placement.Sizer(req)
         if test.startswith("tg"):
             pred, _, _ = speed.estimate_speed(s, plan, 1, decode_context=depth + n // 2)
-        elif depth:
-            continue  # a prompt after a filled cache: prefill_rate starts from an empty one
         else:
-            _, pred, _ = speed.estimate_speed(s, plan, 1, prefill_tokens=n)
+            pred, _ = speed.prefill_rate(s, plan, n, depth=depth)
         if pred is not None:
             t.add(float(row["tokens_per_s"]), pred, f"{row['gpu_count']}x {row['gpu']} | {row['model']} "
                   f"{row['quant']} | {test}" + (f" @ d{depth}" if depth else ""), row["source"])

@@ -282,3 +282,17 @@ def test_current_llama_cpp_multiplies_quantized_weights_as_stored():
     assert speed.prefill_rate(sv, pv, 512, flash_attn=True)[1]["quantized_gemm"].startswith("dequantized")
     # F16 weights have nothing to dequantize either way
     assert "quantized_gemm" not in speed.prefill_rate(*sized(), 512, flash_attn=True)[1]
+
+
+def test_a_prompt_after_a_filled_cache_attends_to_it_too():
+    """llama-bench pp512 @ d4096: each of the 512 tokens also attends the 4096 cells already cached,
+    4 x 32 heads x 128 FLOPs per cell and layer at the GEMM rate (flash attention on)."""
+    s, plan = sized(context=8192)
+    fresh, b0 = speed.prefill_rate(s, plan, 512, flash_attn=True)
+    deep, b1 = speed.prefill_rate(s, plan, 512, flash_attn=True, depth=4096)
+    assert (b0["prefill_depth_tokens"], b1["prefill_depth_tokens"]) == (0, 4096)
+    gemm = 71e12 * 2 * FIT["gemm_efficiency"]
+    assert 512 / deep - 512 / fresh == pytest.approx(512 * 4096 * 32 * 4 * 32 * 128 / gemm, rel=1e-9)
+    # the prompt is cut to what the context leaves after the cache
+    _, b2 = speed.prefill_rate(s, plan, 8192, flash_attn=True, depth=4096)
+    assert b2["prefill_prompt_tokens"] == 4096

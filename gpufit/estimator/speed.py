@@ -305,9 +305,11 @@ def pipeline_seconds(times: list[list[float]], depth: int) -> float:
 
 
 def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_attn: bool | None = None,
-                 n_batch: int | None = None, n_ubatch: int | None = None) -> tuple[float | None, dict[str, Any]]:
+                 n_batch: int | None = None, n_ubatch: int | None = None,
+                 depth: int = 0) -> tuple[float | None, dict[str, Any]]:
     """Prompt tokens/s for a prompt of `prompt_tokens` (default PREFILL_PROMPT_TOKENS, at most the
-    context), and its basis.
+    context left after `depth`) that follows `depth` tokens already in the cache (llama-bench's
+    `pp N @ dD`), and its basis.
 
     The prompt runs in batches of n_batch tokens, each split into ubatches of n_ubatch. One ubatch on
     one stage (the layers one device or tensor-parallel group holds) takes
@@ -324,7 +326,8 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     req, m = s.req, s.m
     d = s.engine.prefill_batching(req)
     fa = d["flash_attn"] if flash_attn is None else flash_attn
-    n = max(1, min(req.context, prompt_tokens or PREFILL_PROMPT_TOKENS))
+    depth = max(0, min(depth, req.context - 1))
+    n = max(1, min(req.context - depth, prompt_tokens or PREFILL_PROMPT_TOKENS))
     ub = n_ubatch or d["n_ubatch"]
     nb = max(n_batch or d["n_batch"], ub)
     fit = s.engine.prefill_fit()
@@ -333,7 +336,7 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     pc = count_params(m)
     # the head runs for the last prompt token only; the input embedding is a lookup
     flops_tok = 2 * pc.body_active
-    basis: dict[str, Any] = {"prefill_prompt_tokens": n, "flash_attn": fa, "n_batch": nb, "n_ubatch": ub,
+    basis: dict[str, Any] = {"prefill_prompt_tokens": n, "prefill_depth_tokens": depth, "flash_attn": fa, "n_batch": nb, "n_ubatch": ub,
                    "flops_per_token": int(flops_tok), "prefill_efficiency": fit["gemm_efficiency"],
                    "prefill_efficiency_from": fit["source"]}
     used = plan.used
@@ -377,8 +380,8 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         if not fa:
             cell += m.heads * fit["attn_bytes_per_head_cell"] / bw_b
         per_stage.append((share * flops_tok / (rate * tp), share * stage_bytes / bw_b, share * m.layers * cell))
-    depth = s.engine.pipeline_depth(req, not plan.cpu_layers and not plan.head_on_host) if len(stages) > 1 else 1
-    basis["pipeline_depth"] = depth
+    in_flight = s.engine.pipeline_depth(req, not plan.cpu_layers and not plan.head_on_host) if len(stages) > 1 else 1
+    basis["pipeline_depth"] = in_flight
     # each ubatch's seconds on each stage: its GEMMs, one pass over the stage's weights, and its
     # scores over every cell cached up to its last token (the KQ product spans all of them)
     ubatch_times = []
@@ -387,11 +390,11 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         b = min(nb, n - done)
         for start in range(0, b, ub):
             u = min(ub, b - start)
-            cells = done + start + u
+            cells = depth + done + start + u
             ubatch_times.append([u * a + w + u * cells * c + (engines.STAGE_HOP_LATENCY_S if i else 0.0)
                                  for i, (a, w, c) in enumerate(per_stage)])
         done += b
-    seconds = pipeline_seconds(ubatch_times, depth)
+    seconds = pipeline_seconds(ubatch_times, in_flight)
     basis["gemm_tokens_per_s"] = min(rates) * tp / flops_tok
     rate = n / seconds
     if plan.cpu_layers:
