@@ -457,3 +457,12 @@ def test_check_with_split_mode_tensor_and_flash_attention_off_exits_3():
                                  "llama3-8b.Q4_K_M.gguf", "-sm", "tensor", "-c", "4096", "-fa", "off"])
     assert r.exit_code == 3 and "SPLIT_MODE_TENSOR requires flash_attn to be enabled" in r.output
     assert "Traceback" not in r.output
+
+
+def test_device_none_keeps_every_layer_in_host_ram_and_tensor_mode_refuses_it():
+    c = parse(["-m", "m.gguf", "-dev", "none"], {})
+    assert c.settings["n_gpu_layers"] == 0 and c.gpus is None
+    assert any("--device none" in n for n in c.notes)
+    t = parse(["-m", "m.gguf", "-dev", "none", "-sm", "tensor"], {})
+    res = estimate(_two_4090("llama3-8b", 4096, **t.settings), alternatives=False)
+    assert res.verdict == "no_fit" and res.refusal.code == "sm_tensor_no_device"

@@ -411,6 +411,9 @@ class LlamaCpp(Engine):
         messages are llama.cpp's own)."""
         if not tensor_mode(req):
             return None
+        if setting(req, "no_devices", False):
+            return Refusal("sm_tensor_no_device", "--split-mode tensor needs at least one non-CPU device "
+                           "(--device none)", {})
         if setting(req, "flash_attn", FLASH_ATTN_DEFAULT) is False:
             return Refusal("sm_tensor_flash_attn", "SPLIT_MODE_TENSOR requires flash_attn to be enabled", {})
         types = [t for t in (setting(req, "cache_type_k"), setting(req, "cache_type_v"),
@@ -830,6 +833,9 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
         notes.append("--split-mode tensor (experimental): each GPU holds an even share of every layer's weights "
                      "and of the KV cache (docs/multi-gpu.md)"
                      + (", -ts planned as that even split" if settings.get("tensor_split") else "")
+                     + (f", -ngl {settings['n_gpu_layers']} planned as every layer on the GPUs (the layers it "
+                        "leaves in host RAM would need less GPU memory than shown)"
+                        if settings.get("n_gpu_layers") is not None and not settings.get("no_devices") else "")
                      + "; each GPU's compute buffer counted as one GPU's; --fit does not run in this mode")
     default_context = None
     if not ctx:  # not given, or -c 0: the model's training context, which --fit may shrink
@@ -842,7 +848,13 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
     cache_type = settings.get("cache_type_k") or settings.get("cache_type_v")
     kv_dtype = KV_CATALOG.get(cache_type) if cache_type else None
     gpus = env.get("CUDA_VISIBLE_DEVICES")
-    if got.get("device"):
+    if got.get("device") and got["device"].strip().lower() == "none":
+        # common/arg.cpp --device none: no device offload, every layer in host RAM (as -ngl 0); with
+        # --split-mode tensor start-up rejects it (docs/multi-gpu.md: at least one non-CPU device)
+        settings["n_gpu_layers"] = 0
+        settings["no_devices"] = True
+        notes.append("--device none: no GPU is used; every layer runs from host RAM (as -ngl 0)")
+    elif got.get("device"):
         import re
 
         ids = re.findall(r"CUDA(\d+)", got["device"])
