@@ -466,3 +466,20 @@ def test_device_none_keeps_every_layer_in_host_ram_and_tensor_mode_refuses_it():
     t = parse(["-m", "m.gguf", "-dev", "none", "-sm", "tensor"], {})
     res = estimate(_two_4090("llama3-8b", 4096, **t.settings), alternatives=False)
     assert res.verdict == "no_fit" and res.refusal.code == "sm_tensor_no_device"
+
+
+def test_split_mode_tensor_on_mig_devices_is_one_device():
+    """A CUDA process sees one MIG device: tensor mode there is a one-device plan, not a request for
+    every MIG slice of the card (the H100 capture has 4 slices)."""
+    from pathlib import Path
+
+    from gpufit.app.devices import select_devices
+    from gpufit.probe import load_snapshot
+
+    snap = load_snapshot(Path(__file__).parent / "fixtures" / "nvidia-smi" /
+                         "utkuozdemir_nvidia_gpu_exporter__linux-x86_64__nvidia-h100-mig__590.48.01.txt")
+    devs = select_devices(snap, CAT)
+    assert len(devs) > 1 and all(d.mig_profile for d in devs)
+    r = FitRequest(**{**req("llama3-8b", 4096, split_mode="tensor").__dict__, "devices": tuple(devs)})
+    res = estimate(r, alternatives=False)
+    assert res.refusal is None and res.verdict in ("fits", "tight") and res.placement.tensor_parallel == 1

@@ -423,6 +423,15 @@ def _refit(s: Sizer, devs: list[Device], margin: int) -> Plan:
     return split_layers(s, devs, allow_cpu=True, margin=margin)
 
 
+def visible_units(devs: Sequence[Device]) -> int:
+    """How many of `devs` one process can use together: a CUDA process sees one MIG device, and NCCL
+    does not run across MIG devices, so each MIG device is a unit of its own (NVIDIA MIG user guide,
+    "CUDA device enumeration"); whole GPUs all."""
+    if any(d.parent is not None or d.mig_profile for d in devs):
+        return min(1, len(devs))
+    return len(devs)
+
+
 def choose(req: FitRequest) -> Plan:
     """The placement the engine would use on these devices: single if it fits, else the smallest
     multi-GPU arrangement that fits, else CPU offload, else the best failing plan (for the report)."""
@@ -430,10 +439,7 @@ def choose(req: FitRequest) -> Plan:
     devs = sorted(req.devices, key=lambda d: usable(d, req), reverse=True)
     if not devs:
         return Plan(Strategy.SINGLE, False, [], reasons=[Message("no_gpu")])
-    if any(d.parent is not None or d.mig_profile for d in devs):
-        # a CUDA process sees one MIG device, and NCCL does not run across MIG devices: each MIG
-        # device is a unit of its own (NVIDIA MIG user guide, "CUDA device enumeration")
-        devs = devs[:1]
+    devs = devs[:visible_units(devs)]
     fixed = s.engine.fixed_placement(req)
     if fixed is not None:
         return _fixed(s, devs, *fixed)

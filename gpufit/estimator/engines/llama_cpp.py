@@ -404,7 +404,11 @@ class LlamaCpp(Engine):
 
     def fixed_placement(self, req: "FitRequest") -> tuple[int, int] | None:
         """--split-mode tensor: one tensor-parallel group over every GPU the process sees."""
-        return (max(1, len(req.devices)), 1) if tensor_mode(req) else None
+        if not tensor_mode(req):
+            return None
+        from ..placement import visible_units
+
+        return (max(1, visible_units(req.devices)), 1)
 
     def capability_refusal(self, req: "FitRequest", devices: Sequence["DevicePlan"]) -> Refusal | None:
         """The start-up checks of --split-mode tensor (docs/multi-gpu.md, "Limitations and gotchas"; the
