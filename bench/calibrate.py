@@ -148,7 +148,7 @@ class PrefillRow:
     stages: list  # per stage: dict of the terms speed.prefill_rate adds, at unit constants
     config: object
     gpu: str
-    depth: int  # ubatches in flight over the layer split (Engine.pipeline_depth)
+    in_flight: int  # ubatches in flight over the layer split (Engine.pipeline_depth)
 
 
 def prefill_rows(cat) -> list[PrefillRow]:
@@ -194,8 +194,8 @@ def prefill_rows(cat) -> list[PrefillRow]:
                            "cell_flops": share * m.layers * 4 * m.heads * m.head_dim,
                            "cell_bytes_s": share * m.layers * m.heads / bw})
         full = not e.plan.cpu_layers and not e.plan.head_on_host
-        depth = s.engine.pipeline_depth(s.req, full) if len(stages) > 1 else 1
-        out.append(PrefillRow(measured, n, stages, c, c.gpu, depth))
+        in_flight = s.engine.pipeline_depth(s.req, full) if len(stages) > 1 else 1
+        out.append(PrefillRow(measured, n, stages, c, c.gpu, in_flight))
     return out
 
 
@@ -214,16 +214,7 @@ def prefill_model(r: PrefillRow, p: dict, mem: dict) -> float:
                                           if not BENCH_FLASH_ATTN else 0.0)
         per.append((st["flops"] / rate, (st["weights_s"] + st["dequant_s"] * p["dequant_bytes_per_weight"]) / me,
                     cell))
-    ub, done, ubatches = 512, 0, []
-    while done < r.n:
-        b = min(BENCH_N_BATCH, r.n - done)
-        for start in range(0, b, ub):
-            u = min(ub, b - start)
-            cells = done + start + u
-            ubatches.append([u * a + w + u * cells * c + (engines.STAGE_HOP_LATENCY_S if i else 0.0)
-                             for i, (a, w, c) in enumerate(per)])
-        done += b
-    return r.n / speed.pipeline_seconds(ubatches, r.depth)
+    return r.n / speed.pipeline_seconds(speed.ubatch_times(per, r.n, BENCH_N_BATCH, 512), r.in_flight)
 
 
 def prefill_loss(rows, p, mem) -> float:

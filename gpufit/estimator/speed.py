@@ -2,8 +2,8 @@
 
 decode s/token = sum over the devices a token passes through of bytes read there / (bandwidth x
 efficiency) + layers x the engine's fixed per-layer time (llama.cpp: cycles / the card's boost clock)
-+ interconnect latency (all-reduces; the engine's split latency over a layer split); bytes read = the layers' active weights + their KV for the tokens already in
-context (+ the output head on the last device). Offloaded layers read host memory.
++ interconnect latency (all-reduces; the engine's split latency over a layer split); bytes read = the
+layers' active weights + their KV for the tokens already in context (+ the output head on the last device). Offloaded layers read host memory.
 prefill (prefill_rate): per ubatch, GEMM FLOPs / (datasheet tensor rate x efficiency x the share of
 SMs the GEMMs' tile waves keep busy, at most the board's power-limited rate) + weight, dequantization
 and score bytes / (bandwidth x the decode efficiency), pipelined over the stages of a layer split.
@@ -281,15 +281,35 @@ def wave_efficiency(m: ModelSpec, sms: int | None, tokens: int, tp: int = 1) -> 
     return busy / total
 
 
-def pipeline_seconds(times: list[list[float]], depth: int) -> float:
+def ubatch_times(per_stage: list[tuple[float, float, float]], n: int, n_batch: int, n_ubatch: int,
+                 depth: int = 0) -> list[list[float]]:
+    """Each ubatch's seconds on each stage for an n-token prompt after `depth` cached tokens, in
+    batches of n_batch cut into ubatches of n_ubatch. `per_stage`: (seconds per ubatch token, seconds
+    per weight pass, seconds per token-cell) of each stage. A ubatch pays its GEMMs, one pass over the
+    stage's weights, and its scores over every cell cached up to its last token (the KQ product spans
+    all of them); every stage after the first the hop to it."""
+    out = []
+    done = 0
+    while done < n:
+        b = min(n_batch, n - done)
+        for start in range(0, b, n_ubatch):
+            u = min(n_ubatch, b - start)
+            cells = depth + done + start + u
+            out.append([u * a + w + u * cells * c + (engines.STAGE_HOP_LATENCY_S if i else 0.0)
+                        for i, (a, w, c) in enumerate(per_stage)])
+        done += b
+    return out
+
+
+def pipeline_seconds(times: list[list[float]], in_flight: int) -> float:
     """Seconds for ubatches to pass a chain of stages, `times[j][i]` being ubatch j's time on stage
     i. A stage runs one ubatch at a time, in order; ubatch j enters stage i once it has left stage
     i - 1 and ubatch j - 1 has left stage i. One host thread queues the work in that order and,
-    before queueing ubatch j on stage i, waits until stage i has finished ubatch j - depth: llama.cpp's
-    scheduler (ggml/src/ggml-backend.cpp compute_splits) reuses its `depth` copies of the split inputs
-    in turn, waiting on the event of the copy it is about to overwrite, or, with one copy and no
-    events, synchronizing the device. While the host waits nothing further is queued, so with depth
-    1 a stage can take ubatch j + 1 only once the last stage has been handed ubatch j."""
+    before queueing ubatch j on stage i, waits until stage i has finished ubatch j - in_flight:
+    llama.cpp's scheduler (ggml/src/ggml-backend.cpp compute_splits) reuses its `in_flight` copies of
+    the split inputs in turn, waiting on the event of the copy it is about to overwrite, or, with one
+    copy and no events, synchronizing the device. While the host waits nothing further is queued, so
+    with one copy a stage can take ubatch j + 1 only once the last stage has been handed ubatch j."""
     if not times:
         return 0.0
     n_stages = len(times[0])
@@ -297,8 +317,8 @@ def pipeline_seconds(times: list[list[float]], depth: int) -> float:
     host = 0.0
     for j, row in enumerate(times):
         for i, t in enumerate(row):
-            if j >= depth:
-                host = max(host, end[j - depth][i])
+            if j >= in_flight:
+                host = max(host, end[j - in_flight][i])
             ready = max(host, end[j][i - 1] if i else 0.0, end[j - 1][i] if j else 0.0)
             end[j][i] = ready + t
     return end[-1][-1]
@@ -336,8 +356,8 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
     pc = count_params(m)
     # the head runs for the last prompt token only; the input embedding is a lookup
     flops_tok = 2 * pc.body_active
-    basis: dict[str, Any] = {"prefill_prompt_tokens": n, "prefill_depth_tokens": depth, "flash_attn": fa, "n_batch": nb, "n_ubatch": ub,
-                   "flops_per_token": int(flops_tok), "prefill_efficiency": fit["gemm_efficiency"],
+    basis: dict[str, Any] = {"prefill_prompt_tokens": n, "prefill_depth_tokens": depth, "flash_attn": fa,
+                   "n_batch": nb, "n_ubatch": ub, "flops_per_token": int(flops_tok), "prefill_efficiency": fit["gemm_efficiency"],
                    "prefill_efficiency_from": fit["source"]}
     used = plan.used
     if not used:
@@ -382,19 +402,7 @@ def prefill_rate(s: Sizer, plan: Plan, prompt_tokens: int | None = None, flash_a
         per_stage.append((share * flops_tok / (rate * tp), share * stage_bytes / bw_b, share * m.layers * cell))
     in_flight = s.engine.pipeline_depth(req, not plan.cpu_layers and not plan.head_on_host) if len(stages) > 1 else 1
     basis["pipeline_depth"] = in_flight
-    # each ubatch's seconds on each stage: its GEMMs, one pass over the stage's weights, and its
-    # scores over every cell cached up to its last token (the KQ product spans all of them)
-    ubatch_times = []
-    done = 0
-    while done < n:
-        b = min(nb, n - done)
-        for start in range(0, b, ub):
-            u = min(ub, b - start)
-            cells = depth + done + start + u
-            ubatch_times.append([u * a + w + u * cells * c + (engines.STAGE_HOP_LATENCY_S if i else 0.0)
-                                 for i, (a, w, c) in enumerate(per_stage)])
-        done += b
-    seconds = pipeline_seconds(ubatch_times, in_flight)
+    seconds = pipeline_seconds(ubatch_times(per_stage, n, nb, ub, depth), in_flight)
     basis["gemm_tokens_per_s"] = min(rates) * tp / flops_tok
     rate = n / seconds
     if plan.cpu_layers:
