@@ -201,6 +201,13 @@ def tensor_mode(req: "FitRequest") -> bool:
     return bool(setting(req, "split_mode") == "tensor")
 
 
+def fit_runs(settings: Mapping[str, Any]) -> bool:
+    """common/fit.cpp runs: --fit on (the default) and not --split-mode tensor, which it does not
+    support (docs/multi-gpu.md)."""
+    fit = settings.get("fit")
+    return (fit is None or bool(fit)) and settings.get("split_mode") != "tensor"
+
+
 def host_expert_layers(req: "FitRequest") -> int:
     """How many MoE layers keep their expert tensors in host RAM."""
     m = req.model
@@ -274,7 +281,7 @@ class LlamaCpp(Engine):
         """common/fit.cpp refits only what the command line left open: no -ngl, -ts, -ot / --n-cpu-moe,
         no row split (each makes common_params_fit_impl abort before step 3), --fit on. Then every GPU
         keeps --fit-target free (1024 MiB; the first figure where several are given)."""
-        if not setting(req, "fit_layout", False) or not setting(req, "fit", True) or tensor_mode(req):
+        if not setting(req, "fit_layout", False) or not fit_runs(req.engine_settings or {}):
             return None
         return int((setting(req, "fit_target_mib") or (FIT_TARGET_MIB,))[0]) * 1024 * 1024
 
@@ -326,8 +333,7 @@ class LlamaCpp(Engine):
         margin free (--fit-target, 1024 MiB) and the GPUs together are short, the context is cut to the
         linear interpolation between --fit-ctx (4096) and the maximum that meets the summed target (less
         half a layer per GPU and one more on a split, a sixth for MoE), rounded down to 256 cells."""
-        if (not setting(req, "ctx_auto", False) or not setting(req, "fit", True) or not req.devices
-                or tensor_mode(req)):  # docs/multi-gpu.md: --fit is not supported with tensor
+        if not setting(req, "ctx_auto", False) or not fit_runs(req.engine_settings or {}) or not req.devices:
             return None
         import dataclasses
 
@@ -845,7 +851,7 @@ def parse_command(argv: Sequence[str], env: Mapping[str, str]) -> ServerCommand:
     if not ctx:  # not given, or -c 0: the model's training context, which --fit may shrink
         default_context = 0
         settings["ctx_auto"] = True
-        fit = settings.get("fit", True) and settings.get("split_mode") != "tensor"
+        fit = fit_runs(settings)
         notes.append(("no -c" if ctx is None else "-c 0") + ": llama.cpp's default is the model's training context"
                      + (", which --fit shrinks where it leaves a GPU less than its margin free" if fit else
                         " (--fit off or --split-mode tensor: kept whole)"))
