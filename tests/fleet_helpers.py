@@ -109,6 +109,12 @@ class Series:
         self.labels, self.value, self.ts, self.gone = labels, value, ts, gone
 
 
+def uuid_of(series: list[Series], index: int) -> str:
+    """The uuid label gpufit's series give GPU `index` (its gpufit_gpu_info sample)."""
+    return next(s.labels["uuid"] for s in series if s.labels["__name__"] == "gpufit_gpu_info"
+                and s.labels["index"] == str(index))
+
+
 def parse_text(text: str, extra: dict) -> list[Series]:
     """Exposition text -> series with `extra` labels (instance, job), as a scrape would store them."""
     from prometheus_client.parser import text_string_to_metric_families

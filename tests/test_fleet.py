@@ -22,7 +22,8 @@ from gpufit.probe import load_snapshot
 from gpufit.render.prometheus import render
 from gpufit.app.report import build_report
 
-from fleet_helpers import FIXTURES, FakePrometheus, Series, dcgm_text, free_by_index, nvidia_smi_text, parse_text
+from fleet_helpers import (FIXTURES, FakePrometheus, Series, dcgm_text, free_by_index, nvidia_smi_text, parse_text,
+                           uuid_of)
 
 CAPTURES = sorted(p for p in FIXTURES.iterdir() if p.suffix in (".xml", ".txt"))
 CATALOG = load_catalog()
@@ -153,8 +154,7 @@ def test_two_sources_for_one_gpu_use_gpufit_and_say_so():
 def test_nan_and_negative_values_are_left_out_with_a_note():
     a5000 = FIXTURES / "influxdata_telegraf__dual_a5000-v13.xml"
     series = gpufit_series(a5000, "box:9100")
-    gpu0 = next(s.labels["uuid"] for s in series if s.labels["__name__"] == "gpufit_gpu_info"
-                and s.labels["index"] == "0")
+    gpu0 = uuid_of(series, 0)
     for s in series:
         if s.labels.get("uuid") == gpu0 and s.labels["__name__"] == "gpufit_gpu_memory_free_bytes":
             s.value = float("nan")
@@ -500,8 +500,7 @@ def test_a_gpu_lost_since_the_last_report_does_not_make_its_node_stale():
     """gpufit writes no memory series for a lost GPU: its free series is in the window but not now."""
     a5000 = FIXTURES / "influxdata_telegraf__dual_a5000-v13.xml"
     series = gpufit_series(a5000, "box:9100")
-    gpu1 = next(s.labels["uuid"] for s in series if s.labels["__name__"] == "gpufit_gpu_info"
-                and s.labels["index"] == "0")
+    gpu1 = uuid_of(series, 0)
     for s in series:
         if s.labels.get("uuid") == gpu1 and s.labels["__name__"].startswith("gpufit_gpu_memory_"):
             s.gone = True  # it was there a minute ago
